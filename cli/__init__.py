@@ -1,0 +1,1 @@
+"""The `ct` command: a thin Typer layer over :mod:`ct_pipeline`."""

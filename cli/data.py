@@ -1,0 +1,82 @@
+"""Commands about data: `ct series list`, `ct info`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
+from cli.output import console, print_json
+from ct_pipeline.loading import LoadOptions, load_ct
+from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+from ct_pipeline.series_index import require_some_series, scan_roots
+
+series_app = typer.Typer(help="Find CT series under the data roots.", no_args_is_help=True)
+
+
+@series_app.command("list", epilog="Example: ct series list --data-root /data/luna16 --json")
+def series_list(
+    data_root: DataRootsOption = None,
+    cache_dir: CacheDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List every series under the data roots (LUNA16 .mhd, DICOM, image files)."""
+    roots = resolve_data_roots(data_root)
+    if not roots:
+        from ct_pipeline.errors import BadInputError
+
+        raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
+    entries = scan_roots(roots, resolve_cache_dir(cache_dir))
+    require_some_series(entries, roots)
+    if json_output:
+        print_json([e.summary() for e in entries.values()])
+        return
+    table = Table(title=f"{len(entries)} series")
+    for column in ("series UID", "format", "modality", "files", "path"):
+        table.add_column(column, overflow="fold")
+    for entry in entries.values():
+        table.add_row(entry.series_uid, entry.format, entry.modality, str(entry.n_files), entry.path)
+    console().print(table)
+
+
+def info(
+    series: Annotated[str, typer.Argument(help="Series UID under the data roots, a DICOM folder, or an image file.")],
+    data_root: DataRootsOption = None,
+    cache_dir: CacheDirOption = None,
+    series_uid: Annotated[
+        str | None, typer.Option("--series", help="Which series, when a DICOM folder holds several.")
+    ] = None,
+    allow_uneven_spacing: AllowUnevenOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Describe one CT: size, spacing, origin, direction, HU range."""
+    volume = load_ct(
+        series,
+        data_roots=resolve_data_roots(data_root),
+        cache_dir=resolve_cache_dir(cache_dir),
+        options=LoadOptions(allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid),
+    )
+    description = volume.describe()
+    if json_output:
+        print_json(description)
+        return
+    table = Table(show_header=False, title=f"series {volume.series_uid}")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in description.items():
+        if isinstance(value, list):
+            value = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        elif isinstance(value, dict):
+            value = "; ".join(f"{k}: {v}" for k, v in value.items())
+        table.add_row(key, str(value))
+    console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(series_app, name="series")
+    app.command(
+        "info",
+        epilog="Examples: ct info /data/dicom/patient1 --json | ct info 1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860 --data-root /data/luna16",
+    )(info)

@@ -1,0 +1,92 @@
+"""The `ct` Typer app: global options, command registration, and errors -> exit codes.
+
+Exit codes: 0 done; 1 internal failure (a bug: rerun with --debug for the traceback);
+2 bad input (one line on stderr saying what is wrong and what to do); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from ct_pipeline.errors import CtError
+
+DISCLAIMER = "Research software, not a medical device: never use it for clinical decisions."
+
+
+class _ErrorMappingGroup(TyperGroup):
+    """Turns library errors into one line and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: typer.Context):  # noqa: D102
+        debug = bool(ctx.params.get("debug")) or os.environ.get("CT_DEBUG") == "1"
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException, SystemExit):
+            raise  # usage errors and explicit exits keep their own codes
+        except CtError as err:
+            if debug:
+                raise
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as err:  # an internal failure: keep it short unless asked
+            if debug:
+                raise
+            typer.echo(
+                f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_ErrorMappingGroup,
+    name="ct",
+    help=f"CT lung-nodule detection: load, cache, train, diagnose, evaluate.\n\n{DISCLAIMER}",
+    epilog="Example: ct synth demo_data --series 4 --size small && ct series list --data-root demo_data",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.", envvar="CT_DEBUG"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _register() -> None:
+    from cli import data
+
+    data.register(app)
+    for name in ("evaluate_cmd", "models_cmd", "cache_cmd", "train_cmd", "diagnose_cmd"):
+        try:
+            module = __import__(f"cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != f"cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,94 @@
+"""Reading CT volumes: ``load_ct(source)`` for a series UID, a DICOM folder or an image file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ct_pipeline.errors import BadInputError, NotFoundError
+from ct_pipeline.loading.dicom import DicomSeries, discover_series, load_dicom_series
+from ct_pipeline.loading.image_file import image_format, load_image_file
+from ct_pipeline.loading.mhd import load_mhd
+from ct_pipeline.paths import validate_series_uid
+from ct_pipeline.volume import CtVolume
+
+__all__ = ["LoadOptions", "load_ct", "load_entry", "CtVolume"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read a series.
+
+    Attributes:
+        allow_uneven_spacing: resample DICOM series with missing slices or uneven gaps onto a
+            regular grid (with a warning) instead of refusing them.
+        series_uid: which series to read when a folder holds several.
+    """
+
+    allow_uneven_spacing: bool = False
+    series_uid: str | None = None
+
+
+def _load_dicom_folder(folder: Path, options: LoadOptions) -> CtVolume:
+    series = discover_series(folder)
+    if not series:
+        raise BadInputError(f"{folder}: no DICOM files found in this folder or below it")
+    if options.series_uid is not None:
+        chosen = [s for s in series if s.series_uid == options.series_uid]
+        if not chosen:
+            raise NotFoundError(f"series {options.series_uid} is not in {folder}; it holds {_describe(series)}")
+        return load_dicom_series(chosen[0], options.allow_uneven_spacing)
+    if len(series) > 1:
+        raise BadInputError(
+            f"{folder} holds {len(series)} series ({_describe(series)}); name one with --series UID"
+        )
+    return load_dicom_series(series[0], options.allow_uneven_spacing)
+
+
+def _describe(series: Sequence[DicomSeries]) -> str:
+    return "; ".join(f"{s.series_uid} ({s.modality or '?'}, {s.n_files} files)" for s in series)
+
+
+def load_ct(
+    source: str | os.PathLike,
+    *,
+    data_roots: Sequence[Path] = (),
+    cache_dir: Path | None = None,
+    options: LoadOptions = LoadOptions(),
+) -> CtVolume:
+    """Load a CT from a path (DICOM folder, .mhd, NRRD/NIfTI file) or a series UID under ``data_roots``.
+
+    Returns:
+        The volume, HU as int16 in (index, row, col) order.
+    Raises:
+        BadInputError / NotFoundError / BadDataError with a one-line message.
+    """
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_dir():
+        return _load_dicom_folder(path, options)
+    if path.is_file():
+        if path.name.lower().endswith(".mhd"):
+            return load_mhd(path)
+        if image_format(path) is not None:
+            return load_image_file(path)
+        # A single DICOM file stands for its series in the same folder.
+        series = [s for s in discover_series(path.parent) if any(h.path == str(path) for h in s.headers)]
+        if series:
+            return load_dicom_series(series[0], options.allow_uneven_spacing)
+        raise BadInputError(f"{path}: not a CT image (expected a DICOM file or folder, .mhd, .nrrd, .nii or .nii.gz)")
+    from ct_pipeline.series_index import find_series
+
+    uid = validate_series_uid(text)
+    return load_entry(find_series(uid, data_roots, cache_dir), options)
+
+
+def load_entry(entry, options: LoadOptions = LoadOptions()) -> CtVolume:
+    """Load a :class:`~ct_pipeline.series_index.SeriesEntry` found by the series index."""
+    if entry.format == "mhd":
+        return load_mhd(Path(entry.path), series_uid=entry.series_uid)
+    if entry.format == "dicom":
+        return load_dicom_series(entry.dicom, options.allow_uneven_spacing)
+    return load_image_file(Path(entry.path))

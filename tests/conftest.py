@@ -1,0 +1,49 @@
+"""Shared fixtures. Tests that need ../shared skip when it is absent, and fail when CT_REQUIRE_SHARED=1 (CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def _shared_path(*parts: str) -> Path:
+    path = SHARED_DIR.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is missing (../shared is only present in the project's CI and dev machines)"
+        if os.environ.get("CT_REQUIRE_SHARED") == "1":
+            pytest.fail(message + " but CT_REQUIRE_SHARED=1")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip (fail under CT_REQUIRE_SHARED=1)."""
+    return _shared_path("data")
+
+
+@pytest.fixture(scope="session")
+def real_dicom_dir() -> Path:
+    """The real 99-slice CPTAC chest CT."""
+    return _shared_path("data", "dicom", "C3N-00247-chest-ct")
+
+
+@pytest.fixture(scope="session")
+def book_weights_dir() -> Path:
+    return _shared_path("data", "book-weights")
+
+
+@pytest.fixture(scope="session")
+def luna16_tables_dir() -> Path:
+    return _shared_path("data", "luna16")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """No test reads the developer's CT_DATA_ROOT or writes the checkout's data_cache/."""
+    monkeypatch.delenv("CT_DATA_ROOT", raising=False)
+    monkeypatch.setenv("CT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
