@@ -1,0 +1,262 @@
+"""The on-disk crop cache: one int16 region per series, memory-mapped at read time.
+
+Why regions and not one entry per candidate (the book's choice): LUNA16 has ~620 candidates
+per scan whose 32x48x48 crops overlap heavily. Storing the bounding box of all of a series'
+crops once, as int16, costs less disk than even int16 per-candidate crops, fills in one pass
+over the CT, and a crop is then a slice of a memory-mapped array (no SQLite look-up and no
+unpickling on the warm path). BENCHMARKS.md has the figures against the book's cache.
+
+Layout: a diskcache ``Cache`` (one SQLite, so writers wait for each other instead of
+FanoutCache's silent 10 ms give-up) holds, per series,
+- ``data|<key>``: the region as a .npy file (diskcache keeps large values as files), and
+- ``meta|<key>``: JSON with the region's place in the volume, the geometry and a CRC-32.
+The data is written before the metadata, so a half-written entry is never seen as complete.
+Keys are strings: the series UID, a fingerprint of the source files (size and mtime), the
+region spec, a hash of the candidate centres and CACHE_FORMAT_VERSION.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import diskcache
+import numpy as np
+
+from ct_pipeline.geometry import Geometry
+from ct_pipeline.volume import HU_AIR
+
+log = logging.getLogger(__name__)
+
+# Bump when what is stored changes (layout, dtype, clipping, region rule): old entries are then
+# never read again and age out through eviction.
+CACHE_FORMAT_VERSION = 1
+DEFAULT_SIZE_LIMIT_GB = 500.0
+CACHE_SUBDIR = "crops"
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """Which voxels of a series the cache keeps.
+
+    Attributes:
+        crop_irc: classification crop size (index, row, col) in voxels; the book's 32x48x48.
+        nodule_margin_irc: extra voxels kept around annotated nodules on each side, so the
+            segmentation dataset can cut its 96x96 training regions from the same entry.
+    """
+
+    crop_irc: tuple[int, int, int] = (32, 48, 48)
+    nodule_margin_irc: tuple[int, int, int] = (0, 24, 24)
+
+    def key(self) -> str:
+        return "crop{}x{}x{}-nm{}x{}x{}".format(*self.crop_irc, *self.nodule_margin_irc)
+
+
+def source_fingerprint(paths: list[str]) -> str:
+    """A short hash of the names, sizes and mtimes of a series' files: changes when any file does."""
+    digest = hashlib.sha1()
+    for path in sorted(paths):
+        stat = os.stat(path)
+        digest.update(f"{os.path.basename(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def centers_fingerprint(centers_xyz: np.ndarray, is_nodule: np.ndarray) -> str:
+    digest = hashlib.sha1(np.ascontiguousarray(np.round(centers_xyz, 3), dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(is_nodule, dtype=np.bool_).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def region_key(series_uid: str, source: str, spec: RegionSpec, centers: str) -> str:
+    return f"v{CACHE_FORMAT_VERSION}|{series_uid}|{source}|{spec.key()}|{centers}"
+
+
+@dataclass(frozen=True)
+class CachedRegion:
+    """A box of a CT, int16 HU, and where it sits in the full volume.
+
+    Attributes:
+        hu: (index, row, col) int16 array, often a read-only memory map.
+        origin_irc: voxel index in the full volume of ``hu[0, 0, 0]``.
+        volume_shape_irc: shape of the full volume.
+        geometry: geometry of the full volume (xyz <-> irc of the full grid).
+        series_uid: the series.
+    """
+
+    hu: np.ndarray
+    origin_irc: tuple[int, int, int]
+    volume_shape_irc: tuple[int, int, int]
+    geometry: Geometry
+    series_uid: str
+
+    def crop(self, center_irc, size_irc, pad_hu: int = HU_AIR) -> np.ndarray:
+        """A ``size_irc`` int16 crop centred on full-volume voxel ``center_irc``.
+
+        The crop starts at ``center - size // 2`` (the book's convention). Voxels outside the
+        stored region (beyond the volume's faces) are ``pad_hu``: crops are padded, never
+        shifted, so the candidate stays at the centre.
+        """
+        size = np.asarray(size_irc, dtype=np.int64)
+        start = np.asarray(center_irc, dtype=np.int64) - size // 2 - np.asarray(self.origin_irc)
+        stop = start + size
+        shape = np.asarray(self.hu.shape)
+        if (start >= 0).all() and (stop <= shape).all():
+            return np.array(self.hu[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]])
+        out = np.full(tuple(size), pad_hu, dtype=np.int16)
+        src_lo = np.maximum(start, 0)
+        src_hi = np.minimum(stop, shape)
+        if (src_hi > src_lo).all():
+            dst_lo = src_lo - start
+            dst_hi = dst_lo + (src_hi - src_lo)
+            out[dst_lo[0] : dst_hi[0], dst_lo[1] : dst_hi[1], dst_lo[2] : dst_hi[2]] = self.hu[
+                src_lo[0] : src_hi[0], src_lo[1] : src_hi[1], src_lo[2] : src_hi[2]
+            ]
+        return out
+
+
+def region_box(
+    volume_shape_irc: tuple[int, int, int], centers_irc: np.ndarray, is_nodule: np.ndarray, spec: RegionSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """(start, stop) voxel box covering every candidate's crop, clipped to the volume."""
+    shape = np.asarray(volume_shape_irc, dtype=np.int64)
+    if len(centers_irc) == 0:
+        return np.zeros(3, np.int64), np.zeros(3, np.int64)
+    half = np.asarray(spec.crop_irc, dtype=np.int64) // 2
+    margin = np.where(np.asarray(is_nodule, bool)[:, None], np.asarray(spec.nodule_margin_irc), 0)
+    lo = np.asarray(centers_irc, dtype=np.int64) - half - margin
+    hi = np.asarray(centers_irc, dtype=np.int64) - half + np.asarray(spec.crop_irc) + margin
+    start = np.clip(lo.min(axis=0), 0, shape)
+    stop = np.clip(hi.max(axis=0), 0, shape)
+    return start, np.maximum(stop, start)
+
+
+class CropCache:
+    """The crop cache in ``cache_dir/crops``. Safe for many processes at once.
+
+    Each process verifies a region's CRC-32 once, the first time it opens it, and then keeps
+    the memory map (per instance, not per module).
+    """
+
+    def __init__(self, cache_dir: Path, size_limit_gb: float = DEFAULT_SIZE_LIMIT_GB):
+        self.directory = Path(cache_dir) / CACHE_SUBDIR
+        self.size_limit_gb = size_limit_gb
+        self._cache: diskcache.Cache | None = None
+        self._open: dict[str, CachedRegion] = {}
+
+    # A CropCache travels to DataLoader workers by pickling: SQLite handles and memory maps do not.
+    def __getstate__(self):
+        return {"directory": self.directory, "size_limit_gb": self.size_limit_gb}
+
+    def __setstate__(self, state):
+        self.__init__(state["directory"].parent, state["size_limit_gb"])
+
+    @property
+    def store(self) -> diskcache.Cache:
+        if self._cache is None:
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                timeout=120,  # SQLite busy timeout: writers queue instead of failing
+                size_limit=int(self.size_limit_gb * 2**30),
+                eviction_policy="least-recently-stored",
+                cull_limit=4,
+            )
+        return self._cache
+
+    def close(self) -> None:
+        self._open.clear()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def contains(self, key: str) -> bool:
+        return f"meta|{key}" in self.store
+
+    def put(self, key: str, region: CachedRegion) -> None:
+        """Store ``region`` under ``key`` (data first, then the metadata that makes it visible)."""
+        hu = np.ascontiguousarray(region.hu, dtype=np.int16)
+        buffer = io.BytesIO()
+        np.save(buffer, hu, allow_pickle=False)
+        buffer.seek(0)
+        self.store.set(f"data|{key}", buffer, read=True, retry=True)
+        meta = {
+            "series_uid": region.series_uid,
+            "origin_irc": [int(v) for v in region.origin_irc],
+            "shape_irc": [int(v) for v in hu.shape],
+            "volume_shape_irc": [int(v) for v in region.volume_shape_irc],
+            "origin_xyz": list(region.geometry.origin_xyz),
+            "spacing_xyz": list(region.geometry.spacing_xyz),
+            "direction": list(region.geometry.direction),
+            "crc32": zlib.crc32(memoryview(hu).cast("B")),
+        }
+        self.store.set(f"meta|{key}", json.dumps(meta), retry=True)
+        self._open.pop(key, None)
+
+    def get(self, key: str) -> CachedRegion | None:
+        """The region under ``key``, or None when missing or found corrupt (then it is deleted)."""
+        if key in self._open:
+            return self._open[key]
+        meta_text = self.store.get(f"meta|{key}", retry=True)
+        if meta_text is None:
+            return None
+        try:
+            meta = json.loads(meta_text)
+            handle = self.store.get(f"data|{key}", read=True, retry=True)
+            if handle is None:
+                raise ValueError("data file missing")
+            with handle:
+                path = getattr(handle, "name", None)
+                if isinstance(path, str) and os.path.exists(path):
+                    hu = np.load(path, mmap_mode="r", allow_pickle=False)
+                else:  # small regions live inside SQLite
+                    hu = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+            if list(hu.shape) != meta["shape_irc"] or hu.dtype != np.int16:
+                raise ValueError(f"shape {hu.shape} {hu.dtype}, expected {meta['shape_irc']} int16")
+            if zlib.crc32(memoryview(np.ascontiguousarray(hu)).cast("B")) != meta["crc32"]:
+                raise ValueError("checksum mismatch")
+        except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
+            log.warning("cache entry for series %s is corrupt (%s); deleting it, it will be recomputed", key.split("|")[1], err)
+            self.delete(key)
+            return None
+        region = CachedRegion(
+            hu=hu,
+            origin_irc=tuple(meta["origin_irc"]),
+            volume_shape_irc=tuple(meta["volume_shape_irc"]),
+            geometry=Geometry(tuple(meta["origin_xyz"]), tuple(meta["spacing_xyz"]), tuple(meta["direction"])),
+            series_uid=meta["series_uid"],
+        )
+        self._open[key] = region
+        return region
+
+    def delete(self, key: str) -> None:
+        self._open.pop(key, None)
+        self.store.delete(f"meta|{key}", retry=True)
+        self.store.delete(f"data|{key}", retry=True)
+
+    def data_path(self, key: str) -> Path | None:
+        """Where the region's file lives (for tests and `ct cache info`)."""
+        handle = self.store.get(f"data|{key}", read=True, retry=True)
+        if handle is None:
+            return None
+        with handle:
+            name = getattr(handle, "name", None)
+        return Path(name) if isinstance(name, str) else None
+
+    def stats(self) -> dict:
+        keys = [k for k in self.store.iterkeys() if isinstance(k, str) and k.startswith("meta|")]
+        return {
+            "directory": str(self.directory),
+            "regions": len(keys),
+            "series": len({k.split("|")[2] for k in keys}),
+            "bytes": int(self.store.volume()),
+            "size_limit_bytes": int(self.size_limit_gb * 2**30),
+        }
+
+    def clear(self) -> int:
+        self._open.clear()
+        return int(self.store.clear(retry=True))

@@ -1,0 +1,88 @@
+"""The catalog: which series are on disk under the data roots, with their LUNA16 candidates."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ct_pipeline.errors import BadDataError, BadInputError
+from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, split_series
+from ct_pipeline.series_index import SeriesEntry, require_some_series, scan_roots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Series found on disk and the candidate table restricted to them.
+
+    Attributes:
+        roots: the data roots searched.
+        entries: series UID -> where it is.
+        candidates: the LUNA16 candidate table (see :mod:`ct_pipeline.luna16`) of series on disk.
+    """
+
+    roots: tuple[Path, ...]
+    entries: dict[str, SeriesEntry]
+    candidates: pd.DataFrame
+
+    @property
+    def series_uids(self) -> list[str]:
+        """Series on disk that have candidates, sorted."""
+        return sorted(set(self.candidates["series_uid"]))
+
+    def split(self, val_stride: int = 10) -> tuple[list[str], list[str]]:
+        return split_series(self.series_uids, val_stride)
+
+    def select(self, split: str = "all", val_stride: int = 10, series: Sequence[str] = ()) -> list[str]:
+        """Series UIDs of ``split`` ("all", "train", "val"), or exactly ``series`` when given."""
+        if series:
+            unknown = [uid for uid in series if uid not in self.entries]
+            if unknown:
+                raise BadInputError(f"series {unknown[0]} not found under the data roots; try `ct series list`")
+            return sorted(series)
+        if split == "all":
+            return self.series_uids
+        train, val = self.split(val_stride)
+        if split == "train":
+            return train
+        if split == "val":
+            return val
+        raise BadInputError(f"split {split!r} is not one of all, train, val")
+
+    def candidates_of(self, series_uid: str) -> pd.DataFrame:
+        return self.candidates[self.candidates["series_uid"] == series_uid]
+
+
+def open_catalog(roots: Sequence[Path], cache_dir: Path | None = None) -> Catalog:
+    """Scan ``roots`` for series and LUNA16 CSVs and join them.
+
+    The CSVs are read from every root that has them (LUNA16 keeps them beside ``subset*/``).
+    """
+    if not roots:
+        raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
+    entries = scan_roots(roots, cache_dir)
+    require_some_series(entries, roots)
+    tables = []
+    for root in roots:
+        try:
+            tables.append(build_candidate_table(Luna16Tables.in_folder(root)))
+        except BadDataError as err:
+            if "none of" not in str(err):
+                raise
+    if not tables:
+        where = ", ".join(str(r) for r in roots)
+        raise BadDataError(
+            f"no candidates.csv or annotations.csv under {where}; training needs the LUNA16 tables "
+            "(`ct synth` writes them for synthetic data)"
+        )
+    table = pd.concat(tables, ignore_index=True)
+    missing = sorted(set(table["series_uid"]) - set(entries))
+    if missing:
+        log.info("%d series in the tables are not on disk; their candidates are left out", len(missing))
+    table = table[table["series_uid"].isin(entries)].reset_index(drop=True)
+    return Catalog(tuple(roots), entries, table)

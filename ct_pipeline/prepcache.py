@@ -1,0 +1,146 @@
+"""Filling the crop cache: one pass over each CT, resumable, parallel, shardable."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec, centers_fingerprint, region_box, region_key, source_fingerprint
+from ct_pipeline.catalog import Catalog
+from ct_pipeline.luna16 import CENTER_COLUMNS
+from ct_pipeline.series_index import SeriesEntry
+from ct_pipeline.sharding import Shard
+
+log = logging.getLogger(__name__)
+
+
+def entry_files(entry: SeriesEntry) -> list[str]:
+    """The files a series is read from (their sizes and mtimes key the cache)."""
+    if entry.format == "mhd":
+        mhd = Path(entry.path)
+        return [str(mhd), str(mhd.with_suffix(".raw"))]
+    if entry.format == "dicom" and entry.dicom is not None:
+        return [h.path for h in entry.dicom.headers]
+    return [entry.path]
+
+
+def key_for(entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> str:
+    """The cache key of a series' region: changes when its files, candidates or the spec change."""
+    centers = candidates[CENTER_COLUMNS].to_numpy(dtype=np.float64)
+    return region_key(
+        entry.series_uid,
+        source_fingerprint(entry_files(entry)),
+        spec,
+        centers_fingerprint(centers, candidates["is_nodule"].to_numpy()),
+    )
+
+
+@dataclass(frozen=True)
+class FillResult:
+    series_uid: str
+    filled: bool  # False: already cached
+    n_candidates: int
+    n_outside: int  # candidates whose centre is outside the volume (skipped)
+    region_bytes: int
+
+
+def fill_series(cache: CropCache, entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> FillResult:
+    """Read one CT and store the region covering all its candidates' crops (no-op when cached)."""
+    from ct_pipeline.loading import load_entry
+
+    key = key_for(entry, candidates, spec)
+    if cache.contains(key):
+        return FillResult(entry.series_uid, False, len(candidates), 0, 0)
+    volume = load_entry(entry)
+    centers_irc = volume.geometry.xyz_to_irc_rounded(candidates[CENTER_COLUMNS].to_numpy(dtype=np.float64))
+    inside = ((centers_irc >= 0) & (centers_irc < np.asarray(volume.shape_irc))).all(axis=1)
+    n_outside = int((~inside).sum())
+    if n_outside:
+        log.warning(
+            "series %s: %d of %d candidates lie outside the volume and are skipped",
+            entry.series_uid, n_outside, len(candidates),
+        )
+    start, stop = region_box(volume.shape_irc, centers_irc[inside], candidates["is_nodule"].to_numpy()[inside], spec)
+    hu = volume.hu[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
+    cache.put(key, CachedRegion(hu, tuple(int(v) for v in start), volume.shape_irc, volume.geometry, entry.series_uid))
+    return FillResult(entry.series_uid, True, len(candidates), n_outside, int(hu.nbytes))
+
+
+@dataclass(frozen=True)
+class PrepcacheConfig:
+    """What `ct prepcache` fills.
+
+    Attributes:
+        split: "all", "train" or "val" (by series, see :func:`ct_pipeline.luna16.split_series`).
+        series: explicit series UIDs (overrides split).
+        shard: this task's shard of the selected series.
+        workers: processes reading CTs in parallel.
+        val_stride: the split rule's stride.
+        spec: which voxels are kept.
+    """
+
+    split: str = "all"
+    series: tuple[str, ...] = ()
+    shard: Shard = Shard()
+    workers: int = 1
+    val_stride: int = 10
+    spec: RegionSpec = RegionSpec()
+
+    def __post_init__(self):
+        if self.workers < 1:
+            from ct_pipeline.errors import BadInputError
+
+            raise BadInputError(f"--workers {self.workers}: need at least 1")
+
+
+def _fill_one(args) -> FillResult:
+    cache_dir, size_limit_gb, entry, candidates, spec = args
+    cache = CropCache(cache_dir, size_limit_gb)
+    try:
+        return fill_series(cache, entry, candidates, spec)
+    finally:
+        cache.close()
+
+
+def prepcache(
+    catalog: Catalog,
+    cache: CropCache,
+    config: PrepcacheConfig,
+    progress: Callable[[FillResult], None] | None = None,
+) -> list[FillResult]:
+    """Fill the cache for the selected series. Safe to kill and re-run: done series are skipped.
+
+    Returns:
+        One result per series of this shard, in the order they finished.
+    """
+    selected = config.shard.select(catalog.select(config.split, config.val_stride, config.series))
+    jobs = [
+        (cache.directory.parent, cache.size_limit_gb, catalog.entries[uid], catalog.candidates_of(uid), config.spec)
+        for uid in selected
+    ]
+    results: list[FillResult] = []
+    if config.workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            result = fill_series(cache, *job[2:])
+            results.append(result)
+            if progress:
+                progress(result)
+        return results
+    # spawn, not fork: the parent may hold SQLite handles and torch threads that must not be forked.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(config.workers, len(jobs))) as pool:
+        for result in pool.imap_unordered(_fill_one, jobs):
+            results.append(result)
+            if progress:
+                progress(result)
+    return results
+
+
+def selected_series(catalog: Catalog, config: PrepcacheConfig) -> Sequence[str]:
+    return config.shard.select(catalog.select(config.split, config.val_stride, config.series))
