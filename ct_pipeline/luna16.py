@@ -44,11 +44,16 @@ def read_luna_csv(path: Path, numeric: list[str], extra: list[str] = ()) -> pd.D
         BadDataError: naming the file and the 1-based line of the first bad row.
     """
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # Blank lines are kept while reading so that index + 2 is the file's line number.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
     except FileNotFoundError as err:
         raise BadDataError(f"{path}: file not found") from err
+    except pd.errors.EmptyDataError as err:
+        raise BadDataError(f"{path}: the file is empty; expected a CSV header and rows") from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise BadDataError(f"{path}: not a readable CSV file ({str(err).strip().splitlines()[0]})") from err
+    frame.index = frame.index + 2  # the 1-based line number of each row
+    frame = frame[(frame != "").any(axis=1)]
     required = ["seriesuid", *numeric, *extra]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -56,14 +61,14 @@ def read_luna_csv(path: Path, numeric: list[str], extra: list[str] = ()) -> pd.D
     bad_uid = ~frame["seriesuid"].map(is_series_uid)
     if bad_uid.any():
         row = int(np.flatnonzero(bad_uid.to_numpy())[0])
-        raise BadDataError(f"{path}:{row + 2}: {frame['seriesuid'].iloc[row]!r} is not a valid series UID")
+        raise BadDataError(f"{path}:{frame.index[row]}: {frame['seriesuid'].iloc[row]!r} is not a valid series UID")
     for column in numeric:
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise BadDataError(
-                f"{path}:{row + 2}: {column} = {frame[column].iloc[row]!r} is not a finite number"
+                f"{path}:{frame.index[row]}: {column} = {frame[column].iloc[row]!r} is not a finite number"
             )
         frame[column] = values.astype(np.float64)
     return frame
@@ -75,7 +80,7 @@ def _parse_bool(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     bad = ~text.isin(list(mapping))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise BadDataError(f"{path}:{row + 2}: {column} = {frame[column].iloc[row]!r} is not True/False")
+        raise BadDataError(f"{path}:{frame.index[row]}: {column} = {frame[column].iloc[row]!r} is not True/False")
     return text.map(mapping).astype("boolean")
 
 
@@ -97,7 +102,7 @@ def read_candidates(path: Path) -> pd.DataFrame:
     frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "class"])
     if not frame["class"].isin([0.0, 1.0]).all():
         row = int(np.flatnonzero(~frame["class"].isin([0.0, 1.0]).to_numpy())[0])
-        raise BadDataError(f"{path}:{row + 2}: class = {frame['class'].iloc[row]} must be 0 or 1")
+        raise BadDataError(f"{path}:{frame.index[row]}: class = {frame['class'].iloc[row]} must be 0 or 1")
     frame = _rename(frame)
     frame["is_nodule"] = frame["class"] == 1.0
     return frame[["series_uid", *CENTER_COLUMNS, "is_nodule"]]

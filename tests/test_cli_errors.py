@@ -80,11 +80,28 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.exception is not None and "no DICOM files" in str(result.exception)
 
 
+def _all_command_paths():
+    """Every leaf command of the app, as argument lists (e.g. ["series", "list"])."""
+    import typer.main
+
+    def walk(command, prefix):
+        subcommands = getattr(command, "commands", None)
+        if not subcommands:
+            yield prefix
+            return
+        for name, sub in sorted(subcommands.items()):
+            yield from walk(sub, [*prefix, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
 def test_help_of_every_command_has_an_example():
     runner = CliRunner()
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0 and "not a medical device" in top.output
-    for args in (["info"], ["series", "list"]):
+    paths = _all_command_paths()
+    assert ["info"] in paths and ["series", "list"] in paths
+    for args in paths:
         result = runner.invoke(app, [*args, "--help"])
-        assert result.exit_code == 0
-        assert "Example" in result.output, args
+        assert result.exit_code == 0, (args, result.output)
+        assert "Example" in result.output, f"`ct {' '.join(args)} --help` shows no example"

@@ -81,3 +81,12 @@ def test_split_is_by_series_deterministic_and_disjoint():
     assert len(val) == 5
     assert split_series(uids, val_stride=5) == (train, val)
     assert split_series(uids[:2], val_stride=10)[1] == ["1.2.0"]
+
+
+def test_line_numbers_count_blank_lines_and_empty_file_is_bad_data(tmp_path):
+    path = _write(tmp_path / "annotations.csv", f"seriesuid,coordX,coordY,coordZ,diameter_mm\n\n{UID_A},1,2,3,4\n\n{UID_A},x,2,3,4\n")
+    with pytest.raises(BadDataError, match=r"annotations.csv:5: coordX = 'x'"):
+        read_annotations(path)
+    empty = _write(tmp_path / "empty.csv", "")
+    with pytest.raises(BadDataError, match="the file is empty"):
+        read_annotations(empty)
