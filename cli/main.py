@@ -74,7 +74,7 @@ def _register() -> None:
     from cli import data
 
     data.register(app)
-    for name in ("evaluate_cmd", "models_cmd", "cache_cmd", "train_cmd", "diagnose_cmd"):
+    for name in ("synth_cmd", "cache_cmd", "train_cmd", "models_cmd", "diagnose_cmd", "evaluate_cmd"):
         try:
             module = __import__(f"cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as err:

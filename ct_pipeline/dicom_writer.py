@@ -60,6 +60,7 @@ def write_dicom_series(
     extra_tags: Mapping[str, str] | None = None,
     slice_indices: Sequence[int] | None = None,
     file_name_pattern: str = "{:06d}.dcm",
+    atomic_files: bool = True,
 ) -> list[Path]:
     """Write ``hu`` (int16, shape (index, row, col)) as one DICOM file per slice in ``folder``.
 
@@ -75,6 +76,9 @@ def write_dicom_series(
         extra_tags: more ``"gggg|eeee": value`` tags for every slice (they override ours).
         slice_indices: write only these slices (default all), e.g. to make a gap for a test.
         file_name_pattern: file name for slice index ``i`` (``pattern.format(i)``).
+        atomic_files: write each file to a temporary name, fsync and rename (the default). Pass
+            False only when the caller makes the whole folder appear atomically (write into a
+            temporary folder, then rename it): per-file fsync costs ~35 ms a slice here.
 
     Returns:
         The written files in slice order.
@@ -94,10 +98,16 @@ def write_dicom_series(
         raise BadInputError(f"hu has dtype {hu.dtype}; expected integer HU (round and cast to int16 first)")
     if rescale_slope <= 0:
         raise BadInputError(f"rescale slope {rescale_slope} must be positive")
-    stored = (hu.astype(np.float64) - rescale_intercept) / rescale_slope
-    if not np.allclose(stored, np.rint(stored)) or stored.min() < -32768 or stored.max() > 65535:
+    hu_min, hu_max = int(hu.min()), int(hu.max())
+    if rescale_slope == 1.0 and float(rescale_intercept).is_integer():
+        exact = True  # the common case: integer HU minus an integer stay integers (no pass over the volume)
+    else:
+        stored = (hu.astype(np.float64) - rescale_intercept) / rescale_slope
+        exact = bool(np.allclose(stored, np.rint(stored)))
+    stored_range = sorted(((hu_min - rescale_intercept) / rescale_slope, (hu_max - rescale_intercept) / rescale_slope))
+    if not exact or stored_range[0] < -32768 or stored_range[1] > 65535:
         raise BadInputError(
-            f"HU range [{hu.min()}, {hu.max()}] with intercept {rescale_intercept} and slope {rescale_slope} "
+            f"HU range [{hu_min}, {hu_max}] with intercept {rescale_intercept} and slope {rescale_slope} "
             "does not map to 16-bit integers; pick an intercept/slope that does"
         )
     direction = geometry.direction_matrix
@@ -112,7 +122,7 @@ def write_dicom_series(
     spacing_x, spacing_y, spacing_z = (float(v) for v in geometry.spacing_xyz)
     # GDCM picks the stored type from the input type and inverts the rescale itself; int16 input
     # keeps negative HU representable whatever the intercept.
-    pixel_type = np.int16 if hu.min() >= -32768 and hu.max() <= 32767 else np.int32
+    pixel_type = np.int16 if hu_min >= -32768 and hu_max <= 32767 else np.int32
     common = {
         "0008|0060": modality,
         "0008|0016": CT_IMAGE_STORAGE,
@@ -146,11 +156,15 @@ def write_dicom_series(
         for key, value in tags.items():
             image.SetMetaData(key, value)
         path = folder / file_name_pattern.format(index)
+        if atomic_files:
 
-        def _write(tmp: Path, image=image) -> None:
-            writer.SetFileName(str(tmp))
+            def _write(tmp: Path, image=image) -> None:
+                writer.SetFileName(str(tmp))
+                writer.Execute(image)
+
+            atomic_write_with(path, _write)
+        else:
+            writer.SetFileName(str(path))
             writer.Execute(image)
-
-        atomic_write_with(path, _write)
         paths.append(path)
     return paths

@@ -1,0 +1,363 @@
+"""Generate the series and write them in LUNA16's layout (plus DICOM copies when asked).
+
+Output of :func:`write_synthetic_dataset`::
+
+    OUT_DIR/README.txt
+    OUT_DIR/subset0/<uid>.mhd, <uid>.raw
+    OUT_DIR/candidates.csv                      seriesuid,coordX,coordY,coordZ,class
+    OUT_DIR/annotations.csv                     seriesuid,coordX,coordY,coordZ,diameter_mm
+    OUT_DIR/annotations_with_malignancy.csv     ... ,mal_bool,mal_details,bbox*,len_mal_details
+    OUT_DIR/dicom/<uid>/000000.dcm ...          with --dicom
+
+Each series draws from its own random streams (seed, series index, purpose), so a series does
+not change when another one does, and the same config gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ct_pipeline.atomic import atomic_write_text
+from ct_pipeline.dicom_writer import write_dicom_series
+from ct_pipeline.errors import BadInputError
+from ct_pipeline.loading.mhd import write_mhd
+from ct_pipeline.paths import is_series_uid
+from ct_pipeline.synth.candidates import Candidates, make_candidates
+from ct_pipeline.synth.config import SeriesLayout, SynthConfig, direction_kinds, plan_series
+from ct_pipeline.synth.nodules import Nodule, draw_nodules, sample_nodules
+from ct_pipeline.synth.phantom import render_phantom, sample_anatomy
+from ct_pipeline.synth.vessels import draw_vessels, grow_vessel_trees
+
+HU_MIN, HU_MAX = -1024, 3071
+SUBSET = "subset0"
+CANDIDATE_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "class"]
+ANNOTATION_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
+MALIGNANCY_HEADER = [*ANNOTATION_HEADER, "mal_bool", "mal_details", "bboxLowX", "bboxLowY", "bboxLowZ",
+                     "bboxHighX", "bboxHighY", "bboxHighZ", "len_mal_details"]  # fmt: skip
+_CHUNK_VOXELS = 4_000_000
+_DIRECT_NOISE_VOXELS = 8_000_000
+_TILE_DEPTH = 16
+_TILE_PAD = 32
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticSeries:
+    """One generated series in memory.
+
+    Attributes:
+        layout: grid, geometry and UID.
+        hu: int16, shape (index, row, col) as stored (geometry applies to it).
+        lung_mask: bool, same shape and orientation as ``hu``: lung parenchyma.
+        nodules: in anatomy-frame mm; ``nodule_xyz`` gives their patient coordinates.
+        candidates: in anatomy-frame mm; ``candidate_xyz`` gives patient coordinates.
+    """
+
+    layout: SeriesLayout
+    hu: np.ndarray
+    lung_mask: np.ndarray
+    nodules: tuple[Nodule, ...]
+    candidates: Candidates
+
+    @property
+    def nodule_xyz(self) -> np.ndarray:
+        """Nodule centres, patient mm, shape (n, 3)."""
+        centers = np.array([n.center_mm for n in self.nodules]).reshape(-1, 3)
+        return self.layout.anatomy_mm_to_xyz(centers)
+
+    @property
+    def candidate_xyz(self) -> np.ndarray:
+        """Candidate centres, patient mm, shape (n, 3)."""
+        return self.layout.anatomy_mm_to_xyz(self.candidates.centers_mm)
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """What was written for one series (spacing in mm, xyz order; shape in irc order)."""
+
+    series_uid: str
+    shape_irc: tuple[int, int, int]
+    spacing_xyz: tuple[float, float, float]
+    direction_kind: str  # "identity", "flipped", "oblique" or "oblique+flipped"
+    n_nodules: int
+    n_malignant: int
+    n_candidates: int
+    seconds: float  # generating and writing this series
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """The written data set: its folder and one summary per series, in generation order."""
+
+    out_dir: Path
+    series: tuple[SeriesSummary, ...]
+
+    @property
+    def n_nodules(self) -> int:
+        return sum(s.n_nodules for s in self.series)
+
+    @property
+    def n_candidates(self) -> int:
+        return sum(s.n_candidates for s in self.series)
+
+
+def direction_kind(layout: SeriesLayout) -> str:
+    flipped = any(layout.flips_irc)
+    if layout.oblique:
+        return "oblique+flipped" if flipped else "oblique"
+    return "flipped" if flipped else "identity"
+
+
+def generate_series(config: SynthConfig, layout: SeriesLayout) -> SyntheticSeries:
+    """Draw one chest CT with nodules and candidates (no files written)."""
+    seed, index = config.seed, layout.index
+    anatomy = sample_anatomy(np.random.default_rng([seed, index, 2]), layout)
+    phantom = render_phantom(anatomy, layout)
+    segments = grow_vessel_trees(np.random.default_rng([seed, index, 3]), phantom, layout)
+    draw_vessels(phantom.volume_hu, layout, phantom, segments)
+    nodules = sample_nodules(np.random.default_rng([seed, index, 4]), phantom, layout)
+    draw_nodules(phantom.volume_hu, layout, phantom, nodules)
+    rng = np.random.default_rng([seed, index, 5])
+    n_negative = int(rng.integers(*config.preset.candidates_per_series, endpoint=True))
+    candidates = make_candidates(rng, phantom, layout, segments, nodules, n_negative)
+    hu = _add_noise(phantom.volume_hu, layout, np.random.default_rng([seed, index, 6]), anatomy.hu["noise_sd"])
+    return SyntheticSeries(
+        layout=layout,
+        hu=hu,
+        lung_mask=np.ascontiguousarray(layout.to_stored(phantom.lung_mask)),
+        nodules=tuple(nodules),
+        candidates=candidates,
+    )
+
+
+def _add_noise(volume: np.ndarray, layout: SeriesLayout, rng: np.random.Generator, noise_sd: float) -> np.ndarray:
+    """Canonical float32 HU + noise of SD ``noise_sd``, rounded and clipped -> int16, stored orientation.
+
+    Works slice-chunk by chunk and overwrites ``volume`` as scratch space. Drawing a fresh
+    normal number per voxel costs ~20 ns here (1.6 s for a 512 x 512 x 300 volume), so big
+    volumes take their noise from two pre-drawn tiles at random offsets per chunk (see
+    :func:`_noise_tiles`); small volumes get fresh noise everywhere.
+    """
+    stored = np.empty(layout.shape_irc, dtype=np.int16)
+    canonical_view = layout.to_stored(stored)  # flipping is its own inverse
+    n_slices, n_rows, n_cols = layout.shape_irc
+    tiles = (
+        None if volume.size <= _DIRECT_NOISE_VOXELS else _noise_tiles(rng, (n_rows, n_cols), noise_sd / np.sqrt(2.0))
+    )
+    chunk = max(1, _CHUNK_VOXELS // (n_rows * n_cols))
+    if tiles is not None:
+        chunk = min(chunk, _TILE_DEPTH // 2)
+    for start in range(0, n_slices, chunk):
+        block = volume[start : start + chunk]
+        if tiles is None:
+            noise = rng.standard_normal(size=block.shape, dtype=np.float32)
+            noise *= np.float32(noise_sd)
+            block += noise
+        else:
+            for tile in tiles:
+                depth, pad = len(block), tile.shape[1] - n_rows
+                z0, r0, c0 = (int(v) for v in rng.integers(0, (_TILE_DEPTH - depth + 1, pad + 1, pad + 1)))
+                block += tile[z0 : z0 + depth, r0 : r0 + n_rows, c0 : c0 + n_cols]
+        np.rint(block, out=block)
+        np.clip(block, HU_MIN, HU_MAX, out=block)
+        canonical_view[start : start + chunk] = block
+    return stored
+
+
+def _noise_tiles(rng: np.random.Generator, shape_rc: tuple[int, int], sd: float) -> list[np.ndarray]:
+    """Two blocks of noise with SD ``sd``, (_TILE_DEPTH, rows + pad, cols + pad) float32.
+
+    Their sum at independent random offsets does not visibly repeat. A [1, 2, 1]/4 blur along
+    rows and columns gives the noise CT's fine grain (correlated over about a pixel).
+    """
+    rows, cols = shape_rc[0] + _TILE_PAD, shape_rc[1] + _TILE_PAD
+    tiles = []
+    for _ in range(2):
+        raw = rng.standard_normal(size=(_TILE_DEPTH, rows + 2, cols + 2), dtype=np.float32)
+        smooth = raw[:, :, :-2] + 2 * raw[:, :, 1:-1] + raw[:, :, 2:]
+        smooth = smooth[:, :-2] + 2 * smooth[:, 1:-1] + smooth[:, 2:]
+        smooth *= np.float32(sd / 6.0)  # the 2-D weights' norm is 6 (per axis: [1, 2, 1] has norm sqrt(6))
+        tiles.append(smooth)
+    return tiles
+
+
+def _fmt(value: float, digits: int = 10) -> str:
+    return f"{float(value):.{digits}g}"
+
+
+def _csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _annotation_rows(series: SyntheticSeries) -> tuple[list[list[str]], list[list[str]]]:
+    uid = series.layout.series_uid
+    plain, with_malignancy = [], []
+    for nodule, xyz in zip(series.nodules, series.nodule_xyz):
+        coords = [_fmt(v) for v in xyz]
+        plain.append([uid, *coords, _fmt(nodule.diameter_mm)])
+        # The bounding box of a shape inside a sphere of radius r is at most centre +- r on
+        # every patient axis, whatever the grid's direction.
+        low = [_fmt(v - nodule.max_radius_mm) for v in xyz]
+        high = [_fmt(v + nodule.max_radius_mm) for v in xyz]
+        details = "[" + ", ".join(str(r) for r in nodule.ratings) + "]"
+        with_malignancy.append(
+            [
+                uid,
+                *coords,
+                _fmt(nodule.diameter_mm),
+                str(nodule.is_malignant),
+                details,
+                *low,
+                *high,
+                str(len(nodule.ratings)),
+            ]
+        )
+    return plain, with_malignancy
+
+
+def _candidate_rows(series: SyntheticSeries) -> list[list[str]]:
+    uid = series.layout.series_uid
+    return [
+        [uid, *(f"{v:.2f}" for v in xyz), "1" if is_nodule else "0"]
+        for xyz, is_nodule in zip(series.candidate_xyz, series.candidates.is_nodule)
+    ]
+
+
+def _prepare_out_dir(config: SynthConfig, uids: set[str]) -> None:
+    out_dir = config.out_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"output {str(out_dir)!r} is a file; give a folder (new or empty)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not config.overwrite:
+            raise BadInputError(
+                f"output folder {str(out_dir)!r} is not empty; "
+                "pick a new folder or pass --overwrite to replace a data set"
+            )
+        # Remove our own stale outputs (names that are series UIDs) so the CSVs and files agree.
+        for path in (out_dir / SUBSET).glob("*"):
+            if path.suffix in (".mhd", ".raw") and is_series_uid(path.stem) and path.stem not in uids:
+                path.unlink()
+        for path in (out_dir / "dicom").glob("*"):
+            name = path.name.removeprefix(".").removesuffix(".partial")  # also what a killed run left
+            if path.is_dir() and is_series_uid(name):
+                shutil.rmtree(path)
+    (out_dir / SUBSET).mkdir(parents=True, exist_ok=True)
+
+
+def _readme(config: SynthConfig, summaries: list[SeriesSummary]) -> str:
+    kinds = ", ".join(f"{s.series_uid}: {s.direction_kind}" for s in summaries if s.direction_kind != "identity")
+    return f"""Synthetic chest CT data for testing `ct` (NOT patient data; not for any clinical or scientific use).
+
+Written by: ct synth {config.out_dir} --series {config.n_series} --seed {config.seed} --size {config.size}\
+{" --dicom" if config.dicom else ""} --oblique-fraction {config.oblique_fraction} --flip-fraction {config.flip_fraction}
+
+Layout (LUNA16's): subset0/<seriesuid>.mhd/.raw (int16 HU), candidates.csv, annotations.csv,
+annotations_with_malignancy.csv{"; dicom/<seriesuid>/ holds each series as DICOM" if config.dicom else ""}.
+Coordinates are patient mm (x, y, z), valid under each series' origin, spacing and direction.
+
+What is in a series: air, patient table, body wall (fat, muscle), ribs, spine, sternum, heart,
+aorta, trachea and main bronchi, diaphragm and liver, two lungs (about -850 HU) with branching
+vessels, and 0-4 nodules (3-30 mm, solid or part-solid with a ground-glass halo, some touching the
+lung wall). Noise N(0, 20-40 HU). Malignancy rises with diameter and irregularity; mal_details are
+simulated reader ratings 1-5 and mal_bool is True when their mean is above 3. candidates.csv: class 1
+near each nodule (within 0.45 radii), class 0 mostly on vessels and the lung wall.
+
+Sizes: "full" = 512 x 512 slices, 0.55-0.88 mm pixels, 100-300 slices of 0.625-2.5 mm.
+"small" = 128 x 128 slices over the same 280-350 mm field of view (2.2-2.7 mm pixels), 40-80
+slices of 3-4.5 mm; there, nodules are at least 1.6 voxels wide (about 5-7 mm).
+
+Directions: most series are identity like LUNA16. Non-identity ones: {kinds or "none"}.
+"flipped" = two array axes reversed (direction has two -1 entries); "oblique" = rotated 4-12 degrees.
+"""
+
+
+def write_synthetic_dataset(
+    config: SynthConfig, on_series: Callable[[SeriesSummary], None] | None = None
+) -> SynthResult:
+    """Generate ``config.n_series`` chest CTs and write them under ``config.out_dir``.
+
+    Args:
+        config: what to generate and where.
+        on_series: called after each series is written (for progress display).
+
+    Raises:
+        BadInputError: the output folder is a file, or not empty without ``overwrite``.
+    """
+    kinds = direction_kinds(config)
+    layouts = [plan_series(config, i, *kinds[i]) for i in range(config.n_series)]
+    _prepare_out_dir(config, {layout.series_uid for layout in layouts})
+    candidate_rows: list[list[str]] = []
+    annotation_rows: list[list[str]] = []
+    malignancy_rows: list[list[str]] = []
+    summaries: list[SeriesSummary] = []
+    for layout in layouts:
+        started = time.perf_counter()
+        series = generate_series(config, layout)
+        uid = layout.series_uid
+        write_mhd(series.hu, layout.geometry, config.out_dir / SUBSET / f"{uid}.mhd")
+        if config.dicom:
+            _write_dicom(config, layout, series.hu)
+        plain, with_malignancy = _annotation_rows(series)
+        annotation_rows += plain
+        malignancy_rows += with_malignancy
+        candidate_rows += _candidate_rows(series)
+        summary = SeriesSummary(
+            series_uid=uid,
+            shape_irc=layout.shape_irc,
+            spacing_xyz=layout.spacing_xyz,
+            direction_kind=direction_kind(layout),
+            n_nodules=len(series.nodules),
+            n_malignant=sum(n.is_malignant for n in series.nodules),
+            n_candidates=len(series.candidates.is_nodule),
+            seconds=time.perf_counter() - started,
+        )
+        summaries.append(summary)
+        if on_series is not None:
+            on_series(summary)
+    atomic_write_text(config.out_dir / "candidates.csv", _csv_text(CANDIDATE_HEADER, candidate_rows))
+    atomic_write_text(config.out_dir / "annotations.csv", _csv_text(ANNOTATION_HEADER, annotation_rows))
+    atomic_write_text(config.out_dir / "annotations_with_malignancy.csv", _csv_text(MALIGNANCY_HEADER, malignancy_rows))
+    atomic_write_text(config.out_dir / "README.txt", _readme(config, summaries))
+    return SynthResult(out_dir=config.out_dir, series=tuple(summaries))
+
+
+def _write_dicom(config: SynthConfig, layout: SeriesLayout, hu: np.ndarray) -> None:
+    """``dicom/<uid>/``, made to appear whole: slices go to a hidden folder that is then renamed.
+
+    That is as safe against a kill as per-file atomic writes and 5x faster (no fsync per slice).
+    """
+    final = config.out_dir / "dicom" / layout.series_uid
+    partial = final.parent / f".{layout.series_uid}.partial"
+    for stale in (partial, final):
+        if stale.exists():
+            shutil.rmtree(stale)
+    tags = _dicom_tags(config, layout)
+    write_dicom_series(hu, layout.geometry, partial, layout.series_uid, extra_tags=tags, atomic_files=False)
+    os.replace(partial, final)
+
+
+def _dicom_tags(config: SynthConfig, layout: SeriesLayout) -> dict[str, str]:
+    """Fixed descriptive tags; dates are fixed too, so DICOM output is as reproducible as the rest."""
+    return {
+        "0010|0010": f"Synthetic^Chest{layout.index + 1}",
+        "0010|0020": f"SYNTH-{config.seed}-{layout.index + 1}",
+        "0008|0020": "20000101",
+        "0008|0030": "000000",
+        "0008|0021": "20000101",
+        "0008|0031": "000000",
+        "0008|0070": "ct synth",
+        "0008|103e": f"synthetic chest CT, seed {config.seed}",
+        "0018|0015": "CHEST",
+    }
