@@ -1,0 +1,111 @@
+"""The book's 3D nodule classifier (chapters 11-14), state-dict compatible with its published weights.
+
+Parameter names are the book's ``LunaModel``: ``tail_batchnorm.*``, ``block<k>.conv1.*``,
+``block<k>.conv2.*`` (k = 1..4), ``head_linear.*``. The same network serves the nodule/non-nodule
+classifier (kind "cls") and the benign/malignant one (kind "mal").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ct_pipeline.models.weights_init import init_weights_like_book
+
+CLASSIFIER_ARCH = "luna-classifier"
+_N_BLOCKS = 4  # each block halves every axis, so crops must divide by 2**4
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Shape of the classifier; the defaults are the book's published model.
+
+    Attributes:
+        in_channels: input channels (1: HU).
+        conv_channels: channels of the first block, doubling per block (8 -> 8/16/32/64).
+        crop_shape_irc: input crop size (index, row, col) in voxels; each must divide by 16.
+        n_classes: output classes (2: [not nodule, nodule] or [benign, malignant]).
+    """
+
+    in_channels: int = 1
+    conv_channels: int = 8
+    crop_shape_irc: tuple[int, int, int] = (32, 48, 48)
+    n_classes: int = 2
+
+    def __post_init__(self) -> None:
+        # Stored checkpoints hold lists (plain data); accept them and keep a tuple.
+        object.__setattr__(self, "crop_shape_irc", tuple(int(n) for n in self.crop_shape_irc))
+        if len(self.crop_shape_irc) != 3 or any(n <= 0 or n % 2**_N_BLOCKS for n in self.crop_shape_irc):
+            raise ValueError(
+                f"crop_shape_irc must be 3 positive sizes divisible by {2**_N_BLOCKS}, got {self.crop_shape_irc}"
+            )
+        if self.in_channels < 1 or self.conv_channels < 1 or self.n_classes < 2:
+            raise ValueError(f"ClassifierConfig needs positive sizes and n_classes >= 2, got {self}")
+
+    @property
+    def head_features(self) -> int:
+        """Inputs of ``head_linear``: last block's channels times its voxels (64*2*3*3 = 1152)."""
+        voxels = math.prod(n // 2**_N_BLOCKS for n in self.crop_shape_irc)
+        return self.conv_channels * 2 ** (_N_BLOCKS - 1) * voxels
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["crop_shape_irc"] = list(self.crop_shape_irc)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
+        return cls(**data)
+
+
+class LunaBlock(nn.Module):
+    """Two 3x3x3 convolutions with ReLU, then 2x2x2 max pooling. (N, C_in, I, R, C) -> (N, C, I/2, R/2, C/2)."""
+
+    def __init__(self, in_channels: int, conv_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_channels, conv_channels, kernel_size=3, padding=1, bias=True)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv3d(conv_channels, conv_channels, kernel_size=3, padding=1, bias=True)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.conv1(x))
+        x = self.relu2(self.conv2(x))
+        return self.maxpool(x)
+
+
+class LunaClassifier(nn.Module):
+    """The book's ``LunaModel``.
+
+    Input: (N, 1, 32, 48, 48) float32 HU crops (clipped to -1000..1000; the input BatchNorm
+    normalises). Output: ``(logits, probabilities)``, each (N, n_classes); probabilities are the
+    softmax of the logits, column 1 is the positive class (nodule, or malignant).
+    """
+
+    arch = CLASSIFIER_ARCH
+
+    def __init__(self, config: ClassifierConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ClassifierConfig()
+        channels = self.config.conv_channels
+        # The book calls the input BatchNorm the "tail"; the name is kept for its weights.
+        self.tail_batchnorm = nn.BatchNorm3d(self.config.in_channels)
+        self.block1 = LunaBlock(self.config.in_channels, channels)
+        self.block2 = LunaBlock(channels, channels * 2)
+        self.block3 = LunaBlock(channels * 2, channels * 4)
+        self.block4 = LunaBlock(channels * 4, channels * 8)
+        self.head_linear = nn.Linear(self.config.head_features, self.config.n_classes)
+        self.head_softmax = nn.Softmax(dim=1)
+        init_weights_like_book(self)
+
+    def forward(self, input_batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.tail_batchnorm(input_batch)
+        x = self.block4(self.block3(self.block2(self.block1(x))))
+        # flatten() rather than the book's view(): it also works on channels-last activations.
+        logits = self.head_linear(x.flatten(start_dim=1))
+        return logits, self.head_softmax(logits)
