@@ -30,6 +30,7 @@ import diskcache
 import numpy as np
 
 from ct_pipeline.geometry import Geometry
+from ct_pipeline.paths import network_filesystem_warning
 from ct_pipeline.volume import HU_AIR
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,9 @@ class CropCache:
     @property
     def store(self) -> diskcache.Cache:
         if self._cache is None:
+            warning = network_filesystem_warning(self.directory)
+            if warning:
+                log.warning(warning)
             self._cache = diskcache.Cache(
                 str(self.directory),
                 timeout=120,  # SQLite busy timeout: writers queue instead of failing

@@ -75,3 +75,39 @@ def resolve_cache_dir(explicit: os.PathLike | str | None = None) -> Path:
     if path.exists() and not path.is_dir():
         raise BadInputError(f"cache dir {str(path)!r} exists and is not a folder; pick another with --cache-dir")
     return path
+
+
+# File systems on which SQLite's locking (and so diskcache) is unreliable or slow.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+     "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "panfs", "wekafs"}
+)
+
+
+def filesystem_type(path: Path, mounts_file: Path = Path("/proc/mounts")) -> str | None:
+    """The type of the file system holding ``path`` (Linux /proc/mounts), or None if unknown."""
+    try:
+        lines = mounts_file.read_text().splitlines()
+    except OSError:
+        return None
+    probe = Path(path).resolve()  # symlinks of the existing part resolved; the rest taken as written
+    best, best_type = -1, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        if (probe == Path(mount_point) or Path(mount_point) in probe.parents) and len(mount_point) > best:
+            best, best_type = len(mount_point), fields[2]
+    return best_type
+
+
+def network_filesystem_warning(path: Path, mounts_file: Path = Path("/proc/mounts")) -> str | None:
+    """A warning when ``path`` is on a network file system, where the cache's SQLite is unsafe."""
+    fs_type = filesystem_type(path, mounts_file)
+    if fs_type in NETWORK_FILESYSTEMS:
+        return (
+            f"cache dir {path} is on a {fs_type} file system: diskcache's SQLite is not safe there; "
+            f"use node-local disk, e.g. {CACHE_DIR_ENV}=$TMPDIR/ct-cache"
+        )
+    return None
