@@ -1,0 +1,309 @@
+"""3D crops centred on candidates, for the nodule and the malignancy classifiers.
+
+Training epochs are balanced like the book's: positives and negatives are interleaved item by
+item in the configured ratio (1:1 by default), each class cycling through fresh shuffles of its
+candidates, so every batch holds the ratio and every candidate is seen about equally often.
+The epoch's list is a pure function of (seed, epoch); DDP ranks take disjoint contiguous blocks
+of it. Validation is every candidate of the validation series once, in table order, unbalanced.
+
+Crops are HU clipped to ``hu_range``, not normalised (the model's input BatchNorm does that, as
+in the book) and not augmented (:func:`~ct_pipeline.datasets.augmentation.augment_batch` runs on
+the batch on the training device). Crops reaching past the volume's faces are padded with air
+(-1000 HU), never shifted, so the candidate stays at the centre.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ct_pipeline.cache import CropCache, RegionSpec
+from ct_pipeline.catalog import Catalog
+from ct_pipeline.datasets.regions import (
+    SeriesRegions,
+    check_rank,
+    clip_bounds,
+    crop_into,
+    cycled_permutations,
+    epoch_rng,
+    follow_epoch,
+    hu_range_ok,
+    rank_share,
+    select_series,
+    shared_epoch_cell,
+)
+from ct_pipeline.errors import BadDataError, BadInputError
+from ct_pipeline.luna16 import CENTER_COLUMNS
+
+MODES = ("nodule", "malignancy")
+CROP_DTYPES = {"float32": np.float32, "int16": np.int16}
+# Millimetre crops read a voxel box sized for this fine a spacing (LUNA16's finest is ~0.5 mm),
+# so that the cached region holds every voxel they need on any series.
+MM_CROP_MIN_SPACING_MM = 0.5
+
+
+@dataclass(frozen=True)
+class ClassificationDatasetConfig:
+    """Which candidates, how they are cut and how an epoch is drawn.
+
+    Attributes:
+        split: "train" (balanced epochs), "val" (every candidate once) or "all" (like train).
+        mode: "nodule" (label 1 = annotated nodule, 0 = other candidate) or "malignancy"
+            (annotated nodules with a known malignancy only; label 1 = malignant).
+        crop_irc: crop size in voxels (index, row, col); the book's 32x48x48.
+        crop_mm: when set, the crop covers this many mm along (index, row, col) and is resampled
+            (trilinear) to ``crop_irc`` voxels; voxel ``crop_irc // 2`` is the exact (sub-voxel)
+            candidate centre, as voxel ``crop_irc // 2`` of a voxel crop is its rounded centre.
+        negatives_per_positive: training balance (book: 1.0); 0 = unbalanced random draws.
+        epoch_size: items per training epoch over all ranks (``--epoch-size``); 0 = one pass
+            over the candidates. Ignored for "val".
+        val_stride: every N-th series (sorted by UID) is validation.
+        hu_range: HU clip range.
+        seed: with the epoch, fixes every draw.
+        rank, world_size: this DDP rank's share (training ranks get equal shares).
+        crop_dtype: "float32" (the contract), or "int16": the same clipped HU as integers (rounded
+            for mm crops), half the bytes through worker queues and host-to-device copies; the
+            training loop then calls ``.float()`` on its device.
+    """
+
+    split: str = "train"
+    mode: str = "nodule"
+    crop_irc: tuple[int, int, int] = (32, 48, 48)
+    crop_mm: tuple[float, float, float] | None = None
+    negatives_per_positive: float = 1.0
+    epoch_size: int = 20000
+    val_stride: int = 10
+    hu_range: tuple[float, float] = (-1000.0, 1000.0)
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    crop_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.crop_dtype not in CROP_DTYPES:
+            raise BadInputError(f"crop_dtype {self.crop_dtype!r} is not one of {', '.join(CROP_DTYPES)}")
+        if self.mode not in MODES:
+            raise BadInputError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if len(self.crop_irc) != 3 or any(int(n) < 1 for n in self.crop_irc):
+            raise BadInputError(f"crop_irc {self.crop_irc}: expected 3 positive voxel counts (index, row, col)")
+        if self.crop_mm is not None and (len(self.crop_mm) != 3 or any(not v > 0 for v in self.crop_mm)):
+            raise BadInputError(f"crop_mm {self.crop_mm}: expected 3 positive sizes in mm (index, row, col)")
+        if not (math.isfinite(self.negatives_per_positive) and self.negatives_per_positive >= 0):
+            raise BadInputError(
+                f"negatives_per_positive {self.negatives_per_positive}: expected a number >= 0 (0 = unbalanced)"
+            )
+        if self.epoch_size < 0:
+            raise BadInputError(f"--epoch-size {self.epoch_size}: expected 0 (one pass) or more items")
+        hu_range_ok(self.hu_range)
+        check_rank(self.rank, self.world_size)
+
+    @property
+    def region_spec(self) -> RegionSpec:
+        """The cache entries this dataset reads (the default is what `ct prepcache` fills)."""
+        if self.crop_mm is None:
+            return RegionSpec(crop_irc=tuple(int(n) for n in self.crop_irc))  # type: ignore[arg-type]
+        voxels = [2 * math.ceil(mm / MM_CROP_MIN_SPACING_MM / 2) + 2 for mm in self.crop_mm]
+        return RegionSpec(crop_irc=tuple(voxels))  # type: ignore[arg-type]
+
+
+class ClassificationDataset(torch.utils.data.Dataset):
+    """Candidate crops: item ``i`` is (crop float32 (1, *crop_irc) HU, label int64 scalar, table row).
+
+    ``__getitems__`` (DataLoader's batched fetch) cuts a whole batch into one buffer; pass
+    ``collate_fn=collate_crops`` to the DataLoader to hand it on without another copy.
+
+    Call :meth:`set_epoch` before each epoch's DataLoader iterator is created.
+
+    Attributes:
+        labels: int64 label of each item of this rank's current epoch.
+        rows: candidate-table row (``catalog.candidates.index``) of each item.
+    """
+
+    def __init__(self, catalog: Catalog, cache: CropCache, config: ClassificationDatasetConfig):
+        self.config = config
+        series = select_series(catalog, config.split, config.val_stride)
+        table = catalog.candidates[catalog.candidates["series_uid"].isin(series)]
+        if config.mode == "malignancy":
+            table = table[table["is_nodule"] & table["has_annotation"] & table["is_malignant"].notna()]
+            labels = table["is_malignant"].astype(bool).to_numpy()
+        else:
+            labels = table["is_nodule"].to_numpy(dtype=bool)
+        if len(table) == 0:
+            what = "annotated nodules with a known malignancy" if config.mode == "malignancy" else "candidates"
+            raise BadDataError(
+                f"the {config.split} split (val_stride {config.val_stride}) has no {what}; "
+                + ("malignancy needs annotations_with_malignancy.csv beside the data" if config.mode == "malignancy" else "check the data roots")
+            )
+        self._uids = sorted(set(table["series_uid"]))
+        self._series_code = np.searchsorted(self._uids, table["series_uid"].to_numpy())
+        self._centers_xyz = table[CENTER_COLUMNS].to_numpy(dtype=np.float64)
+        self._table_rows = table.index.to_numpy(dtype=np.int64)
+        self._is_positive = labels
+        self._centers_irc = np.zeros((len(table), 3), dtype=np.float64)  # filled per series on first use
+        self._voxel_centers = np.zeros((len(table), 3), dtype=np.int64)  # rounded, as the book's crops
+        self._local_start = np.zeros((len(table), 3), dtype=np.int64)  # crop start in the region's array
+        self._inside = np.zeros(len(table), dtype=bool)  # the crop lies within the stored region
+        self._series_ready = np.zeros(len(self._uids), dtype=bool)
+        order = np.argsort(self._series_code, kind="stable")
+        self._items_of_series = np.split(order, np.flatnonzero(np.diff(self._series_code[order])) + 1)
+        self.regions = SeriesRegions(catalog, cache, self._uids, config.region_spec)
+        self._positives = np.flatnonzero(labels)
+        self._negatives = np.flatnonzero(~labels)
+        balanced = config.split != "val" and config.negatives_per_positive > 0
+        if balanced and (len(self._positives) == 0 or len(self._negatives) == 0):
+            missing = "positive" if len(self._positives) == 0 else "negative"
+            raise BadDataError(
+                f"the {config.split} split has no {missing} {config.mode} examples to balance with; "
+                "use negatives_per_positive 0 (unbalanced) or add series"
+            )
+        self._epoch_cell = shared_epoch_cell()
+        self.set_epoch(0)
+
+    # -- the epoch's list --------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the epoch's items: the same list on every rank, then this rank's block.
+
+        Workers see the new epoch too (through a shared-memory cell), persistent ones included,
+        as long as this is called before the epoch's DataLoader iterator is created.
+        """
+        self._epoch_cell[0] = int(epoch)
+        self._draw(int(epoch))
+
+    def _draw(self, epoch: int) -> None:
+        config = self.config
+        self.epoch = epoch
+        n_all = len(self._table_rows)
+        if config.split == "val":
+            items = np.arange(n_all)
+        else:
+            rng = epoch_rng(config.seed, epoch)
+            length = config.epoch_size or n_all
+            if config.negatives_per_positive > 0:
+                items = self._balanced(rng, length)
+            else:
+                items = cycled_permutations(rng, n_all, length)
+        self._items = rank_share(items, config.rank, config.world_size, equal=config.split != "val")
+        self.labels = self._is_positive[self._items].astype(np.int64)
+        self.rows = self._table_rows[self._items]
+
+    def _balanced(self, rng: np.random.Generator, length: int) -> np.ndarray:
+        # Item i is positive when floor((i+1) p) > floor(i p), p = 1 / (1 + ratio): the positives
+        # are spread evenly (1:1 alternates), so any run of items holds the ratio to within one.
+        p = 1.0 / (1.0 + self.config.negatives_per_positive)
+        index = np.arange(length, dtype=np.float64)
+        positive = np.floor((index + 1) * p + 1e-9) > np.floor(index * p + 1e-9)
+        items = np.empty(length, dtype=np.int64)
+        items[positive] = self._positives[cycled_permutations(rng, len(self._positives), int(positive.sum()))]
+        items[~positive] = self._negatives[cycled_permutations(rng, len(self._negatives), int((~positive).sum()))]
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- items -------------------------------------------------------------------------------
+
+    def _ready(self, code: int):
+        """The series' region, with the voxel centres of its candidates computed on first use."""
+        region = self.regions.region(self._uids[code])
+        if not self._series_ready[code]:
+            mine = self._items_of_series[code]
+            self._centers_irc[mine] = region.geometry.xyz_to_irc(self._centers_xyz[mine])
+            self._voxel_centers[mine] = np.rint(self._centers_irc[mine])
+            size = np.asarray(self.config.crop_irc, dtype=np.int64)
+            start = self._voxel_centers[mine] - size // 2 - np.asarray(region.origin_irc, dtype=np.int64)
+            self._local_start[mine] = start
+            self._inside[mine] = ((start >= 0) & (start + size <= np.asarray(region.hu.shape))).all(axis=1)
+            self._series_ready[code] = True
+        return region
+
+    def _crop_into(self, item: int, out: np.ndarray) -> None:
+        """Write candidate ``item``'s clipped HU crop into ``out`` (crop_dtype, shape crop_irc)."""
+        code = int(self._series_code[item])
+        region = self._ready(code)
+        if self.config.crop_mm is None:
+            if self._inside[item]:  # the common case, kept to one C-level slice and one pass
+                i, r, c = self._local_start[item].tolist()
+                depth, rows, cols = self.config.crop_irc
+                source = self.regions.array(self._uids[code])[i : i + depth, r : r + rows, c : c + cols]
+                np.clip(source, *clip_bounds(self.config.hu_range, source.dtype), out=out, casting="unsafe")
+            else:
+                crop_into(region, self._voxel_centers[item], out, self.config.hu_range)
+            return
+        resampled = out if out.dtype == np.float32 else np.empty(out.shape, dtype=np.float32)
+        _resampled_crop_into(region, self._centers_irc[item], self.config.crop_mm, resampled)
+        np.clip(resampled, *self.config.hu_range, out=resampled)
+        if resampled is not out:
+            np.copyto(out, np.rint(resampled), casting="unsafe")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        follow_epoch(self)
+        item = int(self._items[index])
+        crop = np.empty((1, *self.config.crop_irc), dtype=CROP_DTYPES[self.config.crop_dtype])
+        self._crop_into(item, crop[0])
+        return torch.from_numpy(crop), torch.tensor(int(self._is_positive[item]), dtype=torch.int64), int(self._table_rows[item])
+
+    def __getitems__(self, indices: list[int]) -> CropBatch:
+        """A batch of items (what DataLoader's batched fetch calls), cut into one buffer.
+
+        In a DataLoader worker the buffer is allocated in shared memory, so with
+        ``collate_fn=collate_crops`` the batch reaches the training process without another copy.
+        """
+        follow_epoch(self)
+        shape = (len(indices), 1, *self.config.crop_irc)
+        dtype = torch.int16 if self.config.crop_dtype == "int16" else torch.float32
+        crops = torch.empty(shape, dtype=dtype)
+        if torch.utils.data.get_worker_info() is not None:
+            crops.share_memory_()
+        buffer = crops.numpy()
+        items = self._items[np.asarray(indices, dtype=np.int64)]
+        for k, item in enumerate(items):
+            self._crop_into(int(item), buffer[k, 0])
+        return CropBatch(crops, self._is_positive[items].astype(np.int64), self._table_rows[items])
+
+    def class_counts(self) -> dict[int, int]:
+        """Items per label in this rank's current epoch."""
+        return {label: int((self.labels == label).sum()) for label in (0, 1)}
+
+
+class CropBatch(Sequence):
+    """What ``__getitems__`` returns: the batch's crops in one tensor; indexing gives the items."""
+
+    def __init__(self, crops: torch.Tensor, labels: np.ndarray, rows: np.ndarray):
+        self.crops, self.labels, self.rows = crops, labels, rows
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        return self.crops[k], torch.tensor(int(self.labels[k]), dtype=torch.int64), int(self.rows[k])
+
+
+def collate_crops(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DataLoader ``collate_fn`` for :class:`ClassificationDataset`: (crops (N, 1, ...), labels (N,), rows (N,)).
+
+    Same result as the default collate, without copying a :class:`CropBatch` once more.
+    """
+    if isinstance(batch, CropBatch):
+        return batch.crops, torch.from_numpy(batch.labels), torch.from_numpy(batch.rows)
+    return torch.utils.data.default_collate(batch)
+
+
+def _resampled_crop_into(region, center_irc: np.ndarray, crop_mm: tuple[float, float, float], out: np.ndarray) -> None:
+    """Trilinear resampling of the ``crop_mm`` box centred at ``center_irc`` onto ``out``'s voxels."""
+    spacing_irc = np.asarray(region.geometry.spacing_xyz, dtype=np.float64)[::-1]
+    n_out = np.asarray(out.shape, dtype=np.float64)
+    step = np.asarray(crop_mm, dtype=np.float64) / n_out / spacing_irc  # source voxels per output voxel
+    n_src = np.ceil(np.asarray(crop_mm) / spacing_irc).astype(np.int64) + 2
+    anchor = np.rint(center_irc).astype(np.int64)
+    source = region.crop(anchor, tuple(int(n) for n in n_src)).astype(np.float32)
+    start = anchor - n_src // 2
+    # output voxel k sits at centre + (k - n // 2) * step source voxels: voxel n // 2 is the
+    # candidate, as in voxel crops, so equal spacing gives the voxel crop exactly
+    offset = center_irc - start - (n_out // 2) * step
+    ndimage.affine_transform(source, step, offset=offset, output=out, order=1, mode="nearest")
