@@ -228,7 +228,8 @@ class CropCache:
             self.delete(key)
             return None
         region = CachedRegion(
-            hu=hu,
+            # A plain ndarray view of the memory map: slicing np.memmap runs Python code per slice.
+            hu=hu.view(np.ndarray),
             origin_irc=tuple(meta["origin_irc"]),
             volume_shape_irc=tuple(meta["volume_shape_irc"]),
             geometry=Geometry(tuple(meta["origin_xyz"]), tuple(meta["spacing_xyz"]), tuple(meta["direction"])),
