@@ -11,7 +11,6 @@ from rich.table import Table
 
 from cli.options import JsonOption
 from cli.output import console, print_json
-from ct_pipeline.models import KIND_NAMES, build_model, count_parameters, import_book_checkpoint, load_checkpoint
 
 models_app = typer.Typer(help="Inspect and convert model checkpoints.", no_args_is_help=True)
 
@@ -44,6 +43,8 @@ def import_book(
 
     The weights load unchanged; the source file name and SHA-256 are kept as provenance.
     """
+    from ct_pipeline.models import KIND_NAMES, import_book_checkpoint  # torch: imported when used
+
     checkpoint = import_book_checkpoint(source, kind.value, output, overwrite=force)
     typer.echo(
         f"wrote {output}: {KIND_NAMES[checkpoint.kind]} ({checkpoint.arch}), epoch {checkpoint.epoch}, "
@@ -66,6 +67,8 @@ def info(
 
     The weights are loaded into the network, so a checkpoint that prints here also loads in training and diagnosis.
     """
+    from ct_pipeline.models import build_model, count_parameters, load_checkpoint  # torch: imported when used
+
     checkpoint = load_checkpoint(
         checkpoint_path,
         expected_kind=kind.value if kind else None,
