@@ -1,0 +1,349 @@
+"""`ct diagnose`: find nodules in CT series and report them (console, JSON Lines, LUNA16 CSV, HTML)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
+from cli.output import console, print_json
+from ct_pipeline.diagnosis.config import DiagnosisConfig
+
+log = logging.getLogger(__name__)
+
+EXIT_SOME_FAILED = 3
+EPILOG = (
+    "Examples: ct diagnose /data/dicom/patient1 --seg-model seg.ckpt --cls-model cls.ckpt --report report/ | "
+    "ct diagnose --all --data-root /data/luna16 --out results/ --shard 0/8 --json | "
+    "ct diagnose --merge results/ --csv all.csv. "
+    "Exit codes: 0 done, 2 bad input, 3 some series failed (the others are done). "
+    "Research software, not a medical device."
+)
+_MODELS = "Models"
+_OUTPUT = "Output"
+_BATCH = "Batch"
+_TUNING = "Tuning"
+_DEFAULTS = DiagnosisConfig()
+_BOOK = DiagnosisConfig.book_style()
+
+
+def _checkpoint_option(kind: str, text: str):
+    return typer.Option(
+        f"--{kind}-model",
+        help=f"{text} checkpoint. Default: the newest best.ckpt of that kind under --runs-dir.",
+        show_default=False,
+        rich_help_panel=_MODELS,
+    )
+
+
+def diagnose_command(
+    series: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            metavar="SERIES...",
+            help="Series UIDs under the data roots, DICOM folders, or image files (.mhd, .nrrd, .nii.gz).",
+            show_default=False,
+        ),
+    ] = None,
+    seg_model: Annotated[Optional[Path], _checkpoint_option("seg", "Segmentation U-Net")] = None,
+    cls_model: Annotated[Optional[Path], _checkpoint_option("cls", "Nodule classifier")] = None,
+    mal_model: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--mal-model",
+            help="Malignancy classifier checkpoint. Default: the newest one under --runs-dir, if any.",
+            show_default=False,
+            rich_help_panel=_MODELS,
+        ),
+    ] = None,
+    runs_dir: Annotated[
+        Path,
+        typer.Option("--runs-dir", envvar="CT_RUNS_DIR", help="Where ct train-* wrote its runs.", rich_help_panel=_MODELS),
+    ] = Path("runs"),
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold", min=0.0, max=1.0,
+            help="Nodule probability at or above which a candidate is a finding: listed, estimated for "
+            "malignancy, drawn in the report. JSON and CSV keep every candidate.",
+        ),
+    ] = 0.5,  # fmt: skip
+    seg_threshold: Annotated[
+        float,
+        typer.Option("--seg-threshold", min=0.0, max=1.0, help="U-Net probability above which a pixel is nodule (book: 0.5).", rich_help_panel=_TUNING),
+    ] = _DEFAULTS.seg_threshold,
+    merge_fraction: Annotated[
+        float,
+        typer.Option(
+            "--merge-fraction", min=0.0,
+            help="Merge candidates closer than this fraction of the larger one's diameter (mm); 0: keep all, as the book.",
+            rich_help_panel=_TUNING,
+        ),
+    ] = _DEFAULTS.merge_fraction,  # fmt: skip
+    lung_mask: Annotated[
+        bool,
+        typer.Option(
+            "--lung-mask/--no-lung-mask",
+            help="Run the U-Net only around the lungs (HU-threshold mask, dilated by --lung-margin).",
+            rich_help_panel=_TUNING,
+        ),
+    ] = True,
+    lung_margin: Annotated[
+        float, typer.Option("--lung-margin", min=0.0, help="Dilation of the lung mask, mm.", rich_help_panel=_TUNING)
+    ] = _DEFAULTS.lung_margin_mm,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", rich_help_panel=_TUNING)] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="auto (fp32 U-Net; classifiers in bf16 on a GPU, fp32 on the CPU), fp32, bf16, or fp16 (GPU).",
+            rich_help_panel=_TUNING,
+        ),
+    ] = "auto",
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch-size", min=1, show_default=False, rich_help_panel=_TUNING,
+            help=f"Slices per U-Net batch, per worker. Default: {_DEFAULTS.seg_batch_size} "
+            f"({_BOOK.seg_batch_size} with --book-style).",
+        ),
+    ] = None,
+    cls_batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--cls-batch-size", min=1, show_default=False, rich_help_panel=_TUNING,
+            help=f"Crops per classifier batch, per worker. Default: {_DEFAULTS.cls_batch_size} "
+            f"({_BOOK.cls_batch_size} with --book-style).",
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", min=1, help="Batches run side by side, one thread each. Default: one per core (1 on a GPU).",
+            show_default=False, rich_help_panel=_TUNING,
+        ),
+    ] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", min=1, help="CPU threads per batch with --workers 1 (several workers run one thread each). Default: every core.", show_default=False, rich_help_panel=_TUNING),
+    ] = None,
+    book_style: Annotated[
+        bool,
+        typer.Option(
+            "--book-style",
+            help="Run as the book's code does (every slice, fp32, contiguous memory, batches of 4, no merging): "
+            "the baseline for comparisons.",
+            rich_help_panel=_TUNING,
+        ),
+    ] = False,
+    json_output: JsonOption = False,
+    csv_path: Annotated[
+        Optional[Path],
+        typer.Option("--csv", help="Write every candidate as LUNA16 CSV: seriesuid,coordX,coordY,coordZ,probability.", rich_help_panel=_OUTPUT, show_default=False),
+    ] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option("--report", help="Folder for PNG pictures of the findings and an index.html showing them.", rich_help_panel=_OUTPUT, show_default=False),
+    ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option("--evaluate", help="Print the confusion table against known nodules (LUNA16 annotations).", rich_help_panel=_OUTPUT),
+    ] = False,
+    annotations: Annotated[
+        Optional[Path],
+        typer.Option("--annotations", help="Known nodules for --evaluate. Default: the LUNA16 CSVs in the data roots.", rich_help_panel=_OUTPUT, show_default=False),
+    ] = None,
+    all_series: Annotated[
+        bool, typer.Option("--all", help="Diagnose every series under the data roots.", rich_help_panel=_BATCH)
+    ] = False,
+    series_file: Annotated[
+        Optional[Path],
+        typer.Option("--series-file", help="Diagnose the series listed in FILE, one per line (# comments).", rich_help_panel=_BATCH, show_default=False),
+    ] = None,
+    shard: Annotated[
+        Optional[str],
+        typer.Option("--shard", help="K/N: only every N-th series from the K-th (0-based), for array jobs.", rich_help_panel=_BATCH, show_default=False),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Write one result file per series here (atomically), skip series already done, and "
+            "a merged findings.csv at the end.", rich_help_panel=_BATCH, show_default=False,
+        ),
+    ] = None,  # fmt: skip
+    merge: Annotated[
+        Optional[Path],
+        typer.Option("--merge", help="Only gather the result files of an --out folder into one CSV (--csv, default DIR/findings.csv).", rich_help_panel=_BATCH, show_default=False),
+    ] = None,
+    data_root: DataRootsOption = None,
+    cache_dir: CacheDirOption = None,
+    series_uid: Annotated[
+        Optional[str], typer.Option("--series", help="Which series, when a DICOM folder holds several.", rich_help_panel="Data")
+    ] = None,
+    allow_uneven_spacing: AllowUnevenOption = False,
+) -> None:
+    """Find lung nodules: segment the slices, group candidates, classify them, merge duplicates, report.
+
+    Prints a table of the findings at or above --threshold and the time of each stage; --json prints one JSON object per series instead. Research software, not a medical device.
+    """
+    options = dict(locals())
+    from ct_pipeline.errors import BadInputError
+    from ct_pipeline.reports.findings_io import merge_result_files
+
+    if merge is not None:
+        if series or all_series or series_file:
+            raise BadInputError("--merge DIR only gathers existing results; give no SERIES, --all or --series-file with it")
+        path, n_series, n_rows = merge_result_files(merge, csv_path)
+        typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series")
+        return
+    _run(options)
+
+
+def _run(options: dict) -> None:
+    import torch
+
+    from ct_pipeline.diagnosis.batch import items_from_roots, items_from_sources, read_series_file, run_batch, select_shard
+    from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
+    from ct_pipeline.diagnosis.runtime import configure_process_memory, cpu_threads
+    from ct_pipeline.errors import BadInputError
+    from ct_pipeline.loading import LoadOptions
+    from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+    from ct_pipeline.reports.report import ReportWriter
+    from ct_pipeline.sharding import Shard
+
+    if not options["book_style"]:  # the baseline runs as the book's code would: untuned
+        configure_process_memory()  # before the first model or volume is loaded
+    shard = Shard.parse(options["shard"])
+    roots = resolve_data_roots(options["data_root"])
+    cache_dir = resolve_cache_dir(options["cache_dir"])
+    load_options = LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"])
+    sources = list(options["series"] or [])
+    if options["series_file"] is not None:
+        sources += read_series_file(options["series_file"])
+    items = items_from_sources(sources, roots, cache_dir, load_options)
+    if options["all_series"]:
+        items += items_from_roots(roots, cache_dir, load_options)
+    if not items:
+        raise BadInputError("nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file")
+    items = select_shard(items, shard)
+
+    config, inference = _configs(options)
+    runs_dir = options["runs_dir"]
+    seg_path = resolve_checkpoint(options["seg_model"], "seg", runs_dir)
+    cls_path = resolve_checkpoint(options["cls_model"], "cls", runs_dir)
+    mal_path = resolve_checkpoint(options["mal_model"], "mal", runs_dir, required=False)
+    torch.set_num_threads(options["threads"] or cpu_threads())
+    models = load_diagnosis_models(seg_path, cls_path, mal_path, inference)  # type: ignore[arg-type]
+
+    out, report_dir, json_output = options["out"], options["report"], options["json_output"]
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out} exists and is not a folder; give a folder for the per-series results")
+    report = ReportWriter(report_dir, config.nodule_threshold) if report_dir is not None else None
+    results, failures = [], []
+    for outcome in run_batch(items, models, config, out_dir=out, key_options=load_options, after=report):
+        if outcome.status == "failed":
+            failures.append(outcome)
+            typer.echo(f"failed {outcome.item.label}: {outcome.message}", err=True)
+            continue
+        results.append(outcome.result)
+        if json_output:
+            from ct_pipeline.reports.findings_io import json_line
+
+            sys.stdout.write(json_line(outcome.result) + "\n")
+            sys.stdout.flush()
+        elif outcome.status == "skipped":
+            typer.echo(f"skipped {outcome.item.label}: {outcome.message}", err=True)
+        else:
+            _print_result(outcome.result, config.nodule_threshold, models.mal is not None)
+    _write_outputs(results, options["csv_path"], out, shard, report, json_output)
+    if options["evaluate"]:
+        _print_evaluation(results, options["annotations"], roots, config.nodule_threshold, json_output)
+    if failures:
+        typer.echo(f"{len(failures)} of {len(items)} series failed; the others are done", err=True)
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _configs(options: dict):
+    """The library's configs from the command line (``--book-style`` presets, the rest as given)."""
+    from ct_pipeline.diagnosis.config import InferenceOptions
+
+    tuning = dict(seg_threshold=options["seg_threshold"], nodule_threshold=options["threshold"])
+    for name, option in (("seg_batch_size", "batch_size"), ("cls_batch_size", "cls_batch_size")):
+        if options[option] is not None:
+            tuning[name] = options[option]
+    if options["book_style"]:
+        inference = InferenceOptions.book_style(device=options["device"])
+        if options["workers"] is not None:
+            inference = dataclasses.replace(inference, workers=options["workers"])
+        return DiagnosisConfig.book_style(**tuning), inference
+    config = DiagnosisConfig(
+        merge_fraction=options["merge_fraction"], restrict_to_lungs=options["lung_mask"],
+        lung_margin_mm=options["lung_margin"], **tuning,
+    )  # fmt: skip
+    return config, InferenceOptions(device=options["device"], precision=options["precision"], workers=options["workers"])
+
+
+def _write_outputs(results, csv_path, out, shard, report, json_output) -> None:
+    from ct_pipeline.reports.findings_io import write_luna16_csv
+
+    say = (lambda text: typer.echo(text, err=True)) if json_output else typer.echo
+    if csv_path is not None:
+        rows = write_luna16_csv(csv_path, results)
+        say(f"wrote {csv_path}: {rows} candidates of {len(results)} series")
+    if out is not None and results:
+        name = "findings.csv" if shard.count == 1 else f"findings.shard-{shard.index}-of-{shard.count}.csv"
+        rows = write_luna16_csv(out / name, results)
+        say(f"wrote {out / name}: {rows} candidates of {len(results)} series")
+    if report is not None and report.entries:
+        say(f"wrote {report.report_dir / 'index.html'}")
+
+
+def _print_result(result, threshold: float, has_malignancy: bool) -> None:
+    findings = result.nodules(threshold)
+    typer.echo(f"series {result.series_uid}: {len(findings)} finding(s) at nodule probability >= {threshold:g}")
+    table = Table()
+    for column in ("#", "centre x, y, z (mm)", "diam. mm", "nodule p", "malign. p", "merged"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for rank, finding in enumerate(findings, start=1):
+        x, y, z = finding.center_xyz
+        malignancy = "-" if finding.malignancy_prob is None else f"{finding.malignancy_prob:.3f}"
+        table.add_row(
+            str(rank), f"{x:.1f}, {y:.1f}, {z:.1f}", f"{finding.diameter_mm:.1f}", f"{finding.nodule_prob:.3f}",
+            malignancy, str(finding.n_merged),
+        )  # fmt: skip
+    if findings:
+        console().print(table)
+    below = len(result.findings) - len(findings)
+    notes = [f"{below} more candidate(s) below the threshold (see --json or --csv)"] if below else []
+    if not has_malignancy:
+        notes.append("no malignancy model: malignancy not estimated")
+    if notes:
+        typer.echo("; ".join(notes))
+    stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings_s.items())
+    typer.echo(f"time: {stages}; total {sum(result.timings_s.values()):.2f} s")
+
+
+def _print_evaluation(results, annotations, roots, threshold: float, json_output: bool) -> None:
+    from ct_pipeline.diagnosis.evaluate import evaluate_results, nodule_annotations
+    from ct_pipeline.evaluation import render_confusion_table
+
+    report = evaluate_results(results, nodule_annotations(annotations, roots), threshold)
+    if json_output:
+        print_json({"evaluation": report.to_dict()}, lines=True)
+        return
+    shown = console()
+    for uid, table in report.per_series.items():
+        shown.print(render_confusion_table(table, title=f"series {uid}"))
+    shown.print(render_confusion_table(report.total, title=f"total over {len(report.per_series)} series"))
+    if report.n_unknown_malignancy:
+        shown.print(f"{report.n_unknown_malignancy} nodule(s) of unknown malignancy left out")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("diagnose", epilog=EPILOG)(diagnose_command)

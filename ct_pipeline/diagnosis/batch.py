@@ -1,0 +1,187 @@
+"""Many series in one run: selection (--all, --series-file, --shard), resumable results, failures.
+
+Each series is diagnosed on its own: a series that fails (unreadable, not a CT) is reported
+and the batch goes on. With an output folder every finished series is written at once, and
+atomically, to ``<out>/<series>.json``; a series whose file is already there is skipped, so a
+killed batch (or an array job re-run) resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ct_pipeline.diagnosis.config import DiagnosisConfig
+from ct_pipeline.diagnosis.networks import DiagnosisModels
+from ct_pipeline.diagnosis.pipeline import diagnose
+from ct_pipeline.diagnosis.result import DiagnosisResult
+from ct_pipeline.errors import BadDataError, BadInputError, CtError
+from ct_pipeline.loading import LoadOptions, load_ct, load_entry
+from ct_pipeline.paths import validate_series_uid
+from ct_pipeline.sharding import Shard
+from ct_pipeline.volume import CtVolume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One series to diagnose.
+
+    Attributes:
+        label: what the user gave (a UID, a folder, a file), for messages.
+        load: reads the volume.
+        key: names the result file; the series UID when known before loading, else None
+            (found by :func:`series_key` when the batch starts the item).
+    """
+
+    label: str
+    load: Callable[[], CtVolume]
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What happened to one item: status "done", "skipped" (result file existed) or "failed"."""
+
+    item: BatchItem
+    status: str
+    result: DiagnosisResult | None = None
+    message: str = ""
+
+
+def read_series_file(path: Path) -> list[str]:
+    """Sources listed in ``path``, one per line; blank lines and ``#`` comments ignored.
+
+    Raises:
+        BadInputError: the file is unreadable.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(f"--series-file {path}: cannot read it ({err}); give a text file, one series per line") from err
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def series_key(source: str, options: LoadOptions = LoadOptions()) -> str:
+    """The series UID ``source`` stands for, found without reading pixels.
+
+    A UID is itself; an .mhd or image file is its name without suffix (as the loaders name
+    it); a DICOM file or folder is read for its SeriesInstanceUID.
+
+    Raises:
+        BadInputError / NotFoundError: not a path and not a valid UID, or a folder with several series.
+    """
+    from ct_pipeline.loading.dicom import discover_series
+    from ct_pipeline.loading.image_file import image_format, image_stem
+
+    path = Path(source)
+    if path.is_dir():
+        series = discover_series(path)
+        uids = [s.series_uid for s in series]
+        if options.series_uid is not None and options.series_uid in uids:
+            return options.series_uid
+        if len(uids) != 1:
+            found = ", ".join(uids) if uids else "none"
+            raise BadInputError(f"{path}: expected one DICOM series, found {found}; name one with --series UID")
+        return uids[0]
+    if path.is_file():
+        if path.name.lower().endswith(".mhd"):
+            return path.stem
+        if image_format(path) is not None:
+            return image_stem(path)
+        series = [s for s in discover_series(path.parent) if any(h.path == str(path) for h in s.headers)]
+        if series:
+            return series[0].series_uid
+        raise BadInputError(f"{path}: not a CT image (expected a DICOM file or folder, .mhd, .nrrd, .nii or .nii.gz)")
+    return validate_series_uid(source)
+
+
+def items_from_sources(
+    sources: Sequence[str], data_roots: Sequence[Path], cache_dir: Path | None, options: LoadOptions
+) -> list[BatchItem]:
+    """One item per source (UID under ``data_roots``, DICOM folder or image file), in the given order."""
+
+    def loader(source: str) -> Callable[[], CtVolume]:
+        return lambda: load_ct(source, data_roots=data_roots, cache_dir=cache_dir, options=options)
+
+    return [BatchItem(label=source, load=loader(source)) for source in sources]
+
+
+def items_from_roots(data_roots: Sequence[Path], cache_dir: Path | None, options: LoadOptions) -> list[BatchItem]:
+    """Every series under ``data_roots`` (``--all``), sorted by UID."""
+    from ct_pipeline.series_index import require_some_series, scan_roots
+
+    if not data_roots:
+        raise BadInputError("--all needs data roots: pass --data-root DIR or set CT_DATA_ROOT")
+    entries = scan_roots(data_roots, cache_dir)
+    require_some_series(entries, data_roots)
+
+    def loader(entry) -> Callable[[], CtVolume]:
+        return lambda: load_entry(entry, options)
+
+    return [BatchItem(label=uid, load=loader(entries[uid]), key=uid) for uid in sorted(entries)]
+
+
+def select_shard(items: Sequence[BatchItem], shard: Shard) -> list[BatchItem]:
+    """The items of ``shard``, chosen on their labels (stable whatever order they came in)."""
+    by_label: dict[str, BatchItem] = {}
+    for item in items:
+        by_label.setdefault(item.label, item)  # the same series named twice is diagnosed once
+    return [by_label[label] for label in shard.select(list(by_label))]
+
+
+def run_batch(
+    items: Sequence[BatchItem],
+    models: DiagnosisModels,
+    config: DiagnosisConfig,
+    *,
+    out_dir: Path | None = None,
+    key_options: LoadOptions = LoadOptions(),
+    after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None = None,
+) -> Iterator[BatchOutcome]:
+    """Diagnose ``items`` one by one, yielding each outcome as soon as it is known.
+
+    Args:
+        items: the series.
+        models: loaded once for the whole batch.
+        config: the diagnosis parameters.
+        out_dir: where per-series results go (None: nowhere; nothing is skipped).
+        key_options: how :func:`series_key` reads DICOM folders.
+        after: called with each new result (e.g. to draw its report); returns the result to
+            keep, possibly with more timings. Its failures fail the series.
+
+    A failure of one series is yielded as status "failed" with a one-line message; the batch
+    goes on. KeyboardInterrupt stops it.
+    """
+    from ct_pipeline.reports.findings_io import read_result_file, result_file_name, write_result_file
+
+    for item in items:
+        try:
+            key = item.key or series_key(item.label, key_options)
+            if out_dir is not None:
+                done_file = Path(out_dir) / result_file_name(key)
+                if done_file.is_file():
+                    try:
+                        yield BatchOutcome(item, "skipped", read_result_file(done_file), f"already in {done_file}")
+                        continue
+                    except BadDataError as err:
+                        log.warning("%s; diagnosing it again", err)
+            started = time.perf_counter()
+            volume = item.load()
+            load_s = time.perf_counter() - started
+            result = diagnose(volume, models, config).with_timings({"load": load_s}, first=True)
+            if after is not None:
+                result = after(volume, result)
+            if out_dir is not None:
+                write_result_file(Path(out_dir), key, result)
+            del volume  # before the next series is read: one volume in memory at a time
+            yield BatchOutcome(item, "done", result)
+        except CtError as err:
+            yield BatchOutcome(item, "failed", message=str(err))
+        except (OSError, RuntimeError, ValueError, MemoryError) as err:
+            log.debug("series %s failed", item.label, exc_info=True)
+            yield BatchOutcome(item, "failed", message=f"{type(err).__name__}: {err}")

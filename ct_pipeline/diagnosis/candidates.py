@@ -1,0 +1,188 @@
+"""Steps 3 and 4: the mask as candidates (erosion, 3D components, centres, sizes), and merging duplicates.
+
+Grouping follows the book's ``groupSegmentationOutput``: erode the thresholded mask once
+(``scipy.ndimage.binary_erosion``, 6-connected cross), label 3D components (6-connected), and
+take each component's centre of mass weighted by ``clip(hu, -1000, 1000) + 1001``. All of it runs
+on the bounding box of the mask, and the centres come from the component voxels alone, so no
+float copy of the volume is made.
+
+Each candidate's diameter is that of the sphere with the volume of its segmented voxels
+*before* erosion (the eroded component grown back inside the mask), which is what the U-Net
+outlined.
+
+Merging (not in the book): erosion splits one lesion into several components, most of all on
+thick slices, and the book reports each of them. :func:`merge_duplicates` keeps the most
+probable candidate of every group of candidates closer than ``fraction`` times the larger
+one's diameter, in mm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from ct_pipeline.geometry import Geometry
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Candidates of one series, as arrays (N = number of candidates).
+
+    Attributes:
+        center_irc: (N, 3) float64 centre of mass, voxel (index, row, col).
+        center_xyz: (N, 3) float64 the same in patient mm.
+        diameter_mm: (N,) equivalent-sphere diameter of the segmented voxels.
+        n_voxels: (N,) voxels of the eroded component.
+    """
+
+    center_irc: np.ndarray
+    center_xyz: np.ndarray
+    diameter_mm: np.ndarray
+    n_voxels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.center_irc.shape[0])
+
+    @property
+    def crop_center_irc(self) -> np.ndarray:
+        """(N, 3) int64: the rounded centres the classifier's crops are centred on (the book's)."""
+        return np.rint(self.center_irc).astype(np.int64)
+
+    @classmethod
+    def empty(cls) -> Candidates:
+        return cls(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of the mask's bounding box grown by one voxel (inside the volume), or None if empty."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(0, int(hits[0]) - 1), min(mask.shape[axis], int(hits[-1]) + 2)))
+    return tuple(box)
+
+
+def group_candidates(
+    mask: np.ndarray,
+    hu: np.ndarray,
+    geometry: Geometry,
+    erosion_iterations: int = 1,
+    hu_range: tuple[float, float] = (-1000.0, 1000.0),
+) -> Candidates:
+    """Candidates from a thresholded segmentation mask, as the book groups them.
+
+    Args:
+        mask: bool (index, row, col), the thresholded U-Net output.
+        hu: (index, row, col) HU of the same volume (weights of the centres of mass).
+        geometry: the volume's grid, for ``center_xyz``.
+        erosion_iterations: binary erosions before labelling (book: 1).
+        hu_range: the clipping of HU in the weights (book: -1000..1000, weight = hu + 1001).
+    """
+    box = _bounding_box(mask)
+    if box is None:
+        return Candidates.empty()
+    # Erosion treats outside the array as background: the box keeps one empty voxel of margin,
+    # or ends at the volume's edge where the book's whole-volume erosion sees the same.
+    raw = mask[box]
+    eroded = ndimage.binary_erosion(raw, iterations=erosion_iterations) if erosion_iterations else raw
+    labels, n_labels = _label(eroded)
+    del eroded  # the labels say the same; keep memory to the mask and the labels
+    if n_labels == 0:
+        return Candidates.empty()
+    flat = np.flatnonzero(labels)
+    label_of = labels.ravel()[flat]
+    weight = np.clip(hu[box].ravel()[flat].astype(np.float64), hu_range[0], hu_range[1]) + (1.0 - hu_range[0])
+    total = np.bincount(label_of, weights=weight, minlength=n_labels + 1)[1:]
+    coords = np.unravel_index(flat, labels.shape)
+    center_irc = np.stack(
+        [np.bincount(label_of, weights=weight * c, minlength=n_labels + 1)[1:] / total for c in coords], axis=1
+    )
+    center_irc += np.array([s.start for s in box], dtype=np.float64)
+    n_voxels = np.bincount(label_of, minlength=n_labels + 1)[1:]
+    segmented = _segmented_voxels(labels, n_labels, raw, erosion_iterations)
+    voxel_mm3 = float(np.prod(geometry.spacing_xyz))
+    diameter_mm = np.cbrt(6.0 * segmented * voxel_mm3 / np.pi)
+    return Candidates(
+        center_irc=center_irc,
+        center_xyz=geometry.irc_to_xyz(center_irc).reshape(-1, 3),
+        diameter_mm=diameter_mm,
+        n_voxels=n_voxels,
+    )
+
+
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """6-connected components; uint16 labels (half the memory of scipy's int32) when they fit."""
+    labels = np.empty(mask.shape, dtype=np.uint16)
+    try:
+        n_labels = ndimage.label(mask, output=labels)
+    except RuntimeError:  # more than 65535 components
+        labels, n_labels = ndimage.label(mask)
+    return labels, int(n_labels)
+
+
+def _segmented_voxels(labels: np.ndarray, n_labels: int, raw: np.ndarray, iterations: int) -> np.ndarray:
+    """(n_labels,) voxels of ``raw`` each eroded component grows back to (dilated as it was eroded)."""
+    if iterations == 0:
+        return np.bincount(labels.ravel(), minlength=n_labels + 1)[1:].astype(np.float64)
+    counts = np.zeros(n_labels, dtype=np.float64)
+    for label, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:
+            continue
+        grown = tuple(
+            slice(max(0, s.start - iterations), min(n, s.stop + iterations)) for s, n in zip(found, labels.shape)
+        )
+        component = labels[grown] == label
+        counts[label - 1] = np.count_nonzero(ndimage.binary_dilation(component, iterations=iterations) & raw[grown])
+    return counts
+
+
+def merge_duplicates(
+    center_xyz: np.ndarray, diameter_mm: np.ndarray, score: np.ndarray, fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidates to keep, and how many each kept one stands for.
+
+    Greedy, most probable first: a candidate is dropped when a kept one lies closer than
+    ``fraction * max(both diameters)`` mm. Ties in ``score`` keep the lower index.
+
+    Args:
+        center_xyz: (N, 3) mm.
+        diameter_mm: (N,).
+        score: (N,) the order of preference (the nodule probability).
+        fraction: 0 keeps everything.
+
+    Returns:
+        (kept indices in order of decreasing score, (len(kept),) group sizes).
+    """
+    n = len(score)
+    order = np.lexsort((np.arange(n), -np.asarray(score, dtype=np.float64)))
+    if n == 0 or fraction <= 0:
+        return order, np.ones(n, dtype=np.int64)
+    reach = fraction * float(np.max(diameter_mm))
+    pairs = cKDTree(center_xyz).query_pairs(r=reach, output_type="ndarray") if reach > 0 else np.zeros((0, 2), int)
+    if len(pairs):
+        distance = np.linalg.norm(center_xyz[pairs[:, 0]] - center_xyz[pairs[:, 1]], axis=1)
+        limit = fraction * np.maximum(diameter_mm[pairs[:, 0]], diameter_mm[pairs[:, 1]])
+        pairs = pairs[distance < limit]
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for a, b in pairs:
+        neighbours[a].append(int(b))
+        neighbours[b].append(int(a))
+    owner = np.full(n, -1, dtype=np.int64)
+    kept: list[int] = []
+    for index in order:
+        if owner[index] >= 0:
+            continue
+        owner[index] = index
+        kept.append(int(index))
+        for other in neighbours[index]:
+            if owner[other] < 0:
+                owner[other] = index
+    kept_arr = np.array(kept, dtype=np.int64)
+    sizes = np.bincount(owner, minlength=n)[kept_arr]
+    return kept_arr, sizes

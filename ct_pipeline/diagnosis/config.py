@@ -1,0 +1,124 @@
+"""How ``diagnose`` runs: the algorithm's parameters and how the networks are executed.
+
+Two frozen configs, validated on construction:
+
+* :class:`DiagnosisConfig` -- what is computed (thresholds, the lung restriction, merging).
+  Its defaults reproduce the book's chapter-14 pipeline (threshold 0.5, one erosion, 3D
+  components, mass-weighted centres) and add the lung restriction and duplicate merging.
+* :class:`InferenceOptions` -- how the networks run (device, precision, memory format); they
+  change speed, and results only within the checked tolerance of reduced precision.
+
+``book_style()`` of each gives what the book's own code does: every slice, fp32, contiguous
+memory, batches of 4, no merging -- the same-run baseline of the benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ct_pipeline.errors import BadInputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class DiagnosisConfig:
+    """Parameters of segmentation, grouping, classification and merging.
+
+    Attributes:
+        seg_threshold: U-Net probability above which a pixel is "nodule" (book: 0.5).
+        erosion_iterations: binary erosions of the thresholded mask before labelling (book: 1).
+        hu_range: HU clipping of every network input (book: -1000..1000).
+        nodule_threshold: findings at or above it are nodules: they get a malignancy estimate,
+            a line in the console table and a picture in the report.
+        merge_fraction: merge two candidates when their centres are closer than this fraction
+            of the larger one's diameter (mm); the more probable one stays. 0 keeps every
+            candidate (the book). 0.75 merged the one duplicate among the real test CT's
+            findings above 0.5 (two pieces of an 11 mm lesion, 7 mm apart) and nothing else there.
+        restrict_to_lungs: run the U-Net only around the lungs (an HU-threshold lung mask,
+            dilated by ``lung_margin_mm``); candidates outside that region are not reported.
+        lung_margin_mm: how far beyond the air-filled lung the region reaches, so that nodules
+            on the lung wall and the mediastinum keep all their voxels.
+        lung_hu_threshold: voxels below it (on a 4x4-pixel average) count as air.
+        seg_batch_size: slices per U-Net batch (per worker: memory grows with it, speed hardly).
+        cls_batch_size: crops per classifier batch (per worker).
+    """
+
+    seg_threshold: float = 0.5
+    erosion_iterations: int = 1
+    hu_range: tuple[float, float] = (-1000.0, 1000.0)
+    nodule_threshold: float = 0.5
+    merge_fraction: float = 0.75
+    restrict_to_lungs: bool = True
+    lung_margin_mm: float = 15.0
+    lung_hu_threshold: float = -400.0
+    seg_batch_size: int = 1
+    cls_batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hu_range", tuple(float(v) for v in self.hu_range))
+        for name in ("seg_threshold", "nodule_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise BadInputError(f"{name} = {value} is not a probability; give a value in [0, 1], e.g. 0.5")
+        if self.erosion_iterations < 0:
+            raise BadInputError(f"erosion_iterations = {self.erosion_iterations} must be >= 0 (the book uses 1)")
+        if self.merge_fraction < 0:
+            raise BadInputError(f"merge fraction {self.merge_fraction} must be >= 0 (0 turns merging off)")
+        if self.lung_margin_mm < 0:
+            raise BadInputError(f"lung margin {self.lung_margin_mm} mm must be >= 0, e.g. 15")
+        if self.seg_batch_size < 1 or self.cls_batch_size < 1:
+            raise BadInputError(
+                f"batch sizes must be >= 1, got {self.seg_batch_size} slices and {self.cls_batch_size} crops"
+            )
+        if len(self.hu_range) != 2 or not self.hu_range[0] < self.hu_range[1]:
+            raise BadInputError(f"hu_range {self.hu_range} must be (low, high) with low < high")
+
+    @classmethod
+    def book_style(cls, **overrides) -> DiagnosisConfig:
+        """The book's pipeline: every slice, no merging, batches of 4 (its default)."""
+        return replace(
+            cls(restrict_to_lungs=False, merge_fraction=0.0, seg_batch_size=4, cls_batch_size=4), **overrides
+        )
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the networks execute.
+
+    Attributes:
+        device: "cpu", "cuda", "cuda:1", or "auto" (cuda when available).
+        precision: "auto": fp32 for the U-Net (bf16 flipped enough mask pixels on the real
+            test CT to lose a candidate), the classifiers in bf16 on GPUs and fp32 on the CPU
+            (where bf16 measured slower). "fp32", "bf16", "fp16" (GPU) force one for all.
+        channels_last: channels-last memory format; None: on (measured faster for both nets).
+        fold_batchnorm: run the U-Net with its BatchNorms folded into the convolutions
+            (same outputs to float rounding, ~20% faster on the CPU).
+        workers: batches run at the same time, each single-threaded; None: one per CPU core
+            on the CPU, 1 on a GPU. On the 2-core test machine two single-threaded workers did
+            the same work with 30-45% less CPU time than one batch on two OpenMP threads,
+            whose threads spin while they wait for each other.
+        release_memory: while the U-Net runs, let freed activations go back to the system
+            (glibc only; see :mod:`ct_pipeline.diagnosis.runtime`): ~300 MB less peak memory
+            on a 512x512 CT for a few seconds of page faults.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None
+    fold_batchnorm: bool = True
+    workers: int | None = None
+    release_memory: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise BadInputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.workers is not None and self.workers < 1:
+            raise BadInputError(f"workers = {self.workers} must be >= 1")
+
+    @classmethod
+    def book_style(cls, device: str = "auto") -> InferenceOptions:
+        """The book's way: fp32, contiguous memory, the networks as trained, one batch at a time."""
+        return cls(
+            device=device, precision="fp32", channels_last=False, fold_batchnorm=False, workers=1, release_memory=False
+        )

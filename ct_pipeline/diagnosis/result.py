@@ -1,0 +1,153 @@
+"""What ``diagnose`` returns: findings and per-stage timings, as frozen dataclasses and plain dicts.
+
+No torch here, so reports and ``--merge`` can read results without loading the models.
+The dict form is the ``--json`` record and the per-series result file of a batch::
+
+    {"series_uid": str, "source": str,
+     "candidates": [{"center_xyz": [x, y, z], "center_irc": [i, r, c], "diameter_mm": float,
+                     "nodule_prob": float, "malignancy_prob": float | null, "n_merged": int}, ...],
+     "timings_s": {"stage": seconds, ...}, "n_candidates_before_merge": int,
+     "shape_irc": [i, r, c], "spacing_xyz": [x, y, z]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ct_pipeline.errors import BadDataError
+
+RESULT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One candidate after classification (and merging of its duplicates).
+
+    Attributes:
+        center_xyz: centre of mass in patient coordinates, mm.
+        center_irc: the voxel (index, row, col) the classifier's crop is centred on (the
+            rounded centre of mass, as in the book).
+        diameter_mm: diameter of the sphere with the segmented component's volume.
+        nodule_prob: classifier probability of "nodule", in [0, 1].
+        malignancy_prob: probability of "malignant", or None (no malignancy model, or
+            ``nodule_prob`` below the nodule threshold).
+        n_merged: how many segmentation candidates this finding stands for (1: no duplicates).
+    """
+
+    center_xyz: tuple[float, float, float]
+    center_irc: tuple[int, int, int]
+    diameter_mm: float
+    nodule_prob: float
+    malignancy_prob: float | None = None
+    n_merged: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "center_xyz": [round(float(v), 3) for v in self.center_xyz],
+            "center_irc": [int(v) for v in self.center_irc],
+            "diameter_mm": round(float(self.diameter_mm), 3),
+            "nodule_prob": float(self.nodule_prob),
+            "malignancy_prob": None if self.malignancy_prob is None else float(self.malignancy_prob),
+            "n_merged": int(self.n_merged),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "result") -> Finding:
+        try:
+            center_xyz = tuple(float(v) for v in data["center_xyz"])
+            center_irc = tuple(int(v) for v in data["center_irc"])
+            malignancy = data.get("malignancy_prob")
+            finding = cls(
+                center_xyz=center_xyz,  # type: ignore[arg-type]
+                center_irc=center_irc,  # type: ignore[arg-type]
+                diameter_mm=float(data["diameter_mm"]),
+                nodule_prob=float(data["nodule_prob"]),
+                malignancy_prob=None if malignancy is None else float(malignancy),
+                n_merged=int(data.get("n_merged", 1)),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise BadDataError(f"{where}: a candidate lacks or garbles {err}; re-run ct diagnose for it") from err
+        if len(finding.center_xyz) != 3 or len(finding.center_irc) != 3 or not all(map(math.isfinite, center_xyz)):
+            raise BadDataError(f"{where}: a candidate centre is not 3 finite numbers; re-run ct diagnose for it")
+        return finding
+
+
+@dataclass(frozen=True)
+class DiagnosisResult:
+    """Everything ``diagnose`` found in one series.
+
+    Attributes:
+        series_uid: the series diagnosed.
+        findings: sorted by ``nodule_prob``, highest first; every candidate, not only nodules.
+        timings_s: seconds per stage, in pipeline order.
+        n_candidates_before_merge: segmentation candidates before duplicates were merged.
+        shape_irc: the volume's shape (index, row, col).
+        spacing_xyz: voxel size, mm (x, y, z).
+        source: where the series was read from.
+        region_fraction: fraction of the volume's pixels the U-Net was run on (1.0: all).
+    """
+
+    series_uid: str
+    findings: tuple[Finding, ...]
+    timings_s: Mapping[str, float] = field(default_factory=dict)
+    n_candidates_before_merge: int = 0
+    shape_irc: tuple[int, int, int] = (0, 0, 0)
+    spacing_xyz: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    source: str = ""
+    region_fraction: float = 1.0
+
+    def nodules(self, threshold: float) -> list[Finding]:
+        """Findings with ``nodule_prob >= threshold``, highest first."""
+        return [f for f in self.findings if f.nodule_prob >= threshold]
+
+    def with_timings(self, extra: Mapping[str, float], first: bool = False) -> DiagnosisResult:
+        """A copy with more stage timings (``first``: put them before the existing ones)."""
+        merged = {**extra, **self.timings_s} if first else {**self.timings_s, **extra}
+        return DiagnosisResult(
+            self.series_uid, self.findings, merged, self.n_candidates_before_merge,
+            self.shape_irc, self.spacing_xyz, self.source, self.region_fraction,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "series_uid": self.series_uid,
+            "source": self.source,
+            "candidates": [f.to_dict() for f in self.findings],
+            "timings_s": {k: round(float(v), 4) for k, v in self.timings_s.items()},
+            "n_candidates_before_merge": int(self.n_candidates_before_merge),
+            "shape_irc": [int(v) for v in self.shape_irc],
+            "spacing_xyz": [float(v) for v in self.spacing_xyz],
+            "region_fraction": round(float(self.region_fraction), 4),
+            "format_version": RESULT_FORMAT_VERSION,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "result") -> DiagnosisResult:
+        """Read a record written by :meth:`to_dict`.
+
+        Raises:
+            BadDataError: not a diagnosis record.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("series_uid"), str):
+            raise BadDataError(f"{where}: not a ct diagnose result (no series_uid); delete it or re-run ct diagnose")
+        candidates = data.get("candidates")
+        if not isinstance(candidates, list):
+            raise BadDataError(f"{where}: 'candidates' is missing or not a list; re-run ct diagnose for it")
+        findings = tuple(Finding.from_dict(c, where) for c in candidates)
+        timings = data.get("timings_s") or {}
+        try:
+            return cls(
+                series_uid=data["series_uid"],
+                findings=findings,
+                timings_s={str(k): float(v) for k, v in timings.items()},
+                n_candidates_before_merge=int(data.get("n_candidates_before_merge", len(findings))),
+                shape_irc=tuple(int(v) for v in data.get("shape_irc", (0, 0, 0))),  # type: ignore[arg-type]
+                spacing_xyz=tuple(float(v) for v in data.get("spacing_xyz", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
+                source=str(data.get("source", "")),
+                region_fraction=float(data.get("region_fraction", 1.0)),
+            )
+        except (AttributeError, TypeError, ValueError) as err:
+            raise BadDataError(f"{where}: a field has the wrong type ({err}); re-run ct diagnose for it") from err

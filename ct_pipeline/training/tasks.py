@@ -1,0 +1,280 @@
+"""The three apps as small "task" objects: what differs between them, and nothing else.
+
+A task builds its model and datasets, turns a model output into per-sample losses, and turns
+an epoch's outputs into metrics. The loop in :mod:`ct_pipeline.training.loop` does the rest
+(devices, DDP, precision, optimizer, checkpoints, logging) the same way for all of them.
+
+- :class:`ClassifierTask` -- "cls": nodule vs non-nodule on 32x48x48 candidate crops;
+  "mal": benign vs malignant on annotated nodules, optionally fine-tuned from a "cls" model.
+- :class:`SegmentationTask` -- "seg": the U-Net on 64x64 crops around nodules, validated on
+  whole slices of the validation series, with per-nodule recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ct_pipeline.cache import CropCache
+from ct_pipeline.catalog import Catalog
+from ct_pipeline.datasets import (
+    ClassificationDataset,
+    ClassificationDatasetConfig,
+    SegmentationDataset,
+    SegmentationDatasetConfig,
+    augment_batch,
+)
+from ct_pipeline.errors import BadCheckpointError
+from ct_pipeline.models import LunaClassifier, SegmentationUNet, load_checkpoint
+from ct_pipeline.models.checkpoints import load_state_checked
+from ct_pipeline.training.config import CLASSIFIER_BLOCKS, TrainConfig
+from ct_pipeline.training.distributed import DistContext, all_gather_columns, all_gather_objects, all_reduce_sum
+from ct_pipeline.training.metrics import (
+    ClassificationMeter,
+    SegmentationMeter,
+    classification_metrics,
+    segmentation_loss,
+    segmentation_metrics,
+)
+
+# Per-nodule recall is also reported for nodules at least this large (the README's quality target).
+NODULE_RECALL_MIN_MM = 4.0
+N_EXAMPLE_IMAGES = 4
+
+
+@dataclass
+class Batch:
+    """One batch on the training device: inputs, targets and what identifies the samples."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    meta: tuple[Any, ...]
+
+
+class Task(Protocol):
+    """What the loop asks of an app. Attributes: ``kind`` (checkpoint kind), ``best_metric``
+    (validation metric, higher is better, that picks ``best.ckpt``), ``summary_keys`` (metrics on
+    the console line), ``memory_format`` (of inputs and model)."""
+
+    kind: str
+    best_metric: str
+    summary_keys: tuple[str, ...]
+    memory_format: torch.memory_format
+
+    def build_model(self) -> nn.Module: ...
+    def train_mode(self, model: nn.Module) -> None: ...
+    def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]: ...
+    def val_batches(self, dataset: Any, batch_size: int) -> list[list[int]] | None: ...
+    def to_device(self, batch: Sequence[Any], device: torch.device) -> Batch: ...
+    def augment(self, batch: Batch, generator: torch.Generator) -> Batch: ...
+    def losses(self, outputs: Any, batch: Batch) -> torch.Tensor: ...
+    def new_meter(self, device: torch.device, split: str, keep_examples: bool) -> Any: ...
+    def record(self, meter: Any, outputs: Any, batch: Batch, losses: torch.Tensor) -> None: ...
+    def summarize(self, meter: Any, ctx: DistContext) -> tuple[dict[str, float], dict[str, Any]]: ...
+
+
+class ClassifierTask:
+    """Nodule ("cls") or malignancy ("mal") classification with the book's LunaClassifier."""
+
+    best_metric = "roc_auc"  # threshold-free, and what the quality target is stated in
+    summary_keys = ("loss", "precision", "recall", "f1", "roc_auc")
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.kind = config.task
+        self.memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+        self.frozen: tuple[str, ...] = ()
+
+    # -- model and data ----------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        """A fresh LunaClassifier; for a fine-tune, the nodule model's weights with a new head and
+        all but the last ``finetune_depth`` blocks frozen (book ch. 14)."""
+        model = LunaClassifier()
+        if self.config.finetune is None:
+            return model
+        source = load_checkpoint(self.config.finetune, "cls", option="--finetune")
+        if source.model_config != model.config.to_dict():
+            raise BadCheckpointError(
+                f"--finetune {source.path} has model_config {source.model_config}, but training builds "
+                f"{model.config.to_dict()}; fine-tune from a checkpoint of the book's classifier shape"
+            )
+        fresh_head = {name: t for name, t in model.state_dict().items() if name.startswith("head_linear.")}
+        load_state_checked(model, {**source.model_state, **fresh_head}, str(source.path))
+        trained = CLASSIFIER_BLOCKS[-self.config.finetune_depth :]
+        self.frozen = tuple(name for name in CLASSIFIER_BLOCKS if name not in trained)
+        for name, parameter in model.named_parameters():
+            if name.split(".")[0] in self.frozen:
+                parameter.requires_grad_(False)
+        return model
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Training mode, except frozen blocks: their BatchNorm statistics stay the nodule model's."""
+        model.train()
+        for name in self.frozen:
+            getattr(model, name).eval()
+
+    def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]:
+        config = self.config
+        common = {
+            "mode": "malignancy" if self.kind == "mal" else "nodule",
+            "negatives_per_positive": config.balance_ratio,
+            "epoch_size": config.epoch_size,
+            "val_stride": config.val_stride,
+            "seed": config.seed,
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+        }
+        train = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="train", **common))
+        val = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="val", **common))
+        return train, val
+
+    def val_batches(self, dataset: Any, batch_size: int) -> list[list[int]] | None:
+        return None  # crops all have one shape: plain batching
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def to_device(self, batch: Sequence[Any], device: torch.device) -> Batch:
+        crops, labels, rows = batch
+        return Batch(crops.to(device, non_blocking=True), labels.to(device, non_blocking=True), (rows,))
+
+    def augment(self, batch: Batch, generator: torch.Generator) -> Batch:
+        inputs = augment_batch(batch.inputs, self.config.augmentation, generator)
+        return Batch(inputs, batch.targets, batch.meta)
+
+    def losses(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: Batch) -> torch.Tensor:
+        logits, _ = outputs
+        return F.cross_entropy(logits.float(), batch.targets, reduction="none")
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def new_meter(self, device: torch.device, split: str, keep_examples: bool) -> ClassificationMeter:
+        return ClassificationMeter()
+
+    def record(self, meter: ClassificationMeter, outputs: Any, batch: Batch, losses: torch.Tensor) -> None:
+        _, probabilities = outputs
+        meter.update(probabilities[:, 1], batch.targets, losses)
+
+    def summarize(self, meter: ClassificationMeter, ctx: DistContext) -> tuple[dict[str, float], dict[str, Any]]:
+        """Metrics over all ranks, and the per-sample arrays for TensorBoard's curves."""
+        columns = all_gather_columns(meter.local(ctx.device), ctx).cpu().numpy()
+        probabilities, labels, losses = columns[0], columns[1].astype(np.int64), columns[2]
+        metrics = classification_metrics(labels, probabilities, losses)
+        return metrics, {"labels": labels, "probabilities": probabilities}
+
+
+class SegmentationTask:
+    """The book's U-Net, Dice loss with weighted false negatives."""
+
+    best_metric = "dice"
+    summary_keys = ("loss", "precision", "recall", "dice", "nodule_recall")
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.kind = "seg"
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self._val_nodule_masks: dict[str, list] = {}
+        self._val_nodule_diameters: dict[str, np.ndarray] = {}
+
+    def build_model(self) -> nn.Module:
+        return SegmentationUNet()
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+
+    def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]:
+        config = self.config
+        common = {
+            "epoch_size": config.epoch_size,
+            "val_stride": config.val_stride,
+            "seed": config.seed,
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+        }
+        train = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="train", **common))
+        val = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="val", **common))
+        # Every rank counts all validation nodules (it validates a share of the slices, but any
+        # rank's slice may be the one that finds a nodule).
+        nodules = catalog.candidates[catalog.candidates["is_nodule"] & catalog.candidates["has_annotation"]]
+        for uid in val.series_uids:
+            # series_masks lists a series' nodules in table order, as this does
+            self._val_nodule_masks[uid] = val.series_masks(uid)
+            self._val_nodule_diameters[uid] = nodules[nodules["series_uid"] == uid]["diameter_mm"].to_numpy()
+        return train, val
+
+    def val_batches(self, dataset: SegmentationDataset, batch_size: int) -> list[list[int]]:
+        """Batches of consecutive whole slices of one size (series differ in rows and cols)."""
+        batches: list[list[int]] = []
+        last_shape = None
+        for index in range(len(dataset)):
+            shape = dataset.sample_window(index)[3]
+            if shape != last_shape or len(batches[-1]) == batch_size:
+                batches.append([])
+                last_shape = shape
+            batches[-1].append(index)
+        return batches
+
+    def to_device(self, batch: Sequence[Any], device: torch.device) -> Batch:
+        images, labels, uids, slice_indices = batch
+        return Batch(
+            images.to(device, non_blocking=True), labels.to(device, non_blocking=True), (list(uids), slice_indices)
+        )
+
+    def augment(self, batch: Batch, generator: torch.Generator) -> Batch:
+        inputs, targets = augment_batch(batch.inputs, self.config.augmentation, generator, batch.targets)
+        return Batch(inputs, targets, batch.meta)
+
+    def losses(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return segmentation_loss(outputs.float(), batch.targets, self.config.fn_loss_weight)
+
+    def new_meter(self, device: torch.device, split: str, keep_examples: bool) -> SegmentationMeter:
+        return SegmentationMeter(device, find_nodules=split == "val", n_examples=N_EXAMPLE_IMAGES if keep_examples else 0)
+
+    def record(self, meter: SegmentationMeter, outputs: torch.Tensor, batch: Batch, losses: torch.Tensor) -> None:
+        predicted = outputs > self.config.seg_threshold
+        labels = batch.targets > 0.5
+        meter.update(predicted, labels, losses)
+        if meter.find_nodules:
+            self._find_nodules(meter, predicted, batch)
+        missing = meter.n_examples - len(meter.examples)
+        if missing > 0:  # slices with nodule, the middle channel is the labelled slice
+            middle = batch.inputs.shape[1] // 2
+            for k in torch.nonzero(labels.flatten(1).any(dim=1)).flatten().tolist()[:missing]:
+                meter.examples.append((batch.inputs[k, middle].float().cpu(), labels[k, 0].cpu(), predicted[k, 0].cpu()))
+
+    def _find_nodules(self, meter: SegmentationMeter, predicted: torch.Tensor, batch: Batch) -> None:
+        """Mark the validation nodules that a predicted mask touches (whole slices: rows and cols
+        of the slice are volume voxels)."""
+        uids, slice_indices = batch.meta
+        for k, (uid, slice_index) in enumerate(zip(uids, slice_indices.tolist())):
+            for n, mask in enumerate(self._val_nodule_masks.get(uid, ())):
+                if (uid, n) in meter.nodules_found or not mask.start_irc[0] <= slice_index < mask.stop_irc[0]:
+                    continue
+                (_, r0, c0), (_, r1, c1) = mask.start_irc, mask.stop_irc
+                window = predicted[k, 0, r0:r1, c0:c1].cpu().numpy()
+                if (window & mask.mask[slice_index - mask.start_irc[0]]).any():
+                    meter.nodules_found.add((uid, n))
+
+    def summarize(self, meter: SegmentationMeter, ctx: DistContext) -> tuple[dict[str, float], dict[str, Any]]:
+        tp, fp, fn, loss_sum, n = all_reduce_sum(meter.totals, ctx).tolist()
+        metrics = segmentation_metrics(tp, fp, fn, loss_sum, n)
+        if meter.find_nodules:
+            found = set().union(*all_gather_objects(meter.nodules_found, ctx))
+            nodules = [(uid, k, d) for uid, ds in self._val_nodule_diameters.items() for k, d in enumerate(ds)]
+            large = [(uid, k) for uid, k, d in nodules if d >= NODULE_RECALL_MIN_MM]
+            metrics["nodule_recall"] = len(found) / len(nodules) if nodules else float("nan")
+            metrics["nodule_recall_4mm"] = (
+                sum(key in found for key in large) / len(large) if large else float("nan")
+            )
+            metrics["nodules"] = float(len(nodules))
+        return metrics, {"examples": meter.examples}
+
+
+def make_task(config: TrainConfig) -> Task:
+    return SegmentationTask(config) if config.task == "seg" else ClassifierTask(config)

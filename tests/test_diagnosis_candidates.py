@@ -1,0 +1,100 @@
+"""Grouping the mask into candidates as the book does, and merging duplicates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ct_pipeline.diagnosis.candidates import _label, group_candidates, merge_duplicates
+from ct_pipeline.geometry import Geometry
+
+GEOMETRY = Geometry((10.0, -20.0, -300.0), (0.5, 0.5, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+OBLIQUE = Geometry((10.0, -20.0, -300.0), (0.5, 0.6, 2.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))
+
+
+def _book_centres(mask: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """The book's groupSegmentationOutput, verbatim in scipy calls."""
+    eroded = ndimage.binary_erosion(mask, iterations=1)
+    labels, count = ndimage.label(eroded)
+    centres = ndimage.center_of_mass(hu.clip(-1000, 1000) + 1001, labels=labels, index=np.arange(1, count + 1))
+    return np.array(centres).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("geometry", [GEOMETRY, OBLIQUE], ids=["axial", "oblique"])
+def test_centres_match_the_books_code_on_random_blobs(geometry):
+    rng = np.random.default_rng(3)
+    hu = rng.integers(-1100, 1200, size=(20, 40, 44)).astype(np.int16)
+    mask = ndimage.binary_dilation(rng.random(hu.shape) > 0.985, iterations=2)
+    mask[0] = mask[0] | (rng.random(mask[0].shape) > 0.5)  # components touching the volume's edge
+    candidates = group_candidates(mask, hu, geometry)
+    expected = _book_centres(mask, hu)
+    assert len(candidates) == len(expected) > 5
+    np.testing.assert_allclose(candidates.center_irc, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(candidates.center_xyz, geometry.irc_to_xyz(expected), atol=1e-9)
+    assert (candidates.crop_center_irc == np.rint(expected)).all()
+
+
+def test_erosion_removes_what_is_one_slice_thick_and_sizes_are_measured_before_erosion():
+    mask = np.zeros((12, 30, 30), dtype=bool)
+    mask[5, 2:8, 2:8] = True  # one slice thick: the book's erosion removes it
+    i, r, c = np.indices(mask.shape)
+    ball = ((i - 6) * 2.0) ** 2 + ((r - 18) * 0.5) ** 2 + ((c - 18) * 0.5) ** 2 <= 4.0**2
+    mask |= ball
+    hu = np.zeros(mask.shape, dtype=np.int16)
+    candidates = group_candidates(mask, hu, GEOMETRY)
+    assert len(candidates) == 1
+    np.testing.assert_allclose(candidates.center_irc[0], (6, 18, 18), atol=1e-9)
+    expected_diameter = np.cbrt(6 * ball.sum() * 0.5 * 0.5 * 2.0 / np.pi)
+    assert candidates.diameter_mm[0] == pytest.approx(expected_diameter, rel=0.02)
+    assert candidates.n_voxels[0] < ball.sum()
+
+
+def test_centre_of_mass_is_weighted_by_clipped_hu_plus_1001():
+    mask = np.zeros((5, 5, 7), dtype=bool)
+    mask[1:4, 1:4, 1:6] = True  # erodes to the 3 voxels (2, 2, 2..4)
+    hu = np.full(mask.shape, -1000, dtype=np.int16)
+    hu[2, 2, 4] = 3000  # clipped to 1000: weight 2001 against 1 and 1
+    candidates = group_candidates(mask, hu, GEOMETRY)
+    expected_col = (2 * 1 + 3 * 1 + 4 * 2001) / (1 + 1 + 2001)
+    np.testing.assert_allclose(candidates.center_irc[0], (2, 2, expected_col))
+
+
+def test_empty_mask_and_mask_that_erodes_away_give_no_candidates():
+    hu = np.zeros((4, 8, 8), dtype=np.int16)
+    assert len(group_candidates(np.zeros(hu.shape, bool), hu, GEOMETRY)) == 0
+    thin = np.zeros(hu.shape, bool)
+    thin[2, 2:6, 2:6] = True
+    assert len(group_candidates(thin, hu, GEOMETRY)) == 0
+
+
+def test_labels_fall_back_to_int32_beyond_65535_components():
+    mask = np.zeros((1, 600, 600), dtype=bool)
+    mask[:, ::2, ::2] = True
+    labels, count = _label(mask)
+    assert count == 90_000 and labels.dtype == np.int32 and labels.max() == 90_000
+    small, count = _label(mask[:, :100, :100])
+    assert count == 2500 and small.dtype == np.uint16
+
+
+def test_merge_keeps_the_most_probable_of_close_candidates():
+    centres = np.array([[0, 0, 0], [4, 0, 0], [30, 0, 0], [33, 0, 0], [100, 0, 0.0]])
+    diameters = np.array([10.0, 2.0, 3.0, 3.0, 5.0])
+    probability = np.array([0.6, 0.9, 0.2, 0.1, 0.5])
+    kept, sizes = merge_duplicates(centres, diameters, probability, fraction=0.75)
+    # 4 mm apart < 0.75 * 10 mm: one lesion, reported by its most probable piece (index 1)
+    # 3 mm apart > 0.75 * 3 mm: two candidates
+    assert kept.tolist() == [1, 4, 2, 3]
+    assert sizes.tolist() == [2, 1, 1, 1]
+
+
+def test_merge_is_greedy_without_chaining_and_off_at_fraction_zero():
+    centres = np.array([[0, 0, 0], [7, 0, 0], [14, 0, 0.0]])
+    diameters = np.full(3, 10.0)
+    probability = np.array([0.9, 0.5, 0.8])
+    kept, sizes = merge_duplicates(centres, diameters, probability, fraction=0.75)
+    assert kept.tolist() == [0, 2] and sizes.tolist() == [2, 1]  # 1 joins 0; 2 is 14 mm from 0
+    kept, sizes = merge_duplicates(centres, diameters, probability, fraction=0.0)
+    assert kept.tolist() == [0, 2, 1] and sizes.tolist() == [1, 1, 1]
+    kept, sizes = merge_duplicates(np.zeros((0, 3)), np.zeros(0), np.zeros(0), fraction=0.75)
+    assert kept.size == 0 and sizes.size == 0

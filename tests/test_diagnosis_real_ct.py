@@ -1,0 +1,69 @@
+"""The book's published weights on the real 99-slice CPTAC chest CT: its inputs, and what it finds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from ct_pipeline.diagnosis.classify import crop_starts, extract_crop
+from ct_pipeline.diagnosis.lungs import COARSE, find_lung_region
+from ct_pipeline.diagnosis.segment import context_input
+from ct_pipeline.loading import load_ct
+from ct_pipeline.models import import_book_checkpoint
+
+SEG_STATE = "seg_2020-01-26_19.45.12_w4d3c1-bal_1_nodupe-label_pos-d1_fn8-adam.best.state"
+CLS_STATE = "cls_2020-02-06_14.16.55_final-nodule-nonnodule.best.state"
+
+
+@pytest.fixture(scope="module")
+def volume(real_dicom_dir):
+    return load_ct(real_dicom_dir)
+
+
+@pytest.fixture(scope="module")
+def book_models(book_weights_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    import_book_checkpoint(book_weights_dir / SEG_STATE, "seg", out / "seg.ckpt")
+    import_book_checkpoint(book_weights_dir / CLS_STATE, "cls", out / "cls.ckpt")
+    return out / "seg.ckpt", out / "cls.ckpt"
+
+
+def test_network_inputs_are_exactly_what_the_books_code_fed_its_models(volume, book_weights_dir):
+    reference = np.load(book_weights_dir / "reference_outputs.npz")
+    slices = [int(i) for i in reference["seg_slice_index"]]
+    seg_input = context_input(volume.hu, slices, (0, 512, 0, 512), context_slices=3, hu_range=(-1000.0, 1000.0))
+    np.testing.assert_array_equal(seg_input.numpy(), reference["seg_input"])
+    starts = crop_starts(reference["cls_center_irc"], volume.hu.shape, (32, 48, 48))
+    crops = np.stack([extract_crop(volume.hu, s, (32, 48, 48), (-1000.0, 1000.0)) for s in starts])[:, None]
+    np.testing.assert_array_equal(crops, reference["cls_input"])
+    assert isinstance(seg_input, torch.Tensor)
+
+
+@pytest.mark.slow
+def test_book_weights_find_a_confident_nodule_in_the_lungs(real_dicom_dir, book_models, volume, tmp_path):
+    seg, cls = book_models
+    report = tmp_path / "report"
+    result = CliRunner().invoke(
+        app,
+        ["diagnose", str(real_dicom_dir), "--seg-model", str(seg), "--cls-model", str(cls), "--json", "--report", str(report)],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[0])
+    confident = [c for c in record["candidates"] if c["nodule_prob"] > 0.9]
+    assert confident, record["candidates"][:5]
+    lungs = find_lung_region(volume.hu, volume.spacing_xyz[::-1], margin_mm=0.0)
+    inside = [c for c in confident if lungs.coarse_mask[c["center_irc"][0], c["center_irc"][1] // COARSE, c["center_irc"][2] // COARSE]]
+    assert inside, confident
+    # one finding per lesion: no two confident findings closer than the larger one's radius
+    centres = np.array([c["center_xyz"] for c in confident])
+    distance = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(len(centres)) * 1e9
+    radii = np.array([c["diameter_mm"] for c in confident]) / 2
+    assert (distance > np.maximum(radii[:, None], radii[None])).all()
+    folder = report / record["series_uid"]
+    assert (report / "index.html").is_file() and (folder / "overview.png").is_file()
+    assert len(list(folder.glob("finding_*.png"))) >= len(confident)
