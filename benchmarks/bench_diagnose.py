@@ -41,7 +41,9 @@ print(json.dumps({"rc": done.returncode, "wall_s": wall, "user_s": usage.ru_utim
 
 
 def _measure(argv: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], stdout=subprocess.PIPE, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *argv], stdout=subprocess.PIPE, text=True, check=True, cwd=ROOT
+    )
     record = json.loads(out.stdout)
     if record["rc"] != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({record['rc']}): {record['stderr']}")
@@ -51,7 +53,11 @@ def _measure(argv: list[str]) -> dict:
 
 def _confident(result: dict, threshold: float) -> list[tuple[tuple[int, ...], float]]:
     return sorted(
-        ((tuple(c["center_irc"]), round(c["nodule_prob"], 3)) for c in result["candidates"] if c["nodule_prob"] >= threshold),
+        (
+            (tuple(c["center_irc"]), round(c["nodule_prob"], 3))
+            for c in result["candidates"]
+            if c["nodule_prob"] >= threshold
+        ),
         key=lambda item: -item[1],
     )
 
@@ -98,7 +104,18 @@ def run() -> Section:
                 [sys.executable, "-m", "cli", "models", "import-book", str(weights / state), "--kind", kind, "-o", str(path)],
                 check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
             )  # fmt: skip
-        base = [sys.executable, "-m", "cli", "diagnose", str(dicom), "--seg-model", str(seg), "--cls-model", str(cls), "--json"]
+        base = [
+            sys.executable,
+            "-m",
+            "cli",
+            "diagnose",
+            str(dicom),
+            "--seg-model",
+            str(seg),
+            "--cls-model",
+            str(cls),
+            "--json",
+        ]
         ours = [_measure(base) for _ in range(REPEATS)]
         book = _measure([*base, "--book-style"])
     median = lambda key: statistics.median(r[key] for r in ours)  # noqa: E731
@@ -119,48 +136,98 @@ def run() -> Section:
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     figures = [
         Figure(
-            "end-to-end wall time", wall, "s", book["wall_s"], "book-style run of our pipeline, same machine, same run",
-            book["wall_s"] / wall, ">= 5x the book-style run", book["wall_s"] / wall >= 5,
+            "end-to-end wall time",
+            wall,
+            "s",
+            book["wall_s"],
+            "book-style run of our pipeline, same machine, same run",
+            book["wall_s"] / wall,
+            ">= 5x the book-style run",
+            book["wall_s"] / wall >= 5,
             f"median of {REPEATS} runs, process start to exit; load average {load_average:.1f} on "
             f"{os.cpu_count()} cores when the benchmark ended (other work on the machine slows both sides)",
         ),
         Figure(
-            "end-to-end wall time vs the book's published run", wall, "s", BOOK_WALL_S,
-            "the book's own code (given figure; it cannot run here)", BOOK_WALL_S / wall,
-            f"<= {BOOK_WALL_S / 5:.1f} s", wall <= BOOK_WALL_S / 5,
+            "end-to-end wall time vs the book's published run",
+            wall,
+            "s",
+            BOOK_WALL_S,
+            "the book's own code (given figure; it cannot run here)",
+            BOOK_WALL_S / wall,
+            f"<= {BOOK_WALL_S / 5:.1f} s",
+            wall <= BOOK_WALL_S / 5,
             f"our book-style run took {book['wall_s']:.0f} s here against the published {BOOK_WALL_S} s, so this "
             "machine ran ~{:.1f}x slower than when that figure was taken".format(book["wall_s"] / BOOK_WALL_S),
         ),
         Figure(
-            "CPU time (user + system)", cpu, "s", book_cpu, "book-style run", book_cpu / cpu, "", None,
+            "CPU time (user + system)",
+            cpu,
+            "s",
+            book_cpu,
+            "book-style run",
+            book_cpu / cpu,
+            "",
+            None,
             "CPU seconds of the whole process (imports and loading included); the book-style side includes "
             "OpenMP threads spinning while they wait for each other",
         ),
         Figure(
-            "peak resident memory", peak_gb, "GiB", book_gb, "book-style run", book_gb / peak_gb,
-            f"<= {BOOK_PEAK_GB / 2:.2f} (half the book's published {BOOK_PEAK_GB})", peak_gb <= BOOK_PEAK_GB / 2,
+            "peak resident memory",
+            peak_gb,
+            "GiB",
+            book_gb,
+            "book-style run",
+            book_gb / peak_gb,
+            f"<= {BOOK_PEAK_GB / 2:.2f} (half the book's published {BOOK_PEAK_GB})",
+            peak_gb <= BOOK_PEAK_GB / 2,
             "ru_maxrss of the process (KiB / 2**20), highest of the runs; ~0.4 GiB of it is the imported libraries "
             "(torch, SimpleITK, pandas) and 0.05 GiB the int16 volume",
         ),
         *[
             Figure(
-                f"stage: {stage}", seconds, "s", book["result"]["timings_s"].get(stage), "book-style run",
-                book["result"]["timings_s"][stage] / seconds if stage in book["result"]["timings_s"] and stage != "merge" else None,
+                f"stage: {stage}",
+                seconds,
+                "s",
+                book["result"]["timings_s"].get(stage),
+                "book-style run",
+                book["result"]["timings_s"][stage] / seconds
+                if stage in book["result"]["timings_s"] and stage != "merge"
+                else None,
             )
             for stage, seconds in stages.items()
         ],
         Figure(
-            "candidates classified", result["n_candidates_before_merge"], "", book["result"]["n_candidates_before_merge"],
-            "book-style run (every slice)", None, "", None,
+            "candidates classified",
+            result["n_candidates_before_merge"],
+            "",
+            book["result"]["n_candidates_before_merge"],
+            "book-style run (every slice)",
+            None,
+            "",
+            None,
             f"{len(result['candidates'])} findings reported after merging duplicates "
             f"(book-style reports all {len(book['result']['candidates'])})",
         ),
         Figure(
-            "same confident findings (>= 0.9) in the lungs", float(same_09), "", None, "", None, "1 (yes)", same_09,
+            "same confident findings (>= 0.9) in the lungs",
+            float(same_09),
+            "",
+            None,
+            "",
+            None,
+            "1 (yes)",
+            same_09,
             note_09 + f"; ours: {_confident(result, 0.9)}",
         ),
         Figure(
-            "same findings >= 0.5 in the lungs", float(same_05), "", None, "", None, "1 (yes)", same_05,
+            "same findings >= 0.5 in the lungs",
+            float(same_05),
+            "",
+            None,
+            "",
+            None,
+            "1 (yes)",
+            same_05,
             note_05 + f"; ours: {_confident(result, 0.5)}",
         ),
     ]

@@ -64,24 +64,35 @@ def diagnose_command(
     ] = None,
     runs_dir: Annotated[
         Path,
-        typer.Option("--runs-dir", envvar="CT_RUNS_DIR", help="Where ct train-* wrote its runs.", rich_help_panel=_MODELS),
+        typer.Option(
+            "--runs-dir", envvar="CT_RUNS_DIR", help="Where ct train-* wrote its runs.", rich_help_panel=_MODELS
+        ),
     ] = Path("runs"),
     threshold: Annotated[
         float,
         typer.Option(
-            "--threshold", min=0.0, max=1.0,
+            "--threshold",
+            min=0.0,
+            max=1.0,
             help="Nodule probability at or above which a candidate is a finding: listed, estimated for "
             "malignancy, drawn in the report. JSON and CSV keep every candidate.",
         ),
     ] = 0.5,  # fmt: skip
     seg_threshold: Annotated[
         float,
-        typer.Option("--seg-threshold", min=0.0, max=1.0, help="U-Net probability above which a pixel is nodule (book: 0.5).", rich_help_panel=_TUNING),
+        typer.Option(
+            "--seg-threshold",
+            min=0.0,
+            max=1.0,
+            help="U-Net probability above which a pixel is nodule (book: 0.5).",
+            rich_help_panel=_TUNING,
+        ),
     ] = _DEFAULTS.seg_threshold,
     merge_fraction: Annotated[
         float,
         typer.Option(
-            "--merge-fraction", min=0.0,
+            "--merge-fraction",
+            min=0.0,
             help="Merge candidates closer than this fraction of the larger one's diameter (mm); 0: keep all, as the book.",
             rich_help_panel=_TUNING,
         ),
@@ -97,7 +108,9 @@ def diagnose_command(
     lung_margin: Annotated[
         float, typer.Option("--lung-margin", min=0.0, help="Dilation of the lung mask, mm.", rich_help_panel=_TUNING)
     ] = _DEFAULTS.lung_margin_mm,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", rich_help_panel=_TUNING)] = "auto",
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", rich_help_panel=_TUNING)
+    ] = "auto",
     precision: Annotated[
         str,
         typer.Option(
@@ -109,7 +122,10 @@ def diagnose_command(
     batch_size: Annotated[
         Optional[int],
         typer.Option(
-            "--batch-size", min=1, show_default=False, rich_help_panel=_TUNING,
+            "--batch-size",
+            min=1,
+            show_default=False,
+            rich_help_panel=_TUNING,
             help=f"Slices per U-Net batch, per worker. Default: {_DEFAULTS.seg_batch_size} "
             f"({_BOOK.seg_batch_size} with --book-style).",
         ),
@@ -117,7 +133,10 @@ def diagnose_command(
     cls_batch_size: Annotated[
         Optional[int],
         typer.Option(
-            "--cls-batch-size", min=1, show_default=False, rich_help_panel=_TUNING,
+            "--cls-batch-size",
+            min=1,
+            show_default=False,
+            rich_help_panel=_TUNING,
             help=f"Crops per classifier batch, per worker. Default: {_DEFAULTS.cls_batch_size} "
             f"({_BOOK.cls_batch_size} with --book-style).",
         ),
@@ -125,13 +144,22 @@ def diagnose_command(
     workers: Annotated[
         Optional[int],
         typer.Option(
-            "--workers", min=1, help="Batches run side by side, one thread each. Default: one per core (1 on a GPU).",
-            show_default=False, rich_help_panel=_TUNING,
+            "--workers",
+            min=1,
+            help="Batches run side by side, one thread each. Default: one per core (1 on a GPU).",
+            show_default=False,
+            rich_help_panel=_TUNING,
         ),
     ] = None,
     threads: Annotated[
         Optional[int],
-        typer.Option("--threads", min=1, help="CPU threads per batch with --workers 1 (several workers run one thread each). Default: every core.", show_default=False, rich_help_panel=_TUNING),
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads per batch with --workers 1 (several workers run one thread each). Default: every core.",
+            show_default=False,
+            rich_help_panel=_TUNING,
+        ),
     ] = None,
     book_style: Annotated[
         bool,
@@ -145,46 +173,84 @@ def diagnose_command(
     json_output: JsonOption = False,
     csv_path: Annotated[
         Optional[Path],
-        typer.Option("--csv", help="Write every candidate as LUNA16 CSV: seriesuid,coordX,coordY,coordZ,probability.", rich_help_panel=_OUTPUT, show_default=False),
+        typer.Option(
+            "--csv",
+            help="Write every candidate as LUNA16 CSV: seriesuid,coordX,coordY,coordZ,probability.",
+            rich_help_panel=_OUTPUT,
+            show_default=False,
+        ),
     ] = None,
     report: Annotated[
         Optional[Path],
-        typer.Option("--report", help="Folder for PNG pictures of the findings and an index.html showing them.", rich_help_panel=_OUTPUT, show_default=False),
+        typer.Option(
+            "--report",
+            help="Folder for PNG pictures of the findings and an index.html showing them.",
+            rich_help_panel=_OUTPUT,
+            show_default=False,
+        ),
     ] = None,
     evaluate: Annotated[
         bool,
-        typer.Option("--evaluate", help="Print the confusion table against known nodules (LUNA16 annotations).", rich_help_panel=_OUTPUT),
+        typer.Option(
+            "--evaluate",
+            help="Print the confusion table against known nodules (LUNA16 annotations).",
+            rich_help_panel=_OUTPUT,
+        ),
     ] = False,
     annotations: Annotated[
         Optional[Path],
-        typer.Option("--annotations", help="Known nodules for --evaluate. Default: the LUNA16 CSVs in the data roots.", rich_help_panel=_OUTPUT, show_default=False),
+        typer.Option(
+            "--annotations",
+            help="Known nodules for --evaluate. Default: the LUNA16 CSVs in the data roots.",
+            rich_help_panel=_OUTPUT,
+            show_default=False,
+        ),
     ] = None,
     all_series: Annotated[
         bool, typer.Option("--all", help="Diagnose every series under the data roots.", rich_help_panel=_BATCH)
     ] = False,
     series_file: Annotated[
         Optional[Path],
-        typer.Option("--series-file", help="Diagnose the series listed in FILE, one per line (# comments).", rich_help_panel=_BATCH, show_default=False),
+        typer.Option(
+            "--series-file",
+            help="Diagnose the series listed in FILE, one per line (# comments).",
+            rich_help_panel=_BATCH,
+            show_default=False,
+        ),
     ] = None,
     shard: Annotated[
         Optional[str],
-        typer.Option("--shard", help="K/N: only every N-th series from the K-th (0-based), for array jobs.", rich_help_panel=_BATCH, show_default=False),
+        typer.Option(
+            "--shard",
+            help="K/N: only every N-th series from the K-th (0-based), for array jobs.",
+            rich_help_panel=_BATCH,
+            show_default=False,
+        ),
     ] = None,
     out: Annotated[
         Optional[Path],
         typer.Option(
-            "--out", help="Write one result file per series here (atomically), skip series already done, and "
-            "a merged findings.csv at the end.", rich_help_panel=_BATCH, show_default=False,
+            "--out",
+            help="Write one result file per series here (atomically), skip series already done, and "
+            "a merged findings.csv at the end.",
+            rich_help_panel=_BATCH,
+            show_default=False,
         ),
     ] = None,  # fmt: skip
     merge: Annotated[
         Optional[Path],
-        typer.Option("--merge", help="Only gather the result files of an --out folder into one CSV (--csv, default DIR/findings.csv).", rich_help_panel=_BATCH, show_default=False),
+        typer.Option(
+            "--merge",
+            help="Only gather the result files of an --out folder into one CSV (--csv, default DIR/findings.csv).",
+            rich_help_panel=_BATCH,
+            show_default=False,
+        ),
     ] = None,
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     series_uid: Annotated[
-        Optional[str], typer.Option("--series", help="Which series, when a DICOM folder holds several.", rich_help_panel="Data")
+        Optional[str],
+        typer.Option("--series", help="Which series, when a DICOM folder holds several.", rich_help_panel="Data"),
     ] = None,
     allow_uneven_spacing: AllowUnevenOption = False,
 ) -> None:
@@ -198,7 +264,9 @@ def diagnose_command(
 
     if merge is not None:
         if series or all_series or series_file:
-            raise BadInputError("--merge DIR only gathers existing results; give no SERIES, --all or --series-file with it")
+            raise BadInputError(
+                "--merge DIR only gathers existing results; give no SERIES, --all or --series-file with it"
+            )
         path, n_series, n_rows = merge_result_files(merge, csv_path)
         typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series")
         return
@@ -206,19 +274,27 @@ def diagnose_command(
 
 
 def _run(options: dict) -> None:
+    from ct_pipeline.diagnosis.runtime import configure_process_memory, cpu_threads
+
+    if not options["book_style"]:  # the baseline runs as the book's code would: untuned
+        configure_process_memory()  # first: before torch allocates anything
+
     import torch
 
-    from ct_pipeline.diagnosis.batch import items_from_roots, items_from_sources, read_series_file, run_batch, select_shard
+    from ct_pipeline.diagnosis.batch import (
+        items_from_roots,
+        items_from_sources,
+        read_series_file,
+        run_batch,
+        select_shard,
+    )
     from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
-    from ct_pipeline.diagnosis.runtime import configure_process_memory, cpu_threads
     from ct_pipeline.errors import BadInputError
     from ct_pipeline.loading import LoadOptions
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
     from ct_pipeline.reports.report import ReportWriter
     from ct_pipeline.sharding import Shard
 
-    if not options["book_style"]:  # the baseline runs as the book's code would: untuned
-        configure_process_memory()  # before the first model or volume is loaded
     shard = Shard.parse(options["shard"])
     roots = resolve_data_roots(options["data_root"])
     cache_dir = resolve_cache_dir(options["cache_dir"])
@@ -230,7 +306,9 @@ def _run(options: dict) -> None:
     if options["all_series"]:
         items += items_from_roots(roots, cache_dir, load_options)
     if not items:
-        raise BadInputError("nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file")
+        raise BadInputError(
+            "nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file"
+        )
     items = select_shard(items, shard)
 
     config, inference = _configs(options)
@@ -286,7 +364,9 @@ def _configs(options: dict):
         merge_fraction=options["merge_fraction"], restrict_to_lungs=options["lung_mask"],
         lung_margin_mm=options["lung_margin"], **tuning,
     )  # fmt: skip
-    return config, InferenceOptions(device=options["device"], precision=options["precision"], workers=options["workers"])
+    return config, InferenceOptions(
+        device=options["device"], precision=options["precision"], workers=options["workers"]
+    )
 
 
 def _write_outputs(results, csv_path, out, shard, report, json_output) -> None:

@@ -62,7 +62,10 @@ def test_identical_crops_are_classified_once_and_results_keep_their_order():
     probability = classify_crops(hu, centres, model, WIDTH, batch_size=2)
     assert sum(seen) == 3  # 5 candidates, 3 distinct crops
     assert probability[0] == probability[1] and probability[2] == probability[4]
-    expected = [torch.sigmoid(torch.tensor(_book_crop(hu.clip(-1000, 1000).astype(np.float32), c).mean() / 1000.0)).item() for c in centres]
+    expected = [
+        torch.sigmoid(torch.tensor(_book_crop(hu.clip(-1000, 1000).astype(np.float32), c).mean() / 1000.0)).item()
+        for c in centres
+    ]
     np.testing.assert_allclose(probability, expected, rtol=1e-6)
     parallel = classify_crops(hu, centres, model, WIDTH, batch_size=1, workers=2)
     np.testing.assert_array_equal(parallel, probability)

@@ -61,7 +61,9 @@ def test_json_line_per_series_with_every_candidate(models, dicom_dir):
         assert set(candidate) >= {"center_xyz", "center_irc", "diameter_mm", "nodule_prob", "malignancy_prob"}
         assert candidate["malignancy_prob"] is None  # no --mal-model
         assert candidate["nodule_prob"] == pytest.approx(0.8, abs=1e-5)
-        np.testing.assert_allclose(candidate["center_xyz"], phantom_geometry().irc_to_xyz(candidate["center_irc"]), atol=1e-3)
+        np.testing.assert_allclose(
+            candidate["center_xyz"], phantom_geometry().irc_to_xyz(candidate["center_irc"]), atol=1e-3
+        )
     assert set(record["timings_s"]) >= {"load", "segmentation", "grouping", "classification", "merge"}
 
 
@@ -145,7 +147,18 @@ def test_evaluate_prints_the_confusion_table(models, luna_root, tmp_path):
     annotations = tmp_path / "annotations_with_malignancy.csv"
     annotations.write_text("\n".join(rows) + "\n")
     mal = write_models(tmp_path / "mal", nodule_prob=0.8, malignancy_prob=0.6)["mal"]
-    result = _run(*uids[:2], "--data-root", root, *models, "--mal-model", mal, "--evaluate", "--annotations", annotations, "--json")
+    result = _run(
+        *uids[:2],
+        "--data-root",
+        root,
+        *models,
+        "--mal-model",
+        mal,
+        "--evaluate",
+        "--annotations",
+        annotations,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     evaluation = json.loads(result.stdout.strip().splitlines()[-1])["evaluation"]
     # every nodule found and called malignant (malignancy 0.6 >= 0.5): 2 malignant, 2 benign nodules;
@@ -159,11 +172,17 @@ def test_evaluate_prints_the_confusion_table(models, luna_root, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--seg-model", "{cls}", "--cls-model", "{cls}"], "is a nodule classifier checkpoint (kind 'cls'), but --seg-model needs"),
+        (
+            ["--seg-model", "{cls}", "--cls-model", "{cls}"],
+            "is a nodule classifier checkpoint (kind 'cls'), but --seg-model needs",
+        ),
         (["--cls-model", "{cls}", "--runs-dir", "{empty}"], "no segmentation checkpoint found under"),
         (["--seg-model", "{seg}", "--cls-model", "{tmp}/missing.ckpt"], "--cls-model {tmp}/missing.ckpt: no such file"),
         (["--seg-model", "{seg}", "--cls-model", "{cls}", "--shard", "3/2"], "--shard '3/2'"),
-        (["--seg-model", "{seg}", "--cls-model", "{cls}", "--merge", "{tmp}"], "--merge DIR only gathers existing results"),
+        (
+            ["--seg-model", "{seg}", "--cls-model", "{cls}", "--merge", "{tmp}"],
+            "--merge DIR only gathers existing results",
+        ),
     ],
     ids=["classifier-as-seg-model", "no-default-checkpoint", "missing-file", "bad-shard", "merge-with-series"],
 )

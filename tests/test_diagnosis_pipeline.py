@@ -14,14 +14,23 @@ from ct_pipeline.diagnosis.pipeline import diagnose
 from ct_pipeline.errors import BadCheckpointError, BadDataError, BadInputError, NotFoundError
 from ct_pipeline.models import save_checkpoint
 from ct_pipeline.volume import CtVolume
-from tests.diagnosis_tiny import NODULES_IRC, constant_classifier, phantom_chest, phantom_geometry, threshold_unet, write_models
+from tests.diagnosis_tiny import (
+    NODULES_IRC,
+    constant_classifier,
+    phantom_chest,
+    phantom_geometry,
+    threshold_unet,
+    write_models,
+)
 
 FAST = InferenceOptions(device="cpu", workers=1)
 
 
 def _volume(hu=None, modality="CT") -> CtVolume:
     hu = phantom_chest() if hu is None else hu
-    return CtVolume(hu=hu, geometry=phantom_geometry(), series_uid="1.2.3.4", source="phantom", format="test", modality=modality)
+    return CtVolume(
+        hu=hu, geometry=phantom_geometry(), series_uid="1.2.3.4", source="phantom", format="test", modality=modality
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +48,14 @@ def test_finds_the_phantom_nodules_with_probabilities_and_timings(models_dir):
         assert finding.nodule_prob == pytest.approx(0.9, abs=1e-5)
         assert finding.malignancy_prob == pytest.approx(0.3, abs=1e-5)
         assert 5.0 < finding.diameter_mm < 8.0  # spheres of 6.4 mm, voxelised
-    assert list(result.timings_s) == ["lung_region", "segmentation", "grouping", "classification", "merge", "malignancy"]
+    assert list(result.timings_s) == [
+        "lung_region",
+        "segmentation",
+        "grouping",
+        "classification",
+        "merge",
+        "malignancy",
+    ]
     assert all(t >= 0 for t in result.timings_s.values())
     assert 0 < result.region_fraction <= 1
     assert result.shape_irc == (24, 64, 64) and result.n_candidates_before_merge == 2
@@ -47,7 +63,9 @@ def test_finds_the_phantom_nodules_with_probabilities_and_timings(models_dir):
 
 def test_lung_restriction_parallel_workers_and_book_style_agree(models_dir):
     volume = _volume()
-    restricted = diagnose(volume, load_diagnosis_models(models_dir["seg"], models_dir["cls"], None, InferenceOptions(workers=2)))
+    restricted = diagnose(
+        volume, load_diagnosis_models(models_dir["seg"], models_dir["cls"], None, InferenceOptions(workers=2))
+    )
     book = diagnose(
         volume,
         load_diagnosis_models(models_dir["seg"], models_dir["cls"], None, InferenceOptions.book_style("cpu")),
@@ -134,6 +152,8 @@ def test_bad_inference_options_are_refused(models_dir):
     with pytest.raises(BadInputError, match="--precision 'fp8'"):
         InferenceOptions(precision="fp8")
     with pytest.raises(BadInputError, match="fp16 needs a GPU"):
-        load_diagnosis_models(models_dir["seg"], models_dir["cls"], None, InferenceOptions(device="cpu", precision="fp16"))
+        load_diagnosis_models(
+            models_dir["seg"], models_dir["cls"], None, InferenceOptions(device="cpu", precision="fp16")
+        )
     with pytest.raises(BadInputError, match="merge fraction -1"):
         DiagnosisConfig(merge_fraction=-1)

@@ -50,14 +50,28 @@ def test_book_weights_find_a_confident_nodule_in_the_lungs(real_dicom_dir, book_
     report = tmp_path / "report"
     result = CliRunner().invoke(
         app,
-        ["diagnose", str(real_dicom_dir), "--seg-model", str(seg), "--cls-model", str(cls), "--json", "--report", str(report)],
+        [
+            "diagnose",
+            str(real_dicom_dir),
+            "--seg-model",
+            str(seg),
+            "--cls-model",
+            str(cls),
+            "--json",
+            "--report",
+            str(report),
+        ],
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[0])
     confident = [c for c in record["candidates"] if c["nodule_prob"] > 0.9]
     assert confident, record["candidates"][:5]
     lungs = find_lung_region(volume.hu, volume.spacing_xyz[::-1], margin_mm=0.0)
-    inside = [c for c in confident if lungs.coarse_mask[c["center_irc"][0], c["center_irc"][1] // COARSE, c["center_irc"][2] // COARSE]]
+    inside = [
+        c
+        for c in confident
+        if lungs.coarse_mask[c["center_irc"][0], c["center_irc"][1] // COARSE, c["center_irc"][2] // COARSE]
+    ]
     assert inside, confident
     # one finding per lesion: no two confident findings closer than the larger one's radius
     centres = np.array([c["center_xyz"] for c in confident])

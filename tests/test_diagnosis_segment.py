@@ -32,7 +32,12 @@ def _randomised(config: UNetConfig, seed: int = 0) -> SegmentationUNet:
 
 @pytest.mark.parametrize(
     "config",
-    [UNetConfig(wf=2), UNetConfig(wf=2, up_mode="upsample"), UNetConfig(wf=2, batch_norm=False), UNetConfig(wf=1, depth=2, in_channels=3)],
+    [
+        UNetConfig(wf=2),
+        UNetConfig(wf=2, up_mode="upsample"),
+        UNetConfig(wf=2, batch_norm=False),
+        UNetConfig(wf=1, depth=2, in_channels=3),
+    ],
     ids=["book", "upsample", "no-batchnorm", "depth-2"],
 )
 def test_folded_unet_matches_the_original(config):

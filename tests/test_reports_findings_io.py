@@ -21,9 +21,12 @@ from ct_pipeline.reports.findings_io import (
 
 def _result(uid: str = "1.2.3", n: int = 2) -> DiagnosisResult:
     findings = tuple(
-        Finding((1.5 * k, -2.25, 300.125), (k, 2, 3), 4.0 + k, 0.9 - 0.1 * k, None if k else 0.25, 1 + k) for k in range(n)
+        Finding((1.5 * k, -2.25, 300.125), (k, 2, 3), 4.0 + k, 0.9 - 0.1 * k, None if k else 0.25, 1 + k)
+        for k in range(n)
     )
-    return DiagnosisResult(uid, findings, {"load": 0.5, "segmentation": 2.0}, n + 3, (10, 20, 30), (0.7, 0.7, 2.5), "/data/x", 0.6)
+    return DiagnosisResult(
+        uid, findings, {"load": 0.5, "segmentation": 2.0}, n + 3, (10, 20, 30), (0.7, 0.7, 2.5), "/data/x", 0.6
+    )
 
 
 def test_result_file_round_trip_and_json_line(tmp_path):
@@ -46,7 +49,11 @@ def test_luna16_csv_has_one_row_per_candidate():
     text = luna16_csv_text([_result("1.2.3", 2), _result("1.2.4", 0), _result("1.2.5", 1)])
     lines = text.splitlines()
     assert lines[0] == "seriesuid,coordX,coordY,coordZ,probability"
-    assert lines[1:] == ["1.2.3,0.000,-2.250,300.125,0.9", "1.2.3,1.500,-2.250,300.125,0.8", "1.2.5,0.000,-2.250,300.125,0.9"]
+    assert lines[1:] == [
+        "1.2.3,0.000,-2.250,300.125,0.9",
+        "1.2.3,1.500,-2.250,300.125,0.8",
+        "1.2.5,0.000,-2.250,300.125,0.9",
+    ]
 
 
 @pytest.mark.parametrize("key", ["scan <b>", "../../etc/passwd", "a" * 300, "patient 1.nii"])

@@ -45,7 +45,14 @@ def test_overview_marks_every_finding_with_the_head_up(tmp_path):
 
 def test_index_escapes_file_strings_and_carries_the_disclaimer(tmp_path):
     finding = Finding((1.0, 2.0, 3.0), (1, 2, 3), 5.0, 0.9, None)
-    result = DiagnosisResult("1.2.3", (finding, Finding((0, 0, 0), (0, 0, 0), 1.0, 0.1)), {"load": 1.0}, 4, (2, 3, 4), source="/data/<script>alert(1)</script>&")
+    result = DiagnosisResult(
+        "1.2.3",
+        (finding, Finding((0, 0, 0), (0, 0, 0), 1.0, 0.1)),
+        {"load": 1.0},
+        4,
+        (2, 3, 4),
+        source="/data/<script>alert(1)</script>&",
+    )
     report = SeriesReport(result, "1.2.3/overview.png", ("1.2.3/finding_01.png",), threshold=0.5)
     page = render_index([report])
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&amp;" in page

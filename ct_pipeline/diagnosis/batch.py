@@ -62,7 +62,9 @@ def read_series_file(path: Path) -> list[str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(f"--series-file {path}: cannot read it ({err}); give a text file, one series per line") from err
+        raise BadInputError(
+            f"--series-file {path}: cannot read it ({err}); give a text file, one series per line"
+        ) from err
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 

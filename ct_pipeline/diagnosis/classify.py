@@ -19,7 +19,9 @@ import torch
 from ct_pipeline.diagnosis.runtime import ordered_map
 
 
-def crop_starts(center_irc: np.ndarray, shape_irc: tuple[int, int, int], crop_shape_irc: tuple[int, int, int]) -> np.ndarray:
+def crop_starts(
+    center_irc: np.ndarray, shape_irc: tuple[int, int, int], crop_shape_irc: tuple[int, int, int]
+) -> np.ndarray:
     """(N, 3) int64 start voxel of each crop (may be negative only where the scan is smaller than the crop)."""
     center = np.asarray(center_irc, dtype=np.float64).reshape(-1, 3)
     width = np.asarray(crop_shape_irc, dtype=np.int64)

@@ -119,8 +119,8 @@ def _fold_layers(layers: list[nn.Module], affine: Affine) -> tuple[list[nn.Modul
     index = 0
     while index < len(layers):
         conv = layers[index]
-        if not isinstance(conv, nn.Conv2d) or not isinstance(layers[index + 1], nn.ReLU):
-            raise ValueError(f"unexpected layer order in {block}")
+        if not isinstance(conv, nn.Conv2d) or index + 1 >= len(layers) or not isinstance(layers[index + 1], nn.ReLU):
+            raise ValueError(f"expected (Conv2d, ReLU, [BatchNorm2d]) layers, got {layers}")
         folded.append(FoldedConv2d(conv, affine, relu=True))
         index += 2
         if index < len(layers) and isinstance(layers[index], nn.BatchNorm2d):
@@ -143,7 +143,7 @@ class FoldedUNet(nn.Module):
         affine = batchnorm_affine(model.input_batchnorm)
         self.down = nn.ModuleList()
         bridge_affines: list[Affine] = []
-        for level, block in enumerate(unet.down_path):
+        for block in unet.down_path:
             folded, affine = _fold_layers(list(block.block), affine)
             self.down.append(nn.Sequential(*folded))
             bridge_affines.append(affine)

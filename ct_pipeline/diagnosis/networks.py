@@ -94,7 +94,7 @@ def resolve_checkpoint(explicit: Path | None, kind: str, runs_dir: Path | None, 
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else must exist."""
+    """ "auto" -> cuda when available, else cpu; anything else must exist."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -167,7 +167,9 @@ def load_diagnosis_models(
         mal=prepared.get("mal"),
         context_slices=in_channels // 2,
         crop_shape_irc=crop,  # type: ignore[arg-type]
-        paths={kind: os.fspath(path) for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path},
+        paths={
+            kind: os.fspath(path) for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path
+        },
         precision=precision,
         workers=options.workers or (1 if device.type == "cuda" else cpu_threads()),
         release_memory=options.release_memory and device.type == "cpu",

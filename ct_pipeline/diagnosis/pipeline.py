@@ -38,6 +38,7 @@ from ct_pipeline.volume import CtVolume
 log = logging.getLogger(__name__)
 
 CT_MODALITIES = ("CT",)
+CLASSIFIER_MAPPED_BYTES = 4 << 20
 
 
 @contextmanager
@@ -116,10 +117,16 @@ def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig
         del mask
         release_free_heap(models.release_memory)
     crop_centers = candidates.crop_center_irc
-    with _timed(timings, "classification"):
+    # The classifier's batches all have one shape, so only their largest maps need returning.
+    with _timed(timings, "classification"), returning_freed_memory(models.release_memory, CLASSIFIER_MAPPED_BYTES):
         nodule_prob = classify_crops(
-            hu, crop_centers, models.cls, models.crop_shape_irc, hu_range=config.hu_range,
-            batch_size=config.cls_batch_size, workers=models.workers,
+            hu,
+            crop_centers,
+            models.cls,
+            models.crop_shape_irc,
+            hu_range=config.hu_range,
+            batch_size=config.cls_batch_size,
+            workers=models.workers,
         )
     with _timed(timings, "merge"):
         kept, group_sizes = merge_duplicates(

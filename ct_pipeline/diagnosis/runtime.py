@@ -46,8 +46,8 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 @contextmanager
-def returning_freed_memory(enabled: bool = True) -> Iterator[None]:
-    """Within the block, glibc maps blocks of 1 MiB or more individually (freed = returned).
+def returning_freed_memory(enabled: bool = True, block_bytes: int = MAPPED_BLOCK_BYTES) -> Iterator[None]:
+    """Within the block, glibc maps blocks of ``block_bytes`` or more individually (freed = returned).
 
     Afterwards blocks below 32 MiB come from the heaps again (where fixed-size batches, like the
     classifier's, reuse them for free). A no-op off glibc or when ``enabled`` is False.
@@ -56,8 +56,8 @@ def returning_freed_memory(enabled: bool = True) -> Iterator[None]:
     if libc is None:
         yield
         return
-    libc.mallopt(_M_MMAP_THRESHOLD, MAPPED_BLOCK_BYTES)
-    libc.mallopt(_M_TRIM_THRESHOLD, MAPPED_BLOCK_BYTES)
+    libc.mallopt(_M_MMAP_THRESHOLD, block_bytes)
+    libc.mallopt(_M_TRIM_THRESHOLD, block_bytes)
     try:
         yield
     finally:

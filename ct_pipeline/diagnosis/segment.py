@@ -90,7 +90,11 @@ def plan_batches(
         height = max(b.box[1] - b.box[0] for b in batches)
         width = max(b.box[3] - b.box[2] for b in batches)
         batches = [
-            SliceBatch(b.indices, b.keep, (*_grow(b.box[0], b.box[1], height, n_rows), *_grow(b.box[2], b.box[3], width, n_cols)))
+            SliceBatch(
+                b.indices,
+                b.keep,
+                (*_grow(b.box[0], b.box[1], height, n_rows), *_grow(b.box[2], b.box[3], width, n_cols)),
+            )
             for b in batches
         ]
     return sorted(batches, key=lambda b: (-len(b.indices) * (b.box[1] - b.box[0]) * (b.box[3] - b.box[2]), b.indices))
@@ -165,7 +169,9 @@ def segment_volume(
         return batch, kept
 
     mask = np.zeros(hu.shape, dtype=bool)
-    for batch, kept in ordered_map(run, plan_batches(hu.shape, region, batch_size, max_tile_pixels=max_tile_pixels), workers):  # type: ignore[arg-type]
+    for batch, kept in ordered_map(
+        run, plan_batches(hu.shape, region, batch_size, max_tile_pixels=max_tile_pixels), workers
+    ):  # type: ignore[arg-type]
         row0, row1, col0, col1 = batch.keep
         mask[list(batch.indices), row0:row1, col0:col1] = kept
     return mask
@@ -179,6 +185,7 @@ def region_pixel_fraction(
     if total == 0:
         return 0.0
     work = sum(
-        len(b.indices) * (b.box[1] - b.box[0]) * (b.box[3] - b.box[2]) for b in plan_batches(shape_irc, region, batch_size, max_tile_pixels=max_tile_pixels)
+        len(b.indices) * (b.box[1] - b.box[0]) * (b.box[3] - b.box[2])
+        for b in plan_batches(shape_irc, region, batch_size, max_tile_pixels=max_tile_pixels)
     )
     return work / total

@@ -58,7 +58,9 @@ def read_result_file(path: Path) -> DiagnosisResult:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadDataError(f"{path}: not a readable result file ({err}); delete it to diagnose the series again") from err
+        raise BadDataError(
+            f"{path}: not a readable result file ({err}); delete it to diagnose the series again"
+        ) from err
     return DiagnosisResult.from_dict(data, where=str(path))
 
 
@@ -106,7 +108,9 @@ def merge_result_files(out_dir: Path, csv_path: Path | None = None) -> tuple[Pat
     """
     files = result_files(out_dir)
     if not files:
-        raise BadInputError(f"{out_dir} holds no ct diagnose result files (*.json); run ct diagnose --out {out_dir} first")
+        raise BadInputError(
+            f"{out_dir} holds no ct diagnose result files (*.json); run ct diagnose --out {out_dir} first"
+        )
     results = [read_result_file(p) for p in files]
     results.sort(key=lambda r: r.series_uid)
     target = Path(csv_path) if csv_path is not None else Path(out_dir) / "findings.csv"
