@@ -95,6 +95,15 @@ def test_finetune_from_the_wrong_kind_of_checkpoint_is_refused(data_root, tmp_pa
         train(config, log_out=io.StringIO())
 
 
+def test_finetune_from_a_classifier_of_another_shape_is_refused(data_root, tmp_path):
+    from ct_pipeline.models import ClassifierConfig
+
+    narrow = save_checkpoint(tmp_path / "narrow.ckpt", LunaClassifier(ClassifierConfig(conv_channels=4)), kind="cls")
+    config = TrainConfig.for_task("mal", data_roots=(data_root,), out_dir=tmp_path / "mal", finetune=narrow, **TINY)
+    with pytest.raises(BadCheckpointError, match=r"narrow\.ckpt has model_config .*'conv_channels': 4.* but training builds"):
+        train(config, log_out=io.StringIO())
+
+
 @pytest.mark.slow
 def test_a_finished_run_is_not_overwritten_and_resume_needs_a_run(data_root, tmp_path):
     config = TrainConfig.for_task("cls", data_roots=(data_root,), out_dir=tmp_path / "run", epochs=1, **TINY)

@@ -12,7 +12,6 @@ the loop never waits on the device inside an epoch except where a comment says s
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import os
 import random
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
+from ct_pipeline.errors import BadInputError
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import (
@@ -51,8 +51,6 @@ from ct_pipeline.training.state import (
     save_run_checkpoint,
 )
 from ct_pipeline.training.tasks import Task, make_task
-
-log = logging.getLogger(__name__)
 
 # Test hook: when set, every rank writes the SHA-256 of its final weights to <dir>/rank<k>.sha256
 # (the DDP test checks that all ranks end with identical weights).
@@ -273,9 +271,7 @@ def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]) ->
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """"auto" -> bf16 where the device runs it fast, else fp32; explicit choices are checked."""
-    from ct_pipeline.errors import BadInputError
-
+    """"auto" -> bf16 where the device trains faster with it, else fp32; explicit choices are checked."""
     if requested == "fp16" and device.type != "cuda":
         raise BadInputError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
     if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
