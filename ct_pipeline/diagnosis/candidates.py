@@ -87,6 +87,9 @@ def group_candidates(
     box = _bounding_box(mask)
     if box is None:
         return Candidates.empty()
+    if np.prod([s.stop - s.start for s in box]) > 0.75 * mask.size:
+        # A view of most of the volume would be copied by scipy anyway: use the array itself.
+        box = tuple(slice(0, n) for n in mask.shape)
     # Erosion treats outside the array as background: the box keeps one empty voxel of margin,
     # or ends at the volume's edge where the book's whole-volume erosion sees the same.
     raw = mask[box]

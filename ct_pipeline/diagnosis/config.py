@@ -98,9 +98,9 @@ class InferenceOptions:
             on the CPU, 1 on a GPU. On the 2-core test machine two single-threaded workers did
             the same work with 30-45% less CPU time than one batch on two OpenMP threads,
             whose threads spin while they wait for each other.
-        release_memory: while the U-Net runs, let freed activations go back to the system
-            (glibc only; see :mod:`ct_pipeline.diagnosis.runtime`): ~300 MB less peak memory
-            on a 512x512 CT for a few seconds of page faults.
+        release_memory: while the networks run, let freed activations go back to the system
+            and trim the heaps between stages (glibc only; see :mod:`ct_pipeline.diagnosis.runtime`):
+            ~0.2 GB less peak memory on the real 512x512 test CT for ~4 s of page faults.
     """
 
     device: str = "auto"
