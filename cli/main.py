@@ -1,7 +1,8 @@
 """The `ct` Typer app: global options, command registration, and errors -> exit codes.
 
 Exit codes: 0 done; 1 internal failure (a bug: rerun with --debug for the traceback);
-2 bad input (one line on stderr saying what is wrong and what to do); 130 interrupted.
+2 bad input (one line on stderr saying what is wrong and what to do); 3 a batch finished but some
+series failed (`ct diagnose`); 130 interrupted.
 """
 
 from __future__ import annotations
