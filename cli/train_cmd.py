@@ -1,4 +1,8 @@
-"""`ct train-cls` and `ct train-seg`: list the options, build a TrainConfig, call the loop."""
+"""`ct train-cls` and `ct train-seg`: list the options, build a TrainConfig, call the loop.
+
+Both commands take the same options (they share one loop); only the defaults differ, and those
+come from ``ct_pipeline.training.TASK_DEFAULTS`` (an option left unset means "the task's default").
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,7 @@ import typer
 from cli.options import CacheDirOption, DataRootsOption
 from ct_pipeline.paths import resolve_data_roots
 
-_RUN = "Run"
-_OPT = "Optimizer"
-_AUG = "Augmentation"
-_SPEED = "Speed"
+RUN, OPTIMIZER, AUGMENT, SPEED = "Run", "Optimizer", "Augmentation", "Speed"
 
 SCOPE_NOTE = (
     "--batch-size is per process (rank): with torchrun --nproc-per-node=N the global batch is N x batch-size. "
@@ -40,40 +41,70 @@ class OptimizerName(str, enum.Enum):
     adam = "adam"
 
 
+def _option(name: str, help: str, panel: str, shown: str | bool = True, **extra: Any) -> Any:
+    """A typer option in ``panel``; ``shown`` is the default as displayed (text for task-dependent ones)."""
+    return typer.Option(name, help=help, rich_help_panel=panel, show_default=shown, **extra)
+
+
+# -- options both commands share ---------------------------------------------------------------
 OutOption = Annotated[
     Optional[Path],
-    typer.Option(
-        "--out", help="The run's folder: last.ckpt, best.ckpt, tensorboard/.", show_default="runs/train-<kind>",
-        file_okay=False, rich_help_panel=_RUN,
-    ),
+    _option("--out", "The run's folder: last.ckpt, best.ckpt, tensorboard/.", RUN, "runs/train-<kind>", file_okay=False),
 ]
-RunNameOption = Annotated[str, typer.Option("--run-name", help="Label in logs (default: the --out folder's name).", rich_help_panel=_RUN)]
-EpochsOption = Annotated[int, typer.Option("--epochs", help="Epochs in all (a resumed run continues up to this).", rich_help_panel=_RUN)]
-WorkersOption = Annotated[int, typer.Option("--num-workers", help="DataLoader processes per rank (0: load in the training process).", rich_help_panel=_SPEED)]
-ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.ckpt (same options; --epochs may grow).", rich_help_panel=_RUN)]
-ValEveryOption = Annotated[int, typer.Option("--val-every", help="Validate every N epochs (and after the last).", rich_help_panel=_RUN)]
-ValStrideOption = Annotated[int, typer.Option("--val-stride", help="Every N-th series (sorted by UID) is validation.", rich_help_panel=_RUN)]
-SeedOption = Annotated[int, typer.Option("--seed", help="Fixes initial weights, sample order and augmentation.", rich_help_panel=_RUN)]
-MomentumOption = Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=_OPT)]
-WeightDecayOption = Annotated[float, typer.Option("--weight-decay", help="L2 penalty (0: off).", rich_help_panel=_OPT)]
-DeviceOption = Annotated[Device, typer.Option("--device", help="auto: cuda when torch sees a GPU, else cpu.", rich_help_panel=_SPEED)]
+RunNameOption = Annotated[str, _option("--run-name", "Label in logs (default: the --out folder's name).", RUN, False)]
+EpochsOption = Annotated[int, _option("--epochs", "Epochs in all (a resumed run continues up to this).", RUN)]
+ValEveryOption = Annotated[int, _option("--val-every", "Validate every N epochs (and after the last).", RUN)]
+ValStrideOption = Annotated[int, _option("--val-stride", "Every N-th series (sorted by UID) is validation.", RUN)]
+ResumeOption = Annotated[
+    bool, _option("--resume", "Continue the run in --out from its last.ckpt (same options; --epochs may grow).", RUN)
+]
+SeedOption = Annotated[int, _option("--seed", "Fixes initial weights, sample order and augmentation.", RUN)]
+MomentumOption = Annotated[float, _option("--momentum", "SGD momentum.", OPTIMIZER)]
+WeightDecayOption = Annotated[float, _option("--weight-decay", "L2 penalty (0: off).", OPTIMIZER)]
+NoAugmentOption = Annotated[bool, _option("--no-augment", "Switch every augmentation off.", AUGMENT)]
+MirrorOption = Annotated[bool, _option("--aug-mirror/--no-aug-mirror", "Random flips of each spatial axis.", AUGMENT)]
+DeviceOption = Annotated[Device, _option("--device", "auto: cuda when torch sees a GPU, else cpu.", SPEED)]
 PrecisionOption = Annotated[
     Precision,
-    typer.Option(
+    _option(
         "--precision",
-        help="Autocast precision. auto: bf16 on GPUs with bf16 and on CPUs with AMX, else fp32 (without AMX, "
+        "Autocast precision. auto: bf16 on GPUs with bf16 and on CPUs with AMX, else fp32 (without AMX, "
         "bf16 training is slower than fp32 on the CPU). fp16: GPUs only.",
-        rich_help_panel=_SPEED,
+        SPEED,
     ),
 ]
-ChannelsLastOption = Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (faster convolutions).", rich_help_panel=_SPEED)]
-NoAugmentOption = Annotated[bool, typer.Option("--no-augment", help="Switch every augmentation off.", rich_help_panel=_AUG)]
-MirrorOption = Annotated[bool, typer.Option("--aug-mirror/--no-aug-mirror", help="Random flips of each spatial axis.", rich_help_panel=_AUG)]
+ChannelsLastOption = Annotated[
+    bool, _option("--channels-last/--no-channels-last", "Channels-last memory format (faster convolutions).", SPEED)
+]
+WorkersOption = Annotated[
+    int, _option("--num-workers", "DataLoader processes per rank (0: load in the training process).", SPEED)
+]
+
+
+def _optimizer_option(default: str) -> Any:
+    return _option("--optimizer", "sgd (with --momentum) or adam.", OPTIMIZER, default)
+
+
+def _lr_option(default: str) -> Any:
+    return _option("--lr", "Learning rate (not scaled with the number of ranks).", OPTIMIZER, default)
+
+
+def _augment_options(shift: str, scale: str, rotate: str, noise: str) -> tuple[Any, Any, Any, Any]:
+    return (
+        _option("--aug-shift", "Largest shift, fraction of half the side (0: off).", AUGMENT, shift),
+        _option("--aug-scale", "Largest magnification change, fraction (0: off).", AUGMENT, scale),
+        _option("--aug-rotate", "Largest rotation about the slice axis, degrees (0: off).", AUGMENT, rotate),
+        _option("--aug-noise", "Gaussian noise standard deviation, HU (0: off).", AUGMENT, noise),
+    )
+
+
+_CLS_AUG = _augment_options("0.1", "0.2", "180", "25")
+_SEG_AUG = _augment_options("0.03", "0.2", "180", "25")
 
 
 def _augmentation(task: str, no_augment: bool, mirror: bool, shift, scale, rotate, noise):
     from ct_pipeline.datasets import AugmentationConfig
-    from ct_pipeline.training.config import TASK_DEFAULTS
+    from ct_pipeline.training import TASK_DEFAULTS
 
     if no_augment:
         return AugmentationConfig.off()
@@ -88,9 +119,12 @@ def _augmentation(task: str, no_augment: bool, mirror: bool, shift, scale, rotat
 
 
 def _run(task: str, out: Path | None, options: dict[str, Any]) -> None:
+    """Build the config (unset options take the task's defaults), train, print where the results are."""
     from ct_pipeline.training import TrainConfig, train
 
-    given = {key: value.value if isinstance(value, enum.Enum) else value for key, value in options.items() if value is not None}
+    given = {
+        key: value.value if isinstance(value, enum.Enum) else value for key, value in options.items() if value is not None
+    }
     config = TrainConfig.for_task(task, out_dir=out or Path("runs") / f"train-{task}", **given)
     result = train(config)
     if result.best_epoch:
@@ -105,27 +139,40 @@ def train_cls(
     cache_dir: CacheDirOption = None,
     out: OutOption = None,
     run_name: RunNameOption = "",
-    malignancy: Annotated[bool, typer.Option("--malignancy", help="Train benign vs malignant on annotated nodules instead of nodule vs non-nodule.", rich_help_panel=_RUN)] = False,
-    finetune: Annotated[Optional[Path], typer.Option("--finetune", help="With --malignancy: start from this nodule-classifier checkpoint, new head.", dir_okay=False, rich_help_panel=_RUN)] = None,
-    finetune_depth: Annotated[int, typer.Option("--finetune-depth", help="With --finetune: train the last N blocks (1: head only; 2: + block4; ... 6: all).", rich_help_panel=_RUN)] = 1,
+    malignancy: Annotated[
+        bool,
+        _option("--malignancy", "Train benign vs malignant on annotated nodules instead of nodule vs non-nodule.", RUN),
+    ] = False,
+    finetune: Annotated[
+        Optional[Path],
+        _option("--finetune", "With --malignancy: start from this nodule-classifier checkpoint, new head.", RUN, False,
+                dir_okay=False),
+    ] = None,
+    finetune_depth: Annotated[
+        int, _option("--finetune-depth", "With --finetune: train the last N blocks (1: head only; 2: + block4; ... 6: all).", RUN)
+    ] = 1,
     epochs: EpochsOption = 10,
-    epoch_size: Annotated[Optional[int], typer.Option("--epoch-size", help="Training samples per epoch, over all ranks.", show_default="20000; 2000 with --malignancy", rich_help_panel=_RUN)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step on EACH rank.", show_default="32", rich_help_panel=_RUN)] = None,
-    balance_ratio: Annotated[float, typer.Option("--balance-ratio", help="Negatives (benign) per positive (malignant) in training epochs; 0: unbalanced.", rich_help_panel=_RUN)] = 1.0,
+    epoch_size: Annotated[
+        Optional[int], _option("--epoch-size", "Training samples per epoch, over all ranks.", RUN, "20000; 2000 with --malignancy")
+    ] = None,
+    batch_size: Annotated[Optional[int], _option("--batch-size", "Samples per step on EACH rank.", RUN, "32")] = None,
+    balance_ratio: Annotated[
+        float, _option("--balance-ratio", "Negatives (benign) per positive (malignant) in training epochs; 0: unbalanced.", RUN)
+    ] = 1.0,
     val_every: ValEveryOption = 1,
     val_stride: ValStrideOption = 10,
     resume: ResumeOption = False,
     seed: SeedOption = 0,
-    optimizer: Annotated[Optional[OptimizerName], typer.Option("--optimizer", help="sgd (with --momentum) or adam.", show_default="sgd", rich_help_panel=_OPT)] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (not scaled with the number of ranks).", show_default="0.001; 0.003 with --malignancy", rich_help_panel=_OPT)] = None,
+    optimizer: Annotated[Optional[OptimizerName], _optimizer_option("sgd")] = None,
+    lr: Annotated[Optional[float], _lr_option("0.001; 0.003 with --malignancy")] = None,
     momentum: MomentumOption = 0.99,
     weight_decay: WeightDecayOption = 0.0,
     no_augment: NoAugmentOption = False,
     aug_mirror: MirrorOption = True,
-    aug_shift: Annotated[Optional[float], typer.Option("--aug-shift", help="Largest shift, fraction of half the side (0: off).", show_default="0.1", rich_help_panel=_AUG)] = None,
-    aug_scale: Annotated[Optional[float], typer.Option("--aug-scale", help="Largest magnification change, fraction (0: off).", show_default="0.2", rich_help_panel=_AUG)] = None,
-    aug_rotate: Annotated[Optional[float], typer.Option("--aug-rotate", help="Largest rotation about the slice axis, degrees (0: off).", show_default="180", rich_help_panel=_AUG)] = None,
-    aug_noise: Annotated[Optional[float], typer.Option("--aug-noise", help="Gaussian noise standard deviation, HU (0: off).", show_default="25", rich_help_panel=_AUG)] = None,
+    aug_shift: Annotated[Optional[float], _CLS_AUG[0]] = None,
+    aug_scale: Annotated[Optional[float], _CLS_AUG[1]] = None,
+    aug_rotate: Annotated[Optional[float], _CLS_AUG[2]] = None,
+    aug_noise: Annotated[Optional[float], _CLS_AUG[3]] = None,
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     channels_last: ChannelsLastOption = True,
@@ -155,24 +202,29 @@ def train_seg(
     out: OutOption = None,
     run_name: RunNameOption = "",
     epochs: EpochsOption = 10,
-    epoch_size: Annotated[Optional[int], typer.Option("--epoch-size", help="Training crops per epoch, over all ranks.", show_default="3000", rich_help_panel=_RUN)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Crops per step on EACH rank.", show_default="16", rich_help_panel=_RUN)] = None,
-    fn_loss_weight: Annotated[float, typer.Option("--fn-loss-weight", help="Weight of the false-negative Dice term (book: 8): missing nodule pixels cost more.", rich_help_panel=_RUN)] = 8.0,
-    seg_threshold: Annotated[float, typer.Option("--threshold", help="Probability above which a pixel is nodule (metrics).", rich_help_panel=_RUN)] = 0.5,
+    epoch_size: Annotated[Optional[int], _option("--epoch-size", "Training crops per epoch, over all ranks.", RUN, "3000")] = None,
+    batch_size: Annotated[Optional[int], _option("--batch-size", "Crops per step on EACH rank.", RUN, "16")] = None,
+    fn_loss_weight: Annotated[
+        float,
+        _option("--fn-loss-weight", "Weight of the false-negative Dice term (book: 8): missing nodule pixels cost more.", RUN),
+    ] = 8.0,
+    seg_threshold: Annotated[
+        float, _option("--threshold", "Probability above which a pixel is nodule (metrics).", RUN)
+    ] = 0.5,
     val_every: ValEveryOption = 1,
     val_stride: ValStrideOption = 10,
     resume: ResumeOption = False,
     seed: SeedOption = 0,
-    optimizer: Annotated[Optional[OptimizerName], typer.Option("--optimizer", help="sgd (with --momentum) or adam.", show_default="adam", rich_help_panel=_OPT)] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (not scaled with the number of ranks).", show_default="0.001", rich_help_panel=_OPT)] = None,
+    optimizer: Annotated[Optional[OptimizerName], _optimizer_option("adam")] = None,
+    lr: Annotated[Optional[float], _lr_option("0.001")] = None,
     momentum: MomentumOption = 0.99,
     weight_decay: WeightDecayOption = 0.0,
     no_augment: NoAugmentOption = False,
     aug_mirror: MirrorOption = True,
-    aug_shift: Annotated[Optional[float], typer.Option("--aug-shift", help="Largest shift, fraction of half the side (0: off).", show_default="0.03", rich_help_panel=_AUG)] = None,
-    aug_scale: Annotated[Optional[float], typer.Option("--aug-scale", help="Largest magnification change, fraction (0: off).", show_default="0.2", rich_help_panel=_AUG)] = None,
-    aug_rotate: Annotated[Optional[float], typer.Option("--aug-rotate", help="Largest rotation about the slice axis, degrees (0: off).", show_default="180", rich_help_panel=_AUG)] = None,
-    aug_noise: Annotated[Optional[float], typer.Option("--aug-noise", help="Gaussian noise standard deviation, HU (0: off).", show_default="25", rich_help_panel=_AUG)] = None,
+    aug_shift: Annotated[Optional[float], _SEG_AUG[0]] = None,
+    aug_scale: Annotated[Optional[float], _SEG_AUG[1]] = None,
+    aug_rotate: Annotated[Optional[float], _SEG_AUG[2]] = None,
+    aug_noise: Annotated[Optional[float], _SEG_AUG[3]] = None,
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
     channels_last: ChannelsLastOption = True,
