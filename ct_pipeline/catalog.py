@@ -11,6 +11,7 @@ import pandas as pd
 
 from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, split_series
+from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.series_index import SeriesEntry, require_some_series, scan_roots
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Catalog:
     def select(self, split: str = "all", val_stride: int = 10, series: Sequence[str] = ()) -> list[str]:
         """Series UIDs of ``split`` ("all", "train", "val"), or exactly ``series`` when given."""
         if series:
+            for uid in series:
+                validate_series_uid(uid)  # a malformed UID is named as such, not as "not found"
             unknown = [uid for uid in series if uid not in self.entries]
             if unknown:
                 raise BadInputError(f"series {unknown[0]} not found under the data roots; try `ct series list`")

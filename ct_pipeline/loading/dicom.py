@@ -5,6 +5,9 @@ What the libraries do silently, and why this module checks it itself:
   here every file's header is read and grouped by SeriesInstanceUID, across folders.
 - ITK only warns about missing slices or uneven spacing and returns a volume on a uniform grid
   with wrong geometry; here slice positions along the slice normal are checked first.
+- A DICOM object without pixel data (SR, a SEG or presentation state) fails ITK's header read
+  like a corrupt file; its modality and series are read from the bytes instead, so its series
+  is refused as "not CT" rather than reported as corrupt.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import SimpleITK as sitk
 
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.geometry import Geometry
+from ct_pipeline.loading.dicom_tags import MODALITY, SERIES_INSTANCE_UID, read_top_level_tags
 from ct_pipeline.volume import CtVolume
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,9 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
+        header = _non_image_header(path)
+        if header is not None:
+            return header
         raise BadDataError(f"{path}: unreadable DICOM file (corrupt or truncated); remove or replace it") from err
 
     def tag(name: str) -> str:
@@ -109,6 +116,30 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
         description=tag("description"),
         manufacturer=tag("manufacturer"),
         kernel=tag("kernel"),
+    )
+
+
+def _non_image_header(path: Path) -> DicomSliceHeader | None:
+    """The header of a DICOM object that GDCM does not open as an image (SR, SEG, ...), or None.
+
+    Only a file naming its series and a modality other than CT gets one, so that its series is
+    refused for its modality; a CT file whose header does not read is corrupt.
+    """
+    tags = read_top_level_tags(path, (MODALITY, SERIES_INSTANCE_UID))
+    modality, series_uid = tags.get(MODALITY, "").upper(), tags.get(SERIES_INSTANCE_UID, "")
+    if not series_uid or not modality or modality == "CT":
+        return None
+    log.debug("%s: not an image GDCM reads; modality %s, series %s", path, modality, series_uid)
+    return DicomSliceHeader(
+        path=str(path),
+        series_uid=series_uid,
+        modality=modality,
+        position_xyz=None,
+        orientation=None,
+        pixel_spacing_rc=None,
+        rows=0,
+        columns=0,
+        instance=None,
     )
 
 
@@ -260,12 +291,18 @@ def order_slices(series: DicomSeries, allow_uneven_spacing: bool = False) -> Sli
     return SliceStack(files=files, positions_mm=along, geometry=geometry, uneven=uneven)
 
 
-def _read_pixels(files: tuple[str, ...]) -> np.ndarray:
-    """HU array (index, row, col) of the files in the given order (rescale applied by GDCM)."""
+def _read_pixels(files: tuple[str, ...], uneven: bool = False) -> np.ndarray:
+    """HU array (index, row, col) of the files in the given order (rescale applied by GDCM).
+
+    ``uneven``: the stack was already warned about; ITK's own multi-line warning on stderr is muted.
+    """
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(files))
     reader.SetImageIO("GDCMImageIO")
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     try:
+        if uneven:
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)
         image = reader.Execute()
     except RuntimeError as err:
         for path in files:  # name the bad file instead of ITK's generic message
@@ -279,6 +316,8 @@ def _read_pixels(files: tuple[str, ...]) -> np.ndarray:
                     f"{path}: pixel data unreadable (corrupt, truncated or an unsupported compression)"
                 ) from err
         raise BadDataError(f"cannot read DICOM series starting at {files[0]}: {str(err).splitlines()[0]}") from err
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise BadDataError(f"{files[0]}: colour (multi-component) images are not CT")
     hu = sitk.GetArrayFromImage(image)
@@ -302,7 +341,7 @@ def _resample_along_normal(hu: np.ndarray, positions_mm: np.ndarray, slice_gap: 
 def load_dicom_series(series: DicomSeries, allow_uneven_spacing: bool = False) -> CtVolume:
     """Check and read one DICOM series into a :class:`CtVolume`."""
     stack = order_slices(series, allow_uneven_spacing=allow_uneven_spacing)
-    hu = _read_pixels(stack.files)
+    hu = _read_pixels(stack.files, uneven=stack.uneven)
     if stack.uneven:
         hu = _resample_along_normal(hu, stack.positions_mm, stack.geometry.spacing_xyz[2])
     first = series.headers[0]

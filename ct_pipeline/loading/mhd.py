@@ -105,9 +105,20 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
     except OSError as err:
         raise BadDataError(f"{path}: its data file {raw_path} is missing") from err
     if actual != expected:
+        n_voxels = int(np.prod(size_xyz))
+        fitting = [
+            name for name, t in _MET_TYPES.items() if name != element_type and n_voxels * np.dtype(t).itemsize == actual
+        ]
+        # A size that fits another element type exactly points at the header, not at the download.
+        advice = (
+            f"the header's ElementType is wrong (the size fits {' or '.join(fitting)}) or the file is "
+            f"{'truncated' if actual < expected else 'too long'}: fix the header, or re-download the file"
+            if fitting
+            else f"the file is {'truncated' if actual < expected else 'too long'}: re-download or re-extract it"
+        )
         raise BadDataError(
             f"{raw_path}: {actual} bytes, but the header {path.name} (DimSize {size_xyz}, {element_type}) "
-            f"needs {expected}; the file is {'truncated' if actual < expected else 'too long'}: re-download or re-extract it"
+            f"needs {expected}; {advice}"
         )
     try:
         hu = np.fromfile(raw_path, dtype=dtype)
