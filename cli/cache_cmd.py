@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cli.options import CacheDirOption, DataRootsOption, JsonOption
 from cli.output import console, print_json
-from ct_pipeline.cache import DEFAULT_SIZE_LIMIT_GB, CropCache
-from ct_pipeline.catalog import open_catalog
-from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
-from ct_pipeline.prepcache import PrepcacheConfig, prepcache, selected_series
-from ct_pipeline.sharding import Shard
+from ct_pipeline.cache import DEFAULT_SIZE_LIMIT_GB
+
+# The commands import the library's heavy parts (pandas, the catalog) when they run, so that
+# `ct --help` and the other commands start quickly.
 
 cache_app = typer.Typer(help="See and empty the crop cache.", no_args_is_help=True)
 
@@ -31,11 +30,37 @@ def prepcache_command(
     workers: Annotated[int, typer.Option(help="Processes reading CTs in parallel.")] = 1,
     val_stride: Annotated[int, typer.Option(help="Every N-th series (sorted by UID) is validation.")] = 10,
     size_limit_gb: SizeLimitOption = DEFAULT_SIZE_LIMIT_GB,
+    log_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--log-file",
+            help="Append one line per series and the warnings to this file (one per array task; "
+            "a re-run appends).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Fill the crop cache from the raw CTs. Idempotent: a killed run picks up where it stopped."""
+    from ct_pipeline.logfile import open_log_file
+    from ct_pipeline.prepcache import PrepcacheConfig
+    from ct_pipeline.sharding import Shard
+
     config = PrepcacheConfig(
         split=split, series=tuple(series or ()), shard=Shard.parse(shard), workers=workers, val_stride=val_stride
     )
+    label = "prepcache" if config.shard.count == 1 else f"shard {config.shard}"
+    with open_log_file(log_file, label) as log:
+        _prepcache(config, data_root, cache_dir, size_limit_gb, log)
+
+
+def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ct_pipeline.cache import CropCache
+    from ct_pipeline.catalog import open_catalog
+    from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+    from ct_pipeline.prepcache import prepcache, selected_series
+
     cache_path = resolve_cache_dir(cache_dir)
     catalog = open_catalog(resolve_data_roots(data_root), cache_path)
     cache = CropCache(cache_path, size_limit_gb)
@@ -53,7 +78,7 @@ def prepcache_command(
             counts["outside"] += result.n_outside
             progress.advance(task)
 
-        prepcache(catalog, cache, config, progress=on_result)
+        prepcache(catalog, cache, config, progress=on_result, log_file=log)
     out.print(
         f"prepcache: {total} series (shard {config.shard}): {counts['filled']} filled, {counts['cached']} already cached"
         + (f", {counts['outside']} candidates outside their volume skipped" if counts["outside"] else "")
@@ -65,6 +90,9 @@ def prepcache_command(
 @cache_app.command("info", epilog="Example: ct cache info --json")
 def cache_info(cache_dir: CacheDirOption = None, json_output: JsonOption = False) -> None:
     """Where the cache is, how many series it holds and how big it is."""
+    from ct_pipeline.cache import CropCache
+    from ct_pipeline.paths import resolve_cache_dir
+
     cache = CropCache(resolve_cache_dir(cache_dir))
     stats = cache.stats()
     cache.close()
@@ -83,6 +111,9 @@ def cache_clear(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete every cached crop region (the CT files are not touched)."""
+    from ct_pipeline.cache import CropCache
+    from ct_pipeline.paths import resolve_cache_dir
+
     cache = CropCache(resolve_cache_dir(cache_dir))
     if not yes and not typer.confirm(f"Delete everything in {cache.directory}?"):
         raise typer.Exit(1)
@@ -95,6 +126,7 @@ def register(app: typer.Typer) -> None:
     app.command(
         "prepcache",
         epilog="Examples: ct prepcache --data-root /data/luna16 --workers 2 | "
-        "ct prepcache --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+        "ct prepcache --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT "
+        "--log-file logs/prepcache-$SLURM_ARRAY_TASK_ID.log",
     )(prepcache_command)
     app.add_typer(cache_app, name="cache")

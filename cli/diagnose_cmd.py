@@ -241,7 +241,18 @@ def diagnose_command(
         Optional[Path],
         typer.Option(
             "--merge",
-            help="Only gather the result files of an --out folder into one CSV (--csv, default DIR/findings.csv).",
+            help="Only gather the result files of an --out folder into one CSV (--csv, default DIR/findings.csv); "
+            "with --evaluate, also the confusion table over all of them.",
+            rich_help_panel=_BATCH,
+            show_default=False,
+        ),
+    ] = None,
+    log_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--log-file",
+            help="Append one line per series (done, skipped, failed) and the warnings to this file. "
+            "Default with --out: OUT/logs/shard-K-of-N.log (OUT/logs/diagnose.log without --shard).",
             rich_help_panel=_BATCH,
             show_default=False,
         ),
@@ -268,17 +279,51 @@ def diagnose_command(
                 "--merge DIR only gathers existing results; give no SERIES, --all or --series-file with it"
             )
         path, n_series, n_rows = merge_result_files(merge, csv_path)
-        typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series")
+        typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series", err=json_output)
+        if evaluate:
+            from ct_pipeline.paths import resolve_data_roots
+            from ct_pipeline.reports.findings_io import read_result_file, result_files
+
+            results = [read_result_file(p) for p in result_files(merge)]
+            _print_evaluation(results, annotations, resolve_data_roots(data_root), threshold, json_output)
         return
     _run(options)
 
 
+def _log_path(options: dict, shard) -> Optional[Path]:
+    """--log-file, else one file per shard under --out (a re-run of the task appends to it)."""
+    if options["log_file"] is not None:
+        return options["log_file"]
+    if options["out"] is None:
+        return None
+    name = "diagnose.log" if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}.log"
+    return options["out"] / "logs" / name
+
+
 def _run(options: dict) -> None:
-    from ct_pipeline.diagnosis.runtime import configure_process_memory, cpu_threads
+    from ct_pipeline.diagnosis.runtime import configure_process_memory
 
     if not options["book_style"]:  # the baseline runs as the book's code would: untuned
         configure_process_memory()  # first: before torch allocates anything
 
+    from ct_pipeline.errors import BadInputError
+    from ct_pipeline.logfile import open_log_file
+    from ct_pipeline.sharding import Shard
+
+    out = options["out"]
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out} exists and is not a folder; give a folder for the per-series results")
+    shard = Shard.parse(options["shard"])
+    label = "diagnose" if shard.count == 1 else f"shard {shard}"
+    with open_log_file(_log_path(options, shard), label) as log_file:
+        n_items, failures = _run_logged(options, shard, log_file)
+    if failures:
+        typer.echo(f"{failures} of {n_items} series failed; the others are done", err=True)
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _run_logged(options: dict, shard, log_file) -> tuple[int, int]:
+    """Diagnose the selected series; returns (number of series, number that failed)."""
     import torch
 
     from ct_pipeline.diagnosis.batch import (
@@ -289,13 +334,12 @@ def _run(options: dict) -> None:
         select_shard,
     )
     from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
+    from ct_pipeline.diagnosis.runtime import cpu_threads
     from ct_pipeline.errors import BadInputError
     from ct_pipeline.loading import LoadOptions
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
     from ct_pipeline.reports.report import ReportWriter
-    from ct_pipeline.sharding import Shard
 
-    shard = Shard.parse(options["shard"])
     roots = resolve_data_roots(options["data_root"])
     cache_dir = resolve_cache_dir(options["cache_dir"])
     load_options = LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"])
@@ -310,6 +354,7 @@ def _run(options: dict) -> None:
             "nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file"
         )
     items = select_shard(items, shard)
+    log_file.line(f"{len(items)} series in shard {shard}")
 
     config, inference = _configs(options)
     runs_dir = options["runs_dir"]
@@ -320,11 +365,11 @@ def _run(options: dict) -> None:
     models = load_diagnosis_models(seg_path, cls_path, mal_path, inference)  # type: ignore[arg-type]
 
     out, report_dir, json_output = options["out"], options["report"], options["json_output"]
-    if out is not None and out.exists() and not out.is_dir():
-        raise BadInputError(f"--out {out} exists and is not a folder; give a folder for the per-series results")
     report = ReportWriter(report_dir, config.nodule_threshold) if report_dir is not None else None
-    results, failures = [], []
-    for outcome in run_batch(items, models, config, out_dir=out, key_options=load_options, after=report):
+    results, failures, counts = [], [], {"done": 0, "skipped": 0, "failed": 0}
+    batch = run_batch(items, models, config, out_dir=out, key_options=load_options, after=report, log_file=log_file)
+    for outcome in batch:
+        counts[outcome.status] += 1
         if outcome.status == "failed":
             failures.append(outcome)
             typer.echo(f"failed {outcome.item.label}: {outcome.message}", err=True)
@@ -342,9 +387,9 @@ def _run(options: dict) -> None:
     _write_outputs(results, options["csv_path"], out, shard, report, json_output)
     if options["evaluate"]:
         _print_evaluation(results, options["annotations"], roots, config.nodule_threshold, json_output)
-    if failures:
-        typer.echo(f"{len(failures)} of {len(items)} series failed; the others are done", err=True)
-        raise typer.Exit(EXIT_SOME_FAILED)
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items())
+    log_file.line(f"finished: {tally} of {len(items)} series")
+    return len(items), len(failures)
 
 
 def _configs(options: dict):

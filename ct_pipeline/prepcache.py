@@ -13,6 +13,7 @@ import pandas as pd
 
 from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec, centers_fingerprint, region_box, region_key, source_fingerprint
 from ct_pipeline.catalog import Catalog
+from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
 from ct_pipeline.series_index import SeriesEntry
 from ct_pipeline.sharding import Shard
@@ -113,8 +114,13 @@ def prepcache(
     cache: CropCache,
     config: PrepcacheConfig,
     progress: Callable[[FillResult], None] | None = None,
+    log_file: LogFile = NO_LOG_FILE,
 ) -> list[FillResult]:
     """Fill the cache for the selected series. Safe to kill and re-run: done series are skipped.
+
+    Args:
+        progress: called with each series' result as it finishes.
+        log_file: gets one line per series (an array task's own log, :mod:`ct_pipeline.logfile`).
 
     Returns:
         One result per series of this shard, in the order they finished.
@@ -124,22 +130,36 @@ def prepcache(
         (cache.directory.parent, cache.size_limit_gb, catalog.entries[uid], catalog.candidates_of(uid), config.spec)
         for uid in selected
     ]
+    log_file.line(f"{len(jobs)} series in shard {config.shard} ({config.split}), cache {cache.directory}")
     results: list[FillResult] = []
+
+    def finished(result: FillResult) -> None:
+        results.append(result)
+        log_file.line(fill_line(result), logging.WARNING if result.n_outside else logging.INFO)
+        if progress:
+            progress(result)
+
     if config.workers == 1 or len(jobs) <= 1:
         for job in jobs:
-            result = fill_series(cache, *job[2:])
-            results.append(result)
-            if progress:
-                progress(result)
-        return results
-    # spawn, not fork: the parent may hold SQLite handles and torch threads that must not be forked.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(min(config.workers, len(jobs))) as pool:
-        for result in pool.imap_unordered(_fill_one, jobs):
-            results.append(result)
-            if progress:
-                progress(result)
+            finished(fill_series(cache, *job[2:]))
+    else:
+        # spawn, not fork: the parent may hold SQLite handles and torch threads that must not be forked.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(min(config.workers, len(jobs))) as pool:
+            for result in pool.imap_unordered(_fill_one, jobs):
+                finished(result)
+    filled = sum(r.filled for r in results)
+    log_file.line(f"finished: {filled} filled, {len(results) - filled} already cached of {len(jobs)} series")
     return results
+
+
+def fill_line(result: FillResult) -> str:
+    """One line for a log, e.g. ``filled UID: 12 candidates, 3.2 MiB`` or ``cached UID: 12 candidates``."""
+    if not result.filled:
+        return f"cached {result.series_uid}: {result.n_candidates} candidates"
+    outside = f", {result.n_outside} outside the volume (skipped)" if result.n_outside else ""
+    size_mib = result.region_bytes / 2**20
+    return f"filled {result.series_uid}: {result.n_candidates} candidates{outside}, {size_mib:.1f} MiB"
 
 
 def selected_series(catalog: Catalog, config: PrepcacheConfig) -> Sequence[str]:

@@ -1,12 +1,15 @@
 """The example sbatch scripts parse, and render the commands we document when run with example values."""
 
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-SLURM_DIR = Path(__file__).resolve().parent.parent / "cli" / "slurm"
+ROOT = Path(__file__).resolve().parent.parent
+SLURM_DIR = ROOT / "cli" / "slurm"
 SCRIPTS = sorted(SLURM_DIR.glob("*.sbatch"))
 
 
@@ -21,8 +24,20 @@ def test_script_parses(script):
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
 
 
+def test_each_job_keeps_slurm_output_per_job_and_task():
+    for script in SCRIPTS:
+        options = re.findall(r"^#SBATCH (\S+)$", script.read_text(), flags=re.MULTILINE)
+        array = any(option.startswith("--array=") for option in options)
+        assert f"--output=%x-{'%A_%a' if array else '%j'}.out" in options, script.name
+        if "--requeue" in options:  # a requeued job keeps its job id: add to the file, do not truncate it
+            assert "--open-mode=append" in options, script.name
+
+
 def _render(tmp_path, script, extra_env=None, runs=None):
-    """Run ``script`` with stand-ins for srun/torchrun/ct/scontrol that print their arguments."""
+    """Run ``script`` with stand-ins for srun/torchrun/ct/scontrol that print their arguments.
+
+    As sbatch does, the script runs as a copy in a spool folder, from the folder it was submitted from.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("srun", "torchrun", "ct"):
@@ -47,14 +62,18 @@ def _render(tmp_path, script, extra_env=None, runs=None):
         "SLURM_ARRAY_TASK_COUNT": "16",
         **(extra_env or {}),
     }
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    spool = tmp_path / "spool"
+    spool.mkdir(exist_ok=True)
+    shutil.copy(script, spool / "slurm_script")
+    env.setdefault("SLURM_SUBMIT_DIR", str(ROOT))
+    result = subprocess.run(["bash", str(spool / "slurm_script")], capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
 def test_prepcache_array_renders_its_shard_and_node_local_cache(tmp_path):
     out = _render(tmp_path, SLURM_DIR / "prepcache_array.sbatch")
-    assert out == "ct prepcache --workers 4 --shard 3/16"
+    assert out == f"ct prepcache --workers 4 --shard 3/16 --log-file {tmp_path}/runs/logs/prepcache-shard-3-of-16.log"
     assert (tmp_path / "scratch" / "ct-cache-alice").is_dir()
 
 

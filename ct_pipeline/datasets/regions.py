@@ -46,6 +46,13 @@ class SeriesRegions:
     def key(self, series_uid: str) -> str:
         return self._keys[series_uid]
 
+    def fill_missing(self) -> int:
+        """Fill the cache for every series not in it yet (reads those CTs); returns how many were filled."""
+        missing = [uid for uid, key in self._keys.items() if not self.cache.contains(key)]
+        for series_uid in missing:
+            fill_series(self.cache, self._entries[series_uid], self._candidates[series_uid], self.spec)
+        return len(missing)
+
     def region(self, series_uid: str) -> CachedRegion:
         """The series' region, reading the CT and filling the cache if it is missing or corrupt."""
         region = self._open.get(series_uid)

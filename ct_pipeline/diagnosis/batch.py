@@ -3,7 +3,8 @@
 Each series is diagnosed on its own: a series that fails (unreadable, not a CT) is reported
 and the batch goes on. With an output folder every finished series is written at once, and
 atomically, to ``<out>/<series>.json``; a series whose file is already there is skipped, so a
-killed batch (or an array job re-run) resumes where it stopped.
+killed batch (or an array job re-run) resumes where it stopped. With a log file (one per array
+task, :mod:`ct_pipeline.logfile`) every outcome is also written there as one line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ct_pipeline.diagnosis.pipeline import diagnose
 from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.errors import BadDataError, BadInputError, CtError
 from ct_pipeline.loading import LoadOptions, load_ct, load_entry
+from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.sharding import Shard
 from ct_pipeline.volume import CtVolume
@@ -144,6 +146,7 @@ def run_batch(
     out_dir: Path | None = None,
     key_options: LoadOptions = LoadOptions(),
     after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None = None,
+    log_file: LogFile = NO_LOG_FILE,
 ) -> Iterator[BatchOutcome]:
     """Diagnose ``items`` one by one, yielding each outcome as soon as it is known.
 
@@ -155,35 +158,64 @@ def run_batch(
         key_options: how :func:`series_key` reads DICOM folders.
         after: called with each new result (e.g. to draw its report); returns the result to
             keep, possibly with more timings. Its failures fail the series.
+        log_file: gets one line per outcome (:func:`outcome_line`).
 
     A failure of one series is yielded as status "failed" with a one-line message; the batch
     goes on. KeyboardInterrupt stops it.
     """
+    for item in items:
+        outcome = _diagnose_item(item, models, config, out_dir, key_options, after)
+        level = logging.ERROR if outcome.status == "failed" else logging.INFO
+        log_file.line(outcome_line(outcome, config.nodule_threshold), level)
+        yield outcome
+
+
+def outcome_line(outcome: BatchOutcome, threshold: float) -> str:
+    """One line for a log, e.g. ``done UID: 3 candidates, 2 at nodule p >= 0.5, 4.1 s``,
+    ``skipped UID: already in DIR/UID.json`` or ``failed UID: <the error>``."""
+    label = outcome.item.label
+    if outcome.status != "done" or outcome.result is None:
+        return f"{outcome.status} {label}: {outcome.message}"
+    result = outcome.result
+    named = "" if result.series_uid == label else f" (series {result.series_uid})"
+    return (
+        f"done {label}{named}: {len(result.findings)} candidates, {len(result.nodules(threshold))} at nodule "
+        f"p >= {threshold:g}, {sum(result.timings_s.values()):.1f} s"
+    )
+
+
+def _diagnose_item(
+    item: BatchItem,
+    models: DiagnosisModels,
+    config: DiagnosisConfig,
+    out_dir: Path | None,
+    key_options: LoadOptions,
+    after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None,
+) -> BatchOutcome:
+    """Diagnose one item (or find its result file); a failure becomes a "failed" outcome."""
     from ct_pipeline.reports.findings_io import read_result_file, result_file_name, write_result_file
 
-    for item in items:
-        try:
-            key = item.key or series_key(item.label, key_options)
-            if out_dir is not None:
-                done_file = Path(out_dir) / result_file_name(key)
-                if done_file.is_file():
-                    try:
-                        yield BatchOutcome(item, "skipped", read_result_file(done_file), f"already in {done_file}")
-                        continue
-                    except BadDataError as err:
-                        log.warning("%s; diagnosing it again", err)
-            started = time.perf_counter()
-            volume = item.load()
-            load_s = time.perf_counter() - started
-            result = diagnose(volume, models, config).with_timings({"load": load_s}, first=True)
-            if after is not None:
-                result = after(volume, result)
-            if out_dir is not None:
-                write_result_file(Path(out_dir), key, result)
-            del volume  # before the next series is read: one volume in memory at a time
-            yield BatchOutcome(item, "done", result)
-        except CtError as err:
-            yield BatchOutcome(item, "failed", message=str(err))
-        except (OSError, RuntimeError, ValueError, MemoryError) as err:
-            log.debug("series %s failed", item.label, exc_info=True)
-            yield BatchOutcome(item, "failed", message=f"{type(err).__name__}: {err}")
+    try:
+        key = item.key or series_key(item.label, key_options)
+        if out_dir is not None:
+            done_file = Path(out_dir) / result_file_name(key)
+            if done_file.is_file():
+                try:
+                    return BatchOutcome(item, "skipped", read_result_file(done_file), f"already in {done_file}")
+                except BadDataError as err:
+                    log.warning("%s; diagnosing it again", err)
+        started = time.perf_counter()
+        volume = item.load()
+        load_s = time.perf_counter() - started
+        result = diagnose(volume, models, config).with_timings({"load": load_s}, first=True)
+        if after is not None:
+            result = after(volume, result)
+        if out_dir is not None:
+            write_result_file(Path(out_dir), key, result)
+        del volume  # before the next series is read: one volume in memory at a time
+        return BatchOutcome(item, "done", result)
+    except CtError as err:
+        return BatchOutcome(item, "failed", message=str(err))
+    except (OSError, RuntimeError, ValueError, MemoryError) as err:
+        log.debug("series %s failed", item.label, exc_info=True)
+        return BatchOutcome(item, "failed", message=f"{type(err).__name__}: {err}")

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.errors import BadInputError
+from ct_pipeline.logfile import open_log_file
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import (
@@ -99,18 +100,23 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
 
     Args:
         config: the run.
-        log_out: where rank 0 prints (default stdout).
+        log_out: where rank 0 prints (default stdout). Every rank also appends its lines to
+            ``<out>/logs/rank-<R>.log``.
 
     Raises:
         BadInputError, BadDataError, BadCheckpointError: one-line problems with the options,
             the data or the checkpoints (see their messages).
     """
     ctx = setup_distributed(config.device)
-    run_log = RunLog(config.out_dir, enabled=ctx.is_main, out=log_out)
     try:
-        return _train(config, ctx, run_log)
+        # every rank appends to its own file: rank 0's console lines, and what each rank warns
+        with open_log_file(config.out_dir / "logs" / f"rank-{ctx.rank}.log", f"rank {ctx.rank}") as log_file:
+            run_log = RunLog(config.out_dir, enabled=ctx.is_main, out=log_out, log_file=log_file)
+            try:
+                return _train(config, ctx, run_log)
+            finally:
+                run_log.close()  # flushes TensorBoard even when the run fails or is interrupted
     finally:
-        run_log.close()  # flushes TensorBoard even when the run fails or is interrupted
         teardown_distributed(ctx)
 
 
@@ -151,7 +157,11 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog) -> TrainResul
         barrier(ctx)  # wait here until rank 0 has built its datasets
     catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir)
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
-    if ctx.is_main:
+    if ctx.is_main and ctx.is_distributed:
+        # The datasets fill missing regions on first use; with several ranks that would be every
+        # rank writing the same entries at once (diskcache replaces the file another rank is opening).
+        for dataset in (train_set, val_set):
+            dataset.regions.fill_missing()
         barrier(ctx)  # let the other ranks go
     loader_options: dict[str, Any] = {"num_workers": config.num_workers, "pin_memory": ctx.device.type == "cuda"}
     # The datasets draw each epoch's order themselves (set_epoch), so the loaders never shuffle.

@@ -1,4 +1,5 @@
-"""What a run tells the user, on rank 0 only: TensorBoard, one console line per epoch, progress.
+"""What a run tells the user: TensorBoard, one console line per epoch, progress (rank 0), and a
+log file per rank.
 
 (Named ``run_log`` rather than ``logging`` so that it never shadows the standard library's module.)
 
@@ -6,6 +7,9 @@ TensorBoard: ``<out>/tensorboard/train`` and ``<out>/tensorboard/val`` (two writ
 train and validation curves of a metric share one chart), step = training samples seen.
 Progress: a rich bar while stdout is a terminal; otherwise (batch jobs, pipes) a plain line
 every ``plain_every_s`` seconds, so log files stay readable.
+Log file: every rank copies its console lines (those rank 0 prints) and the periodic progress
+lines into ``<out>/logs/rank-<R>.log`` (:mod:`ct_pipeline.logfile`), so a hung or failed rank
+can be told apart from the others.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
+from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 
 def _fmt(value: float) -> str:
     if isinstance(value, float) and math.isnan(value):
@@ -50,17 +55,28 @@ def format_epoch_line(
 
 
 class Progress:
-    """Counts samples through one epoch phase and shows it (bar or periodic plain lines)."""
+    """Counts samples through one epoch phase and shows it (bar or periodic plain lines).
 
-    def __init__(self, label: str, total: int, out: TextIO, interactive: bool, plain_every_s: float) -> None:
-        self.label, self.total, self.out = label, total, out
+    ``out`` None: nothing on the console (ranks other than 0); the plain lines still go to ``log_file``.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        out: TextIO | None,
+        interactive: bool,
+        plain_every_s: float,
+        log_file: LogFile = NO_LOG_FILE,
+    ) -> None:
+        self.label, self.total, self.out, self.log_file = label, total, out, log_file
         self.done = 0
         self.started = time.perf_counter()
         self._plain_every_s = plain_every_s
         self._last_print = self.started
         self._loss: torch.Tensor | None = None
         self._bar = None
-        if interactive:
+        if interactive and out is not None:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
@@ -80,12 +96,16 @@ class Progress:
         rate = self.done / max(now - self.started, 1e-9)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, rate=f"{rate:,.0f} samples/s")
-        elif now - self._last_print >= self._plain_every_s:
+        console_lines = self._bar is None and self.out is not None
+        if (console_lines or self.log_file.path is not None) and now - self._last_print >= self._plain_every_s:
             self._last_print = now
             # .item() waits for the device: done only here, once per printed line
             loss_text = f" loss {self._loss.mean().item():.4f}" if self._loss is not None else ""
-            self.out.write(f"{self.label} {self.done}/{self.total} samples, {rate:,.0f} samples/s{loss_text}\n")
-            self.out.flush()
+            line = f"{self.label} {self.done}/{self.total} samples, {rate:,.0f} samples/s{loss_text}"
+            if console_lines:
+                self.out.write(line + "\n")
+                self.out.flush()
+            self.log_file.line(line)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -98,29 +118,38 @@ class _NoProgress:
 
 
 class RunLog:
-    """Rank 0's view of the run; on other ranks (``enabled=False``) every method does nothing."""
+    """Rank 0's view of the run; on other ranks (``enabled=False``) only the log file is written."""
 
     def __init__(
-        self, out_dir: Path, enabled: bool, out: TextIO | None = None, plain_every_s: float = 30.0
+        self,
+        out_dir: Path,
+        enabled: bool,
+        out: TextIO | None = None,
+        plain_every_s: float = 30.0,
+        log_file: LogFile = NO_LOG_FILE,
     ) -> None:
         self.out_dir = out_dir
         self.enabled = enabled
+        self.log_file = log_file
         self.out = out or sys.stdout
         self.interactive = enabled and self.out.isatty()
         self.plain_every_s = plain_every_s
         self._writers: dict[str, Any] = {}
 
     def message(self, text: str) -> None:
+        """A console line (rank 0), copied to every rank's log file."""
         if self.enabled:
             self.out.write(text + "\n")
             self.out.flush()
+        self.log_file.line(text)
 
     @contextmanager
     def progress(self, label: str, total: int) -> Iterator[Progress | _NoProgress]:
-        if not self.enabled:
+        if not self.enabled and self.log_file.path is None:
             yield _NoProgress()
             return
-        bar = Progress(label, total, self.out, self.interactive, self.plain_every_s)
+        out = self.out if self.enabled else None
+        bar = Progress(label, total, out, self.interactive, self.plain_every_s, self.log_file)
         try:
             yield bar
         finally:
