@@ -86,6 +86,8 @@ def test_malignancy_finetune_trains_only_the_last_blocks(data_root, tmp_path, de
     after = load_checkpoint(result.last_checkpoint, "mal").model_state
     changed = {name.split(".")[0] for name in before if not torch.equal(before[name], after[name])}
     assert changed == trained  # frozen blocks keep weights and BatchNorm statistics
+    val = result.metrics["val"]  # the size-only yardstick comes with every validation
+    assert 0.0 <= val["size_auc"] <= 1.0 and val["size_threshold_mm"] > 0
 
 
 def test_finetune_from_the_wrong_kind_of_checkpoint_is_refused(data_root, tmp_path):

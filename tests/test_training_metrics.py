@@ -19,6 +19,7 @@ from ct_pipeline.training.metrics import (
     roc_auc,
     segmentation_loss,
     segmentation_metrics,
+    size_only_baseline,
 )
 from ct_pipeline.training.run_log import RunLog, format_epoch_line, overlay
 
@@ -151,3 +152,17 @@ def test_progress_plain_lines_when_not_a_terminal_and_a_bar_when_it_is(tmp_path)
     log.message("hello")
     log.scalars("train", {"loss": 1.0}, 1)
     assert silent.getvalue() == "" and not (tmp_path / "tensorboard").exists()
+
+
+def test_size_only_baseline_picks_the_training_threshold_and_scores_validation():
+    # Training: malignant from 10 mm up, except one small malignant nodule; the best balanced
+    # accuracy is at 10 mm (sensitivity 3/4, specificity 1).
+    train_d = np.array([4.0, 6.0, 8.0, 5.0, 10.0, 12.0, 20.0])
+    train_y = np.array([0, 0, 0, 1, 1, 1, 1])
+    val_d = np.array([5.0, 9.0, 11.0, 30.0, 7.0])
+    val_y = np.array([0, 1, 1, 1, 0])
+    result = size_only_baseline(train_d, train_y, val_d, val_y)
+    assert result["size_threshold_mm"] == 10.0
+    # the rule says yes for 11 and 30 only: 2 of 3 malignant found, both benign right
+    assert result["size_threshold_auc"] == pytest.approx((2 / 3 + 1) / 2)
+    assert result["size_auc"] == pytest.approx(1.0)  # every malignant one is larger than every benign one

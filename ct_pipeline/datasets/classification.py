@@ -266,6 +266,16 @@ class ClassificationDataset(torch.utils.data.Dataset):
             self._crop_into(int(item), buffer[k, 0])
         return CropBatch(crops, self._is_positive[items].astype(np.int64), self._table_rows[items])
 
+    @property
+    def table_rows(self) -> np.ndarray:
+        """Candidate-table row of every candidate of the split (not just this epoch's draw)."""
+        return self._table_rows
+
+    @property
+    def is_positive(self) -> np.ndarray:
+        """Label (True = nodule, or malignant) of every candidate of the split, in ``table_rows`` order."""
+        return self._is_positive
+
     def class_counts(self) -> dict[int, int]:
         """Items per label in this rank's current epoch."""
         return {label: int((self.labels == label).sum()) for label in (0, 1)}

@@ -42,6 +42,33 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def size_only_baseline(
+    train_diameters_mm: np.ndarray, train_labels: np.ndarray, val_diameters_mm: np.ndarray, val_labels: np.ndarray
+) -> dict[str, float]:
+    """The malignancy classifier's yardstick: "malignant when larger than a threshold".
+
+    The threshold (mm) is the one that maximises balanced accuracy on the training split; the
+    returned ``size_threshold_auc`` is the validation ROC AUC of that yes/no rule, and
+    ``size_auc`` the validation ROC AUC of the diameter itself as the score (the best any
+    size-only rule can do there).
+    """
+    train_d = np.asarray(train_diameters_mm, dtype=np.float64)
+    train_y = np.asarray(train_labels).astype(bool)
+    best_threshold, best_score = float("nan"), -1.0
+    for threshold in np.unique(train_d):
+        predicted = train_d >= threshold
+        sensitivity = _ratio((predicted & train_y).sum(), train_y.sum())
+        specificity = _ratio((~predicted & ~train_y).sum(), (~train_y).sum())
+        if (sensitivity + specificity) / 2 > best_score:
+            best_threshold, best_score = float(threshold), (sensitivity + specificity) / 2
+    val_d = np.asarray(val_diameters_mm, dtype=np.float64)
+    return {
+        "size_threshold_mm": best_threshold,
+        "size_threshold_auc": roc_auc(val_labels, (val_d >= best_threshold).astype(np.float64)),
+        "size_auc": roc_auc(val_labels, val_d),
+    }
+
+
 def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
     """tp, fp, tn, fn of boolean ``predicted`` against boolean ``labels``."""
     labels = np.asarray(labels).astype(bool)
@@ -104,7 +131,8 @@ def segmentation_metrics(tp: float, fp: float, fn: float, loss_sum: float, n: fl
 class ClassificationMeter:
     """Per-sample probabilities, labels and losses of an epoch, kept on their device."""
 
-    def __init__(self) -> None:
+    def __init__(self, split: str = "train") -> None:
+        self.split = split
         self._parts: list[torch.Tensor] = []
 
     def update(self, probabilities: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor) -> None:

@@ -41,6 +41,7 @@ from ct_pipeline.training.metrics import (
     classification_metrics,
     segmentation_loss,
     segmentation_metrics,
+    size_only_baseline,
 )
 
 # Per-nodule recall is also reported for nodules at least this large (the README's quality target).
@@ -83,13 +84,14 @@ class ClassifierTask:
     """Nodule ("cls") or malignancy ("mal") classification with the book's LunaClassifier."""
 
     best_metric = "roc_auc"  # threshold-free, and what the quality target is stated in
-    summary_keys = ("loss", "precision", "recall", "f1", "roc_auc")
+    summary_keys = ("loss", "precision", "recall", "f1", "roc_auc", "size_auc")  # size_auc: "mal" only
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.kind = config.task
         self.memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
         self.frozen: tuple[str, ...] = ()
+        self.val_constants: dict[str, float] = {}  # "mal": the size-only baseline, reported with every validation
 
     # -- model and data ----------------------------------------------------------------------
 
@@ -133,6 +135,13 @@ class ClassifierTask:
         }
         train = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="train", **common))
         val = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="val", **common))
+        if self.kind == "mal":
+            # Malignancy rises with size, so the fine-tune is only worth it if it beats size alone.
+            diameters = catalog.candidates["diameter_mm"]
+            self.val_constants = size_only_baseline(
+                diameters.loc[train.table_rows].to_numpy(), train.is_positive,
+                diameters.loc[val.table_rows].to_numpy(), val.is_positive,
+            )
         return train, val
 
     def val_batches(self, dataset: Any, batch_size: int) -> list[list[int]] | None:
@@ -155,7 +164,7 @@ class ClassifierTask:
     # -- metrics -------------------------------------------------------------------------------
 
     def new_meter(self, device: torch.device, split: str, keep_examples: bool) -> ClassificationMeter:
-        return ClassificationMeter()
+        return ClassificationMeter(split)
 
     def record(self, meter: ClassificationMeter, outputs: Any, batch: Batch, losses: torch.Tensor) -> None:
         _, probabilities = outputs
@@ -166,6 +175,8 @@ class ClassifierTask:
         columns = all_gather_columns(meter.local(ctx.device), ctx).cpu().numpy()
         probabilities, labels, losses = columns[0], columns[1].astype(np.int64), columns[2]
         metrics = classification_metrics(labels, probabilities, losses)
+        if meter.split == "val":
+            metrics.update(self.val_constants)
         return metrics, {"labels": labels, "probabilities": probabilities}
 
 
