@@ -111,6 +111,21 @@ def test_fresh_models_shapes_and_parameter_counts():
     assert count_parameters(classifier) == 222_220
 
 
+def test_block_batchnorm_adds_a_norm_per_convolution_and_keeps_the_books_names():
+    plain = set(LunaClassifier().state_dict())
+    normed = LunaClassifier(ClassifierConfig(block_batchnorm=True))
+    added = set(normed.state_dict()) - plain
+    # bn1/bn2 in each of the 4 blocks: weight, bias, running mean/var, batch count
+    assert len(added) == 4 * 2 * 5 and all(".bn1." in k or ".bn2." in k for k in added)
+    assert plain <= set(normed.state_dict())  # the book's parameters keep their names and shapes
+    # 2 * (8 + 16 + 32 + 64) channels, a weight and a bias each
+    assert count_parameters(normed) == 222_220 + 2 * 2 * (8 + 16 + 32 + 64)
+    normed.eval()
+    with torch.inference_mode():
+        logits, _ = normed(torch.randn(2, 1, 32, 48, 48) * 500)
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
 def test_unpadded_unet_crops_the_skip_connections():
     config = UNetConfig(in_channels=3, depth=2, wf=2, padding=False, batch_norm=False, up_mode="upsample")
     with torch.inference_mode():
@@ -128,6 +143,18 @@ def test_book_initialisation_statistics():
     bound = 1 / fan_out**0.5
     assert conv.bias.mean().item() < -bound / 3
     assert conv.bias.min().item() < -bound - 1e-6  # outside [-bound, bound]: proof it is not uniform
+
+
+def test_a_fresh_unet_starts_with_unsaturated_outputs():
+    # With the book's fan-out rule on the 1x1 output convolution a third of the pixels start
+    # saturated (no Dice gradient there); the fresh model must start near probability 0.5.
+    torch.manual_seed(0)
+    unet = SegmentationUNet().train()
+    with torch.no_grad():
+        probability = unet(torch.randn(8, 7, 64, 64) * 300 - 500)
+    saturated = ((probability < 0.01) | (probability > 0.99)).float().mean().item()
+    assert saturated < 0.01
+    assert 0.2 < probability.mean().item() < 0.8
 
 
 @pytest.mark.parametrize(

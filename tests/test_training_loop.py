@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from ct_pipeline.errors import BadCheckpointError, BadInputError
-from ct_pipeline.models import LunaClassifier, SegmentationUNet, load_checkpoint, save_checkpoint
+from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint, save_checkpoint
 from ct_pipeline.training import TrainConfig, train
 from tests.training_data import write_training_luna
 
@@ -88,6 +88,21 @@ def test_malignancy_finetune_trains_only_the_last_blocks(data_root, tmp_path, de
     assert changed == trained  # frozen blocks keep weights and BatchNorm statistics
     val = result.metrics["val"]  # the size-only yardstick comes with every validation
     assert 0.0 <= val["size_auc"] <= 1.0 and val["size_threshold_mm"] > 0
+
+
+def test_a_finetune_keeps_the_shape_of_its_source(data_root, tmp_path):
+    torch.manual_seed(2)
+    source = save_checkpoint(
+        tmp_path / "nodule.ckpt", LunaClassifier(ClassifierConfig(block_batchnorm=True)), kind="cls"
+    )
+    config = TrainConfig.for_task(
+        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1, finetune=source, finetune_depth=1, **TINY
+    )
+    result = train(config, log_out=io.StringIO())
+    after = load_checkpoint(result.last_checkpoint, "mal")
+    assert after.model_config["block_batchnorm"] is True
+    before = load_checkpoint(source).model_state
+    assert torch.equal(after.model_state["block2.bn1.running_mean"], before["block2.bn1.running_mean"])  # frozen
 
 
 def test_finetune_from_the_wrong_kind_of_checkpoint_is_refused(data_root, tmp_path):

@@ -166,3 +166,13 @@ def test_size_only_baseline_picks_the_training_threshold_and_scores_validation()
     # the rule says yes for 11 and 30 only: 2 of 3 malignant found, both benign right
     assert result["size_threshold_auc"] == pytest.approx((2 / 3 + 1) / 2)
     assert result["size_auc"] == pytest.approx(1.0)  # every malignant one is larger than every benign one
+
+
+def test_segmentation_loss_adds_the_per_pixel_cross_entropy_when_asked():
+    probabilities = torch.tensor([[[0.9, 0.2], [0.1, 0.5]]])
+    labels = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    dice_only = segmentation_loss(probabilities, labels, fn_weight=8.0)
+    with_bce = segmentation_loss(probabilities, labels, fn_weight=8.0, bce_weight=2.0)
+    bce = -(math.log(0.9) + math.log(0.8) + math.log(0.9) + math.log(0.5)) / 4
+    assert with_bce.shape == (1,)
+    assert with_bce.item() == pytest.approx(dice_only.item() + 2.0 * bce, rel=1e-5)

@@ -164,6 +164,11 @@ class SegmentationUNet(nn.Module):
         self.unet = UNet(self.config)
         self.final = nn.Sigmoid()
         init_weights_like_book(self)
+        # Except the 1x1 output convolution: the book's fan-out rule gives its 16 weights std 1.4,
+        # so the fresh model starts with a third of the pixels' sigmoids saturated (logit std ~5.5),
+        # where the Dice loss has no gradient; it then settles on "everything is nodule" and stays
+        # there for many epochs. torch's fan-in initialisation starts the logits near 0 (std ~0.6).
+        self.unet.last.reset_parameters()
 
     def forward(self, input_batch: torch.Tensor) -> torch.Tensor:
         return self.final(self.unet(self.input_batchnorm(input_batch)))

@@ -183,7 +183,16 @@ def dice_loss(probabilities: torch.Tensor, labels: torch.Tensor, epsilon: float 
     return 1.0 - (2.0 * correct + epsilon) / (probabilities.sum(dim=dims) + labels.sum(dim=dims) + epsilon)
 
 
-def segmentation_loss(probabilities: torch.Tensor, labels: torch.Tensor, fn_weight: float) -> torch.Tensor:
+def segmentation_loss(
+    probabilities: torch.Tensor, labels: torch.Tensor, fn_weight: float, bce_weight: float = 0.0
+) -> torch.Tensor:
     """Dice loss plus ``fn_weight`` times the Dice loss of the labelled pixels only (the book's
-    false-negative term: missing nodule pixels costs ``fn_weight`` times more). (N,) per sample."""
-    return dice_loss(probabilities, labels) + fn_weight * dice_loss(probabilities * labels, labels)
+    false-negative term: missing nodule pixels costs ``fn_weight`` times more), plus ``bce_weight``
+    times the mean per-pixel binary cross-entropy. (N,) per sample."""
+    loss = dice_loss(probabilities, labels) + fn_weight * dice_loss(probabilities * labels, labels)
+    if bce_weight:
+        # By hand on clamped probabilities: the model ends in a sigmoid, and torch's BCE refuses autocast.
+        p = probabilities.float().clamp(1e-6, 1.0 - 1e-6)
+        bce = -(labels * torch.log(p) + (1.0 - labels) * torch.log1p(-p))
+        loss = loss + bce_weight * bce.mean(dim=tuple(range(1, p.dim())))
+    return loss

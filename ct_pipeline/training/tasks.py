@@ -31,7 +31,7 @@ from ct_pipeline.datasets import (
     augment_batch,
 )
 from ct_pipeline.errors import BadCheckpointError
-from ct_pipeline.models import LunaClassifier, SegmentationUNet, load_checkpoint
+from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint
 from ct_pipeline.models.checkpoints import load_state_checked
 from ct_pipeline.training.config import CLASSIFIER_BLOCKS, TrainConfig
 from ct_pipeline.training.distributed import DistContext, all_gather_columns, all_gather_objects, all_reduce_sum
@@ -98,11 +98,12 @@ class ClassifierTask:
     def build_model(self) -> nn.Module:
         """A fresh LunaClassifier; for a fine-tune, the nodule model's weights with a new head and
         all but the last ``finetune_depth`` blocks frozen (book ch. 14)."""
-        model = LunaClassifier()
         if self.config.finetune is None:
-            return model
+            return LunaClassifier(ClassifierConfig(block_batchnorm=self.config.block_batchnorm))
         source = load_checkpoint(self.config.finetune, "cls", option="--finetune")
-        if source.model_config != model.config.to_dict():
+        source_norm = bool(source.model_config.get("block_batchnorm", False))
+        model = LunaClassifier(ClassifierConfig(block_batchnorm=source_norm))  # the source's shape
+        if {**model.config.to_dict(), **source.model_config} != model.config.to_dict():
             raise BadCheckpointError(
                 f"--finetune {source.path} has model_config {source.model_config}, but training builds "
                 f"{model.config.to_dict()}; fine-tune from a checkpoint of the book's classifier shape"
@@ -242,7 +243,7 @@ class SegmentationTask:
         return Batch(inputs, targets, batch.meta)
 
     def losses(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return segmentation_loss(outputs.float(), batch.targets, self.config.fn_loss_weight)
+        return segmentation_loss(outputs.float(), batch.targets, self.config.fn_loss_weight, self.config.bce_loss_weight)
 
     def new_meter(self, device: torch.device, split: str, keep_examples: bool) -> SegmentationMeter:
         return SegmentationMeter(device, find_nodules=split == "val", n_examples=N_EXAMPLE_IMAGES if keep_examples else 0)
