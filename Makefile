@@ -28,23 +28,11 @@ test-fast: install
 bench: install
 	$(PY) -m benchmarks.run
 
-# A first, short version of the demo (issue 9 will tune sizes and report figures): synthetic data,
-# cache, both models for a couple of epochs, diagnosis of the validation series, evaluation.
-# A second run reuses the data, the cache and finished runs.
+# The whole pipeline on synthetic data in ~15 minutes on a 2-core CPU (see `ct demo --help`);
+# a second run reuses the data, the cache, the trained models and the diagnosed series.
 DEMO ?= demo
-CT := $(VENV)/bin/ct
 demo: install
-	test -f $(DEMO)/data/candidates.csv || $(CT) synth $(DEMO)/data --series 12 --size small --seed 0
-	$(CT) prepcache --data-root $(DEMO)/data --cache-dir $(DEMO)/cache --workers 2
-	test -f $(DEMO)/runs/seg/last.ckpt || $(CT) train-seg --data-root $(DEMO)/data --cache-dir $(DEMO)/cache --out $(DEMO)/runs/seg --epochs 2 --epoch-size 400 --val-stride 4
-	test -f $(DEMO)/runs/cls/last.ckpt || $(CT) train-cls --data-root $(DEMO)/data --cache-dir $(DEMO)/cache --out $(DEMO)/runs/cls --epochs 2 --epoch-size 640 --val-stride 4
-	$(PY) -c "from pathlib import Path; from ct_pipeline.catalog import open_catalog; \
-	  val = open_catalog([Path('$(DEMO)/data')]).split(4)[1]; Path('$(DEMO)/val_series.txt').write_text('\n'.join(val) + '\n')"
-	$(CT) diagnose --data-root $(DEMO)/data --series-file $(DEMO)/val_series.txt --seg-model $(DEMO)/runs/seg/best.ckpt \
-	  --cls-model $(DEMO)/runs/cls/best.ckpt --csv $(DEMO)/findings.csv --report $(DEMO)/report
-	$(CT) evaluate $(DEMO)/findings.csv --annotations $(DEMO)/data/annotations.csv --series-file $(DEMO)/val_series.txt \
-	  --plot $(DEMO)/froc.png --bootstrap 200
-	@echo "report: $(DEMO)/report/index.html  FROC: $(DEMO)/froc.png  TensorBoard: tensorboard --logdir $(DEMO)/runs  checkpoints: $(DEMO)/runs/*/best.ckpt"
+	$(VENV)/bin/ct demo --out $(DEMO)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

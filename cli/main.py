@@ -72,16 +72,11 @@ def _global_options(
 
 
 def _register() -> None:
-    from cli import data
+    # Each module imports the heavy libraries (torch, pandas) inside its commands, so that
+    # `ct --help` and the quick commands start fast.
+    from cli import cache_cmd, data, demo_cmd, diagnose_cmd, evaluate_cmd, models_cmd, synth_cmd, train_cmd
 
-    data.register(app)
-    for name in ("synth_cmd", "cache_cmd", "train_cmd", "models_cmd", "diagnose_cmd", "evaluate_cmd"):
-        try:
-            module = __import__(f"cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as err:
-            if err.name != f"cli.{name}":
-                raise
-            continue
+    for module in (data, synth_cmd, cache_cmd, train_cmd, models_cmd, diagnose_cmd, evaluate_cmd, demo_cmd):
         module.register(app)
 
 

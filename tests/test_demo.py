@@ -1,0 +1,75 @@
+"""`ct demo`: the recipe reuses what is there, and every step runs end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from ct_pipeline.demo import DEMO_SCALES, demo_steps, run_demo
+from ct_pipeline.errors import CtError
+
+TINY = DEMO_SCALES["tiny"]
+
+
+def _in_process(argv) -> int:
+    """Run a step through the CLI in this process (the demo's default starts a process per step)."""
+    result = CliRunner().invoke(app, list(argv))
+    if result.exit_code != 0:
+        print(result.output)
+    return result.exit_code
+
+
+def test_a_fresh_demo_writes_data_and_trains_from_scratch(tmp_path):
+    steps = demo_steps(tmp_path, TINY)
+    assert [s.name for s in steps] == [
+        "synth", "prepcache", "train-seg", "train-cls", "train-mal", "diagnose", "evaluate"
+    ]
+    assert not any("--resume" in s.argv for s in steps)
+    mal = steps[4].argv
+    assert mal[:3] == ("train-cls", "--malignancy", "--finetune")
+    assert mal[3] == str(tmp_path / "runs" / "cls" / "best.ckpt")
+
+
+def test_a_second_demo_reuses_the_data_and_resumes_the_runs(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "candidates.csv").write_text("seriesuid,coordX,coordY,coordZ,class\n")
+    for name in ("seg", "cls"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "last.ckpt").write_bytes(b"")
+    steps = {s.name: s.argv for s in demo_steps(tmp_path, TINY)}
+    assert "synth" not in steps
+    assert "--resume" in steps["train-seg"] and "--resume" in steps["train-cls"]
+    assert "--resume" not in steps["train-mal"]  # that run never started
+
+
+def test_a_failing_step_is_named(tmp_path):
+    with pytest.raises(CtError, match=r"demo step `ct synth` failed with exit code 2"):
+        run_demo(tmp_path, TINY, runner=lambda argv: 2, announce=lambda line: None)
+
+
+@pytest.mark.slow
+def test_demo_smoke_every_step_on_tiny_data_then_a_second_run_reuses_it(tmp_path):
+    out = tmp_path / "demo"
+    shown: list[str] = []
+    summary = run_demo(out, TINY, runner=_in_process, announce=shown.append)
+    assert [line.split()[2] for line in shown] == [
+        "synth", "prepcache", "train-seg", "train-cls", "train-cls", "diagnose", "evaluate"
+    ]
+    assert (out / "report" / "index.html").is_file() and (out / "froc.png").is_file()
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert 0.0 <= summary["detection"]["cpm"] <= 1.0 and summary["detection"]["nodules"] > 0
+    assert 0.0 <= summary["nodule_classifier"]["roc_auc"] <= 1.0
+    assert summary["malignancy_classifier"]["size_only_auc"] is not None
+    assert summary["segmentation"]["nodule_recall_4mm"] is not None
+    checkpoints = sorted((out / "runs").glob("*/best.ckpt"))
+    assert len(checkpoints) == 3
+    before = {p: p.stat().st_mtime_ns for p in checkpoints}
+
+    shown.clear()
+    again = run_demo(out, TINY, runner=_in_process, announce=shown.append)
+    assert not any(line.startswith("$ ct synth") for line in shown)
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == before  # nothing retrained
+    assert again["detection"] == summary["detection"]
