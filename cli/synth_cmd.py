@@ -17,6 +17,7 @@ EPILOG = "Example: ct synth demo_data --series 4 --size small --seed 1 && ct ser
 
 class SizeChoice(str, Enum):
     small = "small"
+    medium = "medium"
     full = "full"
 
 
@@ -35,8 +36,8 @@ def synth(
         SizeChoice,
         typer.Option(
             "--size",
-            help="full: 512x512 slices (0.55-0.88 mm), 100-300 slices. small: 128x128 over the same field of "
-            "view, 40-80 slices (for tests and demos, well under a second per series).",
+            help="full: 512x512 slices (0.55-0.88 mm), 100-300 slices, like LUNA16. medium: 256x256 (1.1-1.4 mm), "
+            "90-250 slices (the demo's, about a second per series). small: 128x128, 40-80 slices (for tests).",
         ),
     ] = SizeChoice.full,
     dicom: Annotated[

@@ -23,7 +23,8 @@ from ct_pipeline.errors import BadInputError, CtError
 
 @dataclass(frozen=True)
 class DemoScale:
-    """How much data and training the demo uses (epochs x samples per epoch for each model)."""
+    """How much data and training the demo uses: ``seg``/``cls``/``mal`` are (epochs, samples
+    per epoch) of each model, ``*_options`` the extra `ct train-*` options of each."""
 
     series: int
     size: str
@@ -32,20 +33,29 @@ class DemoScale:
     seg: tuple[int, int]
     cls: tuple[int, int]
     mal: tuple[int, int]
-    mal_finetune_depth: int
     workers: int
+    seg_options: tuple[str, ...] = ()
+    cls_options: tuple[str, ...] = ()
+    mal_options: tuple[str, ...] = ()
 
+
+# What learns in minutes on a CPU (README, "What to expect"): a cross-entropy term beside the
+# book's Dice loss, the classifier with a BatchNorm per convolution, Adam, small batches, and
+# validation only at the end (it costs as much as an epoch).
+_FAST_SEG = ("--bce-loss-weight", "1")
+_FAST_CLS = ("--block-batchnorm", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "16")
+_FAST_MAL = ("--finetune-depth", "2", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "16")
 
 DEMO_SCALES = {
-    # About 12-15 minutes on a 2-core CPU from a fresh clone (the venv install included).
+    # About 15 minutes on a 2-core CPU from a fresh clone (the venv install included).
     "default": DemoScale(
-        series=40, size="small", seed=0, val_stride=4,
-        seg=(4, 1600), cls=(5, 1600), mal=(4, 640), mal_finetune_depth=2, workers=1,
+        series=40, size="medium", seed=0, val_stride=4, seg=(4, 1600), cls=(6, 960), mal=(4, 320), workers=1,
+        seg_options=_FAST_SEG + ("--val-every", "4"), cls_options=_FAST_CLS + ("--val-every", "6"), mal_options=_FAST_MAL,
     ),
     # The smoke test in `make test`: every step on a handful of tiny series, in seconds.
     "tiny": DemoScale(
-        series=6, size="small", seed=2, val_stride=3,
-        seg=(1, 32), cls=(1, 64), mal=(1, 32), mal_finetune_depth=1, workers=0,
+        series=6, size="small", seed=2, val_stride=3, seg=(1, 32), cls=(1, 64), mal=(1, 32), workers=0,
+        seg_options=_FAST_SEG, cls_options=_FAST_CLS, mal_options=("--finetune-depth", "1"),
     ),
 }
 
@@ -69,10 +79,10 @@ def demo_steps(out_dir: Path, scale: DemoScale) -> list[DemoStep]:
         )))
     steps.append(DemoStep("prepcache", ("prepcache", *common, "--workers", "2")))
 
-    def train(name: str, command: tuple[str, ...], epochs_size: tuple[int, int]) -> DemoStep:
+    def train(name: str, command: tuple[str, ...], epochs_size: tuple[int, int], options: tuple[str, ...]) -> DemoStep:
         run_dir = runs / name
         argv = (
-            *command, *common, "--out", str(run_dir), "--epochs", str(epochs_size[0]),
+            *command, *options, *common, "--out", str(run_dir), "--epochs", str(epochs_size[0]),
             "--epoch-size", str(epochs_size[1]), "--val-stride", str(scale.val_stride),
             "--num-workers", str(scale.workers),
         )
@@ -80,12 +90,10 @@ def demo_steps(out_dir: Path, scale: DemoScale) -> list[DemoStep]:
             argv += ("--resume",)  # finished: "already trained"; killed: continues
         return DemoStep(f"train-{name}", argv)
 
-    steps.append(train("seg", ("train-seg",), scale.seg))
-    steps.append(train("cls", ("train-cls",), scale.cls))
-    steps.append(train("mal", (
-        "train-cls", "--malignancy", "--finetune", str(runs / "cls" / "best.ckpt"),
-        "--finetune-depth", str(scale.mal_finetune_depth),
-    ), scale.mal))
+    steps.append(train("seg", ("train-seg",), scale.seg, scale.seg_options))
+    steps.append(train("cls", ("train-cls",), scale.cls, scale.cls_options))
+    mal_command = ("train-cls", "--malignancy", "--finetune", str(runs / "cls" / "best.ckpt"))
+    steps.append(train("mal", mal_command, scale.mal, scale.mal_options))
     steps.append(DemoStep("diagnose", (
         "diagnose", *common, "--series-file", str(out_dir / "val_series.txt"),
         "--seg-model", str(runs / "seg" / "best.ckpt"), "--cls-model", str(runs / "cls" / "best.ckpt"),

@@ -24,7 +24,7 @@ def _config(**kwargs) -> SynthConfig:
         ({"n_series": 2.5}, r"--series 2.5 must be a whole number"),
         ({"seed": -1}, r"--seed -1 must be a whole number from 0 to 4294967295"),
         ({"seed": 2**32}, r"--seed 4294967296 must be"),
-        ({"size": "medium"}, r"--size 'medium' must be one of small, full"),
+        ({"size": "huge"}, r"--size 'huge' must be one of small, medium, full"),
         ({"oblique_fraction": 1.5}, r"oblique-fraction 1.5 must be a number from 0 to 1"),
         ({"flip_fraction": -0.1}, r"flip-fraction -0.1 must be a number from 0 to 1"),
     ],
@@ -55,7 +55,7 @@ def test_direction_kinds_counts():
     assert all(o for o, _ in direction_kinds(_config(oblique_fraction=1.0)))
 
 
-@pytest.mark.parametrize("size", ["small", "full"])
+@pytest.mark.parametrize("size", ["small", "medium", "full"])
 def test_layouts_have_realistic_grids(size):
     config = _config(size=size, n_series=30)
     preset = SIZES[size]

@@ -22,7 +22,7 @@ from ct_pipeline.errors import BadInputError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import UID_MAX_LEN
 
-SizeName = Literal["small", "full"]
+SizeName = Literal["small", "medium", "full"]
 UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.99999"  # LUNA16's TCIA root with a made-up "synthetic" branch
 MAX_SEED = 2**32 - 1
 # Axis flips (z, y, x) allowed for non-identity series: always two axes, so det(direction) = +1.
@@ -44,6 +44,11 @@ class SizePreset:
 SIZES: dict[str, SizePreset] = {
     # 128 x 128 over a real chest's 280-350 mm field of view: 2.2-2.7 mm voxels, 3-4.5 mm slices.
     "small": SizePreset(128, (280.0, 350.0), (3.0, 3.25, 3.5, 3.75, 4.0, 4.5), (40, 80), (230.0, 310.0), (80, 220)),
+    # 256 x 256 at 1.1-1.4 mm, 1.25-2.5 mm slices: nodules 4-25 voxels wide, enough for the book's
+    # voxel-sized crops to see them (on "small" a 5 mm nodule is 2 voxels), at a sixth of "full"'s size.
+    "medium": SizePreset(
+        256, (280.0, 350.0), (1.25, 1.5, 1.75, 2.0, 2.5), (90, 250), (230.0, 310.0), (200, 500)
+    ),
     # 512 x 512 at 0.55-0.88 mm, slice spacings seen in LUNA16.
     "full": SizePreset(
         512, (280.0, 450.0), (0.625, 0.7, 0.75, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5), (100, 300), (240.0, 340.0), (300, 900)
@@ -63,7 +68,7 @@ class SynthConfig:
         out_dir: the data set's root folder (LUNA16 layout: subset0/ and the CSVs).
         n_series: number of CT series (>= 1).
         seed: 0 .. 2**32-1; the same seed and options give byte-identical files.
-        size: "small" (128x128 slices, for tests and demos) or "full" (512x512).
+        size: "small" (128x128 slices, for tests), "medium" (256x256, for the demo) or "full" (512x512).
         dicom: also write every series as a DICOM folder under ``dicom/<uid>/``.
         oblique_fraction: share of series with a slightly rotated direction (0..1); when > 0 at
             least one series is oblique.

@@ -277,6 +277,7 @@ near each nodule (within 0.45 radii), class 0 mostly on vessels and the lung wal
 Sizes: "full" = 512 x 512 slices, 0.55-0.88 mm pixels, 100-300 slices of 0.625-2.5 mm.
 "small" = 128 x 128 slices over the same 280-350 mm field of view (2.2-2.7 mm pixels), 40-80
 slices of 3-4.5 mm; there, nodules are at least 1.6 voxels wide (about 5-7 mm).
+"medium" = 256 x 256 slices over the same field of view (1.1-1.4 mm pixels), 90-250 slices of 1.25-2.5 mm.
 
 Directions: most series are identity like LUNA16. Non-identity ones: {kinds or "none"}.
 "flipped" = two array axes reversed (direction has two -1 entries); "oblique" = rotated 4-12 degrees.
