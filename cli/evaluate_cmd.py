@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from cli.options import JsonOption
 from cli.output import console, print_json
-from ct_pipeline.evaluation.froc import FrocConfig, FrocReport, FrocSummary, evaluate_froc_files
+
+if TYPE_CHECKING:  # pandas comes with the evaluation code: imported when the command runs
+    from ct_pipeline.evaluation.froc import FrocReport, FrocSummary
 
 EPILOG = (
     "Example: ct evaluate predictions.csv --annotations annotations.csv "
@@ -82,6 +84,8 @@ def evaluate(
 
     Several hits on one nodule count once, hits on excluded findings neither way; other findings are false positives.
     """
+    from ct_pipeline.evaluation.froc import FrocConfig, evaluate_froc_files
+
     config = FrocConfig(
         max_findings_per_scan=max_findings_per_scan, bootstrap_samples=bootstrap, seed=seed, by_size=by_size
     )
