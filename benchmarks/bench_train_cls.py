@@ -11,30 +11,26 @@ our loop in fp32 with contiguous tensors (the book's numerics) checks validation
 
 from __future__ import annotations
 
-import io
-import tempfile
-import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Figure, Section
+from benchmarks.training_bench import (
+    WARMUP_BATCHES, TrainBench, book_style_samples_per_s, measure,
+)
 from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.datasets import AugmentationConfig, ClassificationDataset, ClassificationDatasetConfig, augment_batch
 from ct_pipeline.models import LunaClassifier
-from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
-from ct_pipeline.training import TrainConfig, train
 
-N_SERIES = 12
-VAL_STRIDE = 3  # 4 validation series: enough nodules for a meaningful AUC
-BATCH = 32
-WORKERS = 1
-ROUNDS = 2  # alternating speed rounds; each side keeps its best (the machine may be shared)
-SPEED_EPOCHS, SPEED_EPOCH_SIZE = 3, 320  # ours: best of epochs 2.. of one train() call
+BENCH = TrainBench(
+    task="cls", n_series=12, seed=11, val_stride=3, batch=32, workers=1,
+    rounds=2, speed_epochs=3, speed_epoch_size=320, quality_epochs=3, quality_epoch_size=640,
+)
 BASELINE_BATCHES = 10
-QUALITY_EPOCHS, QUALITY_EPOCH_SIZE = 3, 640
 
 
 class BookStyleDataset(Dataset):
@@ -54,68 +50,38 @@ class BookStyleDataset(Dataset):
         return crop, one_hot
 
 
-def book_style_samples_per_s(data_root: Path, cache_dir: Path) -> float:
+def book_style(data_root: Path, cache_dir: Path) -> float:
+    """The book's loop: SGD lr 0.001 momentum 0.99, cross-entropy, float32 contiguous crops."""
     catalog = open_catalog([data_root], cache_dir)
     crops = ClassificationDataset(
-        catalog, CropCache(cache_dir), ClassificationDatasetConfig(split="train", epoch_size=BATCH * (BASELINE_BATCHES + 2))
+        catalog, CropCache(cache_dir),
+        ClassificationDatasetConfig(split="train", epoch_size=BENCH.batch * (BASELINE_BATCHES + WARMUP_BATCHES)),
     )
-    loader = DataLoader(BookStyleDataset(crops, AugmentationConfig(), 0), batch_size=BATCH, num_workers=WORKERS)
+    loader = DataLoader(
+        BookStyleDataset(crops, AugmentationConfig(), 0), batch_size=BENCH.batch, num_workers=BENCH.workers
+    )
     torch.manual_seed(0)
     model = LunaClassifier()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.99)
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
-    model.train()
-    started, seen = 0.0, 0
-    for step, (inputs, labels) in enumerate(loader):
-        if step == 2:  # the first batches pay worker start-up and kernel selection; ours is timed warm too
-            started, seen = time.perf_counter(), 0
-        optimizer.zero_grad()
-        logits, _ = model(inputs)
-        loss = loss_fn(logits, labels[:, 1]).mean()
-        loss.backward()
-        optimizer.step()
-        seen += len(inputs)
-    return seen / (time.perf_counter() - started)
-
-
-def _run_ours(data_root: Path, cache_dir: Path, out: Path, epochs: int, epoch_size: int, **options):
-    config = TrainConfig.for_task(
-        "cls", data_roots=(data_root,), cache_dir=cache_dir, out_dir=out, epochs=epochs, epoch_size=epoch_size,
-        batch_size=BATCH, num_workers=WORKERS, val_stride=VAL_STRIDE, device="cpu", **options,
+    return book_style_samples_per_s(
+        loader, model, optimizer, lambda m, inputs, labels: F.cross_entropy(m(inputs)[0], labels[:, 1])
     )
-    return train(config, log_out=io.StringIO())
 
 
 def run() -> Section:
-    with tempfile.TemporaryDirectory(prefix="ct-bench-train-cls-") as tmp:
-        tmp_path = Path(tmp)
-        data_root = tmp_path / "synth"
-        write_synthetic_dataset(SynthConfig(out_dir=data_root, n_series=N_SERIES, seed=11, size="small"))
-        cache_dir = tmp_path / "cache"
-        baseline = speed = speed_bf16 = 0.0
-        for k in range(ROUNDS):
-            baseline = max(baseline, book_style_samples_per_s(data_root, cache_dir))  # the first fills the cache
-            timed = _run_ours(data_root, cache_dir, tmp_path / f"speed{k}", SPEED_EPOCHS, SPEED_EPOCH_SIZE)
-            speed = max(speed, *timed.epoch_samples_per_s[1:])  # epoch 1 pays start-up
-            bf16 = _run_ours(data_root, cache_dir, tmp_path / f"bf16-{k}", 2, SPEED_EPOCH_SIZE, precision="bf16")
-            speed_bf16 = max(speed_bf16, bf16.epoch_samples_per_s[1])
-        ours = _run_ours(data_root, cache_dir, tmp_path / "ours", QUALITY_EPOCHS, QUALITY_EPOCH_SIZE)
-        fp32 = _run_ours(
-            data_root, cache_dir, tmp_path / "fp32", QUALITY_EPOCHS, QUALITY_EPOCH_SIZE, precision="fp32", channels_last=False
-        )
+    measured = measure(BENCH, book_style)
+    ours, fp32, speed, speed_bf16, baseline = (
+        measured.ours, measured.fp32, measured.speed, measured.speed_bf16, measured.baseline
+    )
     auc, auc_fp32 = ours.metrics["val"]["roc_auc"], fp32.metrics["val"]["roc_auc"]
     ratio = speed / baseline
     return Section(
         key="train_cls",
         title="Training the nodule classifier (CPU)",
         command="python -m benchmarks.run train_cls",
-        setup=(
-            f"{N_SERIES} `ct synth --size small` series (validation: every {VAL_STRIDE}-th), cache warm; batch {BATCH}, "
-            f"{WORKERS} DataLoader worker; ours: train() epochs of {SPEED_EPOCH_SIZE} samples, wall time of an epoch "
-            f"after the first (loader, augmentation, metrics included), precision {timed.precision} (auto); baseline: "
-            f"book-style fp32 contiguous loop with per-sample CPU augmentation in the Dataset, timed over "
-            f"{BASELINE_BATCHES} batches after 2 warm-up batches; best of {ROUNDS} alternating rounds each. Quality: "
-            f"{QUALITY_EPOCHS} epochs of {QUALITY_EPOCH_SIZE} samples"
+        setup=BENCH.setup_text(
+            measured.precision, "samples",
+            "book-style fp32 contiguous loop with per-sample CPU augmentation in the Dataset", BASELINE_BATCHES,
         ),
         expectation=(
             "about 2.3x: channels-last 3D convolutions (54 vs 23 samples/s per step measured alone); bf16 autocast "
