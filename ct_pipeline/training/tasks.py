@@ -80,6 +80,17 @@ class Task(Protocol):
     def summarize(self, meter: Any, ctx: DistContext) -> tuple[dict[str, float], dict[str, Any]]: ...
 
 
+def _sampling_options(config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+    """The dataset options both tasks take from the run: epoch length, split, seed and this rank's share."""
+    return {
+        "epoch_size": config.epoch_size,
+        "val_stride": config.val_stride,
+        "seed": config.seed,
+        "rank": ctx.rank,
+        "world_size": ctx.world_size,
+    }
+
+
 class ClassifierTask:
     """Nodule ("cls") or malignancy ("mal") classification with the book's LunaClassifier."""
 
@@ -103,6 +114,7 @@ class ClassifierTask:
         source = load_checkpoint(self.config.finetune, "cls", option="--finetune")
         source_norm = bool(source.model_config.get("block_batchnorm", False))
         model = LunaClassifier(ClassifierConfig(block_batchnorm=source_norm))  # the source's shape
+        # Keys an older checkpoint lacks (block_batchnorm) take the model's value; any other difference refuses.
         if {**model.config.to_dict(), **source.model_config} != model.config.to_dict():
             raise BadCheckpointError(
                 f"--finetune {source.path} has model_config {source.model_config}, but training builds "
@@ -124,15 +136,10 @@ class ClassifierTask:
             getattr(model, name).eval()
 
     def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]:
-        config = self.config
         common = {
             "mode": "malignancy" if self.kind == "mal" else "nodule",
-            "negatives_per_positive": config.balance_ratio,
-            "epoch_size": config.epoch_size,
-            "val_stride": config.val_stride,
-            "seed": config.seed,
-            "rank": ctx.rank,
-            "world_size": ctx.world_size,
+            "negatives_per_positive": self.config.balance_ratio,
+            **_sampling_options(self.config, ctx),
         }
         train = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="train", **common))
         val = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="val", **common))
@@ -201,14 +208,7 @@ class SegmentationTask:
         model.train()
 
     def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]:
-        config = self.config
-        common = {
-            "epoch_size": config.epoch_size,
-            "val_stride": config.val_stride,
-            "seed": config.seed,
-            "rank": ctx.rank,
-            "world_size": ctx.world_size,
-        }
+        common = _sampling_options(self.config, ctx)
         train = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="train", **common))
         val = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="val", **common))
         # Every rank counts all validation nodules (it validates a share of the slices, but any
