@@ -137,6 +137,13 @@ def region_box(
     return start, np.maximum(stop, start)
 
 
+_REREADS = 5  # reads of an entry that another process keeps replacing, before calling it missing
+
+
+class _EntryMoved(Exception):
+    """The entry's data file was replaced by another process while this one read it."""
+
+
 class CropCache:
     """The crop cache in ``cache_dir/crops``. Safe for many processes at once.
 
@@ -202,32 +209,54 @@ class CropCache:
         self._open.pop(key, None)
 
     def get(self, key: str) -> CachedRegion | None:
-        """The region under ``key``, or None when missing or found corrupt (then it is deleted)."""
+        """The region under ``key``, or None when missing or found corrupt (then it is deleted).
+
+        Another process may replace the entry while this one reads it (two DataLoader workers, or
+        two ranks, filling the same series): diskcache then removes the old data file between
+        our look-up and our read. That is not corruption: read the entry again (a few times),
+        and if it keeps moving report it missing without deleting anything.
+        """
         if key in self._open:
             return self._open[key]
+        for _ in range(_REREADS):
+            try:
+                region = self._read(key)
+            except _EntryMoved:
+                continue
+            except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
+                log.warning(
+                    "cache entry for series %s is corrupt (%s); deleting it, it will be recomputed", key.split("|")[1], err
+                )
+                self.delete(key)
+                return None
+            if region is not None:
+                self._open[key] = region
+            return region
+        return None
+
+    def _read(self, key: str) -> CachedRegion | None:
+        """One attempt at :meth:`get` (raises _EntryMoved when a file vanished under us)."""
         meta_text = self.store.get(f"meta|{key}", retry=True)
         if meta_text is None:
             return None
-        try:
-            meta = json.loads(meta_text)
-            handle = self.store.get(f"data|{key}", read=True, retry=True)
-            if handle is None:
-                raise ValueError("data file missing")
-            with handle:
-                path = getattr(handle, "name", None)
-                if isinstance(path, str) and os.path.exists(path):
+        meta = json.loads(meta_text)
+        handle = self.store.get(f"data|{key}", read=True, retry=True)
+        if handle is None:  # diskcache answers None when the file went between look-up and open
+            raise _EntryMoved
+        with handle:
+            path = getattr(handle, "name", None)
+            try:
+                if isinstance(path, str):
                     hu = np.load(path, mmap_mode="r", allow_pickle=False)
                 else:  # small regions live inside SQLite
                     hu = np.load(io.BytesIO(handle.read()), allow_pickle=False)
-            if list(hu.shape) != meta["shape_irc"] or hu.dtype != np.int16:
-                raise ValueError(f"shape {hu.shape} {hu.dtype}, expected {meta['shape_irc']} int16")
-            if zlib.crc32(memoryview(np.ascontiguousarray(hu)).cast("B")) != meta["crc32"]:
-                raise ValueError("checksum mismatch")
-        except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
-            log.warning("cache entry for series %s is corrupt (%s); deleting it, it will be recomputed", key.split("|")[1], err)
-            self.delete(key)
-            return None
-        region = CachedRegion(
+            except FileNotFoundError as err:
+                raise _EntryMoved from err
+        if list(hu.shape) != meta["shape_irc"] or hu.dtype != np.int16:
+            raise ValueError(f"shape {hu.shape} {hu.dtype}, expected {meta['shape_irc']} int16")
+        if zlib.crc32(memoryview(np.ascontiguousarray(hu)).cast("B")) != meta["crc32"]:
+            raise ValueError("checksum mismatch")
+        return CachedRegion(
             # A plain ndarray view of the memory map: slicing np.memmap runs Python code per slice.
             hu=hu.view(np.ndarray),
             origin_irc=tuple(meta["origin_irc"]),
@@ -235,8 +264,6 @@ class CropCache:
             geometry=Geometry(tuple(meta["origin_xyz"]), tuple(meta["spacing_xyz"]), tuple(meta["direction"])),
             series_uid=meta["series_uid"],
         )
-        self._open[key] = region
-        return region
 
     def delete(self, key: str) -> None:
         self._open.pop(key, None)

@@ -132,6 +132,30 @@ def test_truncated_entry_is_recomputed(tiny):
     fresh.close()
 
 
+def test_an_entry_replaced_while_it_is_read_is_read_again_not_deleted(tiny, caplog):
+    # Two DataLoader workers (or ranks) filling the same series: diskcache swaps the data file
+    # between one reader's look-up and its open, and answers None. Not corruption.
+    _, catalog, cache = tiny
+    prepcache(catalog, cache, PrepcacheConfig(series=(SERIES[0],)))
+    key, _ = _region(catalog, cache, SERIES[0])
+    reader = CropCache(cache.directory.parent)
+    real_get, vanished = reader.store.get, []
+
+    def get_while_replaced(name, *args, **kwargs):
+        if name.startswith("data|") and len(vanished) < 2:
+            vanished.append(name)
+            return None
+        return real_get(name, *args, **kwargs)
+
+    reader.store.get = get_while_replaced
+    with caplog.at_level("WARNING"):
+        region = reader.get(key)
+    assert len(vanished) == 2 and region is not None
+    assert np.array_equal(region.crop((20, 32, 32), (2, 2, 2)), coded_volume(0)[19:21, 31:33, 31:33])
+    assert "corrupt" not in caplog.text and cache.contains(key)
+    reader.close()
+
+
 def _prepcache_cli(root, cache_dir, *extra):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return subprocess.Popen(

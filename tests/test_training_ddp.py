@@ -57,9 +57,8 @@ def uninterrupted(tmp_path_factory):
     """One 2-rank run of EPOCHS epochs: (data root, cache dir, run folder, hash folder, finished process)."""
     tmp = tmp_path_factory.mktemp("ddp")
     data, cache = write_training_luna(tmp / "luna"), tmp / "cache"
-    # Filled first, as on a cluster (prepcache, then train): train-cls's datasets fill missing
-    # regions lazily on every rank, and two ranks writing one diskcache entry at once can make the
-    # reader see a vanished file (see /work/notes/issue8_ddp_cache_fill.diff for the fix).
+    # Filled first, as on a cluster (prepcache, then train), so that the run below reads the cache
+    # and the check after it can tell that training filled nothing.
     filled = CliRunner().invoke(app, ["prepcache", "--data-root", str(data), "--cache-dir", str(cache)])
     assert filled.exit_code == 0, filled.output
     regions = _regions(cache)

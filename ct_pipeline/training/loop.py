@@ -158,8 +158,8 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog) -> TrainResul
     catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir)
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
     if ctx.is_main and ctx.is_distributed:
-        # The datasets fill missing regions on first use; with several ranks that would be every
-        # rank writing the same entries at once (diskcache replaces the file another rank is opening).
+        # The datasets fill missing regions on first use; with several ranks every rank would read
+        # the same CTs and write the same entries (safe, see CropCache.get, but N times the work).
         for dataset in (train_set, val_set):
             dataset.regions.fill_missing()
         barrier(ctx)  # let the other ranks go
