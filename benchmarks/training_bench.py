@@ -58,6 +58,7 @@ class TrainMeasured:
     ours: TrainResult
     fp32: TrainResult
     precision: str  # what "auto" picked for ours
+    variants: dict[str, TrainResult]  # the quality runs of the options compared beside the default
 
 
 def book_style_samples_per_s(
@@ -89,9 +90,12 @@ def _run_ours(
     return train(config, log_out=io.StringIO())
 
 
-def measure(bench: TrainBench, book_style: Callable[[Path, Path], float]) -> TrainMeasured:
+def measure(
+    bench: TrainBench, book_style: Callable[[Path, Path], float], variants: dict[str, dict] | None = None
+) -> TrainMeasured:
     """Write the synthetic data, alternate ``book_style(data_root, cache_dir)`` with our loop
-    (auto precision, then bf16) for ``bench.rounds`` rounds, then the two quality runs."""
+    (auto precision, then bf16) for ``bench.rounds`` rounds, then the two quality runs and one
+    quality run per entry of ``variants`` (name -> `TrainConfig` options)."""
     with tempfile.TemporaryDirectory(prefix=f"ct-bench-train-{bench.task}-") as tmp:
         tmp_path = Path(tmp)
         data_root = tmp_path / "synth"
@@ -111,4 +115,5 @@ def measure(bench: TrainBench, book_style: Callable[[Path, Path], float]) -> Tra
         quality = (bench.quality_epochs, bench.quality_epoch_size)
         usual = ours("ours", *quality)
         fp32 = ours("fp32", *quality, precision="fp32", channels_last=False)
-    return TrainMeasured(baseline, speed, speed_bf16, usual, fp32, timed.precision)
+        compared = {name: ours(f"variant-{k}", *quality, **options) for k, (name, options) in enumerate((variants or {}).items())}
+    return TrainMeasured(baseline, speed, speed_bf16, usual, fp32, timed.precision, compared)

@@ -156,6 +156,11 @@ def train_cls(
         _option("--block-batchnorm", "A BatchNorm after every convolution: not the book's shape, but it learns in far "
                 "fewer steps (a --finetune keeps its source's shape).", RUN),
     ] = False,
+    centre_head: Annotated[
+        bool,
+        _option("--centre-head", "The head also sees the central cells of blocks 2 and 3: not the book's shape, but "
+                "it learns from far fewer samples (a --finetune keeps its source's shape).", RUN),
+    ] = False,
     epochs: EpochsOption = 10,
     epoch_size: Annotated[
         Optional[int], _option("--epoch-size", "Training samples per epoch, over all ranks.", RUN, "20000; 2000 with --malignancy")
@@ -193,7 +198,7 @@ def train_cls(
     _run(task, out, {
         "data_roots": tuple(resolve_data_roots(data_root)), "cache_dir": cache_dir, "run_name": run_name,
         "finetune": finetune, "finetune_depth": finetune_depth,
-        "block_batchnorm": block_batchnorm, "epochs": epochs, "epoch_size": epoch_size,
+        "block_batchnorm": block_batchnorm, "centre_head": centre_head, "epochs": epochs, "epoch_size": epoch_size,
         "batch_size": batch_size, "balance_ratio": balance_ratio, "val_every": val_every, "val_stride": val_stride,
         "resume": resume, "seed": seed, "optimizer": optimizer, "lr": lr, "momentum": momentum,
         "weight_decay": weight_decay,

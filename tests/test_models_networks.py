@@ -126,6 +126,32 @@ def test_block_batchnorm_adds_a_norm_per_convolution_and_keeps_the_books_names()
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
 
 
+def test_centre_head_feeds_the_cells_at_the_crop_centre_to_the_head():
+    model = LunaClassifier(ClassifierConfig(centre_head=True)).eval()
+    assert model.head_linear.in_features == 1152 + 16 * 8 + 32 * 8
+    assert set(LunaClassifier().state_dict()) == set(model.state_dict())  # same names, a wider head
+    # The head's extra inputs change with the crop's centre, and not with its corner, beyond
+    # what the book's head sees: probe it with the head's own input.
+    features = {}
+    model.head_linear.register_forward_hook(lambda module, args, out: features.setdefault("x", args[0]))
+    crop = torch.full((1, 1, 32, 48, 48), -800.0)
+    with torch.inference_mode():
+        model(crop)
+        plain = features.pop("x")
+        centre = crop.clone()
+        centre[..., 15:17, 23:25, 23:25] = 40.0  # a 2-voxel blob on the crop's centre voxel (16, 24, 24)
+        model(centre)
+        with_blob = features.pop("x")
+    extra = slice(1152, None)
+    assert not torch.allclose(with_blob[:, extra], plain[:, extra])
+    with torch.inference_mode():
+        corner = crop.clone()
+        corner[..., 0:2, 0:2, 0:2] = 40.0
+        model(corner)
+        with_corner = features.pop("x")
+    assert torch.equal(with_corner[:, extra], plain[:, extra])  # blocks 2-3 centre cells do not reach the corner
+
+
 def test_unpadded_unet_crops_the_skip_connections():
     config = UNetConfig(in_channels=3, depth=2, wf=2, padding=False, batch_norm=False, up_mode="upsample")
     with torch.inference_mode():

@@ -93,14 +93,14 @@ def test_malignancy_finetune_trains_only_the_last_blocks(data_root, tmp_path, de
 def test_a_finetune_keeps_the_shape_of_its_source(data_root, tmp_path):
     torch.manual_seed(2)
     source = save_checkpoint(
-        tmp_path / "nodule.ckpt", LunaClassifier(ClassifierConfig(block_batchnorm=True)), kind="cls"
+        tmp_path / "nodule.ckpt", LunaClassifier(ClassifierConfig(block_batchnorm=True, centre_head=True)), kind="cls"
     )
     config = TrainConfig.for_task(
         "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1, finetune=source, finetune_depth=1, **TINY
     )
     result = train(config, log_out=io.StringIO())
     after = load_checkpoint(result.last_checkpoint, "mal")
-    assert after.model_config["block_batchnorm"] is True
+    assert after.model_config["block_batchnorm"] is True and after.model_config["centre_head"] is True
     before = load_checkpoint(source).model_state
     assert torch.equal(after.model_state["block2.bn1.running_mean"], before["block2.bn1.running_mean"])  # frozen
 

@@ -74,6 +74,9 @@ class TrainConfig:
         finetune: "mal" only: a nodule-classifier checkpoint to start from.
         block_batchnorm: "cls": the classifier with a BatchNorm after every convolution (not the
             book's shape; trains in far fewer steps). A "mal" fine-tune takes its source's shape.
+        centre_head: "cls": the classifier's head also sees the central cells of blocks 2 and 3
+            (not the book's shape; learns from far fewer samples). A "mal" fine-tune takes its
+            source's shape.
         finetune_depth: with ``finetune``, train the last N parameter blocks (1 = the head only);
             the others stay frozen.
         fn_loss_weight: "seg": weight of the false-negative Dice term (the book's 8).
@@ -108,6 +111,7 @@ class TrainConfig:
     finetune: Path | None = None
     finetune_depth: int = 1
     block_batchnorm: bool = False
+    centre_head: bool = False
     fn_loss_weight: float = 8.0
     bce_loss_weight: float = 0.0
     seg_threshold: float = 0.5

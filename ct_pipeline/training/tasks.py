@@ -47,6 +47,8 @@ from ct_pipeline.training.metrics import (
 # Per-nodule recall is also reported for nodules at least this large (the README's quality target).
 NODULE_RECALL_MIN_MM = 4.0
 N_EXAMPLE_IMAGES = 4
+# Classifier shape options a malignancy fine-tune takes from its source nodule model.
+_SOURCE_SHAPE_OPTIONS = ("block_batchnorm", "centre_head")
 
 
 @dataclass
@@ -110,11 +112,14 @@ class ClassifierTask:
         """A fresh LunaClassifier; for a fine-tune, the nodule model's weights with a new head and
         all but the last ``finetune_depth`` blocks frozen (book ch. 14)."""
         if self.config.finetune is None:
-            return LunaClassifier(ClassifierConfig(block_batchnorm=self.config.block_batchnorm))
+            return LunaClassifier(
+                ClassifierConfig(block_batchnorm=self.config.block_batchnorm, centre_head=self.config.centre_head)
+            )
         source = load_checkpoint(self.config.finetune, "cls", option="--finetune")
-        source_norm = bool(source.model_config.get("block_batchnorm", False))
-        model = LunaClassifier(ClassifierConfig(block_batchnorm=source_norm))  # the source's shape
-        # Keys an older checkpoint lacks (block_batchnorm) take the model's value; any other difference refuses.
+        model = LunaClassifier(
+            ClassifierConfig(**{name: bool(source.model_config.get(name, False)) for name in _SOURCE_SHAPE_OPTIONS})
+        )
+        # Keys an older checkpoint lacks (the options above) take the model's value; any other difference refuses.
         if {**model.config.to_dict(), **source.model_config} != model.config.to_dict():
             raise BadCheckpointError(
                 f"--finetune {source.path} has model_config {source.model_config}, but training builds "
