@@ -223,6 +223,11 @@ def train_seg(
         float,
         _option("--bce-loss-weight", "Weight of an added per-pixel cross-entropy term (0: the book's Dice-only loss); 1 learns a selective mask sooner.", RUN),
     ] = 0.0,
+    background_share: Annotated[
+        float,
+        _option("--background-share", "Share of training crops centred on non-nodule candidates (vessels, pleura) "
+                "instead of nodules (0: the book's); teaches the mask to leave them out.", RUN),
+    ] = 0.0,
     seg_threshold: Annotated[
         float, _option("--threshold", "Probability above which a pixel is nodule (metrics).", RUN)
     ] = 0.5,
@@ -254,7 +259,7 @@ def train_seg(
     _run("seg", out, {
         "data_roots": tuple(resolve_data_roots(data_root)), "cache_dir": cache_dir, "run_name": run_name,
         "epochs": epochs, "epoch_size": epoch_size, "batch_size": batch_size, "fn_loss_weight": fn_loss_weight,
-        "bce_loss_weight": bce_loss_weight, "seg_threshold": seg_threshold, "val_every": val_every, "val_stride": val_stride, "resume": resume,
+        "bce_loss_weight": bce_loss_weight, "background_share": background_share, "seg_threshold": seg_threshold, "val_every": val_every, "val_stride": val_stride, "resume": resume,
         "seed": seed, "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
         "augmentation": _augmentation("seg", no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise),
         "device": device, "precision": precision, "channels_last": channels_last, "num_workers": num_workers,

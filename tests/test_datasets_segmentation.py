@@ -143,3 +143,29 @@ def test_training_reads_the_entries_that_ct_prepcache_fills():
     filled = PrepcacheConfig().spec
     assert SegmentationDatasetConfig().train_spec == filled == RegionSpec()
     assert ClassificationDatasetConfig().region_spec == filled
+
+
+def test_background_crops_are_centred_on_non_nodule_candidates(tiny):
+    catalog, cache = tiny
+    config = SegmentationDatasetConfig(split="all", epoch_size=40, seed=3, background_share=0.5)
+    dataset = SegmentationDataset(catalog, cache, config)
+    others = catalog.candidates[~catalog.candidates["is_nodule"] & catalog.candidates["series_uid"].isin(dataset.series_uids)]
+    background = np.flatnonzero(dataset._nodule_of_position < 0)
+    assert 10 <= len(background) <= 30  # about half of 40
+    for index in background[:5]:
+        uid, slice_index, top_left, shape = dataset.sample_window(int(index))
+        region = dataset.regions.region(uid)
+        centre_xyz = others[others["series_uid"] == uid][["center_x_mm", "center_y_mm", "center_z_mm"]].to_numpy()
+        centre_irc = np.rint(region.geometry.xyz_to_irc(centre_xyz))
+        # the crop holds one of the series' non-nodule candidates, on its slice
+        inside = (
+            (centre_irc[:, 0] == slice_index)
+            & (centre_irc[:, 1] >= top_left[0]) & (centre_irc[:, 1] < top_left[0] + shape[0])
+            & (centre_irc[:, 2] >= top_left[1]) & (centre_irc[:, 2] < top_left[1] + shape[1])
+        )
+        assert inside.any()
+    # off by default: the book's nodule crops only, and the same draw as before the option existed
+    plain = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="all", epoch_size=40, seed=3))
+    assert (plain._nodule_of_position >= 0).all()
+    with pytest.raises(BadInputError, match="--background-share 1.0"):
+        SegmentationDatasetConfig(background_share=1.0)

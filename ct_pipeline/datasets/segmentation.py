@@ -60,6 +60,10 @@ class SegmentationDatasetConfig:
         epoch_size: training items per epoch over all ranks; 0 = each nodule once.
         val_stride: every N-th series (sorted by UID) is validation.
         val_other_slice_stride: validation also takes every N-th slice without nodule mask (0 = none).
+        background_share: share of training crops centred on a non-nodule candidate (a vessel,
+            the pleura, an airway wall: where a detector fires) instead of a nodule; 0 = the
+            book's (nodule crops only). Validation runs on whole slices, so a model that never
+            saw those places in training marks them, and its pixel precision there stays low.
         hu_range: HU clip range.
         mask_threshold_hu: mask voxels are denser than this (book: -700).
         seed, rank, world_size: as for the classification dataset.
@@ -72,6 +76,7 @@ class SegmentationDatasetConfig:
     epoch_size: int = 3000
     val_stride: int = 10
     val_other_slice_stride: int = 8
+    background_share: float = 0.0
     hu_range: tuple[float, float] = (-1000.0, 1000.0)
     mask_threshold_hu: float = DEFAULT_MASK_THRESHOLD_HU
     seed: int = 0
@@ -87,6 +92,8 @@ class SegmentationDatasetConfig:
             )
         if self.epoch_size < 0 or self.val_other_slice_stride < 0:
             raise BadInputError("epoch_size and val_other_slice_stride must be >= 0")
+        if not 0.0 <= self.background_share < 1.0:
+            raise BadInputError(f"--background-share {self.background_share}: expected a share from 0 up to (not including) 1")
         hu_range_ok(self.hu_range)
         check_rank(self.rank, self.world_size)
 
@@ -126,6 +133,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self._nodule_diameter_mm = nodules["diameter_mm"].to_numpy(dtype=np.float64)
         # each nodule's place in its series' mask list (series_masks builds them in table order)
         self._nodule_in_series = nodules.groupby("series_uid", sort=False).cumcount().to_numpy()
+        others = table[~table["is_nodule"] & table["series_uid"].isin(self.series_uids)]
+        self._background_uid = others["series_uid"].to_numpy()
+        self._background_xyz = others[CENTER_COLUMNS].to_numpy(dtype=np.float64)
         spec = WHOLE_VOLUME_SPEC if self.is_val else config.train_spec
         self.regions = SeriesRegions(catalog, cache, self.series_uids, spec)
         self._masks: dict[str, list[NoduleMask]] = {}
@@ -152,7 +162,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         else:
             rng = epoch_rng(config.seed, epoch)
             n = len(self._nodule_uid)
-            nodule_of_position = cycled_permutations(rng, n, config.epoch_size or n)
+            length = config.epoch_size or n
+            nodule_of_position = cycled_permutations(rng, n, length)
+            # Background positions hold -1 - (a non-nodule candidate's index) instead of a nodule's index.
+            n_background = len(self._background_uid)
+            if config.background_share > 0 and n_background:
+                background = rng.uniform(size=length) < config.background_share
+                drawn = cycled_permutations(rng, n_background, int(background.sum()))
+                nodule_of_position[background] = -1 - drawn
             self._nodule_of_position = nodule_of_position
             positions = np.arange(len(nodule_of_position))
         self._positions = rank_share(positions, config.rank, config.world_size, equal=not self.is_val)
@@ -230,18 +247,29 @@ class SegmentationDataset(torch.utils.data.Dataset):
             return uid, slice_index, (0, 0), (rows, cols)
         config = self.config
         nodule = int(self._nodule_of_position[position])
-        uid = str(self._nodule_uid[nodule])
-        region = self.regions.region(uid)
         rng = epoch_rng(config.seed, self.epoch, position)
-        mine = self.series_masks(uid)[int(self._nodule_in_series[nodule])]
-        center = np.rint(mine.center_irc).astype(np.int64)
-        slices = mine.start_irc[0] + np.flatnonzero(mine.mask.any(axis=(1, 2)))
-        slices = slices[[self._context_available(region, int(s)) for s in slices]]
-        slice_index = int(rng.choice(slices)) if len(slices) else int(center[0])
+        if nodule < 0:
+            uid, slice_index, center = self._background_center(-1 - nodule)
+        else:
+            uid = str(self._nodule_uid[nodule])
+            region = self.regions.region(uid)
+            mine = self.series_masks(uid)[int(self._nodule_in_series[nodule])]
+            center = np.rint(mine.center_irc).astype(np.int64)
+            slices = mine.start_irc[0] + np.flatnonzero(mine.mask.any(axis=(1, 2)))
+            slices = slices[[self._context_available(region, int(s)) for s in slices]]
+            slice_index = int(rng.choice(slices)) if len(slices) else int(center[0])
         offset = rng.integers(0, config.train_region - config.train_crop + 1, size=2)
         half = config.train_region // 2
         top_left = (int(center[1] - half + offset[0]), int(center[2] - half + offset[1]))
         return uid, slice_index, top_left, (config.train_crop, config.train_crop)
+
+    def _background_center(self, candidate: int) -> tuple[str, int, np.ndarray]:
+        """(series UID, slice index, voxel centre irc) of non-nodule candidate ``candidate``."""
+        uid = str(self._background_uid[candidate])
+        region = self.regions.region(uid)
+        center = np.rint(region.geometry.xyz_to_irc(self._background_xyz[candidate])).astype(np.int64)
+        lo, hi = region.origin_irc[0], region.origin_irc[0] + region.hu.shape[0] - 1
+        return uid, int(np.clip(center[0], lo, hi)), center
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, int]:
         uid, slice_index, top_left, (rows, cols) = self.sample_window(index)

@@ -84,6 +84,8 @@ class TrainConfig:
             terms (0: the book's loss). Dice alone gives almost no gradient to background pixels
             while the mask covers everything, so a little cross-entropy makes the model selective sooner.
         seg_threshold: "seg": probability above which a pixel counts as nodule.
+        background_share: "seg": share of training crops centred on non-nodule candidates instead
+            of nodules (0: the book's); see ``SegmentationDatasetConfig.background_share``.
     """
 
     task: str
@@ -115,6 +117,7 @@ class TrainConfig:
     fn_loss_weight: float = 8.0
     bce_loss_weight: float = 0.0
     seg_threshold: float = 0.5
+    background_share: float = 0.0
 
     @classmethod
     def for_task(cls, task: str, **options: Any) -> TrainConfig:
@@ -174,6 +177,7 @@ class TrainConfig:
             ("fn_loss_weight", self.fn_loss_weight, 0.0, 1000.0, True),
             ("bce_loss_weight", self.bce_loss_weight, 0.0, 1000.0, True),
             ("seg_threshold", self.seg_threshold, 0.0, 1.0, False),
+            ("background_share", self.background_share, 0.0, 0.99, True),
         )
         for name, value, low, high, low_ok in finite_ranges:
             ok = math.isfinite(value) and (low <= value if low_ok else low < value) and value <= high

@@ -214,7 +214,10 @@ class SegmentationTask:
 
     def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]:
         common = _sampling_options(self.config, ctx)
-        train = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="train", **common))
+        train = SegmentationDataset(
+            catalog, cache,
+            SegmentationDatasetConfig(split="train", background_share=self.config.background_share, **common),
+        )
         val = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="val", **common))
         # Every rank counts all validation nodules (it validates a share of the slices, but any
         # rank's slice may be the one that finds a nodule).
