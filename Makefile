@@ -28,7 +28,7 @@ test-fast: install
 bench: install
 	$(PY) -m benchmarks.run
 
-# The whole pipeline on synthetic data in ~15 minutes on a 2-core CPU (see `ct demo --help`);
+# The whole pipeline on synthetic data in ~11 minutes on a 2-core CPU (see `ct demo --help`);
 # a second run reuses the data, the cache, the trained models and the diagnosed series.
 DEMO ?= demo
 demo: install

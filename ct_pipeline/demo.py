@@ -48,7 +48,7 @@ _FAST_CLS = ("--centre-head", "--optimizer", "adam", "--lr", "0.001", "--batch-s
 _FAST_MAL = ("--finetune-depth", "6", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "16")
 
 DEMO_SCALES = {
-    # About 15 minutes on a 2-core CPU from a fresh clone (the venv install included).
+    # About 11 minutes on a 2-core CPU from a fresh clone (the venv install included).
     "default": DemoScale(
         series=60, size="medium", seed=0, val_stride=4, seg=(10, 1600), cls=(12, 960), mal=(8, 320), workers=1,
         seg_options=_FAST_SEG + ("--val-every", "10"), cls_options=_FAST_CLS + ("--val-every", "12"),
