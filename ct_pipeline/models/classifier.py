@@ -124,7 +124,8 @@ class LunaClassifier(nn.Module):
         if norm or self.config.centre_head:
             # The book's fan-out initialisation gives the 1152 -> 2 head weights of std 1, hence
             # logits in the tens once BatchNorm makes the features unit-sized; torch's own (fan-in)
-            # initialisation starts the head near zero.
+            # initialisation starts the head near zero. Either option already leaves the book's
+            # shape, so nothing is lost by leaving its head initialisation too.
             self.head_linear.reset_parameters()
 
     def forward(self, input_batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
