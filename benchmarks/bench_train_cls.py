@@ -34,7 +34,9 @@ BASELINE_BATCHES = 10
 # The options README's "What to expect" recommends for a few CPU minutes, compared with the book's
 # recipe on the same samples (same data, seed and number of samples).
 FAST_OPTIONS = {"centre_head": True, "optimizer": "adam", "lr": 1e-3, "batch_size": 16}
-FAST_FLAGS = "--centre-head --optimizer adam --lr 0.001 --batch-size 16"
+FAST_FLAGS = " ".join(  # the same options as `ct train-cls` flags, for the table
+    f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}") for name, value in FAST_OPTIONS.items()
+)
 
 
 class BookStyleDataset(Dataset):

@@ -35,7 +35,6 @@ class TrainBench:
     quality_epochs: int
     quality_epoch_size: int
 
-
     def setup_text(self, precision: str, sample: str, baseline: str, baseline_batches: int) -> str:
         """The benchmark's set-up sentence for BENCHMARKS.md; ``sample`` names one sample ("samples", "crops")."""
         return (

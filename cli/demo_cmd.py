@@ -11,6 +11,9 @@ import typer
 from rich.table import Table
 
 from cli.output import console
+from ct_pipeline.demo import DEMO_SCALES, run_demo  # no torch or pandas at import
+
+_DEFAULT = DEMO_SCALES["default"]
 
 
 class Scale(str, enum.Enum):
@@ -21,7 +24,7 @@ class Scale(str, enum.Enum):
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes (reused by a second run).")] = Path("demo"),
     scale: Annotated[
-        Scale, typer.Option("--scale", help="default: 40 series, a few minutes per model; tiny: seconds (a smoke test).")
+        Scale, typer.Option("--scale", help=f"default: {_DEFAULT.series} {_DEFAULT.size} series, a few minutes per model; tiny: seconds (a smoke test).")
     ] = Scale.default,
 ) -> None:
     """Run the whole pipeline on synthetic data, printing each `ct` command before it runs.
@@ -30,8 +33,6 @@ def demo(
     (the validation series) -> evaluate. A second run reuses the data, the cache, finished
     training runs and diagnosed series. The figures reached end up in OUT/summary.json.
     """
-    from ct_pipeline.demo import DEMO_SCALES, run_demo
-
     started = time.perf_counter()
     shown = console()
     summary = run_demo(out, DEMO_SCALES[scale.value], announce=lambda line: shown.print(f"\n[bold]{line}[/bold]", highlight=False))

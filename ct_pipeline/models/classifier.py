@@ -129,16 +129,12 @@ class LunaClassifier(nn.Module):
             self.head_linear.reset_parameters()
 
     def forward(self, input_batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.tail_batchnorm(input_batch)
-        if not self.config.centre_head:
-            x = self.block4(self.block3(self.block2(self.block1(x))))
-            # flatten() rather than the book's view(): it also works on channels-last activations.
-            logits = self.head_linear(x.flatten(start_dim=1))
-            return logits, self.head_softmax(logits)
-        x2 = self.block2(self.block1(x))
+        x2 = self.block2(self.block1(self.tail_batchnorm(input_batch)))
         x3 = self.block3(x2)
-        x4 = self.block4(x3)
-        features = torch.cat([x4.flatten(start_dim=1), _centre_cells(x2), _centre_cells(x3)], dim=1)
+        # flatten() rather than the book's view(): it also works on channels-last activations.
+        features = self.block4(x3).flatten(start_dim=1)
+        if self.config.centre_head:
+            features = torch.cat([features, _centre_cells(x2), _centre_cells(x3)], dim=1)
         logits = self.head_linear(features)
         return logits, self.head_softmax(logits)
 
