@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose"]
+ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "contention"]
 
 
 def _available() -> list[str]:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 internal failure (a bug: rerun with --debug for the traceback);
 2 bad input (one line on stderr saying what is wrong and what to do); 3 a batch finished but some
-series failed (`ct diagnose`); 130 interrupted.
+series failed (`ct diagnose`, `ct prepcache`); 130 interrupted; 143 stopped by SIGTERM (138 by SIGUSR1) at a
+safe point, finished results kept.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from ct_pipeline.errors import CtError
+from ct_pipeline.preemption import Terminated
+from ct_pipeline.threads import OMP_WAIT_POLICY
 
 DISCLAIMER = "Research software, not a medical device: never use it for clinical decisions."
 
@@ -33,6 +36,9 @@ class _ErrorMappingGroup(TyperGroup):
                 raise
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
+        except Terminated as err:  # SIGTERM/SIGUSR1 from a batch system: stopped at a safe point
+            typer.echo(f"{err}: stopped cleanly; finished results are kept", err=True)
+            raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -63,6 +69,8 @@ def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.", envvar="CT_DEBUG"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
+    # Before torch is imported (the commands import it lazily): libgomp reads this when it loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
     logging.basicConfig(
         level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
         format="%(levelname)s: %(message)s",

@@ -79,6 +79,24 @@ ChannelsLastOption = Annotated[
 WorkersOption = Annotated[
     int, _option("--num-workers", "DataLoader processes per rank (0: load in the training process).", SPEED)
 ]
+ExcludeSeriesOption = Annotated[
+    Optional[Path],
+    _option(
+        "--exclude-series",
+        "A text file of series UIDs (one per line, # comments) to leave out of training and validation, e.g. "
+        "the unreadable ones a refused run listed in OUT/unreadable-series.txt.",
+        RUN, False, dir_okay=False,
+    ),
+]
+ThreadsOption = Annotated[
+    Optional[int],
+    _option(
+        "--threads",
+        "CPU threads per rank (--num-workers processes run one each beside them). Default: the allocation "
+        "(OMP_NUM_THREADS, else the least of SLURM_CPUS_PER_TASK, the cgroup quota and the CPU affinity).",
+        SPEED, False, min=1,
+    ),
+]
 
 
 def _optimizer_option(default: str) -> Any:
@@ -116,6 +134,12 @@ def _augmentation(task: str, no_augment: bool, mirror: bool, shift, scale, rotat
         rotation_deg=base.rotation_deg if rotate is None else rotate,
         noise_hu=base.noise_hu if noise is None else noise,
     )
+
+
+def _excluded(path: Path | None) -> tuple[str, ...] | None:
+    from ct_pipeline.paths import read_series_list
+
+    return None if path is None else tuple(read_series_list(path, "--exclude-series"))
 
 
 def _run(task: str, out: Path | None, options: dict[str, Any]) -> None:
@@ -187,6 +211,8 @@ def train_cls(
     precision: PrecisionOption = Precision.auto,
     channels_last: ChannelsLastOption = True,
     num_workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+    exclude_series: ExcludeSeriesOption = None,
 ) -> None:
     """Train the 3D nodule classifier (nodule vs non-nodule), or with --malignancy benign vs malignant.
 
@@ -204,6 +230,7 @@ def train_cls(
         "weight_decay": weight_decay,
         "augmentation": _augmentation(task, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise),
         "device": device, "precision": precision, "channels_last": channels_last, "num_workers": num_workers,
+        "threads": threads, "exclude_series": _excluded(exclude_series),
     })
 
 
@@ -249,6 +276,8 @@ def train_seg(
     precision: PrecisionOption = Precision.auto,
     channels_last: ChannelsLastOption = True,
     num_workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+    exclude_series: ExcludeSeriesOption = None,
 ) -> None:
     """Train the 2D segmentation U-Net on 64x64 crops around nodules (7 slices in, mask out).
 
@@ -263,6 +292,7 @@ def train_seg(
         "seed": seed, "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
         "augmentation": _augmentation("seg", no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise),
         "device": device, "precision": precision, "channels_last": channels_last, "num_workers": num_workers,
+        "threads": threads, "exclude_series": _excluded(exclude_series),
     })
 
 

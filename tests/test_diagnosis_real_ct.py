@@ -19,6 +19,8 @@ from ct_pipeline.models import import_book_checkpoint
 SEG_STATE = "seg_2020-01-26_19.45.12_w4d3c1-bal_1_nodupe-label_pos-d1_fn8-adam.best.state"
 CLS_STATE = "cls_2020-02-06_14.16.55_final-nodule-nonnodule.best.state"
 
+pytestmark = pytest.mark.numeric  # its findings must hold on every CPU's kernels (see the Makefile)
+
 
 @pytest.fixture(scope="module")
 def volume(real_dicom_dir):

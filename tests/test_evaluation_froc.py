@@ -8,7 +8,6 @@ distinct probability, FP/scan = false positives / scans, sensitivity = detected 
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -328,8 +327,9 @@ def test_real_annotations_with_noise(luna16_tables_dir):
     assert sum(g.n_nodules for g in report.by_size) == 1186
 
 
-def test_luna16_scale_evaluation_runs_in_seconds(luna16_tables_dir):
-    # ~90,000 findings on 888 scans x 1,186 nodules, 1000 resamples, by size: about 1 s here.
+def test_luna16_scale_evaluation_caps_each_scan_and_brackets_the_cpm(luna16_tables_dir):
+    # ~90,000 findings on 888 scans x 1,186 nodules, 1000 resamples, by size (about 1 s on a quiet
+    # 2-core machine; no timing is asserted: tests must pass on a loaded machine too).
     truth = read_nodules(luna16_tables_dir / "annotations.csv")
     rng = np.random.default_rng(0)
     scans = list(dict.fromkeys(truth.series_uid)) + [f"1.2.5.{i}" for i in range(287)]
@@ -339,12 +339,10 @@ def test_luna16_scale_evaluation_runs_in_seconds(luna16_tables_dir):
         np.concatenate((rng.normal(0, 150, size=(len(picks), 3)), truth.center_xyz)),
         rng.random(len(picks) + len(truth)),
     )
-    start = time.perf_counter()
     report = evaluate_froc(found, truth, tuple(scans), config=FrocConfig(bootstrap_samples=1000, by_size=True))
-    elapsed = time.perf_counter() - start
     assert report.counts.n_scored <= 100 * len(scans)
     assert report.overall.cpm_ci95[0] <= report.overall.cpm <= report.overall.cpm_ci95[1]
-    assert elapsed < 20, f"evaluation took {elapsed:.1f} s"
+    assert sum(g.n_nodules for g in report.by_size) == len(truth)
 
 
 def test_series_list_skips_blank_lines_a_stray_header_and_duplicates(tmp_path):

@@ -94,10 +94,11 @@ class InferenceOptions:
         channels_last: channels-last memory format; None: on (measured faster for both nets).
         fold_batchnorm: run the U-Net with its BatchNorms folded into the convolutions
             (same outputs to float rounding, ~20% faster on the CPU).
-        workers: batches run at the same time, each single-threaded; None: one per CPU core
-            on the CPU, 1 on a GPU. On the 2-core test machine two single-threaded workers did
+        workers: batches run at the same time, each single-threaded; None: one per thread of
+            the CPU budget (:mod:`ct_pipeline.threads`), 1 on a GPU. On the 2-core test machine two single-threaded workers did
             the same work with 30-45% less CPU time than one batch on two OpenMP threads,
             whose threads spin while they wait for each other.
+        threads: the CPU thread budget (None: the process's allocation, see :mod:`ct_pipeline.threads`).
         release_memory: while the networks run, let freed activations go back to the system
             and trim the heaps between stages (glibc only; see :mod:`ct_pipeline.diagnosis.runtime`):
             ~0.2 GB less peak memory on the real 512x512 test CT for ~4 s of page faults.
@@ -108,6 +109,7 @@ class InferenceOptions:
     channels_last: bool | None = None
     fold_batchnorm: bool = True
     workers: int | None = None
+    threads: int | None = None
     release_memory: bool = True
 
     def __post_init__(self) -> None:
@@ -115,6 +117,8 @@ class InferenceOptions:
             raise BadInputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.workers is not None and self.workers < 1:
             raise BadInputError(f"workers = {self.workers} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise BadInputError(f"--threads {self.threads}: expected a whole number of CPU threads >= 1")
 
     @classmethod
     def book_style(cls, device: str = "auto") -> InferenceOptions:

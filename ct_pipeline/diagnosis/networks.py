@@ -17,10 +17,10 @@ import torch
 
 from ct_pipeline.diagnosis.config import InferenceOptions
 from ct_pipeline.diagnosis.fast_unet import fold_unet
-from ct_pipeline.diagnosis.runtime import cpu_threads
 from ct_pipeline.errors import BadCheckpointError, BadInputError, CtError, NotFoundError
 from ct_pipeline.models import InferenceModel, build_model, load_checkpoint, prepare_for_inference
 from ct_pipeline.models.checkpoints import KIND_NAMES
+from ct_pipeline.threads import thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,6 @@ def load_diagnosis_models(
             kind: os.fspath(path) for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path
         },
         precision=precision,
-        workers=options.workers or (1 if device.type == "cuda" else cpu_threads()),
+        workers=options.workers or (1 if device.type == "cuda" else thread_budget(options.threads).threads),
         release_memory=options.release_memory and device.type == "cpu",
     )

@@ -34,9 +34,10 @@ from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.lungs import find_lung_region
 from ct_pipeline.diagnosis.networks import DiagnosisModels
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
-from ct_pipeline.diagnosis.runtime import release_free_heap, returning_freed_memory, torch_threads
+from ct_pipeline.diagnosis.runtime import release_free_heap, returning_freed_memory
 from ct_pipeline.diagnosis.segment import region_pixel_fraction, segment_volume
 from ct_pipeline.errors import BadDataError
+from ct_pipeline.threads import torch_threads
 from ct_pipeline.volume import CtVolume
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Running the pipeline's work: memory the allocator gives back, torch threads, parallel batches.
+"""Running the pipeline's work: memory the allocator gives back, parallel batches.
 
 The U-Net's activations change size from batch to batch (the lung boxes do). glibc keeps
 freed blocks of up to 32 MiB in its heaps and reuses them only for requests that fit, so with
@@ -88,29 +88,6 @@ def configure_process_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_ARENA_MAX, 1)
-
-
-def cpu_threads() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-@contextmanager
-def torch_threads(n_threads: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n_threads)`` and restore the old value (None: unchanged)."""
-    import torch
-
-    if n_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:

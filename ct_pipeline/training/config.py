@@ -56,6 +56,8 @@ class TrainConfig:
         epoch_size: training samples per epoch over all ranks.
         batch_size: samples per optimizer step on each rank.
         num_workers: DataLoader worker processes per rank (0 = load in the training process).
+        threads: CPU threads per rank, workers included (one each); None: the allocation
+            (:func:`ct_pipeline.threads.thread_budget`).
         optimizer: "sgd" (with ``momentum``) or "adam".
         lr: learning rate, not scaled with the number of ranks.
         momentum: SGD momentum (the book's 0.99).
@@ -86,6 +88,8 @@ class TrainConfig:
         seg_threshold: "seg": probability above which a pixel counts as nodule.
         background_share: "seg": share of training crops centred on non-nodule candidates instead
             of nodules (0: the book's); see ``SegmentationDatasetConfig.background_share``.
+        exclude_series: series left out of training and validation (``--exclude-series FILE``),
+            e.g. unreadable ones; the split is made as if they were there.
     """
 
     task: str
@@ -97,6 +101,7 @@ class TrainConfig:
     epoch_size: int = 20_000
     batch_size: int = 32
     num_workers: int = 1
+    threads: int | None = None
     optimizer: str = "sgd"
     lr: float = 1e-3
     momentum: float = 0.99
@@ -118,6 +123,7 @@ class TrainConfig:
     bce_loss_weight: float = 0.0
     seg_threshold: float = 0.5
     background_share: float = 0.0
+    exclude_series: tuple[str, ...] = ()
 
     @classmethod
     def for_task(cls, task: str, **options: Any) -> TrainConfig:
@@ -128,6 +134,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_roots", tuple(Path(p) for p in self.data_roots))
+        object.__setattr__(self, "exclude_series", tuple(sorted(set(self.exclude_series))))
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
@@ -165,6 +172,8 @@ class TrainConfig:
                 raise BadInputError(f"--{name.replace('_', '-')} {value!r}: expected a whole number >= 1")
         if self.num_workers < 0:
             raise BadInputError(f"--num-workers {self.num_workers}: expected 0 (load in-process) or more")
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise BadInputError(f"--threads {self.threads!r}: expected a whole number of CPU threads >= 1")
         if self.val_stride < 2:
             raise BadInputError(f"--val-stride {self.val_stride}: expected 2 or more (every N-th series is validation)")
         if not 0 <= self.seed < 2**63:
@@ -202,5 +211,5 @@ class TrainConfig:
 # Options that may differ between a run and its resumption without changing what it computes
 # (or that only say where things are); every other difference refuses to resume.
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "num_workers", "resume", "out_dir", "cache_dir", "data_roots", "run_name", "val_every", "device"}
+    {"epochs", "num_workers", "threads", "resume", "out_dir", "cache_dir", "data_roots", "run_name", "val_every", "device"}
 )
