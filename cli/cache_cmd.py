@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from cli.options import CacheDirOption, DataRootsOption, JsonOption
-from cli.output import console, print_json
+from cli.output import EXIT_SOME_FAILED, console, print_json
 from ct_pipeline.cache import DEFAULT_SIZE_LIMIT_GB
 
 # The commands import the library's heavy parts (pandas, the catalog) when they run, so that
@@ -42,6 +43,7 @@ def prepcache_command(
 ) -> None:
     """Fill the crop cache from the raw CTs. Idempotent: a killed run picks up where it stopped."""
     from ct_pipeline.logfile import open_log_file
+    from ct_pipeline.preemption import StopRequests
     from ct_pipeline.prepcache import PrepcacheConfig
     from ct_pipeline.sharding import Shard
 
@@ -49,11 +51,14 @@ def prepcache_command(
         split=split, series=tuple(series or ()), shard=Shard.parse(shard), workers=workers, val_stride=val_stride
     )
     label = "prepcache" if config.shard.count == 1 else f"shard {config.shard}"
-    with open_log_file(log_file, label) as log:
-        _prepcache(config, data_root, cache_dir, size_limit_gb, log)
+    with open_log_file(log_file, label) as log, StopRequests() as stop:
+        failed = _prepcache(config, data_root, cache_dir, size_limit_gb, log, stop)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log) -> None:
+def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) -> int:
+    """Fill the cache; returns how many series failed (each is named on stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ct_pipeline.cache import CropCache
@@ -74,17 +79,27 @@ def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log) -> None:
         task = progress.add_task("series", total=total)
 
         def on_result(result):
-            counts["filled" if result.filled else "cached"] += 1
+            counts["filled" if result.filled else "cached"] += not result.failed
             counts["outside"] += result.n_outside
+            if result.failed:
+                typer.echo(f"failed {result.series_uid}: {result.error}", err=True)
             progress.advance(task)
 
-        prepcache(catalog, cache, config, progress=on_result, log_file=log)
+        try:
+            results = prepcache(catalog, cache, config, progress=on_result, log_file=log, stop=stop)
+        finally:
+            cache.close()
+    failed = [r.series_uid for r in results if r.failed]
     out.print(
         f"prepcache: {total} series (shard {config.shard}): {counts['filled']} filled, {counts['cached']} already cached"
+        + (f", {len(failed)} failed" if failed else "")
         + (f", {counts['outside']} candidates outside their volume skipped" if counts["outside"] else "")
         + f"; cache {cache.directory}"
     )
-    cache.close()
+    if failed:
+        log.finished_with(f"{len(failed)} of {total} series failed")
+        typer.echo(f"{len(failed)} of {total} series failed: {', '.join(failed)}; the others are cached", err=True)
+    return len(failed)
 
 
 @cache_app.command("info", epilog="Example: ct cache info --json")
@@ -99,9 +114,15 @@ def cache_info(cache_dir: CacheDirOption = None, json_output: JsonOption = False
     if json_output:
         print_json(stats)
         return
+    partial = ""
+    if stats["partial_files"]:
+        partial = (
+            f"; {stats['partial_files']} partial files ({stats['partial_bytes'] / 2**20:,.1f} MiB) of fills that "
+            "did not finish, or of one running now (`ct cache clear` removes them)"
+        )
     console().print(
         f"{stats['directory']}: {stats['series']} series, {stats['regions']} regions, "
-        f"{stats['bytes'] / 2**20:,.1f} MiB of {stats['size_limit_bytes'] / 2**30:,.0f} GiB allowed"
+        f"{stats['bytes'] / 2**20:,.1f} MiB of {stats['size_limit_bytes'] / 2**30:,.0f} GiB allowed{partial}"
     )
 
 
@@ -110,13 +131,18 @@ def cache_clear(
     cache_dir: CacheDirOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
-    """Delete every cached crop region (the CT files are not touched)."""
+    """Delete every cached crop region and partial file (the CT files are not touched)."""
     from ct_pipeline.cache import CropCache
+    from ct_pipeline.errors import BadInputError
     from ct_pipeline.paths import resolve_cache_dir
 
     cache = CropCache(resolve_cache_dir(cache_dir))
-    if not yes and not typer.confirm(f"Delete everything in {cache.directory}?"):
-        raise typer.Exit(1)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInputError(f"ct cache clear would delete everything in {cache.directory}; add --yes to confirm without a terminal")
+        if not typer.confirm(f"Delete everything in {cache.directory}?"):
+            console().print("nothing removed")
+            return
     removed = cache.clear()
     cache.close()
     console().print(f"removed {removed} entries from {cache.directory}")

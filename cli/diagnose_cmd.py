@@ -12,12 +12,11 @@ import typer
 from rich.table import Table
 
 from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
-from cli.output import console, print_json
+from cli.output import EXIT_SOME_FAILED, console, print_json
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 
 log = logging.getLogger(__name__)
 
-EXIT_SOME_FAILED = 3
 EPILOG = (
     "Examples: ct diagnose /data/dicom/patient1 --seg-model seg.ckpt --cls-model cls.ckpt --report report/ | "
     "ct diagnose --all --data-root /data/luna16 --out results/ --shard 0/8 --json | "
@@ -146,7 +145,7 @@ def diagnose_command(
         typer.Option(
             "--workers",
             min=1,
-            help="Batches run side by side, one thread each. Default: one per core (1 on a GPU).",
+            help="Batches run side by side, one thread each. Default: one per thread of --threads (1 on a GPU).",
             show_default=False,
             rich_help_panel=_TUNING,
         ),
@@ -156,7 +155,8 @@ def diagnose_command(
         typer.Option(
             "--threads",
             min=1,
-            help="CPU threads per batch with --workers 1 (several workers run one thread each). Default: every core.",
+            help="CPU threads this command may use. Default: its allocation (OMP_NUM_THREADS, else the least of "
+            "SLURM_CPUS_PER_TASK, the cgroup quota and the CPU affinity).",
             show_default=False,
             rich_help_panel=_TUNING,
         ),
@@ -308,6 +308,7 @@ def _run(options: dict) -> None:
 
     from ct_pipeline.errors import BadInputError
     from ct_pipeline.logfile import open_log_file
+    from ct_pipeline.preemption import StopRequests
     from ct_pipeline.sharding import Shard
 
     out = options["out"]
@@ -315,29 +316,28 @@ def _run(options: dict) -> None:
         raise BadInputError(f"--out {out} exists and is not a folder; give a folder for the per-series results")
     shard = Shard.parse(options["shard"])
     label = "diagnose" if shard.count == 1 else f"shard {shard}"
-    with open_log_file(_log_path(options, shard), label) as log_file:
-        n_items, failures = _run_logged(options, shard, log_file)
+    with open_log_file(_log_path(options, shard), label) as log_file, StopRequests() as stop:
+        n_items, failures = _run_logged(options, shard, log_file, stop)
     if failures:
         typer.echo(f"{failures} of {n_items} series failed; the others are done", err=True)
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _run_logged(options: dict, shard, log_file) -> tuple[int, int]:
+def _run_logged(options: dict, shard, log_file, stop) -> tuple[int, int]:
     """Diagnose the selected series; returns (number of series, number that failed)."""
     import torch
 
     from ct_pipeline.diagnosis.batch import (
         items_from_roots,
         items_from_sources,
-        read_series_file,
         run_batch,
         select_shard,
     )
     from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
-    from ct_pipeline.diagnosis.runtime import cpu_threads
+    from ct_pipeline.threads import thread_budget
     from ct_pipeline.errors import BadInputError
     from ct_pipeline.loading import LoadOptions
-    from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+    from ct_pipeline.paths import read_series_list, resolve_cache_dir, resolve_data_roots
     from ct_pipeline.reports.report import ReportWriter
 
     roots = resolve_data_roots(options["data_root"])
@@ -345,7 +345,7 @@ def _run_logged(options: dict, shard, log_file) -> tuple[int, int]:
     load_options = LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"])
     sources = list(options["series"] or [])
     if options["series_file"] is not None:
-        sources += read_series_file(options["series_file"])
+        sources += read_series_list(options["series_file"])
     items = items_from_sources(sources, roots, cache_dir, load_options)
     if options["all_series"]:
         items += items_from_roots(roots, cache_dir, load_options)
@@ -361,13 +361,17 @@ def _run_logged(options: dict, shard, log_file) -> tuple[int, int]:
     seg_path = resolve_checkpoint(options["seg_model"], "seg", runs_dir)
     cls_path = resolve_checkpoint(options["cls_model"], "cls", runs_dir)
     mal_path = resolve_checkpoint(options["mal_model"], "mal", runs_dir, required=False)
-    torch.set_num_threads(options["threads"] or cpu_threads())
+    budget = thread_budget(inference.threads)
+    torch.set_num_threads(budget.threads)  # one batch at a time uses them all; parallel ones run one each
     models = load_diagnosis_models(seg_path, cls_path, mal_path, inference)  # type: ignore[arg-type]
+    log_file.line(budget.describe(models.workers if models.workers > 1 else 0, "batch thread"))
 
     out, report_dir, json_output = options["out"], options["report"], options["json_output"]
     report = ReportWriter(report_dir, config.nodule_threshold) if report_dir is not None else None
     results, failures, counts = [], [], {"done": 0, "skipped": 0, "failed": 0}
-    batch = run_batch(items, models, config, out_dir=out, key_options=load_options, after=report, log_file=log_file)
+    batch = run_batch(
+        items, models, config, out_dir=out, key_options=load_options, after=report, log_file=log_file, stop=stop
+    )
     for outcome in batch:
         counts[outcome.status] += 1
         if outcome.status == "failed":
@@ -389,6 +393,8 @@ def _run_logged(options: dict, shard, log_file) -> tuple[int, int]:
         _print_evaluation(results, options["annotations"], roots, config.nodule_threshold, json_output)
     tally = ", ".join(f"{n} {status}" for status, n in counts.items())
     log_file.line(f"finished: {tally} of {len(items)} series")
+    if failures:
+        log_file.finished_with(f"{len(failures)} of {len(items)} series failed")
     return len(items), len(failures)
 
 
@@ -404,13 +410,14 @@ def _configs(options: dict):
         inference = InferenceOptions.book_style(device=options["device"])
         if options["workers"] is not None:
             inference = dataclasses.replace(inference, workers=options["workers"])
+        inference = dataclasses.replace(inference, threads=options["threads"])
         return DiagnosisConfig.book_style(**tuning), inference
     config = DiagnosisConfig(
         merge_fraction=options["merge_fraction"], restrict_to_lungs=options["lung_mask"],
         lung_margin_mm=options["lung_margin"], **tuning,
     )  # fmt: skip
     return config, InferenceOptions(
-        device=options["device"], precision=options["precision"], workers=options["workers"]
+        device=options["device"], precision=options["precision"], workers=options["workers"], threads=options["threads"]
     )
 
 

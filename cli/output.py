@@ -8,6 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
+# A batch (`ct diagnose`, `ct prepcache`) finished, but some of its series failed.
+EXIT_SOME_FAILED = 3
+
 
 def console() -> Console:
     """A console on stdout (created per call: no module-level state)."""

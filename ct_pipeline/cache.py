@@ -10,19 +10,26 @@ Layout: a diskcache ``Cache`` (one SQLite, so writers wait for each other instea
 FanoutCache's silent 10 ms give-up) holds, per series,
 - ``data|<key>``: the region as a .npy file (diskcache keeps large values as files), and
 - ``meta|<key>``: JSON with the region's place in the volume, the geometry and a CRC-32.
-The data is written before the metadata, so a half-written entry is never seen as complete.
+The data is written before the metadata, so a half-written entry is never seen as complete;
+the data file itself is written under a ``.partial`` name and renamed when whole
+(:class:`_AtomicDisk`), so a killed or out-of-space fill leaves at most a ``.partial`` file, which
+``ct cache info`` counts and ``ct cache clear`` removes. A series is filled under a per-key lock
+(:meth:`CropCache.filling`), so two processes never read the same CT for the same entry.
 Keys are strings: the series UID, a fingerprint of the source files (size and mtime), the
 region spec, a hash of the candidate centres and CACHE_FORMAT_VERSION.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +145,31 @@ def region_box(
 
 
 _REREADS = 5  # reads of an entry that another process keeps replacing, before calling it missing
+PARTIAL_SUFFIX = ".partial"
+LOCK_SUBDIR = "locks"
+
+
+class _AtomicDisk(diskcache.Disk):
+    """diskcache's file storage, but each value file appears only when whole (temporary name, rename)."""
+
+    def _write(self, full_path, iterator, mode, encoding=None):
+        partial = full_path + PARTIAL_SUFFIX
+        try:
+            size = super()._write(partial, iterator, mode, encoding)
+            os.replace(partial, full_path)
+        except BaseException:
+            with _ignored(OSError):
+                os.unlink(partial)
+            raise
+        return size
+
+
+@contextmanager
+def _ignored(*errors: type[BaseException]) -> Iterator[None]:
+    try:
+        yield
+    except errors:
+        pass
 
 
 class _EntryMoved(Exception):
@@ -176,6 +208,7 @@ class CropCache:
                 size_limit=int(self.size_limit_gb * 2**30),
                 eviction_policy="least-recently-stored",
                 cull_limit=4,
+                disk=_AtomicDisk,
             )
         return self._cache
 
@@ -186,7 +219,44 @@ class CropCache:
             self._cache = None
 
     def contains(self, key: str) -> bool:
-        return f"meta|{key}" in self.store
+        """Whether a complete entry is stored: its metadata and a data file of the full size.
+
+        (The voxels' checksum is verified on :meth:`get`; a data file a ``$TMPDIR`` cleaner
+        deleted or a full disk cut short makes the entry absent here, so it is filled again.)
+        """
+        meta_text = self.store.get(f"meta|{key}", retry=True)
+        if meta_text is None:
+            return False
+        path = self.data_path(key)
+        if path is None:  # small regions live inside SQLite
+            return f"data|{key}" in self.store
+        try:
+            with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(handle)
+                header_bytes = handle.tell()
+            expected = header_bytes + int(np.prod(shape)) * np.dtype(dtype).itemsize
+            return os.path.getsize(path) == expected and list(shape) == json.loads(meta_text)["shape_irc"]
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return False
+
+    @contextmanager
+    def filling(self, key: str) -> Iterator[None]:
+        """Hold the fill lock of ``key`` (other processes filling the same key wait here).
+
+        An OS file lock: released by the kernel when its holder dies, so a killed fill never
+        blocks the next one.
+        """
+        folder = self.directory / LOCK_SUBDIR
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".lock")
+        with open(path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def put(self, key: str, region: CachedRegion) -> None:
         """Store ``region`` under ``key`` (data first, then the metadata that makes it visible)."""
@@ -224,15 +294,19 @@ class CropCache:
             except _EntryMoved:
                 continue
             except (ValueError, OSError, KeyError, json.JSONDecodeError) as err:
-                log.warning(
-                    "cache entry for series %s is corrupt (%s); deleting it, it will be recomputed", key.split("|")[1], err
-                )
-                self.delete(key)
+                self._drop_corrupt(key, str(err))
                 return None
             if region is not None:
                 self._open[key] = region
             return region
+        # Still no data file after several reads: nobody is replacing it, it is gone (a $TMPDIR
+        # cleaner, a manual delete). The metadata alone would make the entry look present forever.
+        self._drop_corrupt(key, "its data file is missing")
         return None
+
+    def _drop_corrupt(self, key: str, reason: str) -> None:
+        log.warning("cache entry for series %s is corrupt (%s); deleting it, it will be recomputed", key.split("|")[1], reason)
+        self.delete(key)
 
     def _read(self, key: str) -> CachedRegion | None:
         """One attempt at :meth:`get` (raises _EntryMoved when a file vanished under us)."""
@@ -279,16 +353,37 @@ class CropCache:
             name = getattr(handle, "name", None)
         return Path(name) if isinstance(name, str) else None
 
+    def partial_files(self) -> list[Path]:
+        """Data files of fills that did not finish (killed, disk full), or of one in progress now."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.rglob(f"*.val{PARTIAL_SUFFIX}"))
+
     def stats(self) -> dict:
         keys = [k for k in self.store.iterkeys() if isinstance(k, str) and k.startswith("meta|")]
+        partial = self.partial_files()
         return {
             "directory": str(self.directory),
             "regions": len(keys),
             "series": len({k.split("|")[2] for k in keys}),
             "bytes": int(self.store.volume()),
             "size_limit_bytes": int(self.size_limit_gb * 2**30),
+            "partial_files": len(partial),
+            "partial_bytes": sum(_size(p) for p in partial),
         }
 
     def clear(self) -> int:
+        """Remove every entry and every partial file; returns the number of entries removed."""
         self._open.clear()
-        return int(self.store.clear(retry=True))
+        removed = int(self.store.clear(retry=True))
+        for path in self.partial_files():
+            with _ignored(OSError):
+                path.unlink()
+        return removed
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +26,18 @@ class Catalog:
         roots: the data roots searched.
         entries: series UID -> where it is.
         candidates: the LUNA16 candidate table (see :mod:`ct_pipeline.luna16`) of series on disk.
+        excluded: series left out of every split (unreadable ones, ``--exclude-series``); the
+            split itself is made with them, so leaving a series out moves no other one.
     """
 
     roots: tuple[Path, ...]
     entries: dict[str, SeriesEntry]
     candidates: pd.DataFrame
+    excluded: frozenset[str] = frozenset()
+
+    def excluding(self, series_uids: Sequence[str]) -> Catalog:
+        """This catalog with ``series_uids`` left out of :meth:`select`'s splits."""
+        return dataclasses.replace(self, excluded=self.excluded | frozenset(series_uids))
 
     @property
     def series_uids(self) -> list[str]:
@@ -49,12 +57,12 @@ class Catalog:
                 raise BadInputError(f"series {unknown[0]} not found under the data roots; try `ct series list`")
             return sorted(series)
         if split == "all":
-            return self.series_uids
+            return [uid for uid in self.series_uids if uid not in self.excluded]
         train, val = self.split(val_stride)
         if split == "train":
-            return train
+            return [uid for uid in train if uid not in self.excluded]
         if split == "val":
-            return val
+            return [uid for uid in val if uid not in self.excluded]
         raise BadInputError(f"split {split!r} is not one of all, train, val")
 
     def candidates_of(self, series_uid: str) -> pd.DataFrame:

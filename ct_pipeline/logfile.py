@@ -7,7 +7,8 @@ label (``rank 1``, ``shard 3/16``):
 * the lines the command shows on the console (epoch lines, per-series outcomes), written
   through :meth:`LogFile.line`, on every rank (the console shows rank 0 only);
 * the ``ct_pipeline`` and ``cli`` loggers' records (warnings; more with ``ct -v`` / ``--debug``);
-* a start line (host, pid, argv) and an end line (ok, or the error that stopped the process).
+* a start line (host, pid, argv) and an end line (ok; ``N of M series failed`` for a batch with
+  failures; ``terminated by SIGTERM``; or the error that stopped the process).
 
 Files are appended to, never truncated: a resumed run or a re-run array task adds to its log.
 The handler lives only inside :func:`open_log_file`, so nothing is left behind after a command
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ct_pipeline.errors import BadInputError
+from ct_pipeline.preemption import Terminated
 
 # The loggers whose records a log file receives (the library's and the command line's).
 LOGGERS = ("ct_pipeline", "cli")
@@ -37,6 +39,12 @@ class LogFile:
         self.path = path
         self._handler = handler
         self._name = name
+        self.outcome = "ok"  # the end line's text when the block ends without an error
+
+    def finished_with(self, outcome: str) -> None:
+        """Say how the work ended when it did not raise, e.g. ``"2 of 9 series failed"`` (default "ok")."""
+        if self._handler is not None:  # NO_LOG_FILE is shared: it keeps no state
+            self.outcome = outcome
 
     def line(self, text: str, level: int = logging.INFO) -> None:
         """Write one line to the file only (the caller has shown it on the console, or chose not to)."""
@@ -80,12 +88,15 @@ def open_log_file(path: os.PathLike | str | None, label: str) -> Iterator[LogFil
     log_file.line(f"start: {label} on {socket.gethostname()} pid {os.getpid()}: {' '.join(sys.argv)}")
     try:
         yield log_file
+    except Terminated as err:  # asked to stop (preemption): not an error of the run
+        log_file.line(f"end: {err}", logging.WARNING)
+        raise
     except BaseException as err:  # written, then re-raised: the caller decides what it means
         message = str(err) or "no message"
         log_file.line(f"end: stopped by {type(err).__name__}: {message}", logging.ERROR)
         raise
     else:
-        log_file.line("end: ok")
+        log_file.line(f"end: {log_file.outcome}", logging.INFO if log_file.outcome == "ok" else logging.WARNING)
     finally:
         for logger in loggers:
             logger.removeHandler(handler)

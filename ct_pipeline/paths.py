@@ -41,6 +41,19 @@ def validate_series_uid(text: str) -> str:
     return text
 
 
+def read_series_list(path: os.PathLike | str, option: str = "--series-file") -> list[str]:
+    """Series listed in ``path``, one per line; blank lines and ``#`` comments ignored.
+
+    Raises:
+        BadInputError: the file is unreadable (named with ``option``).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(f"{option} {path}: cannot read it ({err}); give a text file, one series per line") from err
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
 def resolve_data_roots(explicit: Sequence[os.PathLike | str] | None = None) -> list[Path]:
     """The data roots to search: ``explicit`` if given, else ``$CT_DATA_ROOT`` (os.pathsep-separated)."""
     if explicit:

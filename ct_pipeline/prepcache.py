@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import pandas as pd
 
 from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec, centers_fingerprint, region_box, region_key, source_fingerprint
 from ct_pipeline.catalog import Catalog
+from ct_pipeline.errors import CtError
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
+from ct_pipeline.preemption import StopRequests, Terminated, ignore_stop_signals
 from ct_pipeline.series_index import SeriesEntry
 from ct_pipeline.sharding import Shard
 
@@ -45,19 +48,42 @@ def key_for(entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> s
 @dataclass(frozen=True)
 class FillResult:
     series_uid: str
-    filled: bool  # False: already cached
+    filled: bool  # False: already cached (or failed)
     n_candidates: int
     n_outside: int  # candidates whose centre is outside the volume (skipped)
     region_bytes: int
+    error: str = ""  # why the series could not be cached ("" when it was)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+
+def fill_or_report(cache: CropCache, entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> FillResult:
+    """:func:`fill_series`, with a series that cannot be read (damaged, truncated) reported in
+    the result instead of raised, so a batch goes on with the others."""
+    try:
+        return fill_series(cache, entry, candidates, spec)
+    except CtError as err:
+        return FillResult(entry.series_uid, False, len(candidates), 0, 0, error=str(err))
+    except (OSError, ValueError, MemoryError) as err:
+        return FillResult(entry.series_uid, False, len(candidates), 0, 0, error=f"{type(err).__name__}: {err}")
 
 
 def fill_series(cache: CropCache, entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> FillResult:
     """Read one CT and store the region covering all its candidates' crops (no-op when cached)."""
-    from ct_pipeline.loading import load_entry
-
     key = key_for(entry, candidates, spec)
     if cache.contains(key):
         return FillResult(entry.series_uid, False, len(candidates), 0, 0)
+    with cache.filling(key):  # another process filling the same series: wait, then use its entry
+        if cache.contains(key):
+            return FillResult(entry.series_uid, False, len(candidates), 0, 0)
+        return _fill(cache, key, entry, candidates, spec)
+
+
+def _fill(cache: CropCache, key: str, entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> FillResult:
+    from ct_pipeline.loading import load_entry
+
     volume = load_entry(entry)
     centers_irc = volume.geometry.xyz_to_irc_rounded(candidates[CENTER_COLUMNS].to_numpy(dtype=np.float64))
     inside = ((centers_irc >= 0) & (centers_irc < np.asarray(volume.shape_irc))).all(axis=1)
@@ -104,7 +130,7 @@ def _fill_one(args) -> FillResult:
     cache_dir, size_limit_gb, entry, candidates, spec = args
     cache = CropCache(cache_dir, size_limit_gb)
     try:
-        return fill_series(cache, entry, candidates, spec)
+        return fill_or_report(cache, entry, candidates, spec)
     finally:
         cache.close()
 
@@ -115,15 +141,21 @@ def prepcache(
     config: PrepcacheConfig,
     progress: Callable[[FillResult], None] | None = None,
     log_file: LogFile = NO_LOG_FILE,
+    stop: StopRequests | None = None,
 ) -> list[FillResult]:
     """Fill the cache for the selected series. Safe to kill and re-run: done series are skipped.
 
     Args:
         progress: called with each series' result as it finishes.
         log_file: gets one line per series (an array task's own log, :mod:`ct_pipeline.logfile`).
+        stop: checked between series; the series being filled are finished first.
 
     Returns:
-        One result per series of this shard, in the order they finished.
+        One result per series of this shard, in the order they finished; a series that could not
+        be read is a result with ``error`` set (the others are still filled).
+
+    Raises:
+        Terminated: ``stop`` was requested.
     """
     selected = config.shard.select(catalog.select(config.split, config.val_stride, config.series))
     jobs = [
@@ -135,26 +167,55 @@ def prepcache(
 
     def finished(result: FillResult) -> None:
         results.append(result)
-        log_file.line(fill_line(result), logging.WARNING if result.n_outside else logging.INFO)
+        level = logging.ERROR if result.failed else logging.WARNING if result.n_outside else logging.INFO
+        log_file.line(fill_line(result), level)
         if progress:
             progress(result)
 
+    check = stop.check if stop is not None else (lambda: None)
     if config.workers == 1 or len(jobs) <= 1:
         for job in jobs:
-            finished(fill_series(cache, *job[2:]))
+            check()
+            finished(fill_or_report(cache, *job[2:]))
     else:
-        # spawn, not fork: the parent may hold SQLite handles and torch threads that must not be forked.
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(config.workers, len(jobs))) as pool:
-            for result in pool.imap_unordered(_fill_one, jobs):
-                finished(result)
+        _fill_in_processes(jobs, min(config.workers, len(jobs)), finished, check)
     filled = sum(r.filled for r in results)
-    log_file.line(f"finished: {filled} filled, {len(results) - filled} already cached of {len(jobs)} series")
+    failed = sum(r.failed for r in results)
+    failures = f", {failed} failed" if failed else ""
+    log_file.line(f"finished: {filled} filled, {len(results) - filled - failed} already cached{failures} of {len(jobs)} series")
     return results
 
 
+def _fill_in_processes(jobs: list, workers: int, finished: Callable[[FillResult], None], check: Callable[[], None]) -> None:
+    """Run ``jobs`` on ``workers`` processes, at most one series each at a time.
+
+    Series are handed out one by one, so that a stop request (``check`` raises) waits only for the
+    series in progress: they finish and are stored, nothing is left half-written.
+    """
+    # spawn, not fork: the parent may hold SQLite handles and torch threads that must not be forked.
+    context = multiprocessing.get_context("spawn")
+    pending = iter(jobs)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=ignore_stop_signals) as pool:
+        # range first: zip stops on it before taking a job from `pending` that it would then drop
+        running = {pool.submit(_fill_one, job) for _, job in zip(range(workers), pending)}
+        try:
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finished(future.result())
+                check()
+                running |= {pool.submit(_fill_one, job) for _, job in zip(range(len(done)), pending)}
+        except Terminated:
+            for future in running:  # already reading: let them finish and store their series
+                finished(future.result())
+            raise
+
+
 def fill_line(result: FillResult) -> str:
-    """One line for a log, e.g. ``filled UID: 12 candidates, 3.2 MiB`` or ``cached UID: 12 candidates``."""
+    """One line for a log, e.g. ``filled UID: 12 candidates, 3.2 MiB``, ``cached UID: 12 candidates``
+    or ``failed UID: <why>``."""
+    if result.failed:
+        return f"failed {result.series_uid}: {result.error}"
     if not result.filled:
         return f"cached {result.series_uid}: {result.n_candidates} candidates"
     outside = f", {result.n_outside} outside the volume (skipped)" if result.n_outside else ""

@@ -99,19 +99,27 @@ def scan_roots(roots: Sequence[Path], cache_dir: Path | None = None) -> dict[str
     """
     reader = CachedHeaderReader(cache_dir)
     entries: dict[str, SeriesEntry] = {}
+    unreadable: list[Path] = []
     try:
         for root in roots:
             for path in _walk_image_files(root):
                 fmt = "mhd" if path.name.lower().endswith(".mhd") else image_format(path)
                 uid = path.stem if fmt == "mhd" else image_stem(path)
                 _add(entries, SeriesEntry(uid, fmt or "mhd", str(path), 1 if fmt != "mhd" else 2))
-            for series in discover_series(root, read_header=reader):
+            for series in discover_series(root, read_header=reader, unreadable=unreadable):
                 _add(
                     entries,
                     SeriesEntry(series.series_uid, "dicom", series.folders[0], series.n_files, series.modality, series),
                 )
     finally:
         reader.close()
+    if unreadable:
+        named = ", ".join(str(p) for p in unreadable[:3]) + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+        log.warning(
+            "skipped %d unreadable DICOM file%s (corrupt, truncated or not DICOM): %s; a series they belonged to "
+            "may lack slices (`ct info` on their folder says why)",
+            len(unreadable), "" if len(unreadable) == 1 else "s", named,
+        )  # fmt: skip
     return entries
 
 

@@ -120,12 +120,10 @@ def _case(tmp_path, name):
         _dicom(tmp_path / "orient", slice_indices=[0, 1, 2])
         _dicom(tmp_path / "orient", geometry=ROTATED, slice_indices=[3, 4, 5], file_name_pattern="o{:06d}.dcm")
         return ["info", str(tmp_path / "orient")]
-    if name in ("corrupt DICOM file", "corrupt DICOM file in series list"):
+    if name == "corrupt DICOM file":
         files = _dicom(tmp_path / "corrupt")
         files[3].write_bytes(files[3].read_bytes()[:200])
-        if name == "corrupt DICOM file":
-            return ["info", str(tmp_path / "corrupt")]
-        return ["series", "list", "--data-root", str(tmp_path / "corrupt")]
+        return ["info", str(tmp_path / "corrupt")]
     if name == "malformed candidates.csv row":
         return _tiny_luna_with(tmp_path, "candidates.csv", f"{SERIES[0]},1,2,oops,0")
     if name == "malformed annotations.csv row":
@@ -208,7 +206,6 @@ CASES = {
     r".*000000\.dcm\); it is not one 3D volume$",
     "corrupt DICOM file": r"^error: .*corrupt/000003\.dcm: unreadable DICOM file \(corrupt or truncated\); "
     r"remove or replace it$",
-    "corrupt DICOM file in series list": r"^error: .*corrupt/000003\.dcm: unreadable DICOM file",
     # 12-13: CSVs
     "malformed candidates.csv row": r"^error: .*candidates\.csv:12: coordZ = 'oops' is not a finite number$",
     "malformed annotations.csv row": r"^error: .*annotations\.csv:5: diameter_mm = '' is not a finite number$",

@@ -11,7 +11,7 @@ import torch
 
 from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec
 from ct_pipeline.catalog import Catalog
-from ct_pipeline.errors import BadDataError, BadInputError
+from ct_pipeline.errors import BadDataError, BadInputError, CtError
 from ct_pipeline.prepcache import fill_series, key_for
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,21 @@ class SeriesRegions:
     def key(self, series_uid: str) -> str:
         return self._keys[series_uid]
 
-    def fill_missing(self) -> int:
-        """Fill the cache for every series not in it yet (reads those CTs); returns how many were filled."""
-        missing = [uid for uid, key in self._keys.items() if not self.cache.contains(key)]
-        for series_uid in missing:
-            fill_series(self.cache, self._entries[series_uid], self._candidates[series_uid], self.spec)
-        return len(missing)
+    def fill_missing(self) -> dict[str, str]:
+        """Fill the cache for every series not in it yet (reads those CTs).
+
+        Returns:
+            The series that could not be read, with the reason (empty when all are cached).
+        """
+        unreadable: dict[str, str] = {}
+        for series_uid, key in self._keys.items():
+            if self.cache.contains(key):
+                continue
+            try:
+                fill_series(self.cache, self._entries[series_uid], self._candidates[series_uid], self.spec)
+            except CtError as err:
+                unreadable[series_uid] = str(err)
+        return unreadable
 
     def region(self, series_uid: str) -> CachedRegion:
         """The series' region, reading the CT and filling the cache if it is missing or corrupt."""

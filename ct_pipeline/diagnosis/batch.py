@@ -23,6 +23,7 @@ from ct_pipeline.errors import BadDataError, BadInputError, CtError
 from ct_pipeline.loading import LoadOptions, load_ct, load_entry
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.paths import validate_series_uid
+from ct_pipeline.preemption import StopRequests
 from ct_pipeline.sharding import Shard
 from ct_pipeline.volume import CtVolume
 
@@ -53,21 +54,6 @@ class BatchOutcome:
     status: str
     result: DiagnosisResult | None = None
     message: str = ""
-
-
-def read_series_file(path: Path) -> list[str]:
-    """Sources listed in ``path``, one per line; blank lines and ``#`` comments ignored.
-
-    Raises:
-        BadInputError: the file is unreadable.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(
-            f"--series-file {path}: cannot read it ({err}); give a text file, one series per line"
-        ) from err
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
 def series_key(source: str, options: LoadOptions = LoadOptions()) -> str:
@@ -147,6 +133,7 @@ def run_batch(
     key_options: LoadOptions = LoadOptions(),
     after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None = None,
     log_file: LogFile = NO_LOG_FILE,
+    stop: StopRequests | None = None,
 ) -> Iterator[BatchOutcome]:
     """Diagnose ``items`` one by one, yielding each outcome as soon as it is known.
 
@@ -159,11 +146,15 @@ def run_batch(
         after: called with each new result (e.g. to draw its report); returns the result to
             keep, possibly with more timings. Its failures fail the series.
         log_file: gets one line per outcome (:func:`outcome_line`).
+        stop: checked between series (raises :class:`~ct_pipeline.preemption.Terminated`);
+            the series in progress is finished and written first.
 
     A failure of one series is yielded as status "failed" with a one-line message; the batch
     goes on. KeyboardInterrupt stops it.
     """
     for item in items:
+        if stop is not None:
+            stop.check()
         outcome = _diagnose_item(item, models, config, out_dir, key_options, after)
         level = logging.ERROR if outcome.status == "failed" else logging.INFO
         log_file.line(outcome_line(outcome, config.nodule_threshold), level)

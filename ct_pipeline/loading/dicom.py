@@ -175,15 +175,25 @@ class DicomSeries:
 HeaderReader = Callable[[Path], DicomSliceHeader]
 
 
-def discover_series(folder: Path, read_header: HeaderReader = read_slice_header) -> list[DicomSeries]:
+def discover_series(
+    folder: Path, read_header: HeaderReader = read_slice_header, unreadable: list[Path] | None = None
+) -> list[DicomSeries]:
     """Group every DICOM file below ``folder`` by SeriesInstanceUID.
 
     ``read_header`` lets the series index plug in its cached reader. An unreadable file raises,
-    so a series is never silently read without one of its slices.
+    so a series is never silently read without one of its slices; unless ``unreadable`` is
+    given (the index of a whole data root): then such files are appended to it and skipped,
+    so one damaged file does not hide every other series.
     """
     groups: dict[str, list[DicomSliceHeader]] = {}
     for path in iter_dicom_files(folder):
-        header = read_header(path)
+        try:
+            header = read_header(path)
+        except BadDataError:
+            if unreadable is None:
+                raise
+            unreadable.append(path)
+            continue
         if not header.series_uid:
             raise BadDataError(f"{path}: DICOM file without a SeriesInstanceUID (0020,000E)")
         groups.setdefault(header.series_uid, []).append(header)

@@ -225,7 +225,20 @@ def load_checkpoint(
             f"a {KIND_NAMES[expected_kind]} checkpoint (kind {expected_kind!r}); pass a {KIND_NAMES[expected_kind]} "
             "checkpoint instead."
         )
+    _check_finite(path, checkpoint.model_state)
     return checkpoint
+
+
+def _check_finite(path: Path, state: Mapping[str, Any]) -> None:
+    """Refuse NaN or infinite weights: such a model answers every input with NaN, which a threshold
+    then reads as "no finding" (a silently wrong result)."""
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise BadCheckpointError(
+                f"{path} has {bad} non-finite (NaN or infinite) values in {name}: the training that wrote it "
+                "diverged; use an earlier checkpoint (e.g. best.ckpt) or retrain with a lower --lr."
+            )
 
 
 def build_model(checkpoint: Checkpoint, device: torch.device | str = "cpu") -> nn.Module:

@@ -29,9 +29,12 @@ from torch.utils.data import DataLoader
 
 from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
-from ct_pipeline.errors import BadInputError
+from ct_pipeline.atomic import atomic_write_text
+from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.logfile import open_log_file
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+from ct_pipeline.preemption import StopRequests
+from ct_pipeline.threads import configure_worker_threads, thread_budget, torch_threads
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import (
     DistContext,
@@ -106,21 +109,29 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
     Raises:
         BadInputError, BadDataError, BadCheckpointError: one-line problems with the options,
             the data or the checkpoints (see their messages).
+        Terminated: SIGTERM or SIGUSR1 arrived (called from the main thread); the run stopped
+            after its current step, and ``last.ckpt`` holds the last complete epoch.
     """
+    budget = thread_budget(config.threads)
     ctx = setup_distributed(config.device)
     try:
         # every rank appends to its own file: rank 0's console lines, and what each rank warns
-        with open_log_file(config.out_dir / "logs" / f"rank-{ctx.rank}.log", f"rank {ctx.rank}") as log_file:
+        with (
+            open_log_file(config.out_dir / "logs" / f"rank-{ctx.rank}.log", f"rank {ctx.rank}") as log_file,
+            StopRequests() as stop,
+            torch_threads(budget.threads),
+        ):
             run_log = RunLog(config.out_dir, enabled=ctx.is_main, out=log_out, log_file=log_file)
+            run_log.message(budget.describe(config.num_workers, "loader worker"))
             try:
-                return _train(config, ctx, run_log)
+                return _train(config, ctx, run_log, stop)
             finally:
                 run_log.close()  # flushes TensorBoard even when the run fails or is interrupted
     finally:
         teardown_distributed(ctx)
 
 
-def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog) -> TrainResult:
+def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopRequests) -> TrainResult:
     task = make_task(config)
     precision = resolve_precision(config.precision, ctx.device)
 
@@ -155,15 +166,24 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog) -> TrainResul
     cache = CropCache(cache_dir)
     if not ctx.is_main:
         barrier(ctx)  # wait here until rank 0 has built its datasets
-    catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir)
+    catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir).excluding(config.exclude_series)
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
-    if ctx.is_main and ctx.is_distributed:
-        # The datasets fill missing regions on first use; with several ranks every rank would read
-        # the same CTs and write the same entries (safe, see CropCache.get, but N times the work).
+    if ctx.is_main:
+        # Fill what the cache lacks now, before the first step: an unreadable series then refuses
+        # the run at its start, not hours into it; and with several ranks it is filled once, not
+        # by every rank (safe, see CropCache.get, but N times the work).
+        unreadable: dict[str, str] = {}
         for dataset in (train_set, val_set):
-            dataset.regions.fill_missing()
+            unreadable |= dataset.regions.fill_missing()
+        if unreadable:
+            raise BadDataError(_unreadable_message(unreadable, config.out_dir))
+    if ctx.is_main and ctx.is_distributed:
         barrier(ctx)  # let the other ranks go
-    loader_options: dict[str, Any] = {"num_workers": config.num_workers, "pin_memory": ctx.device.type == "cuda"}
+    loader_options: dict[str, Any] = {
+        "num_workers": config.num_workers,
+        "pin_memory": ctx.device.type == "cuda",
+        "worker_init_fn": configure_worker_threads if config.num_workers else None,
+    }
     # The datasets draw each epoch's order themselves (set_epoch), so the loaders never shuffle.
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=False, **loader_options)
     val_batches = task.val_batches(val_set, config.batch_size)
@@ -192,7 +212,9 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog) -> TrainResul
             generator = torch.Generator(device=ctx.device).manual_seed(epoch_seed(config.seed, epoch, ctx.rank, 1))
         task.train_mode(model)
         with run_log.progress(f"epoch {epoch} train", len(train_set) * ctx.world_size) as progress:
-            meter = run_epoch(task, ddp_model, train_loader, ctx, precision, progress, optimizer, scaler, generator)
+            meter = run_epoch(
+                task, ddp_model, train_loader, ctx, precision, progress, optimizer, scaler, generator, stop=stop, epoch=epoch
+            )
         sync_buffers(model, ctx)
         train_metrics, train_extras = task.summarize(meter, ctx)  # a sync point: totals over ranks
         train_seconds = time.perf_counter() - started
@@ -212,7 +234,7 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog) -> TrainResul
             with run_log.progress(f"epoch {epoch} val", n_val) as progress, torch.no_grad():
                 # The bare model, not the DDP wrapper: ranks hold different numbers of validation
                 # batches, and DDP's per-forward buffer broadcast would wait for the others forever.
-                meter = run_epoch(task, model, val_loader, ctx, precision, progress, keep_examples=ctx.is_main)
+                meter = run_epoch(task, model, val_loader, ctx, precision, progress, keep_examples=ctx.is_main, stop=stop)
             val_metrics, extras = task.summarize(meter, ctx)
             metrics["val"] = val_metrics
             _log_extras(run_log, "val", extras, state.samples_seen)
@@ -248,30 +270,75 @@ def run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     generator: torch.Generator | None = None,
     keep_examples: bool = False,
+    stop: StopRequests | None = None,
+    epoch: int = 0,
 ) -> Any:
     """One pass over ``loader``: training when an optimizer is given, else evaluation (call it
-    under ``torch.no_grad()``). Returns the task's meter of the epoch."""
+    under ``torch.no_grad()``). Returns the task's meter of the epoch.
+
+    Raises:
+        Terminated: ``stop`` was requested; raised after the step in progress, once the
+            loader's workers are shut down.
+        BadInputError: a training step's loss is not finite (the run diverged); ``epoch`` is
+            named in the message.
+    """
     training = optimizer is not None
     meter = task.new_meter(ctx.device, "train" if training else "val", keep_examples)
-    for raw in loader:
-        batch = task.to_device(raw, ctx.device)
-        if training and generator is not None:
-            batch = task.augment(batch, generator)
-        inputs = batch.inputs.contiguous(memory_format=task.memory_format)
-        with autocast(precision, ctx.device):
-            outputs = model(inputs)
-        losses = task.losses(outputs, batch)  # (N,) float32, outside autocast
-        if training:
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses.mean()).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        task.record(meter, outputs, batch, losses)
-        progress.advance(len(losses) * ctx.world_size, losses)
+    batches = iter(loader)
+    try:
+        for step, raw in enumerate(batches, start=1):
+            batch = task.to_device(raw, ctx.device)
+            if training and generator is not None:
+                batch = task.augment(batch, generator)
+            inputs = batch.inputs.contiguous(memory_format=task.memory_format)
+            with autocast(precision, ctx.device):
+                outputs = model(inputs)
+            losses = task.losses(outputs, batch)  # (N,) float32, outside autocast
+            if training:
+                loss = losses.mean()
+                # A sync point on a GPU, once per step: a NaN step would poison the weights that the
+                # next checkpoint saves, so it is caught before the optimizer applies it.
+                if not bool(torch.isfinite(loss)):
+                    raise _diverged(epoch, step, loss, optimizer)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            task.record(meter, outputs, batch, losses)
+            progress.advance(len(losses) * ctx.world_size, losses)
+            if stop is not None:
+                stop.check()
+    finally:
+        # A traceback keeps this frame, and so the iterator and its worker processes, alive until
+        # the exception is dropped: shut the workers down now, so nothing outlives the run.
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
     return meter
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _unreadable_message(unreadable: dict[str, str], out_dir: Path) -> str:
+    """One line naming the unreadable series; their UIDs also go to ``OUT/unreadable-series.txt``."""
+    listing = out_dir / "unreadable-series.txt"
+    atomic_write_text(listing, "".join(f"{uid}\n" for uid in sorted(unreadable)))
+    first_uid = sorted(unreadable)[0]
+    more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+    return (
+        f"{len(unreadable)} series cannot be read, so training does not start: {first_uid} ({unreadable[first_uid]}){more}; "
+        f"repair or remove them, or leave them out with --exclude-series {listing} (their UIDs, one per line)"
+    )
+
+
+def _diverged(epoch: int, step: int, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> BadInputError:
+    lr = optimizer.param_groups[0]["lr"]
+    return BadInputError(
+        f"training diverged at epoch {epoch}, step {step}: the loss is {float(loss)}; the learning rate "
+        f"(--lr {lr:g}) is probably too high for this model and batch size: lower it (e.g. 10x) and start "
+        "again (last.ckpt keeps the last epoch that finished)"
+    )
 
 
 def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

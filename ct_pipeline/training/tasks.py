@@ -30,7 +30,7 @@ from ct_pipeline.datasets import (
     SegmentationDatasetConfig,
     augment_batch,
 )
-from ct_pipeline.errors import BadCheckpointError
+from ct_pipeline.errors import BadCheckpointError, BadDataError
 from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint
 from ct_pipeline.models.checkpoints import load_state_checked
 from ct_pipeline.training.config import CLASSIFIER_BLOCKS, TrainConfig
@@ -148,6 +148,9 @@ class ClassifierTask:
         }
         train = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="train", **common))
         val = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="val", **common))
+        what = "malignant nodule" if self.kind == "mal" else "nodule candidate"
+        val_series = set(catalog.candidates.loc[val.table_rows, "series_uid"])
+        _require_positives(int(val.is_positive.sum()), what, len(val_series), self.config)
         if self.kind == "mal":
             # Malignancy rises with size, so the fine-tune is only worth it if it beats size alone.
             diameters = catalog.candidates["diameter_mm"]
@@ -294,6 +297,15 @@ class SegmentationTask:
             )
             metrics["nodules"] = float(len(nodules))
         return metrics, {"examples": meter.examples}
+
+
+def _require_positives(n_positive: int, what: str, n_series: int, config: TrainConfig) -> None:
+    """Refuse a validation split without positives: its metric is undefined, so no best.ckpt would ever be chosen."""
+    if n_positive == 0:
+        raise BadDataError(
+            f"the validation split (every {config.val_stride}-th series: {n_series} series) holds no {what}, so "
+            f"validation cannot be scored and no best.ckpt chosen; change --val-stride or add series"
+        )
 
 
 def make_task(config: TrainConfig) -> Task:
