@@ -247,6 +247,14 @@ def diagnose_command(
             show_default=False,
         ),
     ] = None,
+    allow_mixed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mixed",
+            help="With --merge: also merge results made with different models or options (refused otherwise).",
+            rich_help_panel=_BATCH,
+        ),
+    ] = False,
     log_file: Annotated[
         Optional[Path],
         typer.Option(
@@ -278,7 +286,7 @@ def diagnose_command(
             raise BadInputError(
                 "--merge DIR only gathers existing results; give no SERIES, --all or --series-file with it"
             )
-        path, n_series, n_rows = merge_result_files(merge, csv_path)
+        path, n_series, n_rows = merge_result_files(merge, csv_path, allow_mixed)
         typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series", err=json_output)
         if evaluate:
             from ct_pipeline.paths import resolve_data_roots
@@ -364,6 +372,9 @@ def _run_logged(options: dict, shard, log_file, stop) -> tuple[int, int]:
     budget = thread_budget(inference.threads)
     torch.set_num_threads(budget.threads)  # one batch at a time uses them all; parallel ones run one each
     models = load_diagnosis_models(seg_path, cls_path, mal_path, inference)  # type: ignore[arg-type]
+    # Every time, once the files proved valid: a model picked from --runs-dir must never be a surprise.
+    used = (("--seg-model", seg_path), ("--cls-model", cls_path), ("--mal-model", mal_path))
+    typer.echo("using " + " ".join(f"{option} {path}" for option, path in used if path is not None), err=True)
     log_file.line(budget.describe(models.workers if models.workers > 1 else 0, "batch thread"))
 
     out, report_dir, json_output = options["out"], options["report"], options["json_output"]
@@ -379,6 +390,8 @@ def _run_logged(options: dict, shard, log_file, stop) -> tuple[int, int]:
             typer.echo(f"failed {outcome.item.label}: {outcome.message}", err=True)
             continue
         results.append(outcome.result)
+        if outcome.status == "done" and outcome.message:
+            typer.echo(f"redid {outcome.item.label}: {outcome.message}", err=True)
         if json_output:
             from ct_pipeline.reports.findings_io import json_line
 

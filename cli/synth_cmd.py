@@ -54,7 +54,11 @@ def synth(
     ] = 0.15,
     overwrite: Annotated[
         bool,
-        typer.Option("--overwrite", help="Write into a non-empty folder, replacing an earlier synthetic data set."),
+        typer.Option(
+            "--overwrite",
+            help="Replace an earlier `ct synth` data set in this folder: only files it listed in the folder's "
+            ".ct-synth-manifest.json, unchanged since, are deleted; any other file stops it.",
+        ),
     ] = False,
 ) -> None:
     """Generate synthetic chest CTs in the LUNA16 layout, with nodules, malignancy and candidates.

@@ -227,15 +227,19 @@ class CropCache:
         meta_text = self.store.get(f"meta|{key}", retry=True)
         if meta_text is None:
             return False
-        path = self.data_path(key)
-        if path is None:  # small regions live inside SQLite
-            return f"data|{key}" in self.store
+        handle = self.store.get(f"data|{key}", read=True, retry=True)
+        if handle is None:  # listed, but its file is gone
+            return False
+        with handle:
+            path = getattr(handle, "name", None)
+        if not isinstance(path, str):  # small regions live inside SQLite
+            return True
         try:
-            with open(path, "rb") as handle:
-                version = np.lib.format.read_magic(handle)
+            with open(path, "rb") as data:
+                version = np.lib.format.read_magic(data)
                 read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read_header(handle)
-                header_bytes = handle.tell()
+                shape, _, dtype = read_header(data)
+                header_bytes = data.tell()
             expected = header_bytes + int(np.prod(shape)) * np.dtype(dtype).itemsize
             return os.path.getsize(path) == expected and list(shape) == json.loads(meta_text)["shape_irc"]
         except (OSError, ValueError, KeyError, json.JSONDecodeError):

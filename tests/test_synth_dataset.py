@@ -51,7 +51,8 @@ def test_layout_and_headers(dataset):
         f"{u}.{e}" for u in uids for e in ("mhd", "raw")
     )
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.txt", "annotations.csv", "annotations_with_malignancy.csv", "candidates.csv", "subset0"
+        ".ct-synth-manifest.json", "README.txt", "annotations.csv", "annotations_with_malignancy.csv",
+        "candidates.csv", "subset0",
     ]  # fmt: skip
     for name, header in [("candidates.csv", CANDIDATE_HEADER), ("annotations.csv", ANNOTATION_HEADER),
                          ("annotations_with_malignancy.csv", MALIGNANCY_HEADER)]:  # fmt: skip
@@ -81,7 +82,7 @@ def test_same_seed_same_bytes_other_seed_other_data(dataset, tmp_path):
     second = sorted(p.relative_to(again.out_dir) for p in again.out_dir.rglob("*") if p.is_file())
     assert first == second
     for rel in first:
-        if rel.name != "README.txt":  # names its own output folder
+        if rel.name not in ("README.txt", ".ct-synth-manifest.json"):  # its own folder's name; file mtimes
             assert (config.out_dir / rel).read_bytes() == (again.out_dir / rel).read_bytes(), rel
     other = _config(tmp_path / "other", seed=6, n_series=1)
     write_synthetic_dataset(other)

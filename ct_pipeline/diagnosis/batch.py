@@ -18,6 +18,7 @@ from pathlib import Path
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.networks import DiagnosisModels
 from ct_pipeline.diagnosis.pipeline import diagnose
+from ct_pipeline.diagnosis.provenance import differences, run_provenance, with_source
 from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.errors import BadDataError, BadInputError, CtError
 from ct_pipeline.loading import LoadOptions, load_ct, load_entry
@@ -150,12 +151,15 @@ def run_batch(
             the series in progress is finished and written first.
 
     A failure of one series is yielded as status "failed" with a one-line message; the batch
-    goes on. KeyboardInterrupt stops it.
+    goes on. KeyboardInterrupt stops it. A series whose result file in ``out_dir`` was made
+    with other models, settings or source files is diagnosed again (status "done", the reason
+    in ``message``); only true repeats are "skipped".
     """
+    record = run_provenance(models.paths, models.precision, config, models.seg.device.type)
     for item in items:
         if stop is not None:
             stop.check()
-        outcome = _diagnose_item(item, models, config, out_dir, key_options, after)
+        outcome = _diagnose_item(item, models, config, out_dir, key_options, after, record)
         level = logging.ERROR if outcome.status == "failed" else logging.INFO
         log_file.line(outcome_line(outcome, config.nodule_threshold), level)
         yield outcome
@@ -169,9 +173,10 @@ def outcome_line(outcome: BatchOutcome, threshold: float) -> str:
         return f"{outcome.status} {label}: {outcome.message}"
     result = outcome.result
     named = "" if result.series_uid == label else f" (series {result.series_uid})"
+    redone = f" ({outcome.message})" if outcome.message else ""
     return (
         f"done {label}{named}: {len(result.findings)} candidates, {len(result.nodules(threshold))} at nodule "
-        f"p >= {threshold:g}, {sum(result.timings_s.values()):.1f} s"
+        f"p >= {threshold:g}, {sum(result.timings_s.values()):.1f} s{redone}"
     )
 
 
@@ -182,29 +187,38 @@ def _diagnose_item(
     out_dir: Path | None,
     key_options: LoadOptions,
     after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None,
+    record: dict,
 ) -> BatchOutcome:
-    """Diagnose one item (or find its result file); a failure becomes a "failed" outcome."""
+    """Diagnose one item, or find its result file made the same way (``record``: the batch's
+    provenance); a failure becomes a "failed" outcome."""
     from ct_pipeline.reports.findings_io import read_result_file, result_file_name, write_result_file
 
     try:
         key = item.key or series_key(item.label, key_options)
         if out_dir is not None:
             done_file = Path(out_dir) / result_file_name(key)
+            redo_reason = ""
             if done_file.is_file():
                 try:
-                    return BatchOutcome(item, "skipped", read_result_file(done_file), f"already in {done_file}")
+                    recorded = read_result_file(done_file)
                 except BadDataError as err:
                     log.warning("%s; diagnosing it again", err)
+                else:
+                    changed = differences(recorded.provenance, with_source(record, recorded.source))
+                    if not changed:
+                        return BatchOutcome(item, "skipped", recorded, f"already in {done_file}")
+                    redo_reason = f"{done_file} was made with another {', '.join(changed)}; diagnosing it again"
         started = time.perf_counter()
         volume = item.load()
         load_s = time.perf_counter() - started
         result = diagnose(volume, models, config).with_timings({"load": load_s}, first=True)
+        result = result.with_provenance(with_source(record, result.source))
         if after is not None:
             result = after(volume, result)
         if out_dir is not None:
             write_result_file(Path(out_dir), key, result)
         del volume  # before the next series is read: one volume in memory at a time
-        return BatchOutcome(item, "done", result)
+        return BatchOutcome(item, "done", result, redo_reason if out_dir is not None else "")
     except CtError as err:
         return BatchOutcome(item, "failed", message=str(err))
     except (OSError, RuntimeError, ValueError, MemoryError) as err:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ct_pipeline.errors import BadDataError
@@ -88,6 +88,8 @@ class DiagnosisResult:
         spacing_xyz: voxel size, mm (x, y, z).
         source: where the series was read from.
         region_fraction: fraction of the volume's pixels the U-Net was run on (1.0: all).
+        provenance: what made it: ct version, models, settings, source fingerprint
+            (:mod:`ct_pipeline.diagnosis.provenance`); empty when not recorded.
     """
 
     series_uid: str
@@ -98,6 +100,7 @@ class DiagnosisResult:
     spacing_xyz: tuple[float, float, float] = (1.0, 1.0, 1.0)
     source: str = ""
     region_fraction: float = 1.0
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def nodules(self, threshold: float) -> list[Finding]:
         """Findings with ``nodule_prob >= threshold``, highest first."""
@@ -106,10 +109,10 @@ class DiagnosisResult:
     def with_timings(self, extra: Mapping[str, float], first: bool = False) -> DiagnosisResult:
         """A copy with more stage timings (``first``: put them before the existing ones)."""
         merged = {**extra, **self.timings_s} if first else {**self.timings_s, **extra}
-        return DiagnosisResult(
-            self.series_uid, self.findings, merged, self.n_candidates_before_merge,
-            self.shape_irc, self.spacing_xyz, self.source, self.region_fraction,
-        )  # fmt: skip
+        return replace(self, timings_s=merged)
+
+    def with_provenance(self, provenance: Mapping[str, Any]) -> DiagnosisResult:
+        return replace(self, provenance=dict(provenance))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +124,7 @@ class DiagnosisResult:
             "shape_irc": [int(v) for v in self.shape_irc],
             "spacing_xyz": [float(v) for v in self.spacing_xyz],
             "region_fraction": round(float(self.region_fraction), 4),
+            "provenance": dict(self.provenance),
             "format_version": RESULT_FORMAT_VERSION,
         }
 
@@ -148,6 +152,7 @@ class DiagnosisResult:
                 spacing_xyz=tuple(float(v) for v in data.get("spacing_xyz", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
                 source=str(data.get("source", "")),
                 region_fraction=float(data.get("region_fraction", 1.0)),
+                provenance=dict(data.get("provenance") or {}),
             )
         except (AttributeError, TypeError, ValueError) as err:
             raise BadDataError(f"{where}: a field has the wrong type ({err}); re-run ct diagnose for it") from err

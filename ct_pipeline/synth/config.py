@@ -73,7 +73,8 @@ class SynthConfig:
         oblique_fraction: share of series with a slightly rotated direction (0..1); when > 0 at
             least one series is oblique.
         flip_fraction: share of series stored with two array axes flipped (0..1).
-        overwrite: allow a non-empty output folder (stale series files of ours are removed).
+        overwrite: replace an earlier ``ct synth`` data set in the folder (only files its manifest
+            lists, unchanged since, are deleted; see :mod:`ct_pipeline.synth.manifest`).
     """
 
     out_dir: Path

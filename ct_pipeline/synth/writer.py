@@ -30,9 +30,9 @@ from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading.mhd import write_mhd
-from ct_pipeline.paths import is_series_uid
 from ct_pipeline.synth.candidates import Candidates, make_candidates
 from ct_pipeline.synth.config import SeriesLayout, SynthConfig, direction_kinds, plan_series
+from ct_pipeline.synth.manifest import SynthManifest, clear_previous_output
 from ct_pipeline.synth.nodules import Nodule, draw_nodules, sample_nodules
 from ct_pipeline.synth.phantom import render_phantom, sample_anatomy
 from ct_pipeline.synth.vessels import draw_vessels, grow_vessel_trees
@@ -235,7 +235,8 @@ def _candidate_rows(series: SyntheticSeries) -> list[list[str]]:
     ]
 
 
-def _prepare_out_dir(config: SynthConfig, uids: set[str]) -> None:
+def _prepare_out_dir(config: SynthConfig) -> SynthManifest:
+    """An empty output folder (``--overwrite``: after deleting what an earlier ``ct synth`` wrote), with a new manifest."""
     out_dir = config.out_dir
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"output {str(out_dir)!r} is a file; give a folder (new or empty)")
@@ -245,15 +246,9 @@ def _prepare_out_dir(config: SynthConfig, uids: set[str]) -> None:
                 f"output folder {str(out_dir)!r} is not empty; "
                 "pick a new folder or pass --overwrite to replace a data set"
             )
-        # Remove our own stale outputs (names that are series UIDs) so the CSVs and files agree.
-        for path in (out_dir / SUBSET).glob("*"):
-            if path.suffix in (".mhd", ".raw") and is_series_uid(path.stem) and path.stem not in uids:
-                path.unlink()
-        for path in (out_dir / "dicom").glob("*"):
-            name = path.name.removeprefix(".").removesuffix(".partial")  # also what a killed run left
-            if path.is_dir() and is_series_uid(name):
-                shutil.rmtree(path)
+        clear_previous_output(out_dir)  # refuses, deleting nothing, unless everything there is ours
     (out_dir / SUBSET).mkdir(parents=True, exist_ok=True)
+    return SynthManifest(out_dir)
 
 
 def _readme(config: SynthConfig, summaries: list[SeriesSummary]) -> str:
@@ -298,7 +293,7 @@ def write_synthetic_dataset(
     """
     kinds = direction_kinds(config)
     layouts = [plan_series(config, i, *kinds[i]) for i in range(config.n_series)]
-    _prepare_out_dir(config, {layout.series_uid for layout in layouts})
+    manifest = _prepare_out_dir(config)
     candidate_rows: list[list[str]] = []
     annotation_rows: list[list[str]] = []
     malignancy_rows: list[list[str]] = []
@@ -307,9 +302,14 @@ def write_synthetic_dataset(
         started = time.perf_counter()
         series = generate_series(config, layout)
         uid = layout.series_uid
+        written = [f"{SUBSET}/{uid}.mhd", f"{SUBSET}/{uid}.raw"]
+        if config.dicom:
+            written += [f"dicom/{uid}/", f"dicom/.{uid}.partial/"]
+        manifest.start(*written)
         write_mhd(series.hu, layout.geometry, config.out_dir / SUBSET / f"{uid}.mhd")
         if config.dicom:
             _write_dicom(config, layout, series.hu)
+        manifest.finish(*written)
         plain, with_malignancy = _annotation_rows(series)
         annotation_rows += plain
         malignancy_rows += with_malignancy
@@ -327,10 +327,16 @@ def write_synthetic_dataset(
         summaries.append(summary)
         if on_series is not None:
             on_series(summary)
-    atomic_write_text(config.out_dir / "candidates.csv", _csv_text(CANDIDATE_HEADER, candidate_rows))
-    atomic_write_text(config.out_dir / "annotations.csv", _csv_text(ANNOTATION_HEADER, annotation_rows))
-    atomic_write_text(config.out_dir / "annotations_with_malignancy.csv", _csv_text(MALIGNANCY_HEADER, malignancy_rows))
-    atomic_write_text(config.out_dir / "README.txt", _readme(config, summaries))
+    tables = {
+        "candidates.csv": _csv_text(CANDIDATE_HEADER, candidate_rows),
+        "annotations.csv": _csv_text(ANNOTATION_HEADER, annotation_rows),
+        "annotations_with_malignancy.csv": _csv_text(MALIGNANCY_HEADER, malignancy_rows),
+        "README.txt": _readme(config, summaries),
+    }
+    manifest.start(*tables)
+    for name, text in tables.items():
+        atomic_write_text(config.out_dir / name, text)
+    manifest.finish(*tables)
     return SynthResult(out_dir=config.out_dir, series=tuple(summaries))
 
 

@@ -335,7 +335,7 @@ def _unreadable_message(unreadable: dict[str, str], out_dir: Path) -> str:
 def _diverged(epoch: int, step: int, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> BadInputError:
     lr = optimizer.param_groups[0]["lr"]
     return BadInputError(
-        f"training diverged at epoch {epoch}, step {step}: the loss is {float(loss)}; the learning rate "
+        f"training diverged at epoch {epoch}, step {step}: the loss is {float(loss.detach())}; the learning rate "
         f"(--lr {lr:g}) is probably too high for this model and batch size: lower it (e.g. 10x) and start "
         "again (last.ckpt keeps the last epoch that finished)"
     )

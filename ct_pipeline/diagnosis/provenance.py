@@ -1,0 +1,111 @@
+"""What made a diagnosis result: the ct version, the models, every option that changes findings,
+and the source's fingerprint; and whether two results were made the same way.
+
+Every result carries this record (per-series JSON, ``--json``, report pages, and a side file
+beside ``--csv``), so a result can always be traced to its models. A batch re-run into the same
+``--out`` skips a series only when its recorded models, settings and source all match the
+current ones (:func:`differences`), and ``--merge`` refuses to mix results made differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ct_pipeline import __version__
+from ct_pipeline.diagnosis.config import DiagnosisConfig
+from ct_pipeline.models.book import sha256_of_file
+
+# DiagnosisConfig fields that only change speed or memory, not the findings.
+_SPEED_ONLY = frozenset({"seg_batch_size", "cls_batch_size"})
+
+
+def run_provenance(
+    model_paths: Mapping[str, str], precision: Mapping[str, str], config: DiagnosisConfig, device_type: str
+) -> dict[str, Any]:
+    """The record of one batch's way of diagnosing (the same for every series of the batch).
+
+    Args:
+        model_paths: checkpoint path per kind ("seg", "cls", optionally "mal").
+        precision: the precision each network runs in.
+        config: the diagnosis parameters.
+        device_type: "cpu" or "cuda".
+    """
+    settings = {k: v for k, v in asdict(config).items() if k not in _SPEED_ONLY}
+    settings["hu_range"] = list(settings["hu_range"])
+    return {
+        "ct_version": __version__,
+        "models": {
+            kind: {"kind": kind, "sha256": sha256_of_file(path), "file": os.fspath(path)}
+            for kind, path in sorted(model_paths.items())
+        },
+        "settings": {**settings, "precision": dict(sorted(precision.items())), "device_type": device_type},
+    }
+
+
+def with_source(provenance: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``provenance`` plus the fingerprint of the series' source files."""
+    return {**provenance, "source_fingerprint": source_fingerprint(source)}
+
+
+def source_fingerprint(source: str) -> str:
+    """A short hash of the names, sizes and mtimes of the files a series was read from ("" if gone).
+
+    An .mhd counts with its .raw; a folder (DICOM) with every file below it.
+    """
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    elif path.suffix.lower() == ".mhd":
+        files = [p for p in (path, path.with_suffix(".raw")) if p.exists()]
+    elif path.is_file():
+        files = [path]
+    else:
+        return ""
+    digest = hashlib.sha1()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def comparable(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """What must match for two results to be repeats: model hashes, settings, source (not paths or version)."""
+    models = provenance.get("models") or {}
+    return {
+        "models": {kind: (entry or {}).get("sha256") for kind, entry in sorted(models.items())},
+        "settings": provenance.get("settings"),
+        "source_fingerprint": provenance.get("source_fingerprint"),
+    }
+
+
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], source: bool = True) -> list[str]:
+    """Names of what differs, e.g. ``["the cls model", "nodule_threshold"]`` (empty: a true repeat).
+
+    ``source`` False compares only models and settings (results of different series). A result
+    without a record (written by an older ct) differs in everything.
+    """
+    if not recorded:
+        return ["no record of how it was made"]
+    old, new = comparable(recorded), comparable(current)
+    names = []
+    for kind in sorted(set(old["models"]) | set(new["models"])):
+        if old["models"].get(kind) != new["models"].get(kind):
+            names.append(f"the {kind} model")
+    old_settings, new_settings = old["settings"] or {}, new["settings"] or {}
+    names += [key for key in sorted(set(old_settings) | set(new_settings)) if old_settings.get(key) != new_settings.get(key)]
+    if source and old["source_fingerprint"] != new["source_fingerprint"]:
+        names.append("the source files")
+    return names
+
+
+def settings_key(provenance: Mapping[str, Any]) -> str:
+    """A short hash of the models and settings (not the source): equal for results of one way of diagnosing."""
+    record = comparable(provenance)
+    del record["source_fingerprint"]
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]

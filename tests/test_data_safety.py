@@ -1,0 +1,280 @@
+"""Nothing lost, nothing stale: bad files and faults, through the CLI as a user meets them.
+
+Each case asserts the exit code, the one-line message and that no file outside the command's own
+outputs changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from ct_pipeline.cache import CropCache, RegionSpec
+from ct_pipeline.catalog import open_catalog
+from ct_pipeline.models import LunaClassifier, save_checkpoint
+from ct_pipeline.prepcache import key_for
+from tests.training_data import series_uid, write_training_luna
+
+
+def _ct(*args: object, input: str | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())  # rich wraps long lines at the console width
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``folder`` with its size and mtime: what 'nothing else changed' compares."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+# -- ct synth --overwrite ------------------------------------------------------------------------
+
+
+def _synth(out: Path, *extra: object):
+    return _ct("synth", out, "--series", 2, "--size", "small", "--seed", 1, *extra)
+
+
+def test_synth_overwrite_replaces_its_own_data_set(tmp_path):
+    out = tmp_path / "data"
+    assert _synth(out).exit_code == 0
+    first = sorted(p.name for p in (out / "subset0").iterdir())
+    result = _ct("synth", out, "--series", 1, "--size", "small", "--seed", 2, "--overwrite")
+    assert result.exit_code == 0, result.output
+    second = sorted(p.name for p in (out / "subset0").iterdir())
+    assert len(second) == 2 and not set(second) & set(first)  # the earlier series are gone
+
+
+@pytest.mark.parametrize("fault", ["foreign series", "edited annotations", "no manifest"])
+def test_synth_overwrite_refuses_a_folder_with_files_it_did_not_write_and_deletes_nothing(tmp_path, fault):
+    out = tmp_path / "data"
+    assert _synth(out).exit_code == 0
+    if fault == "foreign series":  # a real LUNA16 series beside ours
+        named = out / "subset0" / "1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860.mhd"
+        named.write_text("ObjectType = Image\n")
+        message = f"--overwrite: {named} was not written by ct synth; nothing was deleted"
+    elif fault == "edited annotations":  # a real annotations.csv copied over ours
+        named = out / "annotations.csv"
+        named.write_text(named.read_text() + "1.2.3,1,2,3,4\n")
+        message = f"--overwrite: {named} changed since ct synth wrote it; nothing was deleted"
+    else:
+        (out / ".ct-synth-manifest.json").unlink()
+        message = f"--overwrite: {out} was not written by ct synth (no .ct-synth-manifest.json)"
+    before = _snapshot(out)
+
+    result = _synth(out, "--overwrite")
+
+    assert result.exit_code == 2, result.output
+    assert _words(_error_line(result)).startswith(f"error: {message}")
+    assert _snapshot(out) == before
+
+
+# -- one bad file never stops everything -----------------------------------------------------------
+
+
+def test_a_random_bytes_dcm_is_skipped_with_a_warning_and_the_other_series_stay_usable(tmp_path):
+    root = write_training_luna(tmp_path / "luna", n_series=2)
+    bad = root / "junk" / "noise.dcm"
+    bad.parent.mkdir()
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+
+    listed = _ct("series", "list", "--data-root", root, "--cache-dir", tmp_path / "cache")
+    assert listed.exit_code == 0, listed.output
+    assert re.search(r"WARNING: skipped 1 unreadable DICOM file \(corrupt, truncated or not DICOM\): .*noise\.dcm", _words(listed.stderr))
+    assert series_uid(0) in _words(listed.stdout).replace(" ", "") or series_uid(0)[:20] in listed.stdout
+    info = _ct("info", series_uid(1), "--data-root", root, "--cache-dir", tmp_path / "cache")
+    assert info.exit_code == 0, info.output
+    folder = _ct("info", bad.parent)
+    assert folder.exit_code == 2
+    assert "noise.dcm: unreadable DICOM file" in _error_line(folder)
+
+
+def _truncate_raw(root: Path, n: int) -> str:
+    uid = series_uid(n)
+    raw = root / "subset0" / f"{uid}.raw"
+    raw.write_bytes(raw.read_bytes()[:1000])
+    return uid
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepcache_goes_on_past_a_truncated_raw_and_ends_with_exit_3(tmp_path, workers):
+    root = write_training_luna(tmp_path / "luna", n_series=4)
+    bad = _truncate_raw(root, 1)
+    cache_dir = tmp_path / "cache"
+    log = tmp_path / "prepcache.log"
+
+    result = _ct("prepcache", "--data-root", root, "--cache-dir", cache_dir, "--workers", workers, "--log-file", log)
+
+    assert result.exit_code == 3, result.output
+    assert result.stderr.splitlines()[-1] == f"1 of 4 series failed: {bad}; the others are cached"
+    catalog = open_catalog([root], cache_dir)
+    cache = CropCache(cache_dir)
+    cached = {uid for uid in catalog.series_uids if cache.contains(key_for(catalog.entries[uid], catalog.candidates_of(uid), RegionSpec()))}
+    cache.close()
+    assert cached == set(catalog.series_uids) - {bad}
+    assert log.read_text().splitlines()[-1].endswith("end: 1 of 4 series failed")
+
+
+def test_training_refuses_unreadable_series_at_start_and_runs_without_them_when_excluded(tmp_path):
+    root = write_training_luna(tmp_path / "luna", n_series=6)
+    bad = _truncate_raw(root, 1)
+    out = tmp_path / "run"
+    args = ("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--epochs", 1, "--epoch-size", 16,
+            "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
+
+    refused = _ct(*args, "--out", out)
+
+    assert refused.exit_code == 2, refused.output
+    listing = out / "unreadable-series.txt"
+    assert _words(_error_line(refused)).startswith(f"error: 1 series cannot be read, so training does not start: {bad} (")
+    assert _words(_error_line(refused)).endswith(
+        f"leave them out with --exclude-series {listing} (their UIDs, one per line)"
+    )
+    assert listing.read_text() == f"{bad}\n"
+    assert not (out / "last.ckpt").exists()
+
+    # the same --out again (it holds only logs/ and the listing), leaving the bad series out
+    excluded = _ct(*args, "--out", out, "--exclude-series", listing)
+    assert excluded.exit_code == 0, excluded.output
+    assert (out / "last.ckpt").exists()
+
+
+def test_a_validation_split_without_a_nodule_is_refused_at_start(tmp_path):
+    root = write_training_luna(tmp_path / "luna", n_series=4)
+    _, val = open_catalog([root]).split(2)
+    # the validation series keep their non-nodule candidates only
+    candidates = (root / "candidates.csv").read_text().splitlines()
+    kept = [line for line in candidates if not (line.endswith(",1") and line.split(",")[0] in val)]
+    assert len(kept) < len(candidates)
+    (root / "candidates.csv").write_text("\n".join(kept) + "\n")
+    for name in ("annotations.csv", "annotations_with_malignancy.csv"):
+        lines = (root / name).read_text().splitlines()
+        (root / name).write_text("\n".join(line for line in lines if line.split(",")[0] not in val) + "\n")
+    result = _ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run",
+                 "--epochs", 1, "--epoch-size", 16, "--val-stride", 2, "--num-workers", 0)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert _error_line(result) == (
+        "error: the validation split (every 2-th series: 2 series) holds no nodule candidate, so validation "
+        "cannot be scored and no best.ckpt chosen; change --val-stride or add series"
+    )
+
+
+# -- the crop cache ------------------------------------------------------------------------------
+
+
+def _filled_cache(tmp_path: Path) -> tuple[Path, Path]:
+    root = write_training_luna(tmp_path / "luna", n_series=3)
+    cache_dir = tmp_path / "cache"
+    assert _ct("prepcache", "--data-root", root, "--cache-dir", cache_dir).exit_code == 0
+    return root, cache_dir
+
+
+def test_a_deleted_data_file_is_a_corrupt_entry_that_prepcache_and_training_refill(tmp_path):
+    root, cache_dir = _filled_cache(tmp_path)
+    catalog = open_catalog([root], cache_dir)
+    uid = catalog.series_uids[0]
+    cache = CropCache(cache_dir)
+    key = key_for(catalog.entries[uid], catalog.candidates_of(uid), RegionSpec())
+    path = cache.data_path(key)
+    cache.close()
+    path.unlink()  # what a $TMPDIR cleaner does
+
+    again = _ct("prepcache", "--data-root", root, "--cache-dir", cache_dir)
+    assert again.exit_code == 0, again.output
+    assert "1 filled, 2 already cached" in _words(again.stdout)
+    cache = CropCache(cache_dir)
+    path = cache.data_path(key)
+    path.unlink()
+    cache.close()
+    trained = _ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
+                  "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+
+
+def test_partial_data_files_are_counted_by_info_and_removed_by_clear(tmp_path):
+    _, cache_dir = _filled_cache(tmp_path)
+    leftover = cache_dir / "crops" / "ab" / "cd" / "0123456789abcdef0123456789ab.val.partial"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"\0" * 2048)  # what a kill -9 in the middle of a write leaves
+
+    info = _ct("cache", "info", "--cache-dir", cache_dir)
+    assert info.exit_code == 0
+    assert "; 1 partial files (0.0 MiB) of fills that did not finish" in _words(info.stdout)
+    cleared = _ct("cache", "clear", "--cache-dir", cache_dir, "--yes")
+    assert cleared.exit_code == 0
+    assert not leftover.exists()
+    assert _words(_ct("cache", "info", "--cache-dir", cache_dir).stdout).startswith(f"{cache_dir / 'crops'}: 0 series")
+
+
+def test_cache_clear_answered_no_keeps_everything_and_without_a_terminal_needs_yes(tmp_path):
+    _, cache_dir = _filled_cache(tmp_path)
+    before = _snapshot(cache_dir)
+    no = _ct("cache", "clear", "--cache-dir", cache_dir, input="n\n")
+    # CliRunner's stdin is no terminal: without --yes that is a refusal, not a question
+    assert no.exit_code == 2
+    assert _error_line(no) == (
+        f"error: ct cache clear would delete everything in {cache_dir / 'crops'}; add --yes to confirm without a terminal"
+    )
+    assert {k: v for k, v in _snapshot(cache_dir).items() if not k.startswith("crops/locks")} == {
+        k: v for k, v in before.items() if not k.startswith("crops/locks")
+    }
+
+
+def test_the_data_file_is_written_under_a_partial_name_then_renamed(tmp_path, monkeypatch):
+    import diskcache
+
+    seen: list[str] = []
+    original = diskcache.Disk._write
+
+    def spy(self, full_path, iterator, mode, encoding=None):
+        seen.append(full_path)
+        return original(self, full_path, iterator, mode, encoding)
+
+    monkeypatch.setattr(diskcache.Disk, "_write", spy)
+    _filled_cache(tmp_path)
+    assert seen and all(path.endswith(".val.partial") for path in seen)
+    assert not list((tmp_path / "cache" / "crops").rglob("*.partial"))
+
+
+# -- checkpoints and training that diverges ----------------------------------------------------------
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_at_load(tmp_path):
+    model = LunaClassifier()
+    with torch.no_grad():
+        model.block1.conv1.weight[0, 0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(tmp_path / "nan.ckpt", model, kind="cls")
+    result = _ct("models", "info", path)
+    assert result.exit_code == 2
+    assert _error_line(result) == (
+        f"error: {path} has 1 non-finite (NaN or infinite) values in block1.conv1.weight: the training that wrote "
+        "it diverged; use an earlier checkpoint (e.g. best.ckpt) or retrain with a lower --lr."
+    )
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_with_exit_2(tmp_path):
+    root = write_training_luna(tmp_path / "luna")
+    out = tmp_path / "run"
+    result = _ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", out, "--epochs", 3,
+                 "--epoch-size", 64, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0, "--lr", 10)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    line = _words(_error_line(result))
+    assert re.match(r"error: training diverged at epoch \d+, step \d+: the loss is (nan|inf); the learning rate \(--lr 10\)", line)
+    assert "Traceback" not in result.output and "histogram" not in result.output.lower()
+    for name in ("last.ckpt", "best.ckpt"):  # whatever was saved holds finite weights
+        if (out / name).exists():
+            assert _ct("models", "info", out / name).exit_code == 0
