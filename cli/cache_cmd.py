@@ -61,12 +61,14 @@ def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) ->
     """Fill the cache; returns how many series failed (each is named on stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from ct_pipeline.atomic import check_writable
     from ct_pipeline.cache import CropCache
     from ct_pipeline.catalog import open_catalog
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
     from ct_pipeline.prepcache import prepcache, selected_series
 
     cache_path = resolve_cache_dir(cache_dir)
+    check_writable(cache_path, "--cache-dir", is_folder=True)
     catalog = open_catalog(resolve_data_roots(data_root), cache_path)
     cache = CropCache(cache_path, size_limit_gb)
     total = len(selected_series(catalog, config))

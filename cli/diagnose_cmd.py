@@ -298,6 +298,15 @@ def diagnose_command(
     _run(options)
 
 
+def _check_outputs(options: dict) -> None:
+    """Every place the run will write, checked before any model loads or series is read."""
+    from ct_pipeline.atomic import check_writable
+
+    for option, key, is_folder in (("--out", "out", True), ("--report", "report", True), ("--csv", "csv_path", False)):
+        if options[key] is not None:
+            check_writable(options[key], option, is_folder)
+
+
 def _log_path(options: dict, shard) -> Optional[Path]:
     """--log-file, else one file per shard under --out (a re-run of the task appends to it)."""
     if options["log_file"] is not None:
@@ -322,6 +331,7 @@ def _run(options: dict) -> None:
     out = options["out"]
     if out is not None and out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out} exists and is not a folder; give a folder for the per-series results")
+    _check_outputs(options)
     shard = Shard.parse(options["shard"])
     label = "diagnose" if shard.count == 1 else f"shard {shard}"
     with open_log_file(_log_path(options, shard), label) as log_file, StopRequests() as stop:

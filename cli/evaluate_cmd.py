@@ -84,8 +84,11 @@ def evaluate(
 
     Several hits on one nodule count once, hits on excluded findings neither way; other findings are false positives.
     """
+    from ct_pipeline.atomic import check_writable
     from ct_pipeline.evaluation.froc import FrocConfig, evaluate_froc_files
 
+    if plot is not None:
+        check_writable(plot, "--plot")
     config = FrocConfig(
         max_findings_per_scan=max_findings_per_scan, bootstrap_samples=bootstrap, seed=seed, by_size=by_size
     )

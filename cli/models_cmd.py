@@ -43,8 +43,10 @@ def import_book(
 
     The weights load unchanged; the source file name and SHA-256 are kept as provenance.
     """
+    from ct_pipeline.atomic import check_writable
     from ct_pipeline.models import KIND_NAMES, import_book_checkpoint  # torch: imported when used
 
+    check_writable(output, "--output")
     checkpoint = import_book_checkpoint(source, kind.value, output, overwrite=force)
     typer.echo(
         f"wrote {output}: {KIND_NAMES[checkpoint.kind]} ({checkpoint.arch}), epoch {checkpoint.epoch}, "

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,8 @@ from pathlib import Path
 import diskcache
 import numpy as np
 
+from ct_pipeline.atomic import write_failure
+from ct_pipeline.errors import OutputError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import network_filesystem_warning
 from ct_pipeline.volume import HU_AIR
@@ -263,7 +266,21 @@ class CropCache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def put(self, key: str, region: CachedRegion) -> None:
-        """Store ``region`` under ``key`` (data first, then the metadata that makes it visible)."""
+        """Store ``region`` under ``key`` (data first, then the metadata that makes it visible).
+
+        Raises:
+            OutputError: the cache's disk is full, read-only or not ours to write.
+        """
+        try:
+            self._put(key, region)
+        except OSError as err:
+            raise write_failure(self.directory, err, "--cache-dir") from err
+        except sqlite3.OperationalError as err:  # "database or disk is full", "attempt to write a readonly database"
+            raise OutputError(
+                f"--cache-dir {self.directory}: cannot write there ({err}); free space, fix the permissions or choose another path"
+            ) from err
+
+    def _put(self, key: str, region: CachedRegion) -> None:
         hu = np.ascontiguousarray(region.hu, dtype=np.int16)
         buffer = io.BytesIO()
         np.save(buffer, hu, allow_pickle=False)

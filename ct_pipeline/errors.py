@@ -24,3 +24,7 @@ class BadCheckpointError(CtError):
 
 class NotFoundError(BadInputError):
     """A series or file that was asked for does not exist."""
+
+
+class OutputError(BadInputError):
+    """A result could not be written where the user asked (no space, no permission, read-only)."""

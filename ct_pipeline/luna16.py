@@ -37,8 +37,14 @@ TABLE_COLUMNS = ["series_uid", *CENTER_COLUMNS, "diameter_mm", "is_nodule", "has
 SAME_NODULE_MM = 0.5
 
 
-def read_luna_csv(path: Path, numeric: list[str], extra: list[str] = ()) -> pd.DataFrame:  # type: ignore[assignment]
+def read_luna_csv(
+    path: Path, numeric: list[str], extra: list[str] = (), any_id: bool = False  # type: ignore[assignment]
+) -> pd.DataFrame:
     """Read a LUNA16 CSV, requiring ``seriesuid`` and the ``numeric`` columns to be finite numbers.
+
+    ``seriesuid`` must be a DICOM-style UID (it names files and cache entries), unless
+    ``any_id``: then any non-empty ID (the evaluator only compares them; other data sets and
+    LUNA16 derivatives use other IDs).
 
     Raises:
         BadDataError: naming the file and the 1-based line of the first bad row.
@@ -58,7 +64,7 @@ def read_luna_csv(path: Path, numeric: list[str], extra: list[str] = ()) -> pd.D
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise BadDataError(f"{path}: missing column(s) {missing}; expected header {','.join(required)}")
-    bad_uid = ~frame["seriesuid"].map(is_series_uid)
+    bad_uid = (frame["seriesuid"].str.strip() == "") if any_id else ~frame["seriesuid"].map(is_series_uid)
     if bad_uid.any():
         row = int(np.flatnonzero(bad_uid.to_numpy())[0])
         raise BadDataError(f"{path}:{frame.index[row]}: {frame['seriesuid'].iloc[row]!r} is not a valid series UID")
@@ -84,9 +90,9 @@ def _parse_bool(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     return text.map(mapping).astype("boolean")
 
 
-def read_annotations(path: Path) -> pd.DataFrame:
-    """``annotations.csv`` -> frame with series_uid, center_*_mm, diameter_mm."""
-    frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "diameter_mm"])
+def read_annotations(path: Path, any_id: bool = False) -> pd.DataFrame:
+    """``annotations.csv`` -> frame with series_uid, center_*_mm, diameter_mm (``any_id``: see :func:`read_luna_csv`)."""
+    frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "diameter_mm"], any_id=any_id)
     return _rename(frame)[["series_uid", *CENTER_COLUMNS, "diameter_mm"]]
 
 

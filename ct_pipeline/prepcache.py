@@ -14,7 +14,7 @@ import pandas as pd
 
 from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec, centers_fingerprint, region_box, region_key, source_fingerprint
 from ct_pipeline.catalog import Catalog
-from ct_pipeline.errors import CtError
+from ct_pipeline.errors import CtError, OutputError
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
 from ct_pipeline.preemption import StopRequests, Terminated, ignore_stop_signals
@@ -64,6 +64,8 @@ def fill_or_report(cache: CropCache, entry: SeriesEntry, candidates: pd.DataFram
     the result instead of raised, so a batch goes on with the others."""
     try:
         return fill_series(cache, entry, candidates, spec)
+    except OutputError:
+        raise  # the cache cannot be written: the same for every series, so the batch stops
     except CtError as err:
         return FillResult(entry.series_uid, False, len(candidates), 0, 0, error=str(err))
     except (OSError, ValueError, MemoryError) as err:

@@ -6,8 +6,11 @@ outputs changed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,15 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
+from ct_pipeline import __version__
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
+from ct_pipeline.errors import OutputError
+from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import LunaClassifier, save_checkpoint
+from ct_pipeline.models.book import sha256_of_file
 from ct_pipeline.prepcache import key_for
+from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
 from tests.training_data import series_uid, write_training_luna
 
 
@@ -278,3 +286,149 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss_with_exit_2(tmp_path
     for name in ("last.ckpt", "best.ckpt"):  # whatever was saved holds finite weights
         if (out / name).exists():
             assert _ct("models", "info", out / name).exit_code == 0
+
+
+# -- diagnose: provenance, stale results, early refusals ---------------------------------------------
+
+
+@pytest.fixture()
+def diagnose_setup(tmp_path):
+    root = tmp_path / "luna"
+    (root / "subset0").mkdir(parents=True)
+    uids = [f"1.2.826.0.1.3680043.8.498.{70 + k}" for k in range(2)]
+    for uid in uids:
+        write_mhd(phantom_chest(), phantom_geometry(), root / "subset0" / f"{uid}.mhd")
+    models = write_models(tmp_path / "models", nodule_prob=0.8)
+    other = write_models(tmp_path / "other", nodule_prob=0.3)
+    return root, uids, models, other
+
+
+def _diagnose(root, models, out, *extra):
+    return _ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
+               "--cls-model", models["cls"], "--workers", 1, *extra)  # fmt: skip
+
+
+def test_results_record_what_made_them_and_a_rerun_redoes_only_what_was_made_differently(diagnose_setup, tmp_path):
+    root, uids, models, other = diagnose_setup
+    out = tmp_path / "out"
+    first = _diagnose(root, models, out)
+    assert first.exit_code == 0, first.output
+    assert f"using --seg-model {models['seg']} --cls-model {models['cls']}" in first.stderr
+    record = json.loads((out / f"{uids[0]}.json").read_text())["provenance"]
+    assert record["ct_version"] == __version__
+    assert record["models"]["cls"]["sha256"] == sha256_of_file(models["cls"])
+    assert record["settings"]["nodule_threshold"] == 0.5 and record["settings"]["device_type"] == "cpu"
+    assert record["source_fingerprint"]
+    side = json.loads((out / "findings.csv.provenance").read_text())
+    assert [way["series"] for way in side["made_with"]] == [uids]
+
+    repeat = _diagnose(root, models, out)
+    assert repeat.stderr.count("skipped ") == 2 and "redid" not in repeat.stderr
+
+    changed = _diagnose(root, {**models, "cls": other["cls"]}, out, "--threshold", 0.1)
+    assert changed.exit_code == 0, changed.output
+    redone = [line for line in changed.stderr.splitlines() if line.startswith("redid ")]
+    assert len(redone) == 2
+    assert redone[0] == (
+        f"redid {uids[0]}: {out / (uids[0] + '.json')} was made with another the cls model, nodule_threshold; "
+        "diagnosing it again"
+    )
+    assert json.loads((out / f"{uids[0]}.json").read_text())["provenance"]["settings"]["nodule_threshold"] == 0.1
+
+
+def test_merge_refuses_results_made_with_different_models_unless_allowed(diagnose_setup, tmp_path):
+    root, uids, models, other = diagnose_setup
+    out = tmp_path / "out"
+    assert _diagnose(root, models, out, "--series-file", _series_file(tmp_path, uids[:1])).exit_code == 0
+    # the other series with the other classifier, as a second array task might have run it
+    second = _ct("diagnose", uids[1], "--data-root", root, "--out", out, "--seg-model", models["seg"],
+                 "--cls-model", other["cls"], "--workers", 1)  # fmt: skip
+    assert second.exit_code == 0, second.output
+    before = _snapshot(out)
+
+    refused = _ct("diagnose", "--merge", out)
+    assert refused.exit_code == 2
+    assert _error_line(refused) == (
+        f"error: --merge: {out} holds results made in 2 different ways ({uids[0]} and {uids[1]} differ in the cls "
+        "model); re-run ct diagnose with one set of models and options, or pass --allow-mixed to merge them anyway"
+    )
+    assert _snapshot(out) == before
+    assert _ct("diagnose", "--merge", out, "--allow-mixed").exit_code == 0
+
+
+def _series_file(tmp_path: Path, uids: list[str]) -> Path:
+    path = tmp_path / "series.txt"
+    path.write_text("".join(f"{uid}\n" for uid in uids))
+    return path
+
+
+def test_a_batch_with_a_failed_series_ends_its_log_with_the_count(diagnose_setup, tmp_path):
+    root, uids, models, _ = diagnose_setup
+    raw = root / "subset0" / f"{uids[1]}.raw"
+    raw.write_bytes(raw.read_bytes()[:500])
+    out = tmp_path / "out"
+    result = _diagnose(root, models, out)
+    assert result.exit_code == 3
+    assert (out / "logs" / "diagnose.log").read_text().splitlines()[-1].endswith("end: 1 of 2 series failed")
+
+
+def test_a_bad_series_argument_is_refused_before_any_model_loads(tmp_path):
+    # the model paths do not exist: the UID must be refused first
+    result = _ct("diagnose", "1.2/../x", "--seg-model", tmp_path / "no.ckpt", "--cls-model", tmp_path / "no.ckpt")
+    assert result.exit_code == 2
+    assert "1.2/../x" in _error_line(result) and "no such file" not in _error_line(result)
+
+
+def test_an_empty_folder_is_named_as_holding_no_dicom(tmp_path):
+    models = write_models(tmp_path / "models")
+    (tmp_path / "empty").mkdir()
+    result = _ct("diagnose", tmp_path / "empty", "--seg-model", models["seg"], "--cls-model", models["cls"])
+    assert result.exit_code == 3 or result.exit_code == 2
+    assert f"{tmp_path / 'empty'}: no DICOM files in this folder (or below it)" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--csv", "--report", "--out"])
+def test_an_unwritable_output_is_refused_before_the_work_with_the_path_and_reason(diagnose_setup, tmp_path, option):
+    root, uids, models, _ = diagnose_setup
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = blocker / ("findings.csv" if option == "--csv" else "dir")
+    result = _ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
+                 option, target)  # fmt: skip
+    assert result.exit_code == 2
+    assert _error_line(result) == (
+        f"error: {option} {target}: cannot write there (a part of the path is a file, not a folder); free space, "
+        "fix the permissions or choose another path"
+    )
+    assert "using --seg-model" not in result.stderr  # refused before the models were loaded
+
+
+def test_a_full_disk_while_writing_is_exit_2_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from ct_pipeline import atomic
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    model = LunaClassifier()
+    with pytest.raises(OutputError, match=r"cannot write there \(no space left on the device\)"):
+        save_checkpoint(tmp_path / "m.ckpt", model, kind="cls")
+    assert not list(tmp_path.iterdir())  # no temporary file left
+
+
+def test_two_prepcache_runs_at_once_fill_each_series_once(tmp_path):
+    root = write_training_luna(tmp_path / "luna", n_series=6)
+    cache_dir = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    logs = [tmp_path / f"p{k}.log" for k in range(2)]
+    runs = [
+        subprocess.Popen([sys.executable, "-m", "cli", "prepcache", "--data-root", str(root), "--cache-dir", str(cache_dir),
+                          "--log-file", str(log)], env=env, cwd=Path(__file__).resolve().parent.parent,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        for log in logs
+    ]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0]
+    filled = [line for log in logs for line in log.read_text().splitlines() if " filled 1." in line]
+    assert len(filled) == 6  # each series read by one of the two, the other found it cached

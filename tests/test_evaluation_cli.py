@@ -165,7 +165,11 @@ BAD_INPUT = {
     "probability nan": (f"{PRED_HEADER}\n{A},1,2,3,nan\n", None, None, ["pred.csv:2", "probability"]),
     "row too short": (f"{PRED_HEADER}\n{A},1,2,3,0.5\n{A},1,2\n", None, None, ["pred.csv:3"]),
     "row too long": (f"{PRED_HEADER}\n{A},1,2,3,0.5\n{A},1,2,3,0.5,9\n", None, None, ["pred.csv", "line 3"]),
-    "bad series uid": (f"{PRED_HEADER}\n../etc,1,2,3,0.5\n", None, None, ["pred.csv:2", "not a valid series UID"]),
+    "findings only on other scans": (
+        f"{PRED_HEADER}\n{C},1,2,3,0.5\n{C},4,5,6,0.4\n", None, None,
+        [f"none of the 2 findings is on an evaluated scan (e.g. {C} is not among the 1 evaluated, such as {A})"],
+    ),
+    "empty series id": (f"{PRED_HEADER}\n,1,2,3,0.5\n", None, None, ["pred.csv:2"]),
     "missing column": (f"seriesuid,coordX,coordY,coordZ\n{A},1,2,3\n", None, None, ["pred.csv", "probability"]),
     "empty file": ("", None, None, ["pred.csv", "empty"]),
     "annotation without a size": (
@@ -174,7 +178,6 @@ BAD_INPUT = {
         None,
         ["annotations.csv:3", "diameter_mm"],
     ),
-    "series file with a bad line": (f"{PRED_HEADER}\n", None, f"{A}\nnot-a-uid\n", ["seriesuids.csv:2", "'not-a-uid'"]),
     "no nodule on the evaluated scans": (f"{PRED_HEADER}\n", None, f"{C}\n", ["sensitivity is undefined"]),
 }
 
@@ -201,3 +204,15 @@ def test_missing_predictions_file_is_a_usage_error(tmp_path):
     result = _run("evaluate", tmp_path / "nope.csv", "--annotations", annotations)
     assert result.exit_code == 2
     assert "nope.csv" in result.output
+
+
+def test_ids_that_are_not_dicom_uids_are_evaluated(tmp_path):
+    # LUNA16 derivatives and other data sets use other IDs (here with LUNA16-style leading zeros
+    # and plain names); the evaluator only compares them.
+    ids = ["1.3.6.1.4.1.14519.5.2.1.6279.6001.000000000000000000000000000000", "patient-07_ct"]
+    annotations = _csv(tmp_path / "a.csv", ANNOT_HEADER, [(ids[0], 0, 0, 0, 10), (ids[1], 5, 5, 5, 8)])
+    predictions = _csv(tmp_path / "p.csv", PRED_HEADER, [(ids[0], 1, 1, 1, 0.9), (ids[1], 50, 50, 50, 0.8)])
+    result = _run("evaluate", predictions, "--annotations", annotations, "--bootstrap", "0", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["n_scans"], report["n_nodules"], report["n_detected"], report["cpm"]) == (2, 2, 1, 0.5)

@@ -75,9 +75,10 @@ def series_key(source: str, options: LoadOptions = LoadOptions()) -> str:
         uids = [s.series_uid for s in series]
         if options.series_uid is not None and options.series_uid in uids:
             return options.series_uid
+        if not uids:
+            raise BadInputError(f"{path}: no DICOM files in this folder (or below it); give a folder of DICOM slices, or a UID with --data-root")
         if len(uids) != 1:
-            found = ", ".join(uids) if uids else "none"
-            raise BadInputError(f"{path}: expected one DICOM series, found {found}; name one with --series UID")
+            raise BadInputError(f"{path}: expected one DICOM series, found {', '.join(uids)}; name one with --series UID")
         return uids[0]
     if path.is_file():
         if path.name.lower().endswith(".mhd"):
@@ -94,7 +95,15 @@ def series_key(source: str, options: LoadOptions = LoadOptions()) -> str:
 def items_from_sources(
     sources: Sequence[str], data_roots: Sequence[Path], cache_dir: Path | None, options: LoadOptions
 ) -> list[BatchItem]:
-    """One item per source (UID under ``data_roots``, DICOM folder or image file), in the given order."""
+    """One item per source (UID under ``data_roots``, DICOM folder or image file), in the given order.
+
+    Raises:
+        BadInputError: a source is neither an existing path nor a valid series UID (checked
+            now, before any model loads).
+    """
+    for source in sources:
+        if not Path(source).exists():
+            validate_series_uid(source)
 
     def loader(source: str) -> Callable[[], CtVolume]:
         return lambda: load_ct(source, data_roots=data_roots, cache_dir=cache_dir, options=options)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ct_pipeline.errors import BadInputError
 from ct_pipeline.evaluation.tables import FindingTable, NoduleTable
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,12 @@ def match_findings(
     finding_scan = _scan_index(findings.series_uid, scan_of_uid)
     inside = finding_scan >= 0
     n_outside = int((~inside).sum())
+    if n_outside and n_outside == len(findings):
+        raise BadInputError(
+            f"none of the {n_outside} findings is on an evaluated scan (e.g. {findings.series_uid[0]} is not among "
+            f"the {len(series_uids)} evaluated, such as {series_uids[0] if series_uids else 'none'}); the findings and the "
+            "annotations (or --series-file) describe different scans"
+        )
     if n_outside:
         outside_uids = sorted(set(findings.series_uid[~inside]))
         log.warning(

@@ -64,6 +64,21 @@ def _prob(value: float | None) -> str:
     return "&ndash;" if value is None else f"{value:.3f}"
 
 
+def _made_with(provenance) -> str:
+    """What made the findings: ct version, each model (file, SHA-256) and the settings."""
+    if not provenance:
+        return "<p class='muted'>Made with: not recorded.</p>"
+    models = "; ".join(
+        f"{_e(kind)}: {_e(os.path.basename(str(entry.get('file', ''))))} (sha256 {_e(str(entry.get('sha256', ''))[:12])})"
+        for kind, entry in (provenance.get("models") or {}).items()
+    )
+    settings = ", ".join(f"{_e(k)} {_e(v)}" for k, v in (provenance.get("settings") or {}).items())
+    return (
+        f"<p class='muted'>Made with ct {_e(provenance.get('ct_version', '?'))}; models {models}.<br>"
+        f"Settings: {settings}</p>"
+    )
+
+
 def _series_section(report: SeriesReport) -> str:
     result = report.result
     shown = result.nodules(report.threshold)
@@ -85,6 +100,7 @@ def _series_section(report: SeriesReport) -> str:
         f"{_e(' x '.join(str(v) for v in result.shape_irc))}; {len(result.findings)} candidates "
         f"({result.n_candidates_before_merge} before merging duplicates); {len(shown)} at or above "
         f"nodule probability {report.threshold:g}.<br>Time per stage: {timings}</p>",
+        _made_with(result.provenance),
     ]
     if report.overview:
         parts.append(f'<img src="{_src(report.overview)}" alt="overview of {_e(result.series_uid)}">')

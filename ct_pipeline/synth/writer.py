@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ct_pipeline.atomic import atomic_write_text
+from ct_pipeline.atomic import atomic_write_text, check_writable
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading.mhd import write_mhd
@@ -240,6 +240,7 @@ def _prepare_out_dir(config: SynthConfig) -> SynthManifest:
     out_dir = config.out_dir
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"output {str(out_dir)!r} is a file; give a folder (new or empty)")
+    check_writable(out_dir, "output folder", is_folder=True)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not config.overwrite:
             raise BadInputError(

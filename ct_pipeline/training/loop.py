@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
-from ct_pipeline.atomic import atomic_write_text
+from ct_pipeline.atomic import atomic_write_text, check_writable
 from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.logfile import open_log_file
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
@@ -113,6 +113,7 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
             after its current step, and ``last.ckpt`` holds the last complete epoch.
     """
     budget = thread_budget(config.threads)
+    check_writable(config.out_dir, "--out", is_folder=True)  # now, not when the first epoch ends
     ctx = setup_distributed(config.device)
     try:
         # every rank appends to its own file: rank 0's console lines, and what each rank warns
