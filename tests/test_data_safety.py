@@ -432,3 +432,43 @@ def test_two_prepcache_runs_at_once_fill_each_series_once(tmp_path):
     assert [run.wait(timeout=120) for run in runs] == [0, 0]
     filled = [line for log in logs for line in log.read_text().splitlines() if " filled 1." in line]
     assert len(filled) == 6  # each series read by one of the two, the other found it cached
+
+
+@pytest.mark.parametrize("command", ["synth", "import-book", "evaluate --plot", "prepcache --cache-dir"])
+def test_every_output_option_under_a_file_is_exit_2_with_the_path_and_reason(tmp_path, command, book_weights_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = blocker / "out"
+    if command == "synth":
+        args, named = ["synth", target, "--series", 1, "--size", "small"], f"output folder {target}"
+    elif command == "import-book":
+        source = book_weights_dir / "cls_2020-02-06_14.16.55_final-nodule-nonnodule.best.state"
+        args, named = ["models", "import-book", source, "--kind", "cls", "-o", target], f"--output {target}"
+    elif command == "evaluate --plot":
+        predictions = tmp_path / "p.csv"
+        predictions.write_text("seriesuid,coordX,coordY,coordZ,probability\n1.2.3,0,0,0,0.9\n")
+        annotations = tmp_path / "a.csv"
+        annotations.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n1.2.3,0,0,0,5\n")
+        args, named = ["evaluate", predictions, "--annotations", annotations, "--plot", target], f"--plot {target}"
+    else:
+        root = write_training_luna(tmp_path / "luna", n_series=1)
+        args, named = ["prepcache", "--data-root", root, "--cache-dir", target], f"--cache-dir {target}"
+    result = _ct(*args)
+    assert result.exit_code == 2, result.output
+    assert _error_line(result) == (
+        f"error: {named}: cannot write there (a part of the path is a file, not a folder); free space, fix the "
+        "permissions or choose another path"
+    )
+    assert blocker.read_text() == "not a folder"
+
+
+def test_the_report_page_says_what_made_the_findings(diagnose_setup, tmp_path):
+    root, uids, models, _ = diagnose_setup
+    report = tmp_path / "report"
+    result = _ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
+                 "--report", report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page = (report / "index.html").read_text()
+    assert f"Made with ct {__version__}" in page
+    assert f"cls: cls.ckpt (sha256 {sha256_of_file(models['cls'])[:12]})" in page
+    assert "nodule_threshold 0.5" in page
