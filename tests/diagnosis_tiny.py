@@ -113,3 +113,14 @@ def write_models(folder: Path, nodule_prob: float = 0.9, malignancy_prob: float 
         paths["mal"] = folder / "mal.ckpt"
         save_checkpoint(paths["mal"], constant_classifier(malignancy_prob), kind="mal")
     return paths
+
+
+def write_phantom_luna(root: Path, n_series: int, first: int = 60) -> list[str]:
+    """``n_series`` phantom chests as ``root/subset0/<uid>.mhd`` (no CSVs: for diagnose); returns the UIDs."""
+    from ct_pipeline.loading.mhd import write_mhd
+
+    (root / "subset0").mkdir(parents=True, exist_ok=True)
+    uids = [f"1.2.826.0.1.3680043.8.498.{first + k}" for k in range(n_series)]
+    for uid in uids:
+        write_mhd(phantom_chest(), phantom_geometry(), root / "subset0" / f"{uid}.mhd")
+    return uids

@@ -23,11 +23,10 @@ from ct_pipeline import __version__
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.errors import OutputError
-from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import LunaClassifier, save_checkpoint
 from ct_pipeline.models.book import sha256_of_file
 from ct_pipeline.prepcache import key_for
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.training_data import series_uid, write_training_luna
 
 
@@ -294,10 +293,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss_with_exit_2(tmp_path
 @pytest.fixture()
 def diagnose_setup(tmp_path):
     root = tmp_path / "luna"
-    (root / "subset0").mkdir(parents=True)
-    uids = [f"1.2.826.0.1.3680043.8.498.{70 + k}" for k in range(2)]
-    for uid in uids:
-        write_mhd(phantom_chest(), phantom_geometry(), root / "subset0" / f"{uid}.mhd")
+    uids = write_phantom_luna(root, 2, first=70)
     models = write_models(tmp_path / "models", nodule_prob=0.8)
     other = write_models(tmp_path / "other", nodule_prob=0.3)
     return root, uids, models, other

@@ -9,10 +9,8 @@ corrupt entry read by a fresh process are in tests/test_cache.py.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +25,10 @@ from ct_pipeline.catalog import open_catalog
 from ct_pipeline.datasets.regions import SeriesRegions
 from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading import load_ct
-from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.prepcache import PrepcacheConfig, key_for, prepcache
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.cli_process import start_cli
+from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.tiny_luna import SERIES, coded_volume, write_tiny_luna
 from tests.training_data import write_training_luna
 
@@ -38,12 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 N_SERIES = 12
 
 
-def _start(tmp_path: Path, *args: object) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli", *[str(a) for a in args]],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+_start = start_cli
 
 
 def _kill_when(condition: Callable[[], bool], process: subprocess.Popen, timeout_s: float = 60.0) -> None:
@@ -123,10 +116,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_complete_checkpoint(tmp
 @pytest.mark.slow
 def test_diagnose_batch_killed_midway_skips_the_finished_series_and_redoes_the_rest(tmp_path):
     root = tmp_path / "luna"
-    (root / "subset0").mkdir(parents=True)
-    uids = [f"1.2.826.0.1.3680043.8.498.{60 + k}" for k in range(6)]
-    for uid in uids:
-        write_mhd(phantom_chest(), phantom_geometry(), root / "subset0" / f"{uid}.mhd")
+    uids = write_phantom_luna(root, 6)
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
     args = ["diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],

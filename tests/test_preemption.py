@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,21 +18,15 @@ from pathlib import Path
 import pytest
 
 from ct_pipeline.cache import CropCache
-from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.preemption import StopRequests, Terminated
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.cli_process import start_cli
+from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.training_data import write_training_luna
 
-REPO = Path(__file__).resolve().parent.parent
 
 
-def _start(tmp_path: Path, *args: object) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli", *[str(a) for a in args]],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
-    )  # fmt: skip
+_start = start_cli
 
 
 def _children(pid: int) -> set[int]:
@@ -136,10 +129,7 @@ def _terminate(process: subprocess.Popen, timeout_s: float = 60.0) -> str:
 @pytest.mark.slow
 def test_sigterm_stops_a_diagnose_batch_between_series_leaving_only_whole_results(tmp_path):
     root = tmp_path / "luna"
-    (root / "subset0").mkdir(parents=True)
-    uids = [f"1.2.826.0.1.3680043.8.498.{60 + k}" for k in range(8)]
-    for uid in uids:
-        write_mhd(phantom_chest(), phantom_geometry(), root / "subset0" / f"{uid}.mhd")
+    uids = write_phantom_luna(root, 8)
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
     process = _start(
