@@ -32,7 +32,6 @@ from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.tiny_luna import SERIES, coded_volume, write_tiny_luna
 from tests.training_data import write_training_luna
 
-REPO = Path(__file__).resolve().parent.parent
 N_SERIES = 12
 
 
