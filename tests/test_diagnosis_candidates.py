@@ -27,7 +27,7 @@ def test_centres_match_the_books_code_on_random_blobs(geometry):
     hu = rng.integers(-1100, 1200, size=(20, 40, 44)).astype(np.int16)
     mask = ndimage.binary_dilation(rng.random(hu.shape) > 0.985, iterations=2)
     mask[0] = mask[0] | (rng.random(mask[0].shape) > 0.5)  # components touching the volume's edge
-    candidates = group_candidates(mask, hu, geometry)
+    candidates = group_candidates(mask, hu, geometry, keep_eroded_away=False)
     expected = _book_centres(mask, hu)
     assert len(candidates) == len(expected) > 5
     np.testing.assert_allclose(candidates.center_irc, expected, rtol=0, atol=1e-9)
@@ -42,7 +42,7 @@ def test_erosion_removes_what_is_one_slice_thick_and_sizes_are_measured_before_e
     ball = ((i - 6) * 2.0) ** 2 + ((r - 18) * 0.5) ** 2 + ((c - 18) * 0.5) ** 2 <= 4.0**2
     mask |= ball
     hu = np.zeros(mask.shape, dtype=np.int16)
-    candidates = group_candidates(mask, hu, GEOMETRY)
+    candidates = group_candidates(mask, hu, GEOMETRY, keep_eroded_away=False)
     assert len(candidates) == 1
     np.testing.assert_allclose(candidates.center_irc[0], (6, 18, 18), atol=1e-9)
     expected_diameter = np.cbrt(6 * ball.sum() * 0.5 * 0.5 * 2.0 / np.pi)
@@ -60,12 +60,15 @@ def test_centre_of_mass_is_weighted_by_clipped_hu_plus_1001():
     np.testing.assert_allclose(candidates.center_irc[0], (2, 2, expected_col))
 
 
-def test_empty_mask_and_mask_that_erodes_away_give_no_candidates():
+def test_empty_mask_gives_no_candidates_and_a_mask_that_erodes_away_gives_one_unless_book_style():
     hu = np.zeros((4, 8, 8), dtype=np.int16)
     assert len(group_candidates(np.zeros(hu.shape, bool), hu, GEOMETRY)) == 0
     thin = np.zeros(hu.shape, bool)
     thin[2, 2:6, 2:6] = True
-    assert len(group_candidates(thin, hu, GEOMETRY)) == 0
+    assert len(group_candidates(thin, hu, GEOMETRY, keep_eroded_away=False)) == 0  # the book's
+    kept = group_candidates(thin, hu, GEOMETRY)
+    np.testing.assert_allclose(kept.center_irc, [(2, 3.5, 3.5)])
+    assert kept.diameter_mm[0] == pytest.approx(np.cbrt(6 * 16 * 0.5 * 0.5 * 2.0 / np.pi))
 
 
 def test_labels_fall_back_to_int32_beyond_65535_components():
@@ -98,3 +101,35 @@ def test_merge_is_greedy_without_chaining_and_off_at_fraction_zero():
     assert kept.tolist() == [0, 2, 1] and sizes.tolist() == [1, 1, 1]
     kept, sizes = merge_duplicates(np.zeros((0, 3)), np.zeros(0), np.zeros(0), fraction=0.75)
     assert kept.size == 0 and sizes.size == 0
+
+
+def _ball(shape, centre_irc, radius_mm, spacing_irc):
+    i, r, c = np.indices(shape)
+    return sum(((a - m) * s) ** 2 for a, m, s in zip((i, r, c), centre_irc, spacing_irc)) <= radius_mm**2
+
+
+@pytest.mark.parametrize("case", ["small and thin", "on the wall", "on a vessel", "beside a bigger blob"])
+def test_every_nodule_the_mask_touches_yields_a_candidate_within_its_radius(case):
+    # The candidate-recall contract: what training counts as found (the thresholded mask touches a
+    # nodule >= 4 mm) diagnosis must turn into a candidate whose centre lies inside the nodule.
+    spacing_irc = (2.0, 0.7, 0.7)
+    geometry = Geometry((0.0, 0.0, 0.0), spacing_irc[::-1], (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    shape = (20, 60, 60)
+    centre, radius_mm = np.array((10.0, 30.0, 30.0)), 2.0  # a 4 mm nodule
+    mask = np.zeros(shape, bool)
+    if case == "small and thin":  # the U-Net outlines it on one slice, 2 pixels wide: erosion removes it
+        mask[10, 29:31, 29:32] = True
+    else:
+        mask |= _ball(shape, centre, radius_mm, spacing_irc)
+        mask[10, 29:31, 29:31] = True
+    if case == "on the wall":  # a blob of pleura mask touching the nodule, much larger than it
+        mask[6:15, 30:33, 0:29] = True
+    elif case == "on a vessel":  # a thin vessel through it, one voxel wide
+        mask[10, 30, :] = True
+    elif case == "beside a bigger blob":
+        big_centre = np.array((10.0, 30.0, 44.0))
+        mask |= _ball(shape, big_centre, 6.0, spacing_irc)
+    hu = np.where(mask, 40, -850).astype(np.int16)
+    candidates = group_candidates(mask, hu, geometry)
+    distances_mm = np.linalg.norm((candidates.center_irc - centre) * np.asarray(spacing_irc), axis=1)
+    assert len(candidates) >= 1 and distances_mm.min() <= radius_mm, (case, distances_mm)

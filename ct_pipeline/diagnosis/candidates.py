@@ -6,6 +6,10 @@ take each component's centre of mass weighted by ``clip(hu, -1000, 1000) + 1001`
 on the bounding box of the mask, and the centres come from the component voxels alone, so no
 float copy of the volume is made.
 
+One change to the book (``keep_eroded_away``, off in ``--book-style``): a component of the mask
+that erosion removes entirely (a thin or small one) stays a candidate of its own, so every blob of the thresholded mask yields a candidate;
+training's "nodule recall" (the mask touches the nodule) and diagnosis' candidates agree.
+
 Each candidate's diameter is that of the sphere with the volume of its segmented voxels
 *before* erosion (the eroded component grown back inside the mask), which is what the U-Net
 outlined.
@@ -74,6 +78,7 @@ def group_candidates(
     geometry: Geometry,
     erosion_iterations: int = 1,
     hu_range: tuple[float, float] = (-1000.0, 1000.0),
+    keep_eroded_away: bool = True,
 ) -> Candidates:
     """Candidates from a thresholded segmentation mask, as the book groups them.
 
@@ -83,6 +88,8 @@ def group_candidates(
         geometry: the volume's grid, for ``center_xyz``.
         erosion_iterations: binary erosions before labelling (book: 1).
         hu_range: the clipping of HU in the weights (book: -1000..1000, weight = hu + 1001).
+        keep_eroded_away: a component that erosion removes entirely stays a candidate (the
+            book's code drops it).
     """
     box = _bounding_box(mask)
     if box is None:
@@ -96,6 +103,8 @@ def group_candidates(
     eroded = ndimage.binary_erosion(raw, iterations=erosion_iterations) if erosion_iterations else raw
     labels, n_labels = _label(eroded)
     del eroded  # the labels say the same; keep memory to the mask and the labels
+    if erosion_iterations and keep_eroded_away:
+        labels, n_labels = _keep_what_erosion_removed(labels, n_labels, raw)
     if n_labels == 0:
         return Candidates.empty()
     flat = np.flatnonzero(labels)
@@ -127,6 +136,30 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     except RuntimeError:  # more than 65535 components
         labels, n_labels = ndimage.label(mask)
     return labels, int(n_labels)
+
+
+def _keep_what_erosion_removed(labels: np.ndarray, n_labels: int, raw: np.ndarray) -> tuple[np.ndarray, int]:
+    """``labels`` plus, as components of their own, the mask's components that erosion removed whole.
+
+    Erosion separates touching blobs, but it also deletes a thin mask outright: a small nodule
+    the U-Net outlined 2 voxels wide, or a faint one, then gave no candidate at all although the
+    mask touched it (what training counts as found). Those components come back unchanged.
+    """
+    raw_labels, n_raw = _label(raw)
+    survived = np.zeros(n_raw + 1, dtype=bool)
+    survived[raw_labels[labels > 0]] = True
+    lost = ~survived
+    lost[0] = False
+    n_lost = int(lost.sum())
+    if n_lost == 0:
+        return labels, n_labels
+    new_label = np.zeros(n_raw + 1, dtype=np.int64)
+    new_label[lost] = n_labels + 1 + np.arange(n_lost)
+    if n_labels + n_lost > np.iinfo(labels.dtype).max:
+        labels = labels.astype(np.int32)
+    where = lost[raw_labels]
+    labels[where] = new_label[raw_labels[where]]
+    return labels, n_labels + n_lost
 
 
 def _segmented_voxels(labels: np.ndarray, n_labels: int, raw: np.ndarray, iterations: int) -> np.ndarray:

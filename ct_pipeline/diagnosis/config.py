@@ -28,6 +28,9 @@ class DiagnosisConfig:
     Attributes:
         seg_threshold: U-Net probability above which a pixel is "nodule" (book: 0.5).
         erosion_iterations: binary erosions of the thresholded mask before labelling (book: 1).
+        keep_eroded_away: a component of the mask that the erosion removes entirely (a thin or
+            small nodule) is still a candidate (the book drops it, so a nodule the mask touched
+            could give no candidate at all).
         hu_range: HU clipping of every network input (book: -1000..1000).
         nodule_threshold: findings at or above it are nodules: they get a malignancy estimate,
             a line in the console table and a picture in the report.
@@ -46,6 +49,7 @@ class DiagnosisConfig:
 
     seg_threshold: float = 0.5
     erosion_iterations: int = 1
+    keep_eroded_away: bool = True
     hu_range: tuple[float, float] = (-1000.0, 1000.0)
     nodule_threshold: float = 0.5
     merge_fraction: float = 0.75
@@ -78,7 +82,8 @@ class DiagnosisConfig:
     def book_style(cls, **overrides) -> DiagnosisConfig:
         """The book's pipeline: every slice, no merging, batches of 4 (its default)."""
         return replace(
-            cls(restrict_to_lungs=False, merge_fraction=0.0, seg_batch_size=4, cls_batch_size=4), **overrides
+            cls(restrict_to_lungs=False, merge_fraction=0.0, keep_eroded_away=False, seg_batch_size=4, cls_batch_size=4),
+            **overrides,
         )
 
 

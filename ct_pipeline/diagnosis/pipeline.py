@@ -118,7 +118,9 @@ def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig
         )
         release_free_heap(models.release_memory)
     with _timed(timings, "grouping"):
-        candidates = group_candidates(mask, hu, volume.geometry, config.erosion_iterations, config.hu_range)
+        candidates = group_candidates(
+            mask, hu, volume.geometry, config.erosion_iterations, config.hu_range, config.keep_eroded_away
+        )
         del mask
         release_free_heap(models.release_memory)
     crop_centers = candidates.crop_center_irc
