@@ -381,6 +381,8 @@ def _run_logged(options: dict, shard, log_file, stop) -> tuple[int, int]:
     mal_path = resolve_checkpoint(options["mal_model"], "mal", runs_dir, required=False)
     budget = thread_budget(inference.threads)
     torch.set_num_threads(budget.threads)  # one batch at a time uses them all; parallel ones run one each
+    # The resolved budget, so that the models' default worker count is taken from it, not worked out again.
+    inference = dataclasses.replace(inference, threads=budget.threads)
     models = load_diagnosis_models(seg_path, cls_path, mal_path, inference)  # type: ignore[arg-type]
     # Every time, once the files proved valid: a model picked from --runs-dir must never be a surprise.
     used = (("--seg-model", seg_path), ("--cls-model", cls_path), ("--mal-model", mal_path))

@@ -29,9 +29,15 @@ _REASONS = {
 }
 
 
-def write_failure(path: os.PathLike | str, err: OSError, option: str = "") -> OutputError:
-    """The one-line error for a failed write of ``path`` (``option``: the option that named it)."""
-    reason = _REASONS.get(err.errno or 0, err.strerror or str(err))
+def write_failure(path: os.PathLike | str, err: Exception, option: str = "") -> OutputError:
+    """The one-line error for a failed write of ``path`` (``option``: the option that named it).
+
+    ``err`` is an OSError (its errno says why) or another library's write error (its text does).
+    """
+    if isinstance(err, OSError):
+        reason = _REASONS.get(err.errno or 0, err.strerror or str(err))
+    else:
+        reason = str(err)
     named = f"{option} {path}" if option else str(path)
     return OutputError(f"{named}: cannot write there ({reason}); free space, fix the permissions or choose another path")
 

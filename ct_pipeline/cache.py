@@ -30,7 +30,7 @@ import os
 import sqlite3
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,6 @@ import diskcache
 import numpy as np
 
 from ct_pipeline.atomic import write_failure
-from ct_pipeline.errors import OutputError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import network_filesystem_warning
 from ct_pipeline.volume import HU_AIR
@@ -161,18 +160,10 @@ class _AtomicDisk(diskcache.Disk):
             size = super()._write(partial, iterator, mode, encoding)
             os.replace(partial, full_path)
         except BaseException:
-            with _ignored(OSError):
+            with suppress(OSError):
                 os.unlink(partial)
             raise
         return size
-
-
-@contextmanager
-def _ignored(*errors: type[BaseException]) -> Iterator[None]:
-    try:
-        yield
-    except errors:
-        pass
 
 
 class _EntryMoved(Exception):
@@ -273,12 +264,9 @@ class CropCache:
         """
         try:
             self._put(key, region)
-        except OSError as err:
+        # SQLite says "database or disk is full" or "attempt to write a readonly database" itself
+        except (OSError, sqlite3.OperationalError) as err:
             raise write_failure(self.directory, err, "--cache-dir") from err
-        except sqlite3.OperationalError as err:  # "database or disk is full", "attempt to write a readonly database"
-            raise OutputError(
-                f"--cache-dir {self.directory}: cannot write there ({err}); free space, fix the permissions or choose another path"
-            ) from err
 
     def _put(self, key: str, region: CachedRegion) -> None:
         hu = np.ascontiguousarray(region.hu, dtype=np.int16)
@@ -398,7 +386,7 @@ class CropCache:
         self._open.clear()
         removed = int(self.store.clear(retry=True))
         for path in self.partial_files():
-            with _ignored(OSError):
+            with suppress(OSError):
                 path.unlink()
         return removed
 

@@ -67,7 +67,6 @@ class StopRequests:
             raise Terminated(self.signum)
 
 
-
 def ignore_stop_signals() -> None:
     """For worker processes: a batch system signals every process of the job, but whether and
     when to stop is the main process's call (it then shuts its workers down)."""

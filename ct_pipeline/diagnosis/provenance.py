@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ct_pipeline import __version__
+from ct_pipeline.cache import source_fingerprint as files_fingerprint
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.models.book import sha256_of_file
 
@@ -54,24 +55,20 @@ def with_source(provenance: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def source_fingerprint(source: str) -> str:
-    """A short hash of the names, sizes and mtimes of the files a series was read from ("" if gone).
+    """:func:`ct_pipeline.cache.source_fingerprint` of the files a series was read from ("" if gone).
 
     An .mhd counts with its .raw; a folder (DICOM) with every file below it.
     """
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        files = [p for p in path.rglob("*") if p.is_file()]
     elif path.suffix.lower() == ".mhd":
         files = [p for p in (path, path.with_suffix(".raw")) if p.exists()]
     elif path.is_file():
         files = [path]
     else:
         return ""
-    digest = hashlib.sha1()
-    for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:16]
+    return files_fingerprint([os.fspath(p) for p in files])
 
 
 def comparable(provenance: Mapping[str, Any]) -> dict[str, Any]:
