@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -26,7 +25,7 @@ from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading import load_ct
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.prepcache import PrepcacheConfig, key_for, prepcache
-from tests.cli_process import start_cli
+from tests.cli_process import start_cli, wait_until
 from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.tiny_luna import SERIES, coded_volume, write_tiny_luna
 from tests.training_data import write_training_luna
@@ -39,15 +38,7 @@ _start = start_cli
 
 def _kill_when(condition: Callable[[], bool], process: subprocess.Popen, timeout_s: float = 60.0) -> None:
     """SIGKILL ``process`` as soon as ``condition()`` holds; fail if it ended or never got there."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if process.poll() is not None:
-            _, err = process.communicate()
-            pytest.fail(f"the command ended (exit {process.returncode}) before the kill point: {err[-2000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the command did not reach the kill point in time")
-        time.sleep(0.005)
+    wait_until(condition, process, "the kill point", timeout_s)
     process.kill()
     process.communicate()
     assert process.returncode == -signal.SIGKILL, "killed while still working, not after it finished"

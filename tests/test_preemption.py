@@ -20,7 +20,7 @@ import pytest
 from ct_pipeline.cache import CropCache
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.preemption import StopRequests, Terminated
-from tests.cli_process import start_cli
+from tests.cli_process import start_cli, wait_until
 from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.training_data import write_training_luna
 
@@ -64,15 +64,7 @@ def _lingering(pids: set[int], grace_s: float = 2.0) -> list[int]:
 
 
 def _wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if process.poll() is not None:
-            _, err = process.communicate()
-            pytest.fail(f"the command ended (exit {process.returncode}) before the signal: {err[-2000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the command did not get to work in time")
-        time.sleep(0.01)
+    wait_until(condition, process, "the signal", timeout_s)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list the command's processes")
