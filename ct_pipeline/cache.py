@@ -40,6 +40,7 @@ import numpy as np
 from ct_pipeline.atomic import write_failure
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import network_filesystem_warning
+from ct_pipeline.crops import crop_start_irc, cut_crop
 from ct_pipeline.volume import HU_AIR
 
 log = logging.getLogger(__name__)
@@ -106,28 +107,10 @@ class CachedRegion:
     series_uid: str
 
     def crop(self, center_irc, size_irc, pad_hu: int = HU_AIR) -> np.ndarray:
-        """A ``size_irc`` int16 crop centred on full-volume voxel ``center_irc``.
-
-        The crop starts at ``center - size // 2`` (the book's convention). Voxels outside the
-        stored region (beyond the volume's faces) are ``pad_hu``: crops are padded, never
-        shifted, so the candidate stays at the centre.
-        """
-        size = np.asarray(size_irc, dtype=np.int64)
-        start = np.asarray(center_irc, dtype=np.int64) - size // 2 - np.asarray(self.origin_irc)
-        stop = start + size
-        shape = np.asarray(self.hu.shape)
-        if (start >= 0).all() and (stop <= shape).all():
-            return np.array(self.hu[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]])
-        out = np.full(tuple(size), pad_hu, dtype=np.int16)
-        src_lo = np.maximum(start, 0)
-        src_hi = np.minimum(stop, shape)
-        if (src_hi > src_lo).all():
-            dst_lo = src_lo - start
-            dst_hi = dst_lo + (src_hi - src_lo)
-            out[dst_lo[0] : dst_hi[0], dst_lo[1] : dst_hi[1], dst_lo[2] : dst_hi[2]] = self.hu[
-                src_lo[0] : src_hi[0], src_lo[1] : src_hi[1], src_lo[2] : src_hi[2]
-            ]
-        return out
+        """A ``size_irc`` int16 crop around full-volume voxel ``center_irc``, by :mod:`ct_pipeline.crops`'
+        convention; voxels outside the stored region (beyond the volume's faces) are ``pad_hu``."""
+        start = crop_start_irc(center_irc, size_irc) - np.asarray(self.origin_irc, dtype=np.int64)
+        return cut_crop(self.hu, start, size_irc, pad_hu)
 
 
 def region_box(

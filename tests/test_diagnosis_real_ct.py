@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from ct_pipeline.diagnosis.classify import crop_starts, extract_crop
+from ct_pipeline.diagnosis.classify import extract_crop
 from ct_pipeline.diagnosis.lungs import COARSE, find_lung_region
 from ct_pipeline.diagnosis.segment import context_input
 from ct_pipeline.loading import load_ct
@@ -40,8 +40,8 @@ def test_network_inputs_are_exactly_what_the_books_code_fed_its_models(volume, b
     slices = [int(i) for i in reference["seg_slice_index"]]
     seg_input = context_input(volume.hu, slices, (0, 512, 0, 512), context_slices=3, hu_range=(-1000.0, 1000.0))
     np.testing.assert_array_equal(seg_input.numpy(), reference["seg_input"])
-    starts = crop_starts(reference["cls_center_irc"], volume.hu.shape, (32, 48, 48))
-    crops = np.stack([extract_crop(volume.hu, s, (32, 48, 48), (-1000.0, 1000.0)) for s in starts])[:, None]
+    centers = reference["cls_center_irc"]  # all inside the scan, where our crops are the book's
+    crops = np.stack([extract_crop(volume.hu, c, (32, 48, 48), (-1000.0, 1000.0)) for c in centers])[:, None]
     np.testing.assert_array_equal(crops, reference["cls_input"])
     assert isinstance(seg_input, torch.Tensor)
 

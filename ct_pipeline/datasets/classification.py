@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import Catalog
+from ct_pipeline.crops import crop_start_irc
 from ct_pipeline.datasets.regions import (
     SeriesRegions,
     check_rank,
@@ -216,7 +217,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
             self._centers_irc[mine] = region.geometry.xyz_to_irc(self._centers_xyz[mine])
             self._voxel_centers[mine] = np.rint(self._centers_irc[mine])
             size = np.asarray(self.config.crop_irc, dtype=np.int64)
-            start = self._voxel_centers[mine] - size // 2 - np.asarray(region.origin_irc, dtype=np.int64)
+            start = crop_start_irc(self._voxel_centers[mine], self.config.crop_irc) - np.asarray(region.origin_irc, dtype=np.int64)
             self._local_start[mine] = start
             self._inside[mine] = ((start >= 0) & (start + size <= np.asarray(region.hu.shape))).all(axis=1)
             self._series_ready[code] = True

@@ -11,6 +11,7 @@ import torch
 
 from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec
 from ct_pipeline.catalog import Catalog
+from ct_pipeline.crops import crop_start_irc
 from ct_pipeline.errors import BadDataError, BadInputError, CtError
 from ct_pipeline.prepcache import fill_series, key_for
 
@@ -113,7 +114,7 @@ def crop_into(
     ``out.dtype`` happen in the one strided pass over the memory map (no temporary).
     """
     size = np.asarray(out.shape, dtype=np.int64)
-    start = np.asarray(center_irc, dtype=np.int64) - size // 2 - np.asarray(region.origin_irc, dtype=np.int64)
+    start = crop_start_irc(center_irc, out.shape) - np.asarray(region.origin_irc, dtype=np.int64)
     stop = start + size
     if (start >= 0).all() and (stop <= np.asarray(region.hu.shape)).all():
         source = region.hu[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]

@@ -1,12 +1,8 @@
-"""Step 5: classifier crops around candidates, as the book cuts them, and batched classification.
+"""Step 5: classifier crops around candidates and batched classification.
 
-The book's ``getRawCandidate`` centres a 32x48x48 crop on the candidate's rounded voxel
-(``start = round(center - width / 2)``) and, near the volume's edge, shifts it inward so it
-stays inside. A scan smaller than the crop along an axis (which the book cannot handle) is
-padded with air (the low end of the HU range) around the centred crop.
-
-Candidates whose crops coincide (same start after the shift, common at the edges) are
-classified once.
+Crops follow :mod:`ct_pipeline.crops`, the convention training uses: centred on the candidate's
+rounded voxel, air beyond the scan's faces (the book shifted them inward there). Candidates with
+the same voxel centre are classified once.
 """
 
 from __future__ import annotations
@@ -16,34 +12,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ct_pipeline.crops import crop_start_irc, cut_crop
 from ct_pipeline.diagnosis.runtime import ordered_map
 
 
-def crop_starts(
-    center_irc: np.ndarray, shape_irc: tuple[int, int, int], crop_shape_irc: tuple[int, int, int]
-) -> np.ndarray:
-    """(N, 3) int64 start voxel of each crop (may be negative only where the scan is smaller than the crop)."""
-    center = np.asarray(center_irc, dtype=np.float64).reshape(-1, 3)
-    width = np.asarray(crop_shape_irc, dtype=np.int64)
-    shape = np.asarray(shape_irc, dtype=np.int64)
-    # The book: int(round(center_val - width/2)) with Python's round (half to even), like np.rint.
-    start = np.rint(center - width / 2.0).astype(np.int64)
-    fits = shape >= width
-    shifted = np.clip(start, 0, np.maximum(shape - width, 0))
-    return np.where(fits[None, :], shifted, start)
-
-
 def extract_crop(
-    hu: np.ndarray, start_irc: np.ndarray, crop_shape_irc: tuple[int, int, int], hu_range: tuple[float, float]
+    hu: np.ndarray, center_irc: np.ndarray, crop_shape_irc: tuple[int, int, int], hu_range: tuple[float, float]
 ) -> np.ndarray:
-    """float32 crop (crop_shape) of ``hu`` from ``start_irc``, clipped to ``hu_range``, air outside the scan."""
-    crop = np.full(crop_shape_irc, hu_range[0], dtype=np.float32)
-    source, target = [], []
-    for start, width, size in zip(start_irc, crop_shape_irc, hu.shape):
-        lo, hi = max(0, int(start)), min(size, int(start) + width)
-        source.append(slice(lo, hi))
-        target.append(slice(lo - int(start), hi - int(start)))
-    crop[tuple(target)] = hu[tuple(source)]
+    """float32 crop (crop_shape) around voxel ``center_irc``, clipped to ``hu_range``, air outside the scan."""
+    crop = cut_crop(hu, crop_start_irc(center_irc, crop_shape_irc), crop_shape_irc, hu_range[0]).astype(np.float32)
     np.clip(crop, hu_range[0], hu_range[1], out=crop)
     return crop
 
@@ -75,14 +52,14 @@ def classify_crops(
     n = len(center_irc)
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    starts = crop_starts(center_irc, hu.shape, crop_shape_irc)  # type: ignore[arg-type]
-    unique_starts, back = np.unique(starts, axis=0, return_inverse=True)
+    centers = np.rint(np.asarray(center_irc, dtype=np.float64).reshape(-1, 3)).astype(np.int64)
+    unique_centers, back = np.unique(centers, axis=0, return_inverse=True)
 
     def run(chunk: np.ndarray) -> np.ndarray:
-        batch = np.stack([extract_crop(hu, start, crop_shape_irc, hu_range) for start in chunk])[:, None]
+        batch = np.stack([extract_crop(hu, center, crop_shape_irc, hu_range) for center in chunk])[:, None]
         _, probabilities = run_model(torch.from_numpy(batch))
         return probabilities[:, 1].double().cpu().numpy()
 
-    chunks = [unique_starts[first : first + batch_size] for first in range(0, len(unique_starts), batch_size)]
+    chunks = [unique_centers[first : first + batch_size] for first in range(0, len(unique_centers), batch_size)]
     probability = np.concatenate(list(ordered_map(run, chunks, workers)))
     return probability[back.reshape(-1)]

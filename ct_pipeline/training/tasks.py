@@ -143,6 +143,7 @@ class ClassifierTask:
     def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]:
         common = {
             "mode": "malignancy" if self.kind == "mal" else "nodule",
+            "crop_irc": ClassifierConfig().crop_shape_irc,  # the network's input, as diagnosis cuts it
             "negatives_per_positive": self.config.balance_ratio,
             **_sampling_options(self.config, ctx),
         }
