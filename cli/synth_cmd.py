@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,6 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cli.output import console
 
 EPILOG = "Example: ct synth demo_data --series 4 --size small --seed 1 && ct series list --data-root demo_data"
+
+
+class StyleChoice(str, Enum):
+    standard = "standard"
+    site_b = "site-b"
 
 
 class SizeChoice(str, Enum):
@@ -43,15 +48,30 @@ def synth(
     dicom: Annotated[
         bool, typer.Option("--dicom", help="Also write each series as DICOM under OUT_DIR/dicom/<uid>/.")
     ] = False,
-    oblique_fraction: Annotated[
-        float,
+    style: Annotated[
+        StyleChoice,
         typer.Option(
-            "--oblique-fraction", help="Share of series with a slightly rotated direction (at least one when > 0)."
+            "--style",
+            help="Phantom family. site-b: another scanner and site: HU calibration, 35-75 HU noise, soft or sharp "
+            "kernel, other spacings, contrast-enhanced denser vessels, a third each flipped and oblique, ground-glass "
+            "and part-solid nodules, more on the pleura and on vessels. Tune on both.",
         ),
-    ] = 0.1,
+    ] = StyleChoice.standard,
+    oblique_fraction: Annotated[
+        Optional[float],
+        typer.Option(
+            "--oblique-fraction",
+            help="Share of series with a slightly rotated direction (at least one when > 0).",
+            show_default="0.1; 1/3 with --style site-b",
+        ),
+    ] = None,
     flip_fraction: Annotated[
-        float, typer.Option("--flip-fraction", help="Share of series stored with two array axes reversed.")
-    ] = 0.15,
+        Optional[float],
+        typer.Option(
+            "--flip-fraction", help="Share of series stored with two array axes reversed.",
+            show_default="0.15; 1/3 with --style site-b",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -64,7 +84,8 @@ def synth(
     """Generate synthetic chest CTs in the LUNA16 layout, with nodules, malignancy and candidates.
 
     Anatomy: air, table, body wall, ribs, spine, heart, airways, lungs (~-850 HU) with branching
-    vessels, and 0-4 nodules per series (3-30 mm, solid or part-solid, some on the lung wall).
+    vessels, and 0-4 nodules per series (3-30 mm, solid or part-solid, some on the lung wall;
+    --style site-b: another site's images and nodules).
     Research and test data only.
     """
     from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
@@ -75,6 +96,7 @@ def synth(
         seed=seed,
         size=size.value,
         dicom=dicom,
+        style=style.value,
         oblique_fraction=oblique_fraction,
         flip_fraction=flip_fraction,
         overwrite=overwrite,

@@ -213,6 +213,12 @@ def train_cls(
     num_workers: WorkersOption = 1,
     threads: ThreadsOption = None,
     exclude_series: ExcludeSeriesOption = None,
+    extra_candidates: Annotated[
+        Optional[list[Path]],
+        _option("--extra-candidates", "More candidates.csv-format files whose class-0 rows are negatives too, e.g. "
+                "`ct hard-negatives` output: the segmentation model's own false positives. Repeatable.", RUN, False,
+                dir_okay=False),
+    ] = None,
 ) -> None:
     """Train the 3D nodule classifier (nodule vs non-nodule), or with --malignancy benign vs malignant.
 
@@ -231,6 +237,7 @@ def train_cls(
         "augmentation": _augmentation(task, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise),
         "device": device, "precision": precision, "channels_last": channels_last, "num_workers": num_workers,
         "threads": threads, "exclude_series": _excluded(exclude_series),
+        "extra_candidates": tuple(extra_candidates or ()),
     })
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ct_pipeline.errors import BadDataError, BadInputError
-from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, split_series
+from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, sort_candidate_table, split_series
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.series_index import SeriesEntry, require_some_series, scan_roots
 
@@ -69,10 +69,14 @@ class Catalog:
         return self.candidates[self.candidates["series_uid"] == series_uid]
 
 
-def open_catalog(roots: Sequence[Path], cache_dir: Path | None = None) -> Catalog:
+def open_catalog(
+    roots: Sequence[Path], cache_dir: Path | None = None, extra_candidates: Sequence[Path] = ()
+) -> Catalog:
     """Scan ``roots`` for series and LUNA16 CSVs and join them.
 
     The CSVs are read from every root that has them (LUNA16 keeps them beside ``subset*/``).
+    ``extra_candidates`` are more files in ``candidates.csv``'s format (e.g. the hard negatives of
+    ``ct hard-negatives``); their non-nodule rows join the table.
     """
     if not roots:
         raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
@@ -85,13 +89,17 @@ def open_catalog(roots: Sequence[Path], cache_dir: Path | None = None) -> Catalo
         except BadDataError as err:
             if "none of" not in str(err):
                 raise
+    for path in extra_candidates:
+        if not Path(path).is_file():
+            raise BadInputError(f"--extra-candidates {path}: no such file")
+        tables.append(build_candidate_table(Luna16Tables(candidates=Path(path), annotations=None, malignancy=None)))
     if not tables:
         where = ", ".join(str(r) for r in roots)
         raise BadDataError(
             f"no candidates.csv or annotations.csv under {where}; training needs the LUNA16 tables "
             "(`ct synth` writes them for synthetic data)"
         )
-    table = pd.concat(tables, ignore_index=True)
+    table = sort_candidate_table(pd.concat(tables, ignore_index=True))
     missing = sorted(set(table["series_uid"]) - set(entries))
     if missing:
         log.info("%d series in the tables are not on disk; their candidates are left out", len(missing))

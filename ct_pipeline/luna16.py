@@ -187,8 +187,14 @@ def build_candidate_table(tables: Luna16Tables) -> pd.DataFrame:
         parts.append(non_nodules)
     table = pd.concat([p[TABLE_COLUMNS] for p in parts], ignore_index=True)
     table["is_malignant"] = table["is_malignant"].astype("boolean")
+    return sort_candidate_table(table)
+
+
+def sort_candidate_table(table: pd.DataFrame) -> pd.DataFrame:
+    """By series, then nodules first by diameter descending, then centre: one order for any input order."""
     table = table.sort_values(
-        ["series_uid", "is_nodule", "diameter_mm", *CENTER_COLUMNS], ascending=[True, False, False, True, True, True]
+        ["series_uid", "is_nodule", "diameter_mm", *CENTER_COLUMNS], ascending=[True, False, False, True, True, True],
+        kind="stable",
     )
     return table.reset_index(drop=True)
 

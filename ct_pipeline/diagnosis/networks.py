@@ -34,7 +34,8 @@ class DiagnosisModels:
 
     Attributes:
         seg: the U-Net; (N, 7, H, W) HU -> (N, 1, H, W) probability.
-        cls: the nodule classifier; (N, 1, 32, 48, 48) HU -> (logits, probabilities).
+        cls: the nodule classifier; (N, 1, 32, 48, 48) HU -> (logits, probabilities); None when only
+            the candidates are wanted (`ct hard-negatives`).
         mal: the malignancy classifier, or None.
         context_slices: slices on each side of the segmented one (from the U-Net's input channels).
         crop_shape_irc: the classifiers' input size.
@@ -45,7 +46,7 @@ class DiagnosisModels:
     """
 
     seg: InferenceModel
-    cls: InferenceModel
+    cls: InferenceModel | None
     mal: InferenceModel | None
     context_slices: int
     crop_shape_irc: tuple[int, int, int]
@@ -123,7 +124,7 @@ def resolve_precision(requested: str, device: torch.device, network: str) -> str
 
 def load_diagnosis_models(
     seg_path: Path,
-    cls_path: Path,
+    cls_path: Path | None,
     mal_path: Path | None = None,
     options: InferenceOptions = InferenceOptions(),
 ) -> DiagnosisModels:
@@ -149,7 +150,8 @@ def load_diagnosis_models(
         channels_last = True if options.channels_last is None else options.channels_last
         prepared[kind] = prepare_for_inference(network, device, precision[kind], channels_last)
     seg_config = checkpoints["seg"].model_config
-    crop = tuple(checkpoints["cls"].model_config.get("crop_shape_irc", (32, 48, 48)))
+    classifier_config = checkpoints["cls"].model_config if "cls" in checkpoints else {}
+    crop = tuple(classifier_config.get("crop_shape_irc", (32, 48, 48)))
     if "mal" in checkpoints and tuple(checkpoints["mal"].model_config.get("crop_shape_irc", crop)) != crop:
         raise BadCheckpointError(
             f"{mal_path} takes crops of {checkpoints['mal'].model_config['crop_shape_irc']} voxels but {cls_path} "
@@ -163,7 +165,7 @@ def load_diagnosis_models(
         )
     return DiagnosisModels(
         seg=prepared["seg"],
-        cls=prepared["cls"],
+        cls=prepared.get("cls"),
         mal=prepared.get("mal"),
         context_slices=in_channels // 2,
         crop_shape_irc=crop,  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ct_pipeline.diagnosis.candidates import group_candidates, merge_duplicates
+from ct_pipeline.diagnosis.candidates import Candidates, group_candidates, merge_duplicates
 from ct_pipeline.diagnosis.classify import classify_crops
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.lungs import find_lung_region
@@ -36,7 +36,7 @@ from ct_pipeline.diagnosis.networks import DiagnosisModels
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
 from ct_pipeline.diagnosis.runtime import release_free_heap, returning_freed_memory
 from ct_pipeline.diagnosis.segment import region_pixel_fraction, segment_volume
-from ct_pipeline.errors import BadDataError
+from ct_pipeline.errors import BadDataError, CtError
 from ct_pipeline.threads import torch_threads
 from ct_pipeline.volume import CtVolume
 
@@ -92,10 +92,14 @@ def diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig 
         return _diagnose(volume, models, config)
 
 
-def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig) -> DiagnosisResult:
+def propose_candidates(
+    volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig, timings: dict[str, float] | None = None
+) -> tuple[Candidates, tuple[int, int, int, int] | None]:
+    """Stages 1-3: the U-Net's candidates of one CT (no classifier needed) and the lung region
+    (row/col box) it looked in, or None for every slice; stage times go into ``timings``."""
     hu = volume.hu
     spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
-    timings: dict[str, float] = {}
+    timings = {} if timings is None else timings
     region = None
     if config.restrict_to_lungs:
         with _timed(timings, "lung_region"):
@@ -123,6 +127,15 @@ def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig
         )
         del mask
         release_free_heap(models.release_memory)
+    return candidates, region
+
+
+def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig) -> DiagnosisResult:
+    if models.cls is None:
+        raise CtError("diagnose needs a nodule classifier (--cls-model)")
+    hu = volume.hu
+    timings: dict[str, float] = {}
+    candidates, region = propose_candidates(volume, models, config, timings)
     crop_centers = candidates.crop_center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.

@@ -21,6 +21,7 @@ import numpy as np
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import UID_MAX_LEN
+from ct_pipeline.synth.style import STYLES, SynthStyle
 
 SizeName = Literal["small", "medium", "full"]
 UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.99999"  # LUNA16's TCIA root with a made-up "synthetic" branch
@@ -70,9 +71,11 @@ class SynthConfig:
         seed: 0 .. 2**32-1; the same seed and options give byte-identical files.
         size: "small" (128x128 slices, for tests), "medium" (256x256, for the demo) or "full" (512x512).
         dicom: also write every series as a DICOM folder under ``dicom/<uid>/``.
+        style: the phantom family (:mod:`ct_pipeline.synth.style`): "standard" or "site-b".
         oblique_fraction: share of series with a slightly rotated direction (0..1); when > 0 at
-            least one series is oblique.
-        flip_fraction: share of series stored with two array axes flipped (0..1).
+            least one series is oblique. None: the style's (standard 0.1).
+        flip_fraction: share of series stored with two array axes flipped (0..1); None: the
+            style's (standard 0.15).
         overwrite: replace an earlier ``ct synth`` data set in the folder (only files its manifest
             lists, unchanged since, are deleted; see :mod:`ct_pipeline.synth.manifest`).
     """
@@ -82,8 +85,9 @@ class SynthConfig:
     seed: int = 0
     size: SizeName = "full"
     dicom: bool = False
-    oblique_fraction: float = 0.1
-    flip_fraction: float = 0.15
+    style: str = "standard"
+    oblique_fraction: float | None = None
+    flip_fraction: float | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -96,14 +100,22 @@ class SynthConfig:
         object.__setattr__(self, "seed", int(self.seed))
         if self.size not in SIZES:
             raise BadInputError(f"--size {self.size!r} must be one of {', '.join(SIZES)}")
+        if self.style not in STYLES:
+            raise BadInputError(f"--style {self.style!r} must be one of {', '.join(STYLES)}")
         for name in ("oblique_fraction", "flip_fraction"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(STYLES[self.style], name))
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
                 raise BadInputError(f"{name.replace('_', '-')} {value!r} must be a number from 0 to 1")
 
     @property
+    def style_spec(self) -> SynthStyle:
+        return STYLES[self.style]
+
+    @property
     def preset(self) -> SizePreset:
-        return SIZES[self.size]
+        return self.style_spec.preset(self.size, SIZES[self.size])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ct_pipeline.synth.config import SeriesLayout
 from ct_pipeline.synth.drawing import draw_tube, lookup, partial_volume_mm, unit_vectors, window
 from ct_pipeline.synth.phantom import Phantom, random_lung_points
 
-NoduleKind = Literal["solid", "part-solid"]
+NoduleKind = Literal["solid", "part-solid", "ground-glass"]
 MAX_DIAMETER_MM = 30.0
 # A nodule must be wider than this many of the grid's largest voxel spacings, or its centre
 # voxel would be mostly partial volume (small grids: 2.2-4.5 mm voxels).
@@ -36,7 +36,8 @@ class Nodule:
         center_mm: centre (x, y, z).
         diameter_mm: nominal diameter (twice the base radius; for part-solid ones, of the halo).
         max_radius_mm: furthest extent of the lobulated surface (spicules excluded).
-        kind: "solid" or "part-solid" (ground-glass halo around a solid core).
+        kind: "solid", "part-solid" (ground-glass halo around a solid core) or "ground-glass"
+            (the halo alone; ``ct synth --style site-b`` only).
         juxtapleural: touches the lung wall.
         irregularity: 0 (smooth sphere) .. 1 (lobulated and spiculated).
         ratings: malignancy ratings 1-5 of 3-4 simulated readers.
@@ -132,9 +133,19 @@ def place_center(
             ok = _fits(phantom, layout, point - direction * 0.5 * radius, 0.45 * radius)
         else:
             ok = _fits(phantom, layout, point, radius + 2.0)
-        if ok and all(np.linalg.norm(point - np.array(n.center_mm)) > radius + n.max_radius_mm + 4.0 for n in taken):
+        if ok and clear_of(point, radius, taken):
             return point
     return None
+
+
+def clear_of(point: np.ndarray, radius: float, taken: list[Nodule]) -> bool:
+    """A nodule of ``radius`` at ``point`` keeps 4 mm from every nodule in ``taken``."""
+    return all(np.linalg.norm(point - np.array(n.center_mm)) > radius + n.max_radius_mm + 4.0 for n in taken)
+
+
+def fits_in_lung(phantom: Phantom, layout: SeriesLayout, point: np.ndarray, radius: float, taken: list[Nodule]) -> bool:
+    """A free-standing nodule of ``radius`` at ``point`` lies in the lung, clear of ``taken``."""
+    return _fits(phantom, layout, point, radius + 2.0) and clear_of(point, radius, taken)
 
 
 def sample_nodules(rng: np.random.Generator, phantom: Phantom, layout: SeriesLayout) -> list[Nodule]:
@@ -211,9 +222,11 @@ def draw_nodules(volume: np.ndarray, layout: SeriesLayout, phantom: Phantom, nod
             continue
         box = volume[win.slices]
         lung = phantom.lung_mask[win.slices]
-        if nodule.kind == "part-solid":
+        if nodule.kind in ("part-solid", "ground-glass"):
             halo = _fraction(nodule, win, 1.0, edge) * lung
             box += (np.float32(nodule.ground_glass_hu) - box) * halo
+            if nodule.kind == "ground-glass":
+                continue
             solid = _fraction(nodule, win, nodule.core_fraction, edge)
         else:
             solid = _fraction(nodule, win, 1.0, edge)

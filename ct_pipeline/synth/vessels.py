@@ -15,6 +15,7 @@ import numpy as np
 from ct_pipeline.synth.config import SeriesLayout
 from ct_pipeline.synth.drawing import draw_tube, lookup
 from ct_pipeline.synth.phantom import Phantom, hilum_mm
+from ct_pipeline.synth.style import STANDARD, SynthStyle, min_vessel_radius_mm
 
 _MAX_SEGMENTS_PER_LUNG = 4000
 
@@ -82,7 +83,9 @@ def _roots(rng: np.random.Generator, phantom: Phantom, side: float) -> list[tupl
     ]
 
 
-def grow_vessel_trees(rng: np.random.Generator, phantom: Phantom, layout: SeriesLayout) -> list[Segment]:
+def grow_vessel_trees(
+    rng: np.random.Generator, phantom: Phantom, layout: SeriesLayout, style: SynthStyle = STANDARD
+) -> list[Segment]:
     """Branch trees from both hila until the vessels get thinner than the grid can show.
 
     Each segment runs 30-50 % of the way to the lung wall ahead (at most 15 radii); at its end it
@@ -90,7 +93,7 @@ def grow_vessel_trees(rng: np.random.Generator, phantom: Phantom, layout: Series
     from the hilum, and most segments also give off a thin side branch. A branch with
     less than 4 mm of lung ahead ends.
     """
-    min_radius = max(0.5, 0.3 * min(layout.spacing_xyz[:2]))
+    min_radius = min_vessel_radius_mm(style, layout)
     segments: list[Segment] = []
     for side in (-1, 1):
         hilum = hilum_mm(phantom.anatomy, next(lung for lung in phantom.anatomy.lungs if lung.side == side))
@@ -114,7 +117,7 @@ def grow_vessel_trees(rng: np.random.Generator, phantom: Phantom, layout: Series
                 (end, rng.uniform(0.78, 0.9), rng.uniform(12, 30)),
                 (end, rng.uniform(0.55, 0.75), -rng.uniform(25, 50)),
             ]
-            if rng.uniform() < 0.8:
+            if rng.uniform() < style.side_branch_probability:
                 children.append(((start + end) / 2, rng.uniform(0.35, 0.55), rng.choice([-1, 1]) * rng.uniform(50, 80)))
             for origin, ratio, angle_deg in children:
                 child_radius = end_radius * ratio

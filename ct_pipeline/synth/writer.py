@@ -16,6 +16,7 @@ not change when another one does, and the same config gives byte-identical files
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import shutil
@@ -33,8 +34,9 @@ from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.synth.candidates import Candidates, make_candidates
 from ct_pipeline.synth.config import SeriesLayout, SynthConfig, direction_kinds, plan_series
 from ct_pipeline.synth.manifest import SynthManifest, clear_previous_output
-from ct_pipeline.synth.nodules import Nodule, draw_nodules, sample_nodules
+from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules
 from ct_pipeline.synth.phantom import render_phantom, sample_anatomy
+from ct_pipeline.synth.style import SynthStyle, juxtavascular_center, restyle_nodules
 from ct_pipeline.synth.vessels import draw_vessels, grow_vessel_trees
 
 HU_MIN, HU_MAX = -1024, 3071
@@ -118,13 +120,18 @@ def direction_kind(layout: SeriesLayout) -> str:
 
 def generate_series(config: SynthConfig, layout: SeriesLayout) -> SyntheticSeries:
     """Draw one chest CT with nodules and candidates (no files written)."""
-    seed, index = config.seed, layout.index
+    seed, index, style = config.seed, layout.index, config.style_spec
     anatomy = sample_anatomy(np.random.default_rng([seed, index, 2]), layout)
+    if not style.is_standard:  # the style's draws come from their own streams (8-10)
+        anatomy = dataclasses.replace(anatomy, hu=style.anatomy_hu(np.random.default_rng([seed, index, 8]), anatomy.hu))
     phantom = render_phantom(anatomy, layout)
-    segments = grow_vessel_trees(np.random.default_rng([seed, index, 3]), phantom, layout)
+    segments = grow_vessel_trees(np.random.default_rng([seed, index, 3]), phantom, layout, style)
     draw_vessels(phantom.volume_hu, layout, phantom, segments)
     nodules = sample_nodules(np.random.default_rng([seed, index, 4]), phantom, layout)
+    nodules = _restyle(style, np.random.default_rng([seed, index, 9]), phantom, layout, segments, nodules)
     draw_nodules(phantom.volume_hu, layout, phantom, nodules)
+    if not style.is_standard:
+        style.reconstruct(np.random.default_rng([seed, index, 10]), phantom.volume_hu, layout)
     rng = np.random.default_rng([seed, index, 5])
     n_negative = int(rng.integers(*config.preset.candidates_per_series, endpoint=True))
     candidates = make_candidates(rng, phantom, layout, segments, nodules, n_negative)
@@ -136,6 +143,20 @@ def generate_series(config: SynthConfig, layout: SeriesLayout) -> SyntheticSerie
         nodules=tuple(nodules),
         candidates=candidates,
     )
+
+
+def _restyle(style: SynthStyle, rng: np.random.Generator, phantom, layout: SeriesLayout, segments, nodules: list) -> list:
+    """The style's nodule textures and places (on the pleura, on vessels)."""
+
+    def place_wall(radius: float, others: list) -> np.ndarray | None:
+        return place_center(rng, phantom, layout, radius, True, others)
+
+    def place_vessel(radius: float, others: list) -> np.ndarray | None:
+        return juxtavascular_center(
+            rng, segments, radius, lambda center, r: fits_in_lung(phantom, layout, center, r, others)
+        )
+
+    return restyle_nodules(rng, style, nodules, place_wall, place_vessel)
 
 
 def _add_noise(volume: np.ndarray, layout: SeriesLayout, rng: np.random.Generator, noise_sd: float) -> np.ndarray:
@@ -252,12 +273,22 @@ def _prepare_out_dir(config: SynthConfig) -> SynthManifest:
     return SynthManifest(out_dir)
 
 
+def _style_note(config: SynthConfig) -> str:
+    if config.style == "standard":
+        return ""
+    return (
+        f"\nStyle {config.style} (ct_pipeline/synth/style.py) changes the above: HU calibration, noise, a soft or sharp"
+        "\nkernel, spacings, vessel contrast and density, ground-glass nodules, nodules on the pleura and on vessels."
+    )
+
+
 def _readme(config: SynthConfig, summaries: list[SeriesSummary]) -> str:
     kinds = ", ".join(f"{s.series_uid}: {s.direction_kind}" for s in summaries if s.direction_kind != "identity")
     return f"""Synthetic chest CT data for testing `ct` (NOT patient data; not for any clinical or scientific use).
 
 Written by: ct synth {config.out_dir} --series {config.n_series} --seed {config.seed} --size {config.size}\
-{" --dicom" if config.dicom else ""} --oblique-fraction {config.oblique_fraction} --flip-fraction {config.flip_fraction}
+{" --dicom" if config.dicom else ""}{"" if config.style == "standard" else f" --style {config.style}"} \
+--oblique-fraction {config.oblique_fraction:.4g} --flip-fraction {config.flip_fraction:.4g}
 
 Layout (LUNA16's): subset0/<seriesuid>.mhd/.raw (int16 HU), candidates.csv, annotations.csv,
 annotations_with_malignancy.csv{"; dicom/<seriesuid>/ holds each series as DICOM" if config.dicom else ""}.
@@ -268,7 +299,7 @@ aorta, trachea and main bronchi, diaphragm and liver, two lungs (about -850 HU) 
 vessels, and 0-4 nodules (3-30 mm, solid or part-solid with a ground-glass halo, some touching the
 lung wall). Noise N(0, 20-40 HU). Malignancy rises with diameter and irregularity; mal_details are
 simulated reader ratings 1-5 and mal_bool is True when their mean is above 3. candidates.csv: class 1
-near each nodule (within 0.45 radii), class 0 mostly on vessels and the lung wall.
+near each nodule (within 0.45 radii), class 0 mostly on vessels and the lung wall.{_style_note(config)}
 
 Sizes: "full" = 512 x 512 slices, 0.55-0.88 mm pixels, 100-300 slices of 0.625-2.5 mm.
 "small" = 128 x 128 slices over the same 280-350 mm field of view (2.2-2.7 mm pixels), 40-80

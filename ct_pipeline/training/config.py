@@ -90,6 +90,8 @@ class TrainConfig:
             of nodules (0: the book's); see ``SegmentationDatasetConfig.background_share``.
         exclude_series: series left out of training and validation (``--exclude-series FILE``),
             e.g. unreadable ones; the split is made as if they were there.
+        extra_candidates: "cls": more candidate files (``candidates.csv`` format) whose non-nodule
+            rows are negatives too, e.g. ``ct hard-negatives``' output (``--extra-candidates``).
     """
 
     task: str
@@ -124,6 +126,7 @@ class TrainConfig:
     seg_threshold: float = 0.5
     background_share: float = 0.0
     exclude_series: tuple[str, ...] = ()
+    extra_candidates: tuple[Path, ...] = ()
 
     @classmethod
     def for_task(cls, task: str, **options: Any) -> TrainConfig:
@@ -135,6 +138,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_roots", tuple(Path(p) for p in self.data_roots))
         object.__setattr__(self, "exclude_series", tuple(sorted(set(self.exclude_series))))
+        object.__setattr__(self, "extra_candidates", tuple(Path(p) for p in self.extra_candidates))
+        for path in self.extra_candidates:
+            if not path.is_file():
+                raise BadInputError(f"--extra-candidates {path}: no such file")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))

@@ -167,7 +167,9 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopReq
     cache = CropCache(cache_dir)
     if not ctx.is_main:
         barrier(ctx)  # wait here until rank 0 has built its datasets
-    catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir).excluding(config.exclude_series)
+    catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir, config.extra_candidates).excluding(
+        config.exclude_series
+    )
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
     if ctx.is_main:
         # Fill what the cache lacks now, before the first step: an unreadable series then refuses

@@ -1,0 +1,52 @@
+"""`ct hard-negatives`: the segmentation model's false positives on the training series, for `ct train-cls`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.options import CacheDirOption, DataRootsOption
+from cli.output import console
+
+
+def hard_negatives_command(
+    seg_model: Annotated[Path, typer.Option("--seg-model", help="The U-Net checkpoint (`ct train-seg`'s best.ckpt).", dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="The candidates.csv-format file to write.", dir_okay=False)],
+    data_root: DataRootsOption = None,
+    cache_dir: CacheDirOption = None,
+    val_stride: Annotated[int, typer.Option(help="Every N-th series (sorted by UID) is validation: never mined.")] = 10,
+    max_per_series: Annotated[int, typer.Option(help="At most this many per series, largest components first.")] = 400,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: the process's allocation).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Write the U-Net's candidates on the TRAINING series that are far from every annotated nodule,
+    as class-0 rows: pass the file to `ct train-cls --extra-candidates` so the classifier learns
+    the false positives it will meet in `ct diagnose`. Validation series are never mined."""
+    from ct_pipeline.atomic import check_writable
+    from ct_pipeline.catalog import open_catalog
+    from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
+    from ct_pipeline.diagnosis.hard_negatives import HardNegativeConfig, mine_hard_negatives
+    from ct_pipeline.diagnosis.networks import load_diagnosis_models
+    from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+
+    config = HardNegativeConfig(max_per_series=max_per_series)
+    check_writable(out, "--out")
+    catalog = open_catalog(resolve_data_roots(data_root), resolve_cache_dir(cache_dir))
+    series = catalog.select("train", val_stride)
+    models = load_diagnosis_models(seg_model, None, None, InferenceOptions(device=device, threads=threads))
+    output = console()
+    n = mine_hard_negatives(
+        catalog, series, models, out, DiagnosisConfig(), config,
+        announce=lambda uid, count: output.print(f"{uid}: {count} hard negatives") if output.is_terminal else None,
+    )
+    output.print(f"hard-negatives: {n} candidates of {len(series)} training series -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "hard-negatives",
+        epilog="Example: ct hard-negatives --seg-model runs/seg/best.ckpt --data-root data --val-stride 4 "
+        "--out runs/hard_negatives.csv && ct train-cls --extra-candidates runs/hard_negatives.csv ...",
+    )(hard_negatives_command)
