@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -31,6 +32,19 @@ def test_a_fresh_demo_writes_data_and_trains_from_scratch(tmp_path):
     mal = steps[4].argv
     assert mal[:3] == ("train-cls", "--malignancy", "--finetune")
     assert mal[3] == str(tmp_path / "runs" / "cls" / "best.ckpt")
+
+
+def test_a_recipe_with_hard_negatives_mines_them_after_the_unet_and_trains_the_classifier_on_them(tmp_path):
+    recipe = dataclasses.replace(TINY.recipe, hard_negatives=True)
+    steps = demo_steps(tmp_path, dataclasses.replace(TINY, recipe=recipe))
+    names = [s.name for s in steps]
+    assert names.index("train-seg") < names.index("hard-negatives") < names.index("train-cls")
+    mined = steps[names.index("hard-negatives")].argv
+    hard_negatives = str(tmp_path / "runs" / "hard_negatives.csv")
+    assert mined[mined.index("--out") + 1] == hard_negatives
+    assert mined[mined.index("--seg-model") + 1] == str(tmp_path / "runs" / "seg" / "best.ckpt")
+    cls = steps[names.index("train-cls")].argv
+    assert cls[cls.index("--extra-candidates") + 1] == hard_negatives
 
 
 def test_a_second_demo_reuses_the_data_and_resumes_the_runs(tmp_path):
