@@ -19,14 +19,19 @@ import argparse
 import dataclasses
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
-from ct_pipeline.demo import run_in_subprocess
 from ct_pipeline.errors import CtError
 from ct_pipeline.recipe import RECIPES, RecipeLayout, recipe_steps, recipe_summary, run_steps
+
+
+def _run_to_stderr(argv) -> int:
+    """`ct ARGV` in a fresh process, its output on stderr: stdout carries only the JSON."""
+    return subprocess.run([sys.executable, "-m", "cli", *argv], stdout=sys.stderr.fileno(), check=False).returncode
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
     try:
-        seconds = run_steps(steps, layout, args.val_stride, run_in_subprocess, announce=lambda line: print(line, file=sys.stderr))
+        seconds = run_steps(steps, layout, args.val_stride, _run_to_stderr, announce=lambda line: print(line, file=sys.stderr))
     except CtError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
