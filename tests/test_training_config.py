@@ -10,8 +10,8 @@ import torch
 from ct_pipeline.datasets import AugmentationConfig
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.training import TrainConfig
-from ct_pipeline.training.distributed import resolve_device, setup_distributed
-from ct_pipeline.training.loop import resolve_precision
+from ct_pipeline.devices import resolve_device, resolve_precision
+from ct_pipeline.training.distributed import setup_distributed
 from ct_pipeline.training.tasks import ClassifierTask, SegmentationTask, make_task
 
 ROOTS = (Path("/data"),)

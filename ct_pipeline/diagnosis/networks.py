@@ -13,11 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from ct_pipeline.devices import resolve_device, resolve_precision
 from ct_pipeline.diagnosis.config import InferenceOptions
 from ct_pipeline.diagnosis.fast_unet import fold_unet
-from ct_pipeline.errors import BadCheckpointError, BadInputError, CtError, NotFoundError
+from ct_pipeline.errors import BadCheckpointError, CtError, NotFoundError
 from ct_pipeline.models import InferenceModel, build_model, load_checkpoint, prepare_for_inference
 from ct_pipeline.models.checkpoints import KIND_NAMES
 from ct_pipeline.threads import thread_budget
@@ -92,34 +91,6 @@ def resolve_checkpoint(explicit: Path | None, kind: str, runs_dir: Path | None, 
     if found is not None:
         log.info("%s: using %s", _OPTION_OF_KIND[kind], found)
     return found
-
-
-def resolve_device(device: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; anything else must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise BadInputError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or auto") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    return resolved
-
-
-def resolve_precision(requested: str, device: torch.device, network: str) -> str:
-    """The precision ``network`` ("seg", "cls", "mal") runs in; see :class:`InferenceOptions`."""
-    if requested == "fp16" and device.type != "cuda":
-        raise BadInputError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
-    if requested != "auto":
-        return requested
-    # The U-Net stays in fp32: in bf16 (15% faster on an AVX-512-bf16 CPU) 0.9% of the mask's
-    # pixels flipped on the real test CT and a single-voxel candidate of nodule probability
-    # 0.71 disappeared. The classifiers' probabilities move by ~1e-3 in bf16: fine on a GPU,
-    # but on the CPU bf16 ran slower than fp32 channels-last, so fp32 there.
-    if network != "seg" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 def load_diagnosis_models(

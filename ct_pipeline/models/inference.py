@@ -12,16 +12,15 @@ pixels (tests/test_models_networks.py states the tolerances), so fp32 stays the 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from ct_pipeline.devices import autocast
+
 PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,15 +39,6 @@ class InferenceModel:
     precision: str
     channels_last: bool
 
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
-        """The autocast context for ``precision`` (nothing for fp32)."""
-        if self.precision == "fp32":
-            yield
-            return
-        with torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPE[self.precision]):
-            yield
-
     def prepare_input(self, batch: torch.Tensor) -> torch.Tensor:
         """Move ``batch`` (N, C, H, W) or (N, C, I, R, C) to the device in the model's memory format."""
         batch = batch.to(self.device, dtype=torch.float32, non_blocking=True)
@@ -58,7 +48,7 @@ class InferenceModel:
 
     def __call__(self, batch: torch.Tensor) -> Any:
         """Outputs of ``model(batch)`` as float32 (a tensor, or a tuple of them for the classifier)."""
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             outputs = self.model(self.prepare_input(batch))
         if isinstance(outputs, tuple):
             return tuple(output.float() for output in outputs)

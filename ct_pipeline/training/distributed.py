@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ct_pipeline.errors import BadInputError
+from ct_pipeline.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,6 @@ class DistContext:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> cuda when available, else cpu; "cuda" -> this rank's GPU, refused when there is none."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise BadInputError("--device cuda but torch sees no GPU here; use --device cpu (or auto)")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def setup_distributed(requested_device: str) -> DistContext:

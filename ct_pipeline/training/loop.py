@@ -16,7 +16,6 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader
 from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.atomic import atomic_write_text, check_writable
+from ct_pipeline.devices import autocast, resolve_precision
 from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.logfile import open_log_file
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
@@ -134,7 +134,7 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
 
 def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopRequests) -> TrainResult:
     task = make_task(config)
-    precision = resolve_precision(config.precision, ctx.device)
+    precision = resolve_precision(config.precision, ctx.device, "train")
 
     # -- resume or start: the checkpoint is read before anything is built, so bad options fail fast
     checkpoint = open_resume_checkpoint(config) if config.resume else None
@@ -348,40 +348,6 @@ def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]) ->
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """"auto" -> bf16 where the device trains faster with it, else fp32; explicit choices are checked."""
-    if requested == "fp16" and device.type != "cuda":
-        raise BadInputError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
-    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise BadInputError("--precision bf16: this GPU has no bf16; use fp16 or fp32")
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether the CPU has AMX tiles for bf16, where bf16 training is known to beat fp32.
-
-    Without AMX it does not: on a 2-core AVX-512-bf16 Xeon (torch 2.13), one training step of
-    batch 32 (classifier, channels-last) ran at 54 samples/s in fp32 and 36 in bf16 autocast, the
-    U-Net (batch 16 of 7x64x64) at 179 and 154: oneDNN's bf16 convolution backward is the slow part.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:
