@@ -258,19 +258,17 @@ def _run(work: Path) -> Section:
     ours_train = ClassificationDataset(catalog, cache, train)
     picks = rng.integers(0, n_candidates, n_loader)
     book_train = BookLunaDataset(book_dir, mhd_paths, [table_order[k] for k in picks], book_labels[order][picks])
-    int16 = ClassificationDatasetConfig(**{**train.__dict__, "crop_dtype": "int16"})
     loaders = {
         "ours": (ours_train, collate_crops),
         "book": (book_train, None),
         "ours_default_collate": (ours_train, None),
-        "ours_int16": (ClassificationDataset(catalog, cache, int16), collate_crops),
     }
     loader_rates = {name: 0.0 for name in loaders}
     for _ in range(3):  # interleaved, best of 3: this small shared machine varies a lot from second to second
         for name, (dataset_, collate) in loaders.items():
             loader_rates[name] = max(loader_rates[name], _loader_rate(dataset_, collate))
     loader_ours, loader_book = loader_rates["ours"], loader_rates["book"]
-    loader_default, loader_int16 = loader_rates["ours_default_collate"], loader_rates["ours_int16"]
+    loader_default = loader_rates["ours_default_collate"]
     shared_ms, private_ms = _shared_batch_ms()
     _progress(started, "loaders done")
     cache.close()
@@ -328,11 +326,11 @@ def _run(work: Path) -> Section:
         Figure(
             f"DataLoader, 2 workers, batch {LOADER_BATCH}", loader_ours, "batches/s", loader_book, "book dataset, same loader",
             loader_ours / loader_book, "", None,
-            f"balanced training epoch, float32 crops, collate_fn=collate_crops: {loader_ours * LOADER_BATCH:,.0f} crops/s "
-            f"(default collate {loader_default:.1f} batches/s; crop_dtype='int16' {loader_int16:.1f} batches/s); best of 3 "
+            f"balanced training epoch, float32 crops, collate_fn=collate_crops (what `ct train-cls` uses): "
+            f"{loader_ours * LOADER_BATCH:,.0f} crops/s (default collate {loader_default:.1f} batches/s); best of 3 "
             "interleaved runs of each. Every DataLoader batch travels in a fresh shared-memory buffer: allocating and "
             f"filling one took {shared_ms:.1f} ms (best of 10) against {private_ms:.1f} ms for private memory, a fixed "
-            "cost per batch whatever the dataset does; int16 crops halve it. No GPU here to measure what a training "
+            "cost per batch whatever the dataset does. No GPU here to measure what a training "
             "step consumes.",
         ),
     ]

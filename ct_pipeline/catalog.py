@@ -84,11 +84,9 @@ def open_catalog(
     require_some_series(entries, roots)
     tables = []
     for root in roots:
-        try:
-            tables.append(build_candidate_table(Luna16Tables.in_folder(root)))
-        except BadDataError as err:
-            if "none of" not in str(err):
-                raise
+        found = Luna16Tables.found_in(root)
+        if found is not None:
+            tables.append(build_candidate_table(found))
     for path in extra_candidates:
         if not Path(path).is_file():
             raise BadInputError(f"--extra-candidates {path}: no such file")

@@ -147,11 +147,18 @@ class Luna16Tables:
     malignancy: Path | None
 
     @classmethod
+    def found_in(cls, root: Path) -> Luna16Tables | None:
+        """The CSVs directly in ``root`` (the LUNA16 layout), whichever exist; None when none does."""
+        found = {name: (root / name if (root / name).is_file() else None) for name in (CANDIDATES_CSV, ANNOTATIONS_CSV, MALIGNANCY_CSV)}
+        if not any(found.values()):
+            return None
+        return cls(found[CANDIDATES_CSV], found[ANNOTATIONS_CSV], found[MALIGNANCY_CSV])
+
+    @classmethod
     def in_folder(cls, root: Path) -> Luna16Tables:
         """The CSVs directly in ``root`` (the LUNA16 layout), whichever exist."""
-        found = {name: (root / name if (root / name).is_file() else None) for name in (CANDIDATES_CSV, ANNOTATIONS_CSV, MALIGNANCY_CSV)}
-        tables = cls(found[CANDIDATES_CSV], found[ANNOTATIONS_CSV], found[MALIGNANCY_CSV])
-        if not any(found.values()):
+        tables = cls.found_in(root)
+        if tables is None:
             raise BadDataError(
                 f"{root}: none of {CANDIDATES_CSV}, {ANNOTATIONS_CSV}, {MALIGNANCY_CSV} found; "
                 "a LUNA16 data root keeps them next to its subset* folders"

@@ -9,7 +9,6 @@ import numpy as np
 from ct_pipeline.geometry import Geometry
 
 HU_AIR = -1000
-DEFAULT_HU_RANGE = (-1000.0, 1000.0)  # the book's clipping range
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,10 +48,6 @@ class CtVolume:
     @property
     def direction(self) -> tuple[float, ...]:
         return self.geometry.direction
-
-    def clipped_hu(self, hu_range: tuple[float, float] = DEFAULT_HU_RANGE) -> np.ndarray:
-        """float32 copy of the HU array clipped to ``hu_range`` (the models' input convention)."""
-        return np.clip(self.hu.astype(np.float32), hu_range[0], hu_range[1])
 
     def describe(self) -> dict:
         """A JSON-ready summary (what ``ct info --json`` prints)."""

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import Catalog
@@ -42,10 +41,6 @@ from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.luna16 import CENTER_COLUMNS
 
 MODES = ("nodule", "malignancy")
-CROP_DTYPES = {"float32": np.float32, "int16": np.int16}
-# Millimetre crops read a voxel box sized for this fine a spacing (LUNA16's finest is ~0.5 mm),
-# so that the cached region holds every voxel they need on any series.
-MM_CROP_MIN_SPACING_MM = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,9 +52,6 @@ class ClassificationDatasetConfig:
         mode: "nodule" (label 1 = annotated nodule, 0 = other candidate) or "malignancy"
             (annotated nodules with a known malignancy only; label 1 = malignant).
         crop_irc: crop size in voxels (index, row, col); the book's 32x48x48.
-        crop_mm: when set, the crop covers this many mm along (index, row, col) and is resampled
-            (trilinear) to ``crop_irc`` voxels; voxel ``crop_irc // 2`` is the exact (sub-voxel)
-            candidate centre, as voxel ``crop_irc // 2`` of a voxel crop is its rounded centre.
         negatives_per_positive: training balance (book: 1.0); 0 = unbalanced random draws.
         epoch_size: items per training epoch over all ranks (``--epoch-size``); 0 = one pass
             over the candidates. Ignored for "val".
@@ -67,15 +59,11 @@ class ClassificationDatasetConfig:
         hu_range: HU clip range.
         seed: with the epoch, fixes every draw.
         rank, world_size: this DDP rank's share (training ranks get equal shares).
-        crop_dtype: "float32" (the contract), or "int16": the same clipped HU as integers (rounded
-            for mm crops), half the bytes through worker queues and host-to-device copies; the
-            training loop then calls ``.float()`` on its device.
     """
 
     split: str = "train"
     mode: str = "nodule"
     crop_irc: tuple[int, int, int] = (32, 48, 48)
-    crop_mm: tuple[float, float, float] | None = None
     negatives_per_positive: float = 1.0
     epoch_size: int = 20000
     val_stride: int = 10
@@ -83,17 +71,12 @@ class ClassificationDatasetConfig:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
-    crop_dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.crop_dtype not in CROP_DTYPES:
-            raise BadInputError(f"crop_dtype {self.crop_dtype!r} is not one of {', '.join(CROP_DTYPES)}")
         if self.mode not in MODES:
             raise BadInputError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if len(self.crop_irc) != 3 or any(int(n) < 1 for n in self.crop_irc):
             raise BadInputError(f"crop_irc {self.crop_irc}: expected 3 positive voxel counts (index, row, col)")
-        if self.crop_mm is not None and (len(self.crop_mm) != 3 or any(not v > 0 for v in self.crop_mm)):
-            raise BadInputError(f"crop_mm {self.crop_mm}: expected 3 positive sizes in mm (index, row, col)")
         if not (math.isfinite(self.negatives_per_positive) and self.negatives_per_positive >= 0):
             raise BadInputError(
                 f"negatives_per_positive {self.negatives_per_positive}: expected a number >= 0 (0 = unbalanced)"
@@ -106,10 +89,7 @@ class ClassificationDatasetConfig:
     @property
     def region_spec(self) -> RegionSpec:
         """The cache entries this dataset reads (the default is what `ct prepcache` fills)."""
-        if self.crop_mm is None:
-            return RegionSpec(crop_irc=tuple(int(n) for n in self.crop_irc))  # type: ignore[arg-type]
-        voxels = [2 * math.ceil(mm / MM_CROP_MIN_SPACING_MM / 2) + 2 for mm in self.crop_mm]
-        return RegionSpec(crop_irc=tuple(voxels))  # type: ignore[arg-type]
+        return RegionSpec(crop_irc=tuple(int(n) for n in self.crop_irc))  # type: ignore[arg-type]
 
 
 class ClassificationDataset(torch.utils.data.Dataset):
@@ -224,28 +204,21 @@ class ClassificationDataset(torch.utils.data.Dataset):
         return region
 
     def _crop_into(self, item: int, out: np.ndarray) -> None:
-        """Write candidate ``item``'s clipped HU crop into ``out`` (crop_dtype, shape crop_irc)."""
+        """Write candidate ``item``'s clipped HU crop into ``out`` (float32, shape crop_irc)."""
         code = int(self._series_code[item])
         region = self._ready(code)
-        if self.config.crop_mm is None:
-            if self._inside[item]:  # the common case, kept to one C-level slice and one pass
-                i, r, c = self._local_start[item].tolist()
-                depth, rows, cols = self.config.crop_irc
-                source = self.regions.array(self._uids[code])[i : i + depth, r : r + rows, c : c + cols]
-                np.clip(source, *clip_bounds(self.config.hu_range, source.dtype), out=out, casting="unsafe")
-            else:
-                crop_into(region, self._voxel_centers[item], out, self.config.hu_range)
-            return
-        resampled = out if out.dtype == np.float32 else np.empty(out.shape, dtype=np.float32)
-        _resampled_crop_into(region, self._centers_irc[item], self.config.crop_mm, resampled)
-        np.clip(resampled, *self.config.hu_range, out=resampled)
-        if resampled is not out:
-            np.copyto(out, np.rint(resampled), casting="unsafe")
+        if self._inside[item]:  # the common case, kept to one C-level slice and one pass
+            i, r, c = self._local_start[item].tolist()
+            depth, rows, cols = self.config.crop_irc
+            source = self.regions.array(self._uids[code])[i : i + depth, r : r + rows, c : c + cols]
+            np.clip(source, *clip_bounds(self.config.hu_range, source.dtype), out=out, casting="unsafe")
+        else:
+            crop_into(region, self._voxel_centers[item], out, self.config.hu_range)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         follow_epoch(self)
         item = int(self._items[index])
-        crop = np.empty((1, *self.config.crop_irc), dtype=CROP_DTYPES[self.config.crop_dtype])
+        crop = np.empty((1, *self.config.crop_irc), dtype=np.float32)
         self._crop_into(item, crop[0])
         return torch.from_numpy(crop), torch.tensor(int(self._is_positive[item]), dtype=torch.int64), int(self._table_rows[item])
 
@@ -257,8 +230,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         """
         follow_epoch(self)
         shape = (len(indices), 1, *self.config.crop_irc)
-        dtype = torch.int16 if self.config.crop_dtype == "int16" else torch.float32
-        crops = torch.empty(shape, dtype=dtype)
+        crops = torch.empty(shape, dtype=torch.float32)
         if torch.utils.data.get_worker_info() is not None:
             crops.share_memory_()
         buffer = crops.numpy()
@@ -276,10 +248,6 @@ class ClassificationDataset(torch.utils.data.Dataset):
     def is_positive(self) -> np.ndarray:
         """Label (True = nodule, or malignant) of every candidate of the split, in ``table_rows`` order."""
         return self._is_positive
-
-    def class_counts(self) -> dict[int, int]:
-        """Items per label in this rank's current epoch."""
-        return {label: int((self.labels == label).sum()) for label in (0, 1)}
 
 
 class CropBatch(Sequence):
@@ -303,18 +271,3 @@ def collate_crops(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if isinstance(batch, CropBatch):
         return batch.crops, torch.from_numpy(batch.labels), torch.from_numpy(batch.rows)
     return torch.utils.data.default_collate(batch)
-
-
-def _resampled_crop_into(region, center_irc: np.ndarray, crop_mm: tuple[float, float, float], out: np.ndarray) -> None:
-    """Trilinear resampling of the ``crop_mm`` box centred at ``center_irc`` onto ``out``'s voxels."""
-    spacing_irc = np.asarray(region.geometry.spacing_xyz, dtype=np.float64)[::-1]
-    n_out = np.asarray(out.shape, dtype=np.float64)
-    step = np.asarray(crop_mm, dtype=np.float64) / n_out / spacing_irc  # source voxels per output voxel
-    n_src = np.ceil(np.asarray(crop_mm) / spacing_irc).astype(np.int64) + 2
-    anchor = np.rint(center_irc).astype(np.int64)
-    source = region.crop(anchor, tuple(int(n) for n in n_src)).astype(np.float32)
-    start = anchor - n_src // 2
-    # output voxel k sits at centre + (k - n // 2) * step source voxels: voxel n // 2 is the
-    # candidate, as in voxel crops, so equal spacing gives the voxel crop exactly
-    offset = center_irc - start - (n_out // 2) * step
-    ndimage.affine_transform(source, step, offset=offset, output=out, order=1, mode="nearest")

@@ -13,36 +13,6 @@ Read in this order:
 9. ``pipeline``    -- ``diagnose(volume, models, config)``, timing each stage.
 10. ``batch``      -- many series: selection, sharding, resumable per-series results, failures.
 
-Modules are imported on use; importing this package loads nothing heavy.
+Import from the modules themselves; importing this package loads nothing.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
-    from ct_pipeline.diagnosis.networks import DiagnosisModels, load_diagnosis_models
-    from ct_pipeline.diagnosis.pipeline import diagnose
-    from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
-
-_EXPORTS = {
-    "DiagnosisConfig": "config",
-    "InferenceOptions": "config",
-    "DiagnosisModels": "networks",
-    "load_diagnosis_models": "networks",
-    "find_newest_checkpoint": "networks",
-    "diagnose": "pipeline",
-    "DiagnosisResult": "result",
-    "Finding": "result",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"ct_pipeline.diagnosis.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'ct_pipeline.diagnosis' has no attribute {name!r}")

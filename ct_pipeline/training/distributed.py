@@ -113,15 +113,6 @@ def all_gather_objects(value: Any, ctx: DistContext) -> list[Any]:
     return gathered
 
 
-def broadcast_object(value: Any, ctx: DistContext) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    if not ctx.is_distributed:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.is_distributed:
         dist.barrier()

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,18 +122,19 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
             open_log_file(config.out_dir / "logs" / f"rank-{ctx.rank}.log", f"rank {ctx.rank}") as log_file,
             StopRequests() as stop,
             torch_threads(budget.threads),
+            closing(CropCache(resolve_cache_dir(config.cache_dir))) as cache,
         ):
             run_log = RunLog(config.out_dir, enabled=ctx.is_main, out=log_out, log_file=log_file)
             run_log.message(budget.describe(config.num_workers, "loader worker"))
             try:
-                return _train(config, ctx, run_log, stop)
+                return _train(config, ctx, run_log, stop, cache)
             finally:
                 run_log.close()  # flushes TensorBoard even when the run fails or is interrupted
     finally:
         teardown_distributed(ctx)
 
 
-def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopRequests) -> TrainResult:
+def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopRequests, cache: CropCache) -> TrainResult:
     task = make_task(config)
     precision = resolve_precision(config.precision, ctx.device, "train")
 
@@ -164,7 +166,6 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopReq
 
     # -- data: rank 0 first, so that missing cache entries are filled once, not by every rank
     cache_dir = resolve_cache_dir(config.cache_dir)
-    cache = CropCache(cache_dir)
     if not ctx.is_main:
         barrier(ctx)  # wait here until rank 0 has built its datasets
     catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir, config.extra_candidates).excluding(
@@ -186,6 +187,7 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopReq
         "num_workers": config.num_workers,
         "pin_memory": ctx.device.type == "cuda",
         "worker_init_fn": configure_worker_threads if config.num_workers else None,
+        "collate_fn": task.collate_fn,
     }
     # The datasets draw each epoch's order themselves (set_epoch), so the loaders never shuffle.
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=False, **loader_options)
@@ -258,7 +260,6 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopReq
             run_log.flush()
 
     _write_weights_hash(model, ctx)
-    cache.close()
     return _result(config, task, state, metrics, precision, throughput)
 
 

@@ -29,6 +29,7 @@ from ct_pipeline.datasets import (
     SegmentationDataset,
     SegmentationDatasetConfig,
     augment_batch,
+    collate_crops,
 )
 from ct_pipeline.errors import BadCheckpointError, BadDataError
 from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint
@@ -63,12 +64,14 @@ class Batch:
 class Task(Protocol):
     """What the loop asks of an app. Attributes: ``kind`` (checkpoint kind), ``best_metric``
     (validation metric, higher is better, that picks ``best.ckpt``), ``summary_keys`` (metrics on
-    the console line), ``memory_format`` (of inputs and model)."""
+    the console line), ``memory_format`` (of inputs and model), ``collate_fn`` (the loaders'; None:
+    torch's default)."""
 
     kind: str
     best_metric: str
     summary_keys: tuple[str, ...]
     memory_format: torch.memory_format
+    collate_fn: Any
 
     def build_model(self) -> nn.Module: ...
     def train_mode(self, model: nn.Module) -> None: ...
@@ -98,6 +101,8 @@ class ClassifierTask:
 
     best_metric = "roc_auc"  # threshold-free, and what the quality target is stated in
     summary_keys = ("loss", "precision", "recall", "f1", "roc_auc", "size_auc")  # size_auc: "mal" only
+    # The dataset cuts a whole batch into one (shared-memory) buffer: hand it on, no second copy.
+    collate_fn = staticmethod(collate_crops)
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -202,6 +207,7 @@ class SegmentationTask:
 
     best_metric = "dice"
     summary_keys = ("loss", "precision", "recall", "dice", "nodule_recall")
+    collate_fn = None
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
