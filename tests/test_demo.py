@@ -87,3 +87,24 @@ def test_demo_smoke_every_step_on_tiny_data_then_a_second_run_reuses_it(tmp_path
     assert not any(line.startswith("$ ct synth") for line in shown)
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == before  # nothing retrained
     assert again["detection"] == summary["detection"]
+
+
+def test_the_readme_prints_the_recommended_recipe():
+    """README's synthetic-data block is the recipe `ct demo` and `benchmarks.quality` run."""
+    from pathlib import Path
+
+    from ct_pipeline.recipe import RECIPES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme[readme.index("With synthetic data, in minutes on a CPU") :]
+    block = block[block.index("```bash") : block.index("```", block.index("```bash") + 3)].replace("\\\n", " ")
+    lines = {line.split(" --data-root")[0].strip(): " ".join(line.split()) for line in block.splitlines() if line.startswith("ct train")}
+    recipe = RECIPES["recommended"]
+    for command, (epochs, size), options in (
+        ("ct train-seg", recipe.seg, recipe.seg_options),
+        ("ct train-cls", recipe.cls, recipe.cls_options),
+        ("ct train-cls --malignancy --finetune runs/cls/best.ckpt", recipe.mal, recipe.mal_options),
+    ):
+        line = lines[command]
+        assert f"--epochs {epochs} --epoch-size {size}" in line, command
+        assert " ".join(options) in line, command
