@@ -15,7 +15,10 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "contention"]
+ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "contention", "quality"]
+# Sections recorded by a command of their own rather than a bench_*.py (hours, not minutes):
+# `python -m benchmarks.quality_report` writes results/quality.json.
+RECORDED = ["quality"]
 
 
 def _available() -> list[str]:
@@ -39,7 +42,7 @@ def render() -> str:
         "next to its baseline in the same run on the same machine; the ratio is oriented so that bigger is better.",
         "",
     ]
-    for name in _available():
+    for name in [*_available(), *RECORDED]:
         path = RESULTS_DIR / f"{name}.json"
         if not path.exists():
             continue
