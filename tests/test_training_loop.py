@@ -130,8 +130,9 @@ def test_a_finished_run_is_not_overwritten_and_resume_needs_a_run(data_root, tmp
     train(config, log_out=io.StringIO())
     with pytest.raises(BadInputError, match=r"already holds a run \(last\.ckpt\); add --resume"):
         train(config, log_out=io.StringIO())
-    with pytest.raises(BadInputError, match=r"was trained with lr = 0\.001, but this run asks for 0\.01"):
+    with pytest.raises(BadInputError, match=r"was trained with --lr 0\.001, but this run asks for 0\.01") as refused:
         train(config.replace(resume=True, epochs=2, lr=0.01), log_out=io.StringIO())
+    assert "only --cache-dir, --data-root, --device, --epochs" in str(refused.value)  # options, not field names
     out = io.StringIO()
     result = train(config.replace(resume=True), log_out=out)  # already done: nothing to train
     assert result.epochs == 1 and "already trained 1 epochs" in out.getvalue()

@@ -16,6 +16,8 @@ uninterrupted run drew.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,16 +73,39 @@ def open_resume_checkpoint(config: TrainConfig) -> Checkpoint:
     checkpoint = load_checkpoint(path, config.kind, option="--resume")
     if checkpoint.optimizer_state is None or "optimizer" not in checkpoint.optimizer_state:
         raise BadCheckpointError(f"{path} holds no training state to resume from; start a new run with another --out")
-    stored = checkpoint.config
+    # An option newer than the checkpoint was, in effect, at its default when it was trained.
+    stored = {**_plain_defaults(config), **checkpoint.config}
     current = to_plain_data(config)
     changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and stored.get(key) != current[key])
     if changed:
         key = changed[0]
+        may_change = ", ".join(option_of_field(name) for name in sorted(RESUMABLE_CHANGES - {"resume"}))
         raise BadInputError(
-            f"--resume: {path} was trained with {key} = {stored.get(key)!r}, but this run asks for {current[key]!r}; "
-            f"repeat the original options (only {', '.join(sorted(RESUMABLE_CHANGES - {'resume'}))} may change)"
+            f"--resume: {path} was trained with {option_of_field(key)} {stored.get(key)!r}, but this run asks for "
+            f"{current[key]!r}; repeat the original options (only {may_change} may change)"
         )
     return checkpoint
+
+
+# Config fields whose command-line option is not ``--`` + the field name with dashes.
+_OPTION_OF_FIELD = {
+    "data_roots": "--data-root", "out_dir": "--out", "seg_threshold": "--threshold",
+    "task": "the command (train-cls, train-cls --malignancy or train-seg)", "augmentation": "the --aug-* options",
+}
+
+
+def option_of_field(name: str) -> str:
+    """The `ct train-*` option that sets TrainConfig field ``name``, as a user would type it."""
+    return _OPTION_OF_FIELD.get(name, "--" + name.replace("_", "-"))
+
+
+def _plain_defaults(config: TrainConfig) -> dict:
+    """Fields with a plain default (not the task's own), as :func:`to_plain_data` writes them."""
+    defaults = {}
+    for field in dataclasses.fields(config):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = to_plain_data({field.name: field.default})[field.name]
+    return defaults
 
 
 def restore(
