@@ -59,13 +59,11 @@ def prepcache_command(
 
 def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) -> int:
     """Fill the cache; returns how many series failed (each is named on stderr)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ct_pipeline.atomic import check_writable
     from ct_pipeline.cache import CropCache
     from ct_pipeline.catalog import open_catalog
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
-    from ct_pipeline.prepcache import prepcache, selected_series
+    from ct_pipeline.prepcache import selected_series
 
     cache_path = resolve_cache_dir(cache_dir)
     check_writable(cache_path, "--cache-dir", is_folder=True)
@@ -73,35 +71,41 @@ def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) ->
     cache = CropCache(cache_path, size_limit_gb)
     total = len(selected_series(catalog, config))
     out = console()
-    counts = {"filled": 0, "cached": 0, "outside": 0}
-    with Progress(
-        TextColumn("prepcache"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=out, disable=not out.is_terminal,
-    ) as progress:
-        task = progress.add_task("series", total=total)
-
-        def on_result(result):
-            counts["filled" if result.filled else "cached"] += not result.failed
-            counts["outside"] += result.n_outside
-            if result.failed:
-                typer.echo(f"failed {result.series_uid}: {result.error}", err=True)
-            progress.advance(task)
-
-        try:
-            results = prepcache(catalog, cache, config, progress=on_result, log_file=log, stop=stop)
-        finally:
-            cache.close()
+    try:
+        results = _fill_with_progress(catalog, cache, config, total, out, log, stop)
+    finally:
+        cache.close()
     failed = [r.series_uid for r in results if r.failed]
+    filled = sum(r.filled and not r.failed for r in results)
+    outside = sum(r.n_outside for r in results)
     out.print(
-        f"prepcache: {total} series (shard {config.shard}): {counts['filled']} filled, {counts['cached']} already cached"
+        f"prepcache: {total} series (shard {config.shard}): {filled} filled, {len(results) - filled - len(failed)} already cached"
         + (f", {len(failed)} failed" if failed else "")
-        + (f", {counts['outside']} candidates outside their volume skipped" if counts["outside"] else "")
+        + (f", {outside} candidates outside their volume skipped" if outside else "")
         + f"; cache {cache.directory}"
     )
     if failed:
         log.finished_with(f"{len(failed)} of {total} series failed")
         typer.echo(f"{len(failed)} of {total} series failed: {', '.join(failed)}; the others are cached", err=True)
     return len(failed)
+
+
+def _fill_with_progress(catalog, cache, config, total: int, out, log, stop) -> list:
+    """prepcache with a progress bar on a terminal; each failure named on stderr as it happens."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ct_pipeline.prepcache import prepcache
+
+    columns = (TextColumn("prepcache"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=out, disable=not out.is_terminal) as progress:
+        task = progress.add_task("series", total=total)
+
+        def on_result(result):
+            if result.failed:
+                typer.echo(f"failed {result.series_uid}: {result.error}", err=True)
+            progress.advance(task)
+
+        return prepcache(catalog, cache, config, progress=on_result, log_file=log, stop=stop)
 
 
 @cache_app.command("info", epilog="Example: ct cache info --json")

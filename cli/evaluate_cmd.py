@@ -115,7 +115,7 @@ def _cell(summary: FrocSummary, index: int | None) -> str:
     return text
 
 
-def _print_report(report: FrocReport, plot: Path | None) -> None:
+def _froc_table(report: FrocReport) -> Table:
     groups = (report.overall, *report.by_size)
     counts = report.counts
     interval_note = (
@@ -136,17 +136,27 @@ def _print_report(report: FrocReport, plot: Path | None) -> None:
     for index, rate in enumerate(report.overall.fp_rates):
         table.add_row(f"{rate:g}", *(_cell(group, index) for group in groups))
     table.add_row("CPM", *(_cell(group, None) for group in groups), style="bold")
+    return table
+
+
+def _ignored_findings(report: FrocReport) -> list[str]:
+    counts = report.counts
+    return [
+        text
+        for count, text in (
+            (counts.n_outside_set, f"{counts.n_outside_set} on series outside the evaluated set"),
+            (counts.n_over_cap, f"{counts.n_over_cap} beyond {report.config.max_findings_per_scan} per scan"),
+            (counts.n_on_excluded, f"{counts.n_on_excluded} on excluded findings"),
+            (counts.n_extra_hits, f"{counts.n_extra_hits} extra hits on detected nodules"),
+        )
+        if count
+    ]
+
+
+def _print_report(report: FrocReport, plot: Path | None) -> None:
     out = console()
-    out.print(table)
-    ignored = []
-    if counts.n_outside_set:
-        ignored.append(f"{counts.n_outside_set} on series outside the evaluated set")
-    if counts.n_over_cap:
-        ignored.append(f"{counts.n_over_cap} beyond {report.config.max_findings_per_scan} per scan")
-    if counts.n_on_excluded:
-        ignored.append(f"{counts.n_on_excluded} on excluded findings")
-    if counts.n_extra_hits:
-        ignored.append(f"{counts.n_extra_hits} extra hits on detected nodules")
+    out.print(_froc_table(report))
+    ignored = _ignored_findings(report)
     if ignored:
         out.print("Ignored findings: " + "; ".join(ignored) + ".")
     if plot is not None:

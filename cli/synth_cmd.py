@@ -88,7 +88,7 @@ def synth(
     --style site-b: another site's images and nodules).
     Research and test data only.
     """
-    from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
+    from ct_pipeline.synth import SynthConfig
 
     config = SynthConfig(
         out_dir=out_dir,
@@ -103,16 +103,7 @@ def synth(
     )
     started = time.perf_counter()
     out = console()
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=out,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("generating series", total=series)
-        result = write_synthetic_dataset(config, on_series=lambda summary: progress.advance(task))
+    result = _write_with_progress(config, out)
     seconds = time.perf_counter() - started
     out.print(
         f"wrote {len(result.series)} series ({result.n_nodules} nodules, {result.n_candidates} candidates) "
@@ -120,6 +111,15 @@ def synth(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _write_with_progress(config, out):
+    from ct_pipeline.synth import write_synthetic_dataset
+
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task("generating series", total=config.n_series)
+        return write_synthetic_dataset(config, on_series=lambda summary: progress.advance(task))
 
 
 def register(app: typer.Typer) -> None:
