@@ -298,15 +298,6 @@ def diagnose_command(
     _run(options)
 
 
-def _check_outputs(options: dict) -> None:
-    """Every place the run will write, checked before any model loads or series is read."""
-    from ct_pipeline.atomic import check_writable
-
-    for option, key, is_folder in (("--out", "out", True), ("--report", "report", True), ("--csv", "csv_path", False)):
-        if options[key] is not None:
-            check_writable(options[key], option, is_folder)
-
-
 def _log_path(options: dict, shard) -> Optional[Path]:
     """--log-file, else one file per shard under --out (a re-run of the task appends to it)."""
     if options["log_file"] is not None:
@@ -317,110 +308,85 @@ def _log_path(options: dict, shard) -> Optional[Path]:
     return options["out"] / "logs" / name
 
 
+def _request(options: dict):
+    """The command line as the application's typed request."""
+    from ct_pipeline.apps.diagnose import DiagnoseRequest
+    from ct_pipeline.loading import LoadOptions
+    from ct_pipeline.paths import resolve_data_roots
+    from ct_pipeline.sharding import Shard
+
+    config, inference = _configs(options)
+    return DiagnoseRequest(
+        sources=tuple(options["series"] or ()), series_file=options["series_file"], all_series=options["all_series"],
+        data_roots=tuple(resolve_data_roots(options["data_root"])), cache_dir=options["cache_dir"],
+        load=LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"]),
+        shard=Shard.parse(options["shard"]), seg_model=options["seg_model"], cls_model=options["cls_model"],
+        mal_model=options["mal_model"], runs_dir=options["runs_dir"], config=config, inference=inference,
+        out=options["out"], report=options["report"], csv_path=options["csv_path"],
+    )  # fmt: skip
+
+
 def _run(options: dict) -> None:
     from ct_pipeline.diagnosis.runtime import configure_process_memory
 
     if not options["book_style"]:  # the baseline runs as the book's code would: untuned
         configure_process_memory()  # first: before torch allocates anything
 
-    from ct_pipeline.errors import BadInputError
+    from ct_pipeline.apps.diagnose import check_outputs
     from ct_pipeline.logfile import open_log_file
     from ct_pipeline.preemption import StopRequests
-    from ct_pipeline.sharding import Shard
 
-    out = options["out"]
-    if out is not None and out.exists() and not out.is_dir():
-        raise BadInputError(f"--out {out} exists and is not a folder; give a folder for the per-series results")
-    _check_outputs(options)
-    shard = Shard.parse(options["shard"])
-    label = "diagnose" if shard.count == 1 else f"shard {shard}"
-    with open_log_file(_log_path(options, shard), label) as log_file, StopRequests() as stop:
-        n_items, failures = _run_logged(options, shard, log_file, stop)
-    if failures:
-        typer.echo(f"{failures} of {n_items} series failed; the others are done", err=True)
+    request = _request(options)
+    check_outputs(request)  # before the log file is created under --out
+    label = "diagnose" if request.shard.count == 1 else f"shard {request.shard}"
+    with open_log_file(_log_path(options, request.shard), label) as log_file, StopRequests() as stop:
+        summary = _show_events(request, options, log_file, stop)
+    if options["evaluate"]:
+        _print_evaluation(
+            summary.results, options["annotations"], request.data_roots, request.config.nodule_threshold,
+            options["json_output"],
+        )  # fmt: skip
+    if summary.n_failed:
+        typer.echo(f"{summary.n_failed} of {summary.n_series} series failed; the others are done", err=True)
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _run_logged(options: dict, shard, log_file, stop) -> tuple[int, int]:
-    """Diagnose the selected series; returns (number of series, number that failed)."""
-    import torch
+def _show_events(request, options: dict, log_file, stop):
+    """Run the application, printing each event; returns its summary."""
+    from ct_pipeline.apps.diagnose import DiagnoseSummary, FileWritten, ModelsLoaded, SeriesOutcome, run_diagnose
 
-    from ct_pipeline.diagnosis.batch import (
-        items_from_roots,
-        items_from_sources,
-        run_batch,
-        select_shard,
-    )
-    from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
-    from ct_pipeline.threads import thread_budget
-    from ct_pipeline.errors import BadInputError
-    from ct_pipeline.loading import LoadOptions
-    from ct_pipeline.paths import read_series_list, resolve_cache_dir, resolve_data_roots
-    from ct_pipeline.reports.report import ReportWriter
+    json_output = options["json_output"]
+    say = (lambda text: typer.echo(text, err=True)) if json_output else typer.echo
+    has_malignancy = False
+    for event in run_diagnose(request, log_file, stop):
+        if isinstance(event, ModelsLoaded):
+            # Every time, once the files proved valid: a model picked from --runs-dir must never be a surprise.
+            typer.echo("using " + " ".join(f"{option} {path}" for option, path in event.paths.items()), err=True)
+            has_malignancy = event.has_malignancy
+        elif isinstance(event, SeriesOutcome):
+            _show_outcome(event.outcome, request.config.nodule_threshold, has_malignancy, json_output)
+        elif isinstance(event, FileWritten):
+            say(f"wrote {event.path}" + (f": {event.rows} candidates of {event.n_series} series" if event.rows is not None else ""))
+        elif isinstance(event, DiagnoseSummary):
+            return event
+    raise AssertionError("run_diagnose ended without a summary")
 
-    roots = resolve_data_roots(options["data_root"])
-    cache_dir = resolve_cache_dir(options["cache_dir"])
-    load_options = LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"])
-    sources = list(options["series"] or [])
-    if options["series_file"] is not None:
-        sources += read_series_list(options["series_file"])
-    items = items_from_sources(sources, roots, cache_dir, load_options)
-    if options["all_series"]:
-        items += items_from_roots(roots, cache_dir, load_options)
-    if not items:
-        raise BadInputError(
-            "nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file"
-        )
-    items = select_shard(items, shard)
-    log_file.line(f"{len(items)} series in shard {shard}")
 
-    config, inference = _configs(options)
-    runs_dir = options["runs_dir"]
-    seg_path = resolve_checkpoint(options["seg_model"], "seg", runs_dir)
-    cls_path = resolve_checkpoint(options["cls_model"], "cls", runs_dir)
-    mal_path = resolve_checkpoint(options["mal_model"], "mal", runs_dir, required=False)
-    budget = thread_budget(inference.threads)
-    torch.set_num_threads(budget.threads)  # one batch at a time uses them all; parallel ones run one each
-    # The resolved budget, so that the models' default worker count is taken from it, not worked out again.
-    inference = dataclasses.replace(inference, threads=budget.threads)
-    models = load_diagnosis_models(seg_path, cls_path, mal_path, inference)  # type: ignore[arg-type]
-    # Every time, once the files proved valid: a model picked from --runs-dir must never be a surprise.
-    used = (("--seg-model", seg_path), ("--cls-model", cls_path), ("--mal-model", mal_path))
-    typer.echo("using " + " ".join(f"{option} {path}" for option, path in used if path is not None), err=True)
-    log_file.line(budget.describe(models.workers if models.workers > 1 else 0, "batch thread"))
+def _show_outcome(outcome, threshold: float, has_malignancy: bool, json_output: bool) -> None:
+    if outcome.status == "failed":
+        typer.echo(f"failed {outcome.item.label}: {outcome.message}", err=True)
+        return
+    if outcome.status == "done" and outcome.message:
+        typer.echo(f"redid {outcome.item.label}: {outcome.message}", err=True)
+    if json_output:
+        from ct_pipeline.reports.findings_io import json_line
 
-    out, report_dir, json_output = options["out"], options["report"], options["json_output"]
-    report = ReportWriter(report_dir, config.nodule_threshold) if report_dir is not None else None
-    results, failures, counts = [], [], {"done": 0, "skipped": 0, "failed": 0}
-    batch = run_batch(
-        items, models, config, out_dir=out, key_options=load_options, after=report, log_file=log_file, stop=stop
-    )
-    for outcome in batch:
-        counts[outcome.status] += 1
-        if outcome.status == "failed":
-            failures.append(outcome)
-            typer.echo(f"failed {outcome.item.label}: {outcome.message}", err=True)
-            continue
-        results.append(outcome.result)
-        if outcome.status == "done" and outcome.message:
-            typer.echo(f"redid {outcome.item.label}: {outcome.message}", err=True)
-        if json_output:
-            from ct_pipeline.reports.findings_io import json_line
-
-            sys.stdout.write(json_line(outcome.result) + "\n")
-            sys.stdout.flush()
-        elif outcome.status == "skipped":
-            typer.echo(f"skipped {outcome.item.label}: {outcome.message}", err=True)
-        else:
-            _print_result(outcome.result, config.nodule_threshold, models.mal is not None)
-    _write_outputs(results, options["csv_path"], out, shard, report, json_output)
-    if options["evaluate"]:
-        _print_evaluation(results, options["annotations"], roots, config.nodule_threshold, json_output)
-    tally = ", ".join(f"{n} {status}" for status, n in counts.items())
-    log_file.line(f"finished: {tally} of {len(items)} series")
-    if failures:
-        log_file.finished_with(f"{len(failures)} of {len(items)} series failed")
-    return len(items), len(failures)
+        sys.stdout.write(json_line(outcome.result) + "\n")
+        sys.stdout.flush()
+    elif outcome.status == "skipped":
+        typer.echo(f"skipped {outcome.item.label}: {outcome.message}", err=True)
+    else:
+        _print_result(outcome.result, threshold, has_malignancy)
 
 
 def _configs(options: dict):
@@ -444,21 +410,6 @@ def _configs(options: dict):
     return config, InferenceOptions(
         device=options["device"], precision=options["precision"], workers=options["workers"], threads=options["threads"]
     )
-
-
-def _write_outputs(results, csv_path, out, shard, report, json_output) -> None:
-    from ct_pipeline.reports.findings_io import write_luna16_csv
-
-    say = (lambda text: typer.echo(text, err=True)) if json_output else typer.echo
-    if csv_path is not None:
-        rows = write_luna16_csv(csv_path, results)
-        say(f"wrote {csv_path}: {rows} candidates of {len(results)} series")
-    if out is not None and results:
-        name = "findings.csv" if shard.count == 1 else f"findings.shard-{shard.index}-of-{shard.count}.csv"
-        rows = write_luna16_csv(out / name, results)
-        say(f"wrote {out / name}: {rows} candidates of {len(results)} series")
-    if report is not None and report.entries:
-        say(f"wrote {report.report_dir / 'index.html'}")
 
 
 def _print_result(result, threshold: float, has_malignancy: bool) -> None:

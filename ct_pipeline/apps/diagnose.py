@@ -1,0 +1,193 @@
+"""`ct diagnose` as an application: a typed request in, typed events out, no printing.
+
+:func:`run_diagnose` gathers the series (UIDs, folders, files, ``--all``), takes this shard's
+share, finds and loads the checkpoints, diagnoses series by series (resumable, see
+:mod:`ct_pipeline.diagnosis.batch`), writes the CSVs and the report, and yields what happened as
+it happens; the CLI decides how to show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ct_pipeline.diagnosis.batch import BatchOutcome
+from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
+from ct_pipeline.diagnosis.result import DiagnosisResult
+from ct_pipeline.errors import BadInputError
+from ct_pipeline.loading import LoadOptions
+from ct_pipeline.logfile import NO_LOG_FILE, LogFile
+from ct_pipeline.preemption import StopRequests
+from ct_pipeline.sharding import Shard
+
+
+@dataclass(frozen=True)
+class DiagnoseRequest:
+    """What to diagnose, with which models, and where the results go.
+
+    Attributes:
+        sources: series UIDs (under ``data_roots``), DICOM folders or image files.
+        series_file: more sources, one per line.
+        all_series: every series under ``data_roots``.
+        shard: this array task's share of the series.
+        seg_model / cls_model / mal_model: checkpoints; None: the newest of the kind under
+            ``runs_dir`` (malignancy: only if there is one).
+        out: per-series results (resumable) and ``findings.csv``; None: nowhere.
+        report: HTML report folder; csv_path: one LUNA16 CSV of every candidate.
+    """
+
+    sources: tuple[str, ...] = ()
+    series_file: Path | None = None
+    all_series: bool = False
+    data_roots: tuple[Path, ...] = ()
+    cache_dir: Path | None = None
+    load: LoadOptions = LoadOptions()
+    shard: Shard = Shard()
+    seg_model: Path | None = None
+    cls_model: Path | None = None
+    mal_model: Path | None = None
+    runs_dir: Path | None = None
+    config: DiagnosisConfig = DiagnosisConfig()
+    inference: InferenceOptions = InferenceOptions()
+    out: Path | None = None
+    report: Path | None = None
+    csv_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelsLoaded:
+    """The checkpoints in use (by option name) and the thread budget, in words."""
+
+    paths: dict[str, Path]
+    threads: str
+    has_malignancy: bool
+
+
+@dataclass(frozen=True)
+class SeriesOutcome:
+    """One series done, skipped (already in ``out``) or failed."""
+
+    outcome: BatchOutcome
+
+
+@dataclass(frozen=True)
+class FileWritten:
+    """An output file: a CSV of ``rows`` candidates of ``n_series`` series, or the report (rows None)."""
+
+    path: Path
+    rows: int | None = None
+    n_series: int = 0
+
+
+@dataclass
+class DiagnoseSummary:
+    """The last event: every result kept, and how many series ended how."""
+
+    n_series: int
+    results: list[DiagnosisResult] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "skipped": 0, "failed": 0})
+
+    @property
+    def n_failed(self) -> int:
+        return self.counts["failed"]
+
+
+DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | DiagnoseSummary
+
+
+def check_outputs(request: DiagnoseRequest) -> None:
+    """Every place the run will write, checked before any model loads or series is read."""
+    from ct_pipeline.atomic import check_writable
+
+    if request.out is not None and request.out.exists() and not request.out.is_dir():
+        raise BadInputError(f"--out {request.out} exists and is not a folder; give a folder for the per-series results")
+    for option, path, is_folder in (("--out", request.out, True), ("--report", request.report, True), ("--csv", request.csv_path, False)):
+        if path is not None:
+            check_writable(path, option, is_folder)
+
+
+def _items(request: DiagnoseRequest) -> list:
+    from ct_pipeline.diagnosis.batch import items_from_roots, items_from_sources, select_shard
+    from ct_pipeline.paths import read_series_list, resolve_cache_dir
+
+    cache_dir = resolve_cache_dir(request.cache_dir)
+    sources = list(request.sources)
+    if request.series_file is not None:
+        sources += read_series_list(request.series_file)
+    items = items_from_sources(sources, request.data_roots, cache_dir, request.load)
+    if request.all_series:
+        items += items_from_roots(request.data_roots, cache_dir, request.load)
+    if not items:
+        raise BadInputError("nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file")
+    return select_shard(items, request.shard)
+
+
+def _load_models(request: DiagnoseRequest):
+    import torch
+
+    from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
+    from ct_pipeline.threads import thread_budget
+
+    seg = resolve_checkpoint(request.seg_model, "seg", request.runs_dir)
+    cls = resolve_checkpoint(request.cls_model, "cls", request.runs_dir)
+    mal = resolve_checkpoint(request.mal_model, "mal", request.runs_dir, required=False)
+    budget = thread_budget(request.inference.threads)
+    torch.set_num_threads(budget.threads)  # one batch at a time uses them all; parallel ones run one each
+    # The resolved budget, so that the models' default worker count is taken from it, not worked out again.
+    inference = dataclasses.replace(request.inference, threads=budget.threads)
+    models = load_diagnosis_models(seg, cls, mal, inference)  # type: ignore[arg-type]
+    paths = {option: path for option, path in (("--seg-model", seg), ("--cls-model", cls), ("--mal-model", mal)) if path}
+    loaded = ModelsLoaded(paths, budget.describe(models.workers if models.workers > 1 else 0, "batch thread"), mal is not None)
+    return models, loaded
+
+
+def run_diagnose(
+    request: DiagnoseRequest, log_file: LogFile = NO_LOG_FILE, stop: StopRequests | None = None
+) -> Iterator[DiagnoseEvent]:
+    """Diagnose what ``request`` names; yields :class:`ModelsLoaded`, then a :class:`SeriesOutcome`
+    per series as it ends, a :class:`FileWritten` per output, and last a :class:`DiagnoseSummary`.
+
+    Raises:
+        BadInputError / BadCheckpointError / NotFoundError: before any series is diagnosed.
+        Terminated: a stop signal, between series (finished ones are kept).
+    """
+    from ct_pipeline.diagnosis.batch import run_batch
+    from ct_pipeline.reports.report import ReportWriter
+
+    check_outputs(request)
+    items = _items(request)
+    log_file.line(f"{len(items)} series in shard {request.shard}")
+    models, loaded = _load_models(request)
+    log_file.line(loaded.threads)
+    yield loaded
+    report = ReportWriter(request.report, request.config.nodule_threshold) if request.report is not None else None
+    summary = DiagnoseSummary(n_series=len(items))
+    batch = run_batch(
+        items, models, request.config, out_dir=request.out, key_options=request.load, after=report,
+        log_file=log_file, stop=stop,
+    )  # fmt: skip
+    for outcome in batch:
+        summary.counts[outcome.status] += 1
+        if outcome.status != "failed":
+            summary.results.append(outcome.result)
+        yield SeriesOutcome(outcome)
+    yield from _write_outputs(request, summary.results, report)
+    log_file.line(f"finished: {', '.join(f'{n} {status}' for status, n in summary.counts.items())} of {len(items)} series")
+    if summary.n_failed:
+        log_file.finished_with(f"{summary.n_failed} of {len(items)} series failed")
+    yield summary
+
+
+def _write_outputs(request: DiagnoseRequest, results: list[DiagnosisResult], report) -> Iterator[FileWritten]:
+    from ct_pipeline.reports.findings_io import write_luna16_csv
+
+    if request.csv_path is not None:
+        yield FileWritten(request.csv_path, write_luna16_csv(request.csv_path, results), len(results))
+    if request.out is not None and results:
+        shard = request.shard
+        name = "findings.csv" if shard.count == 1 else f"findings.shard-{shard.index}-of-{shard.count}.csv"
+        yield FileWritten(request.out / name, write_luna16_csv(request.out / name, results), len(results))
+    if report is not None and report.entries:
+        yield FileWritten(report.report_dir / "index.html")
