@@ -11,7 +11,7 @@ from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, Json
 from cli.output import console, print_json
 from ct_pipeline.loading import LoadOptions, load_ct
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
-from ct_pipeline.series_index import require_some_series, scan_roots
+from ct_pipeline.loading.series_index import require_some_series, scan_roots
 
 series_app = typer.Typer(help="Find CT series under the data roots.", no_args_is_help=True)
 

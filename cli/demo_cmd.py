@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -35,8 +37,16 @@ def demo(
     """
     started = time.perf_counter()
     shown = console()
-    summary = run_demo(out, DEMO_SCALES[scale.value], announce=lambda line: shown.print(f"\n[bold]{line}[/bold]", highlight=False))
+    summary = run_demo(
+        out, DEMO_SCALES[scale.value], runner=_run_in_subprocess,
+        announce=lambda line: shown.print(f"\n[bold]{line}[/bold]", highlight=False),
+    )
     _print_summary(summary, time.perf_counter() - started)
+
+
+def _run_in_subprocess(argv) -> int:
+    """Run `ct ARGV` as a fresh process (what a user's shell does); its output goes to the console."""
+    return subprocess.run([sys.executable, "-m", "cli", *argv], check=False).returncode
 
 
 def _fmt(value) -> str:

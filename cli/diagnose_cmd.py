@@ -279,7 +279,7 @@ def diagnose_command(
     """
     options = dict(locals())
     from ct_pipeline.errors import BadInputError
-    from ct_pipeline.reports.findings_io import merge_result_files
+    from ct_pipeline.diagnosis.result_files import merge_result_files
 
     if merge is not None:
         if series or all_series or series_file:
@@ -290,7 +290,7 @@ def diagnose_command(
         typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series", err=json_output)
         if evaluate:
             from ct_pipeline.paths import resolve_data_roots
-            from ct_pipeline.reports.findings_io import read_result_file, result_files
+            from ct_pipeline.diagnosis.result_files import read_result_file, result_files
 
             results = [read_result_file(p) for p in result_files(merge)]
             _print_evaluation(results, annotations, resolve_data_roots(data_root), threshold, json_output)
@@ -379,7 +379,7 @@ def _show_outcome(outcome, threshold: float, has_malignancy: bool, json_output: 
     if outcome.status == "done" and outcome.message:
         typer.echo(f"redid {outcome.item.label}: {outcome.message}", err=True)
     if json_output:
-        from ct_pipeline.reports.findings_io import json_line
+        from ct_pipeline.diagnosis.result_files import json_line
 
         sys.stdout.write(json_line(outcome.result) + "\n")
         sys.stdout.flush()
@@ -438,7 +438,7 @@ def _print_result(result, threshold: float, has_malignancy: bool) -> None:
 
 
 def _print_evaluation(results, annotations, roots, threshold: float, json_output: bool) -> None:
-    from ct_pipeline.diagnosis.evaluate import evaluate_results, nodule_annotations
+    from ct_pipeline.evaluation.diagnosed import evaluate_results, nodule_annotations
     from ct_pipeline.evaluation import render_confusion_table
 
     report = evaluate_results(results, nodule_annotations(annotations, roots), threshold)

@@ -13,7 +13,7 @@ import pandas as pd
 from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, sort_candidate_table, split_series
 from ct_pipeline.paths import validate_series_uid
-from ct_pipeline.series_index import SeriesEntry, require_some_series, scan_roots
+from ct_pipeline.loading.series_index import SeriesEntry, require_some_series, scan_roots
 
 log = logging.getLogger(__name__)
 

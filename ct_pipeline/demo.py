@@ -1,17 +1,15 @@
 """`ct demo`: the whole pipeline on synthetic data, as the `ct` commands a user would type.
 
-`ct synth`, then the recommended recipe (:mod:`ct_pipeline.recipe`); :func:`run_demo` runs the
-steps through a runner (by default a fresh `python -m cli` process per step, exactly as a user
-would), and every step reuses what an earlier run left behind. The figures it reaches are
+`ct synth`, then the recommended recipe (:mod:`ct_pipeline.recipe`) as `ct` command lines;
+:func:`run_demo` runs them through the runner it is given (`ct demo`: a fresh process per step,
+exactly as a user would), and every step reuses what an earlier run left behind. The figures it reaches are
 gathered by :func:`demo_summary` into ``OUT/summary.json``.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,18 +54,14 @@ def demo_steps(out_dir: Path, scale: DemoScale) -> list[RecipeStep]:
     return steps + recipe_steps(layout, scale.recipe, scale.val_stride, report=True)
 
 
-def run_in_subprocess(argv: Sequence[str]) -> int:
-    """Run `ct ARGV` as a fresh process (what a user's shell does); its output goes to the console."""
-    return subprocess.run([sys.executable, "-m", "cli", *argv], check=False).returncode
-
-
 def run_demo(
     out_dir: Path,
     scale: DemoScale,
-    runner: Runner = run_in_subprocess,
+    runner: Runner,
     announce: Callable[[str], None] = print,
 ) -> dict:
-    """Run the demo in ``out_dir`` (reusing what is there); returns :func:`demo_summary`.
+    """Run the demo in ``out_dir`` (reusing what is there) through ``runner`` (`ct demo` passes
+    one that starts `ct ARGV` as a fresh process, as a user's shell would); returns :func:`demo_summary`.
 
     Raises CtError naming the step when a step fails.
     """

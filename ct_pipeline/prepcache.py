@@ -18,7 +18,7 @@ from ct_pipeline.errors import CtError, OutputError
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
 from ct_pipeline.preemption import StopRequests, Terminated, ignore_stop_signals
-from ct_pipeline.series_index import SeriesEntry
+from ct_pipeline.loading.series_index import SeriesEntry
 from ct_pipeline.sharding import Shard
 
 log = logging.getLogger(__name__)

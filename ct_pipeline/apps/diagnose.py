@@ -181,7 +181,7 @@ def run_diagnose(
 
 
 def _write_outputs(request: DiagnoseRequest, results: list[DiagnosisResult], report) -> Iterator[FileWritten]:
-    from ct_pipeline.reports.findings_io import write_luna16_csv
+    from ct_pipeline.diagnosis.result_files import write_luna16_csv
 
     if request.csv_path is not None:
         yield FileWritten(request.csv_path, write_luna16_csv(request.csv_path, results), len(results))

@@ -113,7 +113,7 @@ def items_from_sources(
 
 def items_from_roots(data_roots: Sequence[Path], cache_dir: Path | None, options: LoadOptions) -> list[BatchItem]:
     """Every series under ``data_roots`` (``--all``), sorted by UID."""
-    from ct_pipeline.series_index import require_some_series, scan_roots
+    from ct_pipeline.loading.series_index import require_some_series, scan_roots
 
     if not data_roots:
         raise BadInputError("--all needs data roots: pass --data-root DIR or set CT_DATA_ROOT")
@@ -200,7 +200,7 @@ def _diagnose_item(
 ) -> BatchOutcome:
     """Diagnose one item, or find its result file made the same way (``record``: the batch's
     provenance); a failure becomes a "failed" outcome."""
-    from ct_pipeline.reports.findings_io import read_result_file, result_file_name, write_result_file
+    from ct_pipeline.diagnosis.result_files import read_result_file, result_file_name, write_result_file
 
     try:
         key = item.key or series_key(item.label, key_options)

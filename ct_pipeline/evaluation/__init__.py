@@ -2,7 +2,8 @@
 
 Read in this order: ``tables`` (the CSV inputs) -> ``matching`` (which finding hits which
 nodule) -> ``curve`` (the FROC curve) -> ``bootstrap`` (intervals) -> ``froc`` (CPM, the
-report) -> ``plot``; and ``confusion`` for ``ct diagnose --evaluate``.
+report) -> ``plot``; and ``confusion`` and ``diagnosed`` (diagnosis results against the annotations)
+for ``ct diagnose --evaluate``.
 """
 
 from ct_pipeline.evaluation.confusion import (

@@ -11,6 +11,7 @@ from ct_pipeline.errors import BadInputError, NotFoundError
 from ct_pipeline.loading.dicom import DicomSeries, discover_series, load_dicom_series
 from ct_pipeline.loading.image_file import image_format, load_image_file
 from ct_pipeline.loading.mhd import load_mhd
+from ct_pipeline.loading.series_index import find_series
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.volume import CtVolume
 
@@ -79,14 +80,12 @@ def load_ct(
         if series:
             return load_dicom_series(series[0], options.allow_uneven_spacing)
         raise BadInputError(f"{path}: not a CT image (expected a DICOM file or folder, .mhd, .nrrd, .nii or .nii.gz)")
-    from ct_pipeline.series_index import find_series
-
     uid = validate_series_uid(text)
     return load_entry(find_series(uid, data_roots, cache_dir), options)
 
 
 def load_entry(entry, options: LoadOptions = LoadOptions()) -> CtVolume:
-    """Load a :class:`~ct_pipeline.series_index.SeriesEntry` found by the series index."""
+    """Load a :class:`~ct_pipeline.loading.series_index.SeriesEntry` found by the series index."""
     if entry.format == "mhd":
         return load_mhd(Path(entry.path), series_uid=entry.series_uid)
     if entry.format == "dicom":

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ct_pipeline.diagnosis.result import DiagnosisResult
-from ct_pipeline.reports.findings_io import result_file_name
+from ct_pipeline.diagnosis.result_files import result_file_name
 from ct_pipeline.reports.html import SeriesReport, write_index
 from ct_pipeline.reports.pictures import finding_picture, overview_picture
 from ct_pipeline.volume import CtVolume

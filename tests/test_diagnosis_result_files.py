@@ -9,7 +9,7 @@ import pytest
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
 from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.evaluation import read_findings
-from ct_pipeline.reports.findings_io import (
+from ct_pipeline.diagnosis.result_files import (
     json_line,
     luna16_csv_text,
     merge_result_files,

@@ -1,0 +1,61 @@
+"""The library's import graph reads like the pipeline: no cycle, no stage importing a later one, no CLI."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+LIBRARY = Path(__file__).resolve().parent.parent / "ct_pipeline"
+# Infrastructure first (usable by every stage), then the stages in the order the data flows.
+ORDER = [
+    "ct_pipeline", "errors", "paths", "atomic", "preemption", "logfile", "sharding", "threads", "devices",
+    "geometry", "volume", "dicom_writer", "loading", "luna16", "catalog", "synth", "crops", "cache", "prepcache",
+    "datasets", "models", "training", "diagnosis", "evaluation", "reports", "apps", "recipe", "demo",
+]
+
+
+def _unit(module: str) -> str:
+    """ct_pipeline.diagnosis.batch -> "diagnosis"; ct_pipeline -> "ct_pipeline"."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _imports() -> dict[str, set[str]]:
+    """Unit -> units it imports (anywhere in its files, function bodies included)."""
+    edges: dict[str, set[str]] = defaultdict(set)
+    for path in LIBRARY.rglob("*.py"):
+        relative = path.relative_to(LIBRARY.parent).with_suffix("")
+        module = ".".join(p for p in relative.parts if p != "__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                if name == "cli" or name.startswith("cli."):
+                    edges[_unit(module)].add("cli")
+                elif name.startswith("ct_pipeline") and _unit(name) != _unit(module):
+                    edges[_unit(module)].add(_unit(name))
+    return edges
+
+
+def test_every_unit_of_the_library_has_a_place_in_the_order():
+    units = {p.stem if p.is_file() else p.name for p in LIBRARY.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    units = {("ct_pipeline" if u == "__init__" else u) for u in units}
+    assert units <= set(ORDER), sorted(units - set(ORDER))
+
+
+def test_no_stage_imports_a_later_one_or_the_cli():
+    backwards = [
+        f"{unit} -> {imported}"
+        for unit, imported_units in _imports().items()
+        for imported in imported_units
+        if imported == "cli" or ORDER.index(imported) > ORDER.index(unit)
+    ]
+    assert not backwards, backwards
+
+
+def test_no_library_module_starts_the_cli():
+    """The demo and the recipe hand `ct` command lines to a runner the caller gives; only cli/ runs them."""
+    starts = [p.name for p in LIBRARY.rglob("*.py") if '"-m", "cli"' in p.read_text() or "'-m', 'cli'" in p.read_text()]
+    assert not starts, starts
