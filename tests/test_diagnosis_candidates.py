@@ -133,3 +133,27 @@ def test_every_nodule_the_mask_touches_yields_a_candidate_within_its_radius(case
     candidates = group_candidates(mask, hu, geometry)
     distances_mm = np.linalg.norm((candidates.center_irc - centre) * np.asarray(spacing_irc), axis=1)
     assert len(candidates) >= 1 and distances_mm.min() <= radius_mm, (case, distances_mm)
+
+
+def test_confident_fraction_is_the_share_of_each_component_above_the_confident_threshold():
+    from ct_pipeline.diagnosis.candidates import confident_fraction
+
+    level = np.zeros((10, 20, 20), dtype=np.uint8)
+    level[2:5, 2:6, 2:6] = 1
+    level[3, 3:5, 3:5] = 2  # 4 of the blob's 48 voxels are confident
+    level[6:8, 10:14, 10:14] = 2  # a wholly confident blob
+    centres = np.array([[3, 3, 3], [7, 12, 12], [0, 19, 19], [6.4, 9.2, 9.6]])
+    fraction = confident_fraction(level, centres)
+    # the last centre sits just outside the second blob: the nearest component within 2 voxels counts
+    np.testing.assert_allclose(fraction, [4 / 48, 1.0, 0.0, 1.0])
+
+
+def test_the_detection_score_ranks_confident_components_first_and_is_the_probability_without_weight():
+    from ct_pipeline.diagnosis.pipeline import detection_score
+
+    prob = np.array([0.99, 0.95, 0.5])
+    confident = np.array([0.0, 1.0, 1.0])
+    score = detection_score(prob, confident, 0.5)
+    np.testing.assert_allclose(score, [0.495, 0.95, 0.5])
+    assert list(np.argsort(-score)) == [1, 2, 0]
+    assert detection_score(prob, confident, 0.0) is prob and detection_score(prob, None, 0.5) is prob

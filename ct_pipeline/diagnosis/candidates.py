@@ -40,12 +40,15 @@ class Candidates:
         center_xyz: (N, 3) float64 the same in patient mm.
         diameter_mm: (N,) equivalent-sphere diameter of the segmented voxels.
         n_voxels: (N,) voxels of the eroded component.
+        confident_fraction: (N,) share of the candidate's mask component above the U-Net's
+            confident threshold (:func:`confident_fraction`), or None when not computed.
     """
 
     center_irc: np.ndarray
     center_xyz: np.ndarray
     diameter_mm: np.ndarray
     n_voxels: np.ndarray
+    confident_fraction: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.center_irc.shape[0])
@@ -222,3 +225,31 @@ def merge_duplicates(
     kept_arr = np.array(kept, dtype=np.int64)
     sizes = np.bincount(owner, minlength=n)[kept_arr]
     return kept_arr, sizes
+
+
+def confident_fraction(level: np.ndarray, center_irc: np.ndarray) -> np.ndarray:
+    """(N,) share of each candidate's mask component the U-Net is confident of.
+
+    ``level`` is :func:`~ct_pipeline.diagnosis.segment.segment_volume`'s uint8 map (0 / 1 above
+    the threshold / 2 above the confident threshold); a candidate's component is the
+    6-connected component of the un-eroded mask at (or within 2 voxels of) its rounded centre.
+    A nodule's component is mostly confident, the loose mask's vessel and wall pieces mostly not.
+    """
+    centers = np.rint(np.asarray(center_irc, dtype=np.float64)).astype(np.int64).reshape(-1, 3)
+    fraction = np.zeros(len(centers), dtype=np.float64)
+    if len(centers) == 0:
+        return fraction
+    labels, n_labels = _label(level > 0)
+    if n_labels == 0:
+        return fraction
+    voxels = np.bincount(labels.ravel(), minlength=n_labels + 1).astype(np.float64)
+    confident = np.bincount(labels.ravel(), weights=(level == 2).ravel(), minlength=n_labels + 1)
+    shape = np.asarray(labels.shape)
+    for k, center in enumerate(centers):
+        lo, hi = np.clip(center - 2, 0, shape), np.clip(center + 3, 0, shape)
+        window = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        found = window[window > 0]
+        if found.size:
+            label = int(np.bincount(found).argmax())
+            fraction[k] = confident[label] / voxels[label]
+    return fraction

@@ -21,6 +21,7 @@ system between batches and the heaps are trimmed between stages (see ``runtime``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ct_pipeline.diagnosis.candidates import Candidates, group_candidates, merge_duplicates
+from ct_pipeline.diagnosis.candidates import Candidates, confident_fraction, group_candidates, merge_duplicates
 from ct_pipeline.diagnosis.classify import classify_crops
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.lungs import find_lung_region
@@ -109,8 +110,9 @@ def propose_candidates(
                 "series %s: no air-filled lungs found below %g HU; segmenting every slice",
                 volume.series_uid, config.lung_hu_threshold,
             )  # fmt: skip
+    scoring = config.confidence_weight > 0
     with _timed(timings, "segmentation"), returning_freed_memory(models.release_memory):
-        mask = segment_volume(
+        level = segment_volume(
             hu,
             models.seg,
             context_slices=models.context_slices,
@@ -119,15 +121,28 @@ def propose_candidates(
             region=region,
             batch_size=config.seg_batch_size,
             workers=models.workers,
+            confident_threshold=config.confident_threshold if scoring else None,
         )
         release_free_heap(models.release_memory)
     with _timed(timings, "grouping"):
+        mask = level > 0 if scoring else level
         candidates = group_candidates(
             mask, hu, volume.geometry, config.erosion_iterations, config.hu_range, config.keep_eroded_away
         )
         del mask
+        if scoring:
+            candidates = dataclasses.replace(candidates, confident_fraction=confident_fraction(level, candidates.center_irc))
+        del level
         release_free_heap(models.release_memory)
     return candidates, region
+
+
+def detection_score(nodule_prob: np.ndarray, confident: np.ndarray | None, weight: float) -> np.ndarray:
+    """The ranking score of each candidate: ``nodule_prob * (1 - weight + weight * confident)``
+    (``nodule_prob`` itself, the same array, without a confident fraction or with weight 0)."""
+    if confident is None or weight <= 0:
+        return nodule_prob
+    return nodule_prob * (1.0 - weight + weight * confident)
 
 
 def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig) -> DiagnosisResult:
@@ -149,10 +164,9 @@ def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig
             batch_size=config.cls_batch_size,
             workers=models.workers,
         )
+    score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
     with _timed(timings, "merge"):
-        kept, group_sizes = merge_duplicates(
-            candidates.center_xyz, candidates.diameter_mm, nodule_prob, config.merge_fraction
-        )
+        kept, group_sizes = merge_duplicates(candidates.center_xyz, candidates.diameter_mm, score, config.merge_fraction)
     malignancy: dict[int, float] = {}
     if models.mal is not None:
         with _timed(timings, "malignancy"):
@@ -173,6 +187,7 @@ def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig
             center_irc=tuple(int(v) for v in crop_centers[i]),  # type: ignore[arg-type]
             diameter_mm=float(candidates.diameter_mm[i]),
             nodule_prob=float(nodule_prob[i]),
+            detection_score=None if score[i] == nodule_prob[i] else float(score[i]),
             malignancy_prob=malignancy.get(int(i)),
             n_merged=int(size),
         )

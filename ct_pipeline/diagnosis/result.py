@@ -5,7 +5,8 @@ The dict form is the ``--json`` record and the per-series result file of a batch
 
     {"series_uid": str, "source": str,
      "candidates": [{"center_xyz": [x, y, z], "center_irc": [i, r, c], "diameter_mm": float,
-                     "nodule_prob": float, "malignancy_prob": float | null, "n_merged": int}, ...],
+                     "nodule_prob": float, "malignancy_prob": float | null, "n_merged": int,
+                     "detection_score": float (when it differs from nodule_prob)}, ...],
      "timings_s": {"stage": seconds, ...}, "n_candidates_before_merge": int,
      "shape_irc": [i, r, c], "spacing_xyz": [x, y, z]}
 """
@@ -35,6 +36,9 @@ class Finding:
         malignancy_prob: probability of "malignant", or None (no malignancy model, or
             ``nodule_prob`` below the nodule threshold).
         n_merged: how many segmentation candidates this finding stands for (1: no duplicates).
+        detection_score: what ranks the findings (the LUNA16 CSV's probability): the nodule
+            probability weighed by the U-Net's confidence over the candidate's component (see
+            ``DiagnosisConfig.confidence_weight``); None: ``nodule_prob`` itself.
     """
 
     center_xyz: tuple[float, float, float]
@@ -43,6 +47,12 @@ class Finding:
     nodule_prob: float
     malignancy_prob: float | None = None
     n_merged: int = 1
+    detection_score: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The ranking score: ``detection_score``, or ``nodule_prob`` where there is none."""
+        return self.nodule_prob if self.detection_score is None else self.detection_score
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +62,7 @@ class Finding:
             "nodule_prob": float(self.nodule_prob),
             "malignancy_prob": None if self.malignancy_prob is None else float(self.malignancy_prob),
             "n_merged": int(self.n_merged),
+            **({} if self.detection_score is None else {"detection_score": float(self.detection_score)}),
         }
 
     @classmethod
@@ -67,6 +78,7 @@ class Finding:
                 nodule_prob=float(data["nodule_prob"]),
                 malignancy_prob=None if malignancy is None else float(malignancy),
                 n_merged=int(data.get("n_merged", 1)),
+                detection_score=None if data.get("detection_score") is None else float(data["detection_score"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise BadDataError(f"{where}: a candidate lacks or garbles {err}; re-run ct diagnose for it") from err
@@ -81,7 +93,7 @@ class DiagnosisResult:
 
     Attributes:
         series_uid: the series diagnosed.
-        findings: sorted by ``nodule_prob``, highest first; every candidate, not only nodules.
+        findings: sorted by ``score``, highest first; every candidate, not only nodules.
         timings_s: seconds per stage, in pipeline order.
         n_candidates_before_merge: segmentation candidates before duplicates were merged.
         shape_irc: the volume's shape (index, row, col).

@@ -78,7 +78,7 @@ def result_files(out_dir: Path) -> list[Path]:
 def luna16_rows(results: Iterable[DiagnosisResult]) -> list[tuple[str, float, float, float, float]]:
     """One (seriesuid, x, y, z, probability) row per candidate, series in the given order."""
     return [
-        (result.series_uid, *(float(v) for v in finding.center_xyz), float(finding.nodule_prob))  # type: ignore[misc]
+        (result.series_uid, *(float(v) for v in finding.center_xyz), float(finding.score))  # type: ignore[misc]
         for result in results
         for finding in result.findings
     ]

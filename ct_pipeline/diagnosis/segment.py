@@ -140,8 +140,12 @@ def segment_volume(
     batch_size: int = 8,
     workers: int = 1,
     max_tile_pixels: int | None = None,
+    confident_threshold: float | None = None,
 ) -> np.ndarray:
     """The thresholded U-Net output, bool (index, row, col); False outside ``region``.
+
+    With ``confident_threshold``, uint8 instead: 0 at or below ``threshold``, 1 above it, 2 also
+    above ``confident_threshold`` (one pass of the network gives both).
 
     Args:
         hu: (index, row, col) HU, int16 (or any real dtype).
@@ -153,6 +157,7 @@ def segment_volume(
         batch_size: slices per batch.
         workers: batches run side by side (threads).
         max_tile_pixels: cut wider boxes into tiles (see :func:`plan_batches`).
+        confident_threshold: see above; None: the bool mask alone.
     """
 
     channels_last = bool(getattr(run_model, "channels_last", False))
@@ -163,12 +168,16 @@ def segment_volume(
         del inputs
         row0, row1, col0, col1 = batch.keep
         r0, c0 = row0 - batch.box[0], col0 - batch.box[2]
-        kept = (probabilities[:, 0, r0 : r0 + row1 - row0, c0 : c0 + col1 - col0] > threshold).cpu().numpy()
+        window = probabilities[:, 0, r0 : r0 + row1 - row0, c0 : c0 + col1 - col0]
+        kept = (window > threshold).cpu().numpy()
         if region is not None:
             kept &= region.full_mask(list(batch.indices), slice(row0, row1), slice(col0, col1))
+        if confident_threshold is not None:
+            kept = kept.astype(np.uint8)
+            kept += kept & (window > confident_threshold).cpu().numpy()
         return batch, kept
 
-    mask = np.zeros(hu.shape, dtype=bool)
+    mask = np.zeros(hu.shape, dtype=bool if confident_threshold is None else np.uint8)
     for batch, kept in ordered_map(
         run, plan_batches(hu.shape, region, batch_size, max_tile_pixels=max_tile_pixels), workers
     ):  # type: ignore[arg-type]
