@@ -95,7 +95,7 @@ def test_the_readme_prints_the_recommended_recipe():
 
     from ct_pipeline.recipe import RECIPES
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index("With synthetic data, in minutes on a CPU") :]
     block = block[block.index("```bash") : block.index("```", block.index("```bash") + 3)].replace("\\\n", " ")
     lines = {line.split(" --data-root")[0].strip(): " ".join(line.split()) for line in block.splitlines() if line.startswith("ct train")}

@@ -27,7 +27,7 @@ def _imports() -> dict[str, set[str]]:
     for path in LIBRARY.rglob("*.py"):
         relative = path.relative_to(LIBRARY.parent).with_suffix("")
         module = ".".join(p for p in relative.parts if p != "__init__")
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -57,5 +57,6 @@ def test_no_stage_imports_a_later_one_or_the_cli():
 
 def test_no_library_module_starts_the_cli():
     """The demo and the recipe hand `ct` command lines to a runner the caller gives; only cli/ runs them."""
-    starts = [p.name for p in LIBRARY.rglob("*.py") if '"-m", "cli"' in p.read_text() or "'-m', 'cli'" in p.read_text()]
+    texts = {p.name: p.read_text(encoding="utf-8") for p in LIBRARY.rglob("*.py")}
+    starts = [name for name, text in texts.items() if '"-m", "cli"' in text or "'-m', 'cli'" in text]
     assert not starts, starts
