@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import Figure, Section
-from benchmarks.run import ROOT, render
+from benchmarks.run import write_benchmarks_md
 
 CPM_TARGET = 0.90
 RECALL_TARGET = 0.95
@@ -132,11 +132,7 @@ def main(argv: list[str]) -> int:
         ),
     )
     section.save()
-    out = ROOT / "BENCHMARKS.md"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(render())
-    tmp.replace(out)
-    print(f"wrote {out}")
+    write_benchmarks_md()
     return 0
 
 

@@ -85,12 +85,17 @@ def main(argv: list[str]) -> int:
         section.save()
         for fig in section.figures:
             print(f"   {fig.name}: {_fmt(fig.value)} {fig.unit}" + (f"  ratio {fig.ratio:.2f}x" if fig.ratio else ""), flush=True)
+    write_benchmarks_md()
+    return 0
+
+
+def write_benchmarks_md() -> None:
+    """Rewrite BENCHMARKS.md (atomically) from every section's last recorded figures."""
     out = ROOT / "BENCHMARKS.md"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(render())
     tmp.replace(out)
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":
