@@ -239,9 +239,13 @@ def confident_fraction(level: np.ndarray, center_irc: np.ndarray) -> np.ndarray:
     fraction = np.zeros(len(centers), dtype=np.float64)
     if len(centers) == 0:
         return fraction
-    labels, n_labels = _label(level > 0)
-    if n_labels == 0:
+    box = _bounding_box(level > 0)
+    if box is None:
         return fraction
+    # Label only the mask's bounding box (as group_candidates does), not the whole volume.
+    level = level[box]
+    centers = centers - np.array([s.start for s in box], dtype=np.int64)
+    labels, n_labels = _label(level > 0)
     voxels = np.bincount(labels.ravel(), minlength=n_labels + 1).astype(np.float64)
     confident = np.bincount(labels.ravel(), weights=(level == 2).ravel(), minlength=n_labels + 1)
     shape = np.asarray(labels.shape)
