@@ -71,6 +71,20 @@ def test_empty_mask_gives_no_candidates_and_a_mask_that_erodes_away_gives_one_un
     assert kept.diameter_mm[0] == pytest.approx(np.cbrt(6 * 16 * 0.5 * 0.5 * 2.0 / np.pi))
 
 
+def test_specks_below_the_minimum_diameter_are_dropped_and_sizes_of_the_rest_kept():
+    hu = np.zeros((6, 12, 12), dtype=np.int16)
+    mask = np.zeros(hu.shape, bool)
+    mask[1, 1, 1] = True  # one voxel, 0.5 mm^3: a 0.98 mm sphere
+    mask[1, 1, 5:7] = True  # two voxels: 1.24 mm
+    mask[2:5, 6:10, 6:10] = True  # survives erosion as 1x2x2; grown back by the cross: 20 voxels, 2.67 mm
+    everything = group_candidates(mask, hu, GEOMETRY, min_diameter_mm=0.0)
+    np.testing.assert_allclose(np.sort(everything.diameter_mm), np.cbrt(6 * np.array([1, 2, 20]) * 0.5 / np.pi), rtol=1e-9)
+    kept = group_candidates(mask, hu, GEOMETRY, min_diameter_mm=1.1)
+    np.testing.assert_allclose(np.sort(kept.diameter_mm), np.cbrt(6 * np.array([2, 20]) * 0.5 / np.pi), rtol=1e-9)
+    assert len(kept.center_xyz) == len(kept.n_voxels) == 2
+    assert len(group_candidates(mask, hu, GEOMETRY, min_diameter_mm=1.5)) == 1
+
+
 def test_labels_fall_back_to_int32_beyond_65535_components():
     mask = np.zeros((1, 600, 600), dtype=bool)
     mask[:, ::2, ::2] = True
