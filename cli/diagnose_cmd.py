@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
 from cli.output import EXIT_SOME_FAILED, console, print_json
+from cli.progress import ProgressDisplay
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,13 @@ def diagnose_command(
         ),
     ] = False,
     json_output: JsonOption = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q",
+            help="No progress on stderr (by default a bar on a terminal, a line per stage and series otherwise).",
+        ),
+    ] = False,
     csv_path: Annotated[
         Optional[Path],
         typer.Option(
@@ -358,7 +366,9 @@ def _show_events(request, options: dict, log_file, stop):
     json_output = options["json_output"]
     say = (lambda text: typer.echo(text, err=True)) if json_output else typer.echo
     has_malignancy = False
-    for event in run_diagnose(request, log_file, stop):
+    progress = ProgressDisplay.on_stderr(options["quiet"])
+    for event in run_diagnose(request, log_file, stop, progress):
+        progress.pause()
         if isinstance(event, ModelsLoaded):
             # Every time, once the files proved valid: a model picked from --runs-dir must never be a surprise.
             typer.echo("using " + " ".join(f"{option} {path}" for option, path in event.paths.items()), err=True)

@@ -67,6 +67,20 @@ def test_json_line_per_series_with_every_candidate(models, dicom_dir):
     assert set(record["timings_s"]) >= {"load", "segmentation", "grouping", "classification", "merge"}
 
 
+def test_progress_is_a_line_per_stage_on_stderr_unless_quiet(models, luna_root):
+    root, uids = luna_root
+    shown = _run(*uids[:2], "--data-root", root, *models, "--json")
+    assert shown.exit_code == 0, shown.output
+    assert len(shown.stdout.strip().splitlines()) == 2  # stdout stays the JSON lines
+    assert f"[1/2] {uids[0]}: segmentation (" in shown.stderr and f"[2/2] {uids[1]}: classification (2 candidates)" in shown.stderr
+    stages = [line.split(": ", 1)[1].split(" ")[0] for line in shown.stderr.splitlines() if line.startswith("[1/2]")]
+    assert stages == ["load", "lung_region", "segmentation", "grouping", "classification", "merge"]
+    quiet = _run(*uids[:2], "--data-root", root, *models, "--json", "--quiet")
+    assert quiet.exit_code == 0 and "[1/2]" not in quiet.stderr and "[2/2]" not in quiet.stderr
+    found = [[c["center_irc"] for c in json.loads(line)["candidates"]] for line in quiet.stdout.splitlines()]
+    assert found == [[c["center_irc"] for c in json.loads(line)["candidates"]] for line in shown.stdout.splitlines()]
+
+
 def test_console_table_csv_and_report(models, dicom_dir, tmp_path):
     csv_path, report = tmp_path / "findings.csv", tmp_path / "report"
     result = _run(dicom_dir, *models, "--csv", csv_path, "--report", report, "--threshold", "0.5")

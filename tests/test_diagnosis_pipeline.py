@@ -61,6 +61,21 @@ def test_finds_the_phantom_nodules_with_probabilities_and_timings(models_dir):
     assert result.shape_irc == (24, 64, 64) and result.n_candidates_before_merge == 2
 
 
+def test_progress_names_every_stage_and_counts_slices_and_crops(models_dir):
+    calls = []
+    models = load_diagnosis_models(models_dir["seg"], models_dir["cls"], models_dir["mal"], InferenceOptions(workers=2))
+    result = diagnose(_volume(), models, DiagnosisConfig(lung_margin_mm=8.0), lambda *call: calls.append(call))
+    started = [stage for stage, done, total in calls if done == 0 and total == 0]
+    assert started == list(result.timings_s)  # each stage announced once, in order, before it runs
+    for stage, expected_total in (("segmentation", None), ("classification", 2), ("malignancy", 2)):
+        counts = [(done, total) for name, done, total in calls if name == stage and total > 0]
+        assert counts[0][0] == 0 and counts[-1][0] == counts[-1][1]  # from nothing to all of it
+        assert [d for d, _ in counts] == sorted(d for d, _ in counts)
+        assert expected_total is None or counts[-1][1] == expected_total
+    slices = [total for name, _, total in calls if name == "segmentation" and total > 0][0]
+    assert 0 < slices <= 24  # the phantom's slices that hold lung
+
+
 def test_lung_restriction_parallel_workers_and_book_style_agree(models_dir):
     volume = _volume()
     restricted = diagnose(

@@ -9,12 +9,13 @@ it happens; the CLI decides how to show it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ct_pipeline.diagnosis.batch import BatchOutcome
 from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
+from ct_pipeline.diagnosis.progress import SeriesProgress
 from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading import LoadOptions
@@ -144,10 +145,14 @@ def _load_models(request: DiagnoseRequest):
 
 
 def run_diagnose(
-    request: DiagnoseRequest, log_file: LogFile = NO_LOG_FILE, stop: StopRequests | None = None
+    request: DiagnoseRequest,
+    log_file: LogFile = NO_LOG_FILE,
+    stop: StopRequests | None = None,
+    progress: Callable[[SeriesProgress], None] | None = None,
 ) -> Iterator[DiagnoseEvent]:
     """Diagnose what ``request`` names; yields :class:`ModelsLoaded`, then a :class:`SeriesOutcome`
     per series as it ends, a :class:`FileWritten` per output, and last a :class:`DiagnoseSummary`.
+    ``progress`` hears of every stage of every series while it runs (between those events).
 
     Raises:
         BadInputError / BadCheckpointError / NotFoundError: before any series is diagnosed.
@@ -166,7 +171,7 @@ def run_diagnose(
     summary = DiagnoseSummary(n_series=len(items))
     batch = run_batch(
         items, models, request.config, out_dir=request.out, key_options=request.load, after=report,
-        log_file=log_file, stop=stop,
+        log_file=log_file, stop=stop, progress=progress,
     )  # fmt: skip
     for outcome in batch:
         summary.counts[outcome.status] += 1

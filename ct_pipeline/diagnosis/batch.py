@@ -9,6 +9,7 @@ task, :mod:`ct_pipeline.logfile`) every outcome is also written there as one lin
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.networks import DiagnosisModels
 from ct_pipeline.diagnosis.pipeline import diagnose
+from ct_pipeline.diagnosis.progress import SeriesProgress, StageProgress, no_progress
 from ct_pipeline.diagnosis.provenance import differences, run_provenance, with_source
 from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.errors import BadDataError, BadInputError, CtError
@@ -144,6 +146,7 @@ def run_batch(
     after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None = None,
     log_file: LogFile = NO_LOG_FILE,
     stop: StopRequests | None = None,
+    progress: Callable[[SeriesProgress], None] | None = None,
 ) -> Iterator[BatchOutcome]:
     """Diagnose ``items`` one by one, yielding each outcome as soon as it is known.
 
@@ -158,6 +161,9 @@ def run_batch(
         log_file: gets one line per outcome (:func:`outcome_line`).
         stop: checked between series (raises :class:`~ct_pipeline.preemption.Terminated`);
             the series in progress is finished and written first.
+        progress: told of each series' stages as they start and of the networks' batches;
+            stages "load", the pipeline's (see :mod:`~ct_pipeline.diagnosis.pipeline`) and
+            "report" (the ``after`` step).
 
     A failure of one series is yielded as status "failed" with a one-line message; the batch
     goes on. KeyboardInterrupt stops it. A series whose result file in ``out_dir`` was made
@@ -165,10 +171,13 @@ def run_batch(
     in ``message``); only true repeats are "skipped".
     """
     record = run_provenance(models.paths, models.precision, config, models.seg.device.type)
-    for item in items:
+    for position, item in enumerate(items, start=1):
         if stop is not None:
             stop.check()
-        outcome = _diagnose_item(item, models, config, out_dir, key_options, after, record)
+        stage_progress = no_progress
+        if progress is not None:
+            stage_progress = functools.partial(_series_progress, progress, item.label, position, len(items))
+        outcome = _diagnose_item(item, models, config, out_dir, key_options, after, record, stage_progress)
         level = logging.ERROR if outcome.status == "failed" else logging.INFO
         log_file.line(outcome_line(outcome, config.nodule_threshold), level)
         yield outcome
@@ -189,6 +198,12 @@ def outcome_line(outcome: BatchOutcome, threshold: float) -> str:
     )
 
 
+def _series_progress(
+    sink: Callable[[SeriesProgress], None], label: str, position: int, n_series: int, stage: str, done: int, total: int
+) -> None:
+    sink(SeriesProgress(label, position, n_series, stage, done, total))
+
+
 def _diagnose_item(
     item: BatchItem,
     models: DiagnosisModels,
@@ -197,6 +212,7 @@ def _diagnose_item(
     key_options: LoadOptions,
     after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None,
     record: dict,
+    progress: StageProgress = no_progress,
 ) -> BatchOutcome:
     """Diagnose one item, or find its result file made the same way (``record``: the batch's
     provenance); a failure becomes a "failed" outcome."""
@@ -217,12 +233,14 @@ def _diagnose_item(
                     if not changed:
                         return BatchOutcome(item, "skipped", recorded, f"already in {done_file}")
                     redo_reason = f"{done_file} was made with another {', '.join(changed)}; diagnosing it again"
+        progress("load", 0, 0)
         started = time.perf_counter()
         volume = item.load()
         load_s = time.perf_counter() - started
-        result = diagnose(volume, models, config).with_timings({"load": load_s}, first=True)
+        result = diagnose(volume, models, config, progress).with_timings({"load": load_s}, first=True)
         result = result.with_provenance(with_source(record, result.source))
         if after is not None:
+            progress("report", 0, 0)
             result = after(volume, result)
         if out_dir is not None:
             write_result_file(Path(out_dir), key, result)

@@ -34,6 +34,7 @@ def classify_crops(
     hu_range: tuple[float, float] = (-1000.0, 1000.0),
     batch_size: int = 32,
     workers: int = 1,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Positive-class probability (column 1 of the softmax) of the crop around each centre.
 
@@ -45,6 +46,8 @@ def classify_crops(
         hu_range: input clipping.
         batch_size: crops per forward pass.
         workers: batches run side by side (threads).
+        on_batch: called with (crops done, crops to do) before the first batch and after each
+            one (candidates sharing a centre are one crop).
 
     Returns:
         (N,) float64 probabilities.
@@ -61,5 +64,12 @@ def classify_crops(
         return probabilities[:, 1].double().cpu().numpy()
 
     chunks = [unique_centers[first : first + batch_size] for first in range(0, len(unique_centers), batch_size)]
-    probability = np.concatenate(list(ordered_map(run, chunks, workers)))
-    return probability[back.reshape(-1)]
+    results, done = [], 0
+    if on_batch is not None:
+        on_batch(0, len(unique_centers))
+    for probabilities in ordered_map(run, chunks, workers):
+        results.append(probabilities)
+        done += len(probabilities)
+        if on_batch is not None:
+            on_batch(done, len(unique_centers))
+    return np.concatenate(results)[back.reshape(-1)]

@@ -34,6 +34,7 @@ from ct_pipeline.diagnosis.classify import classify_crops
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.lungs import find_lung_region
 from ct_pipeline.diagnosis.networks import DiagnosisModels
+from ct_pipeline.diagnosis.progress import StageProgress, no_progress
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
 from ct_pipeline.diagnosis.runtime import release_free_heap, returning_freed_memory
 from ct_pipeline.diagnosis.segment import region_pixel_fraction, segment_volume
@@ -48,7 +49,8 @@ CLASSIFIER_MAPPED_BYTES = 8 << 20
 
 
 @contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], stage: str, progress: StageProgress = no_progress) -> Iterator[None]:
+    progress(stage, 0, 0)
     start = time.perf_counter()
     try:
         yield
@@ -72,13 +74,19 @@ def check_diagnosable(volume: CtVolume) -> None:
         raise BadDataError(f"series {volume.series_uid} has shape {volume.hu.shape}; a CT needs slices of pixels")
 
 
-def diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig = DiagnosisConfig()) -> DiagnosisResult:
+def diagnose(
+    volume: CtVolume,
+    models: DiagnosisModels,
+    config: DiagnosisConfig = DiagnosisConfig(),
+    progress: StageProgress = no_progress,
+) -> DiagnosisResult:
     """Segment, group, classify and merge: the findings of one CT.
 
     Args:
         volume: the CT (HU int16, (index, row, col)).
         models: networks from :func:`~ct_pipeline.diagnosis.networks.load_diagnosis_models`.
         config: thresholds, lung restriction, merging, batch sizes.
+        progress: told of each stage and batch (see :mod:`~ct_pipeline.diagnosis.progress`).
 
     Returns:
         Every candidate (after merging), most probable first, and the time of each stage.
@@ -90,11 +98,15 @@ def diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig 
     check_diagnosable(volume)
     # Parallel batches each run on one thread (see InferenceOptions.workers).
     with torch_threads(1 if models.workers > 1 else None):
-        return _diagnose(volume, models, config)
+        return _diagnose(volume, models, config, progress)
 
 
 def propose_candidates(
-    volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig, timings: dict[str, float] | None = None
+    volume: CtVolume,
+    models: DiagnosisModels,
+    config: DiagnosisConfig,
+    timings: dict[str, float] | None = None,
+    progress: StageProgress = no_progress,
 ) -> tuple[Candidates, tuple[int, int, int, int] | None]:
     """Stages 1-3: the U-Net's candidates of one CT (no classifier needed) and the lung region
     (row/col box) it looked in, or None for every slice; stage times go into ``timings``."""
@@ -103,7 +115,7 @@ def propose_candidates(
     timings = {} if timings is None else timings
     region = None
     if config.restrict_to_lungs:
-        with _timed(timings, "lung_region"):
+        with _timed(timings, "lung_region", progress):
             region = find_lung_region(hu, spacing_irc, config.lung_margin_mm, config.lung_hu_threshold)  # type: ignore[arg-type]
         if region is None:
             log.warning(
@@ -111,7 +123,7 @@ def propose_candidates(
                 volume.series_uid, config.lung_hu_threshold,
             )  # fmt: skip
     scoring = config.confidence_weight > 0
-    with _timed(timings, "segmentation"), returning_freed_memory(models.release_memory):
+    with _timed(timings, "segmentation", progress), returning_freed_memory(models.release_memory):
         level = segment_volume(
             hu,
             models.seg,
@@ -122,12 +134,14 @@ def propose_candidates(
             batch_size=config.seg_batch_size,
             workers=models.workers,
             confident_threshold=config.confident_threshold if scoring else None,
+            on_batch=lambda done, total: progress("segmentation", done, total),
         )
         release_free_heap(models.release_memory)
-    with _timed(timings, "grouping"):
+    with _timed(timings, "grouping", progress):
         mask = level > 0 if scoring else level
         candidates = group_candidates(
-            mask, hu, volume.geometry, config.erosion_iterations, config.hu_range, config.keep_eroded_away
+            mask, hu, volume.geometry, config.erosion_iterations, config.hu_range, config.keep_eroded_away,
+            config.min_candidate_diameter_mm,
         )
         del mask
         if scoring:
@@ -145,16 +159,18 @@ def detection_score(nodule_prob: np.ndarray, confident: np.ndarray | None, weigh
     return nodule_prob * (1.0 - weight + weight * confident)
 
 
-def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig) -> DiagnosisResult:
+def _diagnose(
+    volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig, progress: StageProgress
+) -> DiagnosisResult:
     if models.cls is None:
         raise CtError("diagnose needs a nodule classifier (--cls-model)")
     hu = volume.hu
     timings: dict[str, float] = {}
-    candidates, region = propose_candidates(volume, models, config, timings)
+    candidates, region = propose_candidates(volume, models, config, timings, progress)
     crop_centers = candidates.crop_center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.
-    with _timed(timings, "classification"), returning_freed_memory(models.release_memory, CLASSIFIER_MAPPED_BYTES):
+    with _timed(timings, "classification", progress), returning_freed_memory(models.release_memory, CLASSIFIER_MAPPED_BYTES):
         nodule_prob = classify_crops(
             hu,
             crop_centers,
@@ -163,13 +179,14 @@ def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig
             hu_range=config.hu_range,
             batch_size=config.cls_batch_size,
             workers=models.workers,
+            on_batch=lambda done, total: progress("classification", done, total),
         )
     score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
-    with _timed(timings, "merge"):
+    with _timed(timings, "merge", progress):
         kept, group_sizes = merge_duplicates(candidates.center_xyz, candidates.diameter_mm, score, config.merge_fraction)
     malignancy: dict[int, float] = {}
     if models.mal is not None:
-        with _timed(timings, "malignancy"):
+        with _timed(timings, "malignancy", progress):
             nodules = np.array([i for i in kept if nodule_prob[i] >= config.nodule_threshold], dtype=np.int64)
             values = classify_crops(
                 hu,
@@ -179,6 +196,7 @@ def _diagnose(volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig
                 hu_range=config.hu_range,
                 batch_size=config.cls_batch_size,
                 workers=models.workers,
+                on_batch=lambda done, total: progress("malignancy", done, total),
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
     findings = tuple(

@@ -141,6 +141,7 @@ def segment_volume(
     workers: int = 1,
     max_tile_pixels: int | None = None,
     confident_threshold: float | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """The thresholded U-Net output, bool (index, row, col); False outside ``region``.
 
@@ -158,6 +159,8 @@ def segment_volume(
         workers: batches run side by side (threads).
         max_tile_pixels: cut wider boxes into tiles (see :func:`plan_batches`).
         confident_threshold: see above; None: the bool mask alone.
+        on_batch: called with (slices done, slices to do) before the first batch and after
+            each one (a slice cut into tiles counts once per tile).
     """
 
     channels_last = bool(getattr(run_model, "channels_last", False))
@@ -178,11 +181,16 @@ def segment_volume(
         return batch, kept
 
     mask = np.zeros(hu.shape, dtype=bool if confident_threshold is None else np.uint8)
-    for batch, kept in ordered_map(
-        run, plan_batches(hu.shape, region, batch_size, max_tile_pixels=max_tile_pixels), workers
-    ):  # type: ignore[arg-type]
+    batches = plan_batches(hu.shape, region, batch_size, max_tile_pixels=max_tile_pixels)
+    total, done = sum(len(b.indices) for b in batches), 0
+    if on_batch is not None:
+        on_batch(0, total)
+    for batch, kept in ordered_map(run, batches, workers):  # type: ignore[arg-type]
         row0, row1, col0, col1 = batch.keep
         mask[list(batch.indices), row0:row1, col0:col1] = kept
+        done += len(batch.indices)
+        if on_batch is not None:
+            on_batch(done, total)
     return mask
 
 
