@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "contention", "quality"]
+ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "batch", "contention", "quality"]
 # Sections recorded by a command of their own rather than a bench_*.py (hours, not minutes):
 # `python -m benchmarks.quality_report` writes results/quality.json.
 RECORDED = ["quality"]
