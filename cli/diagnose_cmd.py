@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
+from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption, Precision
 from cli.output import EXIT_SOME_FAILED, console, print_json
 from cli.progress import ProgressDisplay
 from ct_pipeline.diagnosis.config import DiagnosisConfig
@@ -112,13 +112,14 @@ def diagnose_command(
         str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", rich_help_panel=_TUNING)
     ] = "auto",
     precision: Annotated[
-        str,
+        Precision,
         typer.Option(
             "--precision",
-            help="auto (fp32 U-Net; classifiers in bf16 on a GPU, fp32 on the CPU), fp32, bf16, or fp16 (GPU).",
+            help="auto: the U-Net in fp32, the classifiers in bf16 on a GPU and fp32 on the CPU (the same "
+            "probabilities on every CPU); fp32, bf16 or fp16 (GPU) for all three.",
             rich_help_panel=_TUNING,
         ),
-    ] = "auto",
+    ] = Precision.auto,
     batch_size: Annotated[
         Optional[int],
         typer.Option(
@@ -418,7 +419,8 @@ def _configs(options: dict):
         lung_margin_mm=options["lung_margin"], **tuning,
     )  # fmt: skip
     return config, InferenceOptions(
-        device=options["device"], precision=options["precision"], workers=options["workers"], threads=options["threads"]
+        device=options["device"], precision=options["precision"].value, workers=options["workers"],
+        threads=options["threads"],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,3 +39,12 @@ AllowUnevenOption = Annotated[
         rich_help_panel="Data",
     ),
 ]
+
+
+class Precision(str, enum.Enum):
+    """--precision of the training and diagnosis commands (what each "auto" means is theirs)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cli.options import CacheDirOption, DataRootsOption
+from cli.options import CacheDirOption, DataRootsOption, Precision
 from ct_pipeline.paths import resolve_data_roots
 
 RUN, OPTIMIZER, AUGMENT, SPEED = "Run", "Optimizer", "Augmentation", "Speed"
@@ -27,13 +27,6 @@ class Device(str, enum.Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
-
-
-class Precision(str, enum.Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 class OptimizerName(str, enum.Enum):
