@@ -272,3 +272,26 @@ def confident_fraction(level: np.ndarray, center_irc: np.ndarray) -> np.ndarray:
             label = int(np.bincount(found).argmax())
             fraction[k] = confident[label] / voxels[label]
     return fraction
+
+
+def component_around(
+    mask: np.ndarray, center_irc: np.ndarray, reach_irc: np.ndarray
+) -> tuple[tuple[int, int, int], np.ndarray] | None:
+    """The mask's 6-connected component at voxel ``center_irc`` (or the one most voxels within 2
+    of it belong to), looked for within ``reach_irc`` voxels of it: (first voxel, bool array of its
+    bounding box), or None where the mask is empty there. ``mask`` is any array, nonzero = set.
+    """
+    center = np.asarray(center_irc, dtype=np.int64)
+    lo = np.clip(center - np.asarray(reach_irc), 0, mask.shape)
+    hi = np.clip(center + np.asarray(reach_irc) + 1, 0, mask.shape)
+    labels, _ = _label(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] > 0)
+    local = center - lo
+    near_lo, near_hi = np.clip(local - 2, 0, labels.shape), np.clip(local + 3, 0, labels.shape)
+    near = labels[near_lo[0] : near_hi[0], near_lo[1] : near_hi[1], near_lo[2] : near_hi[2]]
+    found = near[near > 0]
+    if found.size == 0:
+        return None
+    label = int(np.bincount(found).argmax())
+    box = ndimage.find_objects(labels, max_label=label)[label - 1]
+    start = tuple(int(lo[a] + box[a].start) for a in range(3))
+    return start, labels[box] == label  # type: ignore[return-value]

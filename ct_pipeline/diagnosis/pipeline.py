@@ -29,13 +29,19 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ct_pipeline.diagnosis.candidates import Candidates, confident_fraction, group_candidates, merge_duplicates
+from ct_pipeline.diagnosis.candidates import (
+    Candidates,
+    component_around,
+    confident_fraction,
+    group_candidates,
+    merge_duplicates,
+)
 from ct_pipeline.diagnosis.classify import classify_crops
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.lungs import find_lung_region
 from ct_pipeline.diagnosis.networks import DiagnosisModels
 from ct_pipeline.diagnosis.progress import StageProgress, no_progress
-from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
+from ct_pipeline.diagnosis.result import DiagnosisResult, Finding, NoduleMask
 from ct_pipeline.diagnosis.runtime import release_free_heap, returning_freed_memory
 from ct_pipeline.diagnosis.segment import region_pixel_fraction, segment_volume
 from ct_pipeline.errors import BadDataError, CtError
@@ -110,9 +116,16 @@ def propose_candidates(
 ) -> tuple[Candidates, tuple[int, int, int, int] | None]:
     """Stages 1-3: the U-Net's candidates of one CT (no classifier needed) and the lung region
     (row/col box) it looked in, or None for every slice; stage times go into ``timings``."""
+    candidates, region, _ = _propose(volume, models, config, {} if timings is None else timings, progress)
+    return candidates, region
+
+
+def _propose(
+    volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig, timings: dict[str, float], progress: StageProgress
+) -> tuple[Candidates, tuple[int, int, int, int] | None, np.ndarray]:
+    """:func:`propose_candidates`, and the thresholded U-Net output (nonzero: in the mask)."""
     hu = volume.hu
     spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
-    timings = {} if timings is None else timings
     region = None
     if config.restrict_to_lungs:
         with _timed(timings, "lung_region", progress):
@@ -146,9 +159,8 @@ def propose_candidates(
         del mask
         if scoring:
             candidates = dataclasses.replace(candidates, confident_fraction=confident_fraction(level, candidates.center_irc))
-        del level
         release_free_heap(models.release_memory)
-    return candidates, region
+    return candidates, region, level
 
 
 def detection_score(nodule_prob: np.ndarray, confident: np.ndarray | None, weight: float) -> np.ndarray:
@@ -166,7 +178,7 @@ def _diagnose(
         raise CtError("diagnose needs a nodule classifier (--cls-model)")
     hu = volume.hu
     timings: dict[str, float] = {}
-    candidates, region = propose_candidates(volume, models, config, timings, progress)
+    candidates, region, level = _propose(volume, models, config, timings, progress)
     crop_centers = candidates.crop_center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.
@@ -199,6 +211,8 @@ def _diagnose(
                 on_batch=lambda done, total: progress("malignancy", done, total),
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
+    nodule_masks = _nodule_masks(level, candidates, kept, nodule_prob >= config.nodule_threshold, volume.spacing_xyz)
+    del level
     findings = tuple(
         Finding(
             center_xyz=tuple(float(v) for v in candidates.center_xyz[i]),  # type: ignore[arg-type]
@@ -220,4 +234,19 @@ def _diagnose(
         spacing_xyz=tuple(float(v) for v in volume.spacing_xyz),  # type: ignore[arg-type]
         source=volume.source,
         region_fraction=region_pixel_fraction(volume.shape_irc, region, config.seg_batch_size),
+        nodule_masks=nodule_masks,
     )
+
+
+def _nodule_masks(level, candidates: Candidates, kept, is_nodule, spacing_xyz) -> tuple[NoduleMask, ...]:
+    """The mask component of each kept candidate that is a nodule (positions in ``kept``)."""
+    spacing_irc = np.asarray(spacing_xyz[::-1], dtype=np.float64)
+    masks = []
+    for position, i in enumerate(kept):
+        if not is_nodule[i]:
+            continue
+        reach = np.ceil((candidates.diameter_mm[i] + 10.0) / spacing_irc).astype(np.int64)
+        found = component_around(level, np.rint(candidates.center_irc[i]), reach)
+        if found is not None:
+            masks.append(NoduleMask(position, found[0], found[1]))
+    return tuple(masks)

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ct_pipeline.errors import BadDataError
 
 RESULT_FORMAT_VERSION = 1
@@ -87,6 +89,25 @@ class Finding:
         return finding
 
 
+@dataclass(frozen=True, eq=False)
+class NoduleMask:
+    """The U-Net's mask component of one finding, in the volume's grid.
+
+    Attributes:
+        finding: index into ``DiagnosisResult.findings``.
+        start_irc: the first voxel (index, row, col) of ``mask`` in the volume.
+        mask: bool (index, row, col), the component's voxels in their bounding box.
+    """
+
+    finding: int
+    start_irc: tuple[int, int, int]
+    mask: np.ndarray
+
+    @property
+    def n_voxels(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
 @dataclass(frozen=True)
 class DiagnosisResult:
     """Everything ``diagnose`` found in one series.
@@ -102,6 +123,8 @@ class DiagnosisResult:
         region_fraction: fraction of the volume's pixels the U-Net was run on (1.0: all).
         provenance: what made it: ct version, models, settings, source fingerprint
             (:mod:`ct_pipeline.diagnosis.provenance`); empty when not recorded.
+        nodule_masks: the mask component of each finding at or above the nodule threshold,
+            for the DICOM Segmentation; not part of the JSON record (empty when read back).
     """
 
     series_uid: str
@@ -113,6 +136,7 @@ class DiagnosisResult:
     source: str = ""
     region_fraction: float = 1.0
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    nodule_masks: tuple[NoduleMask, ...] = field(default=(), compare=False)
 
     def nodules(self, threshold: float) -> list[Finding]:
         """Findings with ``nodule_prob >= threshold``, highest first."""
