@@ -128,6 +128,7 @@ def write_dicom_series(
         "0008|0016": CT_IMAGE_STORAGE,
         "0020|000e": series_uid,
         "0020|000d": study,
+        "0020|0052": derived_uid(series_uid, "frame-of-reference"),  # FrameOfReferenceUID (the CT IOD needs it)
         "0020|0037": _ds([*direction[:, 0], *direction[:, 1]]),
         "0028|0030": _ds([spacing_y, spacing_x]),  # row spacing \ column spacing
         "0018|0050": _ds([spacing_z]),
