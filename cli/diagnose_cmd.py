@@ -189,6 +189,16 @@ def diagnose_command(
             show_default=False,
         ),
     ] = None,
+    dicom_out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--dicom-out",
+            help="Folder for a DICOM Segmentation and Structured Report (TID 1500) of each DICOM series' nodules, "
+            "to open in a viewer next to the images; other inputs get an NRRD label map and JSON.",
+            rich_help_panel=_OUTPUT,
+            show_default=False,
+        ),
+    ] = None,
     report: Annotated[
         Optional[Path],
         typer.Option(
@@ -331,7 +341,7 @@ def _request(options: dict):
         load=LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"]),
         shard=Shard.parse(options["shard"]), seg_model=options["seg_model"], cls_model=options["cls_model"],
         mal_model=options["mal_model"], runs_dir=options["runs_dir"], config=config, inference=inference,
-        out=options["out"], report=options["report"], csv_path=options["csv_path"],
+        out=options["out"], report=options["report"], csv_path=options["csv_path"], dicom_out=options["dicom_out"],
     )  # fmt: skip
 
 

@@ -83,3 +83,30 @@ def test_book_weights_find_a_confident_nodule_in_the_lungs(real_dicom_dir, book_
     folder = report / record["series_uid"]
     assert (report / "index.html").is_file() and (folder / "overview.png").is_file()
     assert len(list(folder.glob("finding_*.png"))) >= len(confident)
+
+
+@pytest.mark.slow
+def test_dicom_seg_of_the_real_ct_converts_with_dcmqi_to_our_mask_and_the_sr_reads_back(book_models, volume, tmp_path):
+    import highdicom as hd
+
+    from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
+    from ct_pipeline.diagnosis.networks import load_diagnosis_models
+    from ct_pipeline.diagnosis.pipeline import diagnose
+    from ct_pipeline.reports.dicom_findings import label_map, write_findings_objects
+    from tests.test_reports_dicom_findings import reference_image, segment_images_on_grid
+
+    seg, cls = book_models
+    result = diagnose(volume, load_diagnosis_models(seg, cls, None, InferenceOptions(device="cpu")), DiagnosisConfig())
+    paths = write_findings_objects(tmp_path / "objects", volume, result, 0.5)
+    assert [p.name for p in paths] == [f"{volume.series_uid}.seg.dcm", f"{volume.series_uid}.sr.dcm"]
+    labels, marked = label_map(volume, result, 0.5)
+    segments = segment_images_on_grid(paths[0], reference_image(volume.shape_irc, volume.geometry), tmp_path)
+    assert sorted(segments) == list(range(1, int(labels.max()) + 1)) and len(segments) >= 4
+    for k, mask in segments.items():
+        np.testing.assert_array_equal(mask, labels == k)  # voxel by voxel, through patient space
+    groups = hd.sr.srread(paths[1]).content.get_planar_roi_measurement_groups()
+    assert len(groups) == len(marked) == len(result.nodules(0.5))
+    for group, item in zip(groups, marked):
+        names = {m.name.meaning for m in group.get_measurements()}
+        assert {"Nodule probability", "Equivalent sphere diameter", "Volume", "Long axis", "Short axis"} <= names
+        np.testing.assert_allclose(group.roi.value[0], item.finding.center_xyz, atol=1e-3)

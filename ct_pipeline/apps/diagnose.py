@@ -37,6 +37,8 @@ class DiagnoseRequest:
             ``runs_dir`` (malignancy: only if there is one).
         out: per-series results (resumable) and ``findings.csv``; None: nowhere.
         report: HTML report folder; csv_path: one LUNA16 CSV of every candidate.
+        dicom_out: DICOM Segmentation and Structured Report of each series' nodules (label map
+            and JSON for non-DICOM input; see :mod:`ct_pipeline.reports.dicom_findings`).
     """
 
     sources: tuple[str, ...] = ()
@@ -55,6 +57,7 @@ class DiagnoseRequest:
     out: Path | None = None
     report: Path | None = None
     csv_path: Path | None = None
+    dicom_out: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,10 @@ def check_outputs(request: DiagnoseRequest) -> None:
 
     if request.out is not None and request.out.exists() and not request.out.is_dir():
         raise BadInputError(f"--out {request.out} exists and is not a folder; give a folder for the per-series results")
-    for option, path, is_folder in (("--out", request.out, True), ("--report", request.report, True), ("--csv", request.csv_path, False)):
+    for option, path, is_folder in (
+        ("--out", request.out, True), ("--report", request.report, True), ("--csv", request.csv_path, False),
+        ("--dicom-out", request.dicom_out, True),
+    ):  # fmt: skip
         if path is not None:
             check_writable(path, option, is_folder)
 
@@ -170,7 +176,7 @@ def run_diagnose(
     report = ReportWriter(request.report, request.config.nodule_threshold) if request.report is not None else None
     summary = DiagnoseSummary(n_series=len(items))
     batch = run_batch(
-        items, models, request.config, out_dir=request.out, key_options=request.load, after=report,
+        items, models, request.config, out_dir=request.out, key_options=request.load, after=_after_each(request, report),
         log_file=log_file, stop=stop, progress=progress,
     )  # fmt: skip
     for outcome in batch:
@@ -183,6 +189,24 @@ def run_diagnose(
     if summary.n_failed:
         log_file.finished_with(f"{summary.n_failed} of {len(items)} series failed")
     yield summary
+
+
+def _after_each(request: DiagnoseRequest, report):
+    """What is written per series once it is diagnosed: the report's pages, the DICOM objects."""
+    steps = [report] if report is not None else []
+    if request.dicom_out is not None:
+        from ct_pipeline.reports.dicom_findings import DicomFindingsWriter
+
+        steps.append(DicomFindingsWriter(request.dicom_out, request.config.nodule_threshold))
+    if not steps:
+        return None
+
+    def after(volume, result):
+        for step in steps:
+            result = step(volume, result)
+        return result
+
+    return after
 
 
 def _write_outputs(request: DiagnoseRequest, results: list[DiagnosisResult], report) -> Iterator[FileWritten]:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.diagnosis.result import DiagnosisResult
+from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 
 DISCLAIMER = (
     "Research software, not a medical device: these findings come from models trained on a public "
@@ -43,12 +44,15 @@ class SeriesReport:
         overview: overview PNG, relative to the report folder (None: not drawn).
         finding_pictures: PNG per shown finding, relative to the report folder, in table order.
         threshold: findings at or above it are shown.
+        measurements: volumetry of each shown finding's mask component, in table order (None
+            where it has none, e.g. a result read back from its file).
     """
 
     result: DiagnosisResult
     overview: str | None
     finding_pictures: Sequence[str] = field(default_factory=tuple)
     threshold: float = 0.5
+    measurements: Sequence[MaskMeasurement | None] = field(default_factory=tuple)
 
 
 def _e(value: object) -> str:
@@ -79,6 +83,15 @@ def _made_with(provenance) -> str:
     )
 
 
+def _measured(measured: MaskMeasurement | None) -> str:
+    if measured is None:
+        return "<td>&ndash;</td>" * 4
+    return (
+        f"<td>{measured.volume_mm3:.0f}</td><td>{measured.long_axis_mm:.1f} x {measured.short_axis_mm:.1f}</td>"
+        f"<td>{measured.mean_diameter_mm:.1f}</td><td>{measured.hu_mean:.0f}</td>"
+    )
+
+
 def _series_section(report: SeriesReport) -> str:
     result = report.result
     shown = result.nodules(report.threshold)
@@ -87,8 +100,10 @@ def _series_section(report: SeriesReport) -> str:
         x, y, z = finding.center_xyz
         picture = report.finding_pictures[rank - 1] if rank - 1 < len(report.finding_pictures) else None
         link = f'<a href="#{_e(result.series_uid)}-{rank}">view</a>' if picture else ""
+        measured = report.measurements[rank - 1] if rank - 1 < len(report.measurements) else None
         rows.append(
-            f"<tr><td>{rank}</td><td>{x:.1f}, {y:.1f}, {z:.1f}</td><td>{finding.diameter_mm:.1f}</td>"
+            f"<tr><td>{rank}</td><td>{finding.center_irc[0]}</td><td>{x:.1f}, {y:.1f}, {z:.1f}</td>"
+            f"<td>{finding.diameter_mm:.1f}</td>{_measured(measured)}"
             f"<td>{_prob(finding.nodule_prob)}</td><td>{_prob(finding.malignancy_prob)}</td>"
             f"<td>{finding.n_merged}</td><td class='left'>{link}</td></tr>"
         )
@@ -99,15 +114,18 @@ def _series_section(report: SeriesReport) -> str:
         f"<p class='muted'>Source: {_e(result.source)}<br>Shape (index, row, col): "
         f"{_e(' x '.join(str(v) for v in result.shape_irc))}; {len(result.findings)} candidates "
         f"({result.n_candidates_before_merge} before merging duplicates); {len(shown)} at or above "
-        f"nodule probability {report.threshold:g}.<br>Time per stage: {timings}</p>",
+        f"nodule probability {report.threshold:g}. Slice: the index along the scan's slices (0 = first); "
+        "diameter: of the sphere with the U-Net mask's volume; volume, axes (longest extent on a slice and the "
+        f"width across it) and HU: of that mask component.<br>Time per stage: {timings}</p>",
         _made_with(result.provenance),
     ]
     if report.overview:
         parts.append(f'<img src="{_src(report.overview)}" alt="overview of {_e(result.series_uid)}">')
     if shown:
         parts += [
-            "<table><tr><th>#</th><th>centre x, y, z (mm)</th><th>diameter (mm)</th><th>nodule prob</th>"
-            "<th>malignancy prob</th><th>merged</th><th></th></tr>",
+            "<table><tr><th>#</th><th>slice</th><th>centre x, y, z (mm)</th><th>diameter (mm)</th>"
+            "<th>volume (mm&sup3;)</th><th>long x short axis (mm)</th><th>mean diameter (mm)</th><th>mean HU</th>"
+            "<th>nodule prob</th><th>malignancy prob</th><th>merged</th><th></th></tr>",
             *rows,
             "</table>",
         ]
