@@ -109,6 +109,7 @@ def test_the_sr_holds_each_findings_point_measurements_and_the_segments_tracking
         assert values[("Nodule probability", None)] == pytest.approx(0.8, abs=1e-5)
         assert values[("Probability of cancer", None)] == pytest.approx(0.6, abs=1e-5)
         assert values[("Equivalent sphere diameter", None)] == pytest.approx(finding["diameter_mm"], abs=1e-3)
+        assert values[("Volume", None)] == pytest.approx(finding["measurement"]["volume_mm3"], abs=1e-3)  # the JSON's
         assert values[("Volume", None)] == pytest.approx(np.pi / 6 * finding["diameter_mm"] ** 3, rel=0.25)
         assert values[("Volume", None)] / np.prod(spacing) == pytest.approx(round(values[("Volume", None)] / np.prod(spacing)))
         assert values[("Long axis", None)] >= values[("Short axis", None)] > 0

@@ -44,6 +44,7 @@ from ct_pipeline.diagnosis.progress import StageProgress, no_progress
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding, NoduleMask
 from ct_pipeline.diagnosis.runtime import release_free_heap, returning_freed_memory
 from ct_pipeline.diagnosis.segment import region_pixel_fraction, segment_volume
+from ct_pipeline.diagnosis.volumetry import measure_mask
 from ct_pipeline.errors import BadDataError, CtError
 from ct_pipeline.threads import torch_threads
 from ct_pipeline.volume import CtVolume
@@ -213,6 +214,8 @@ def _diagnose(
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
     nodule_masks = _nodule_masks(level, candidates, kept, nodule_prob >= config.nodule_threshold, volume.spacing_xyz)
     del level
+    spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
+    measurements = {m.finding: measure_mask(m.mask, m.start_irc, spacing_irc, hu) for m in nodule_masks}  # type: ignore[arg-type]
     findings = tuple(
         Finding(
             center_xyz=tuple(float(v) for v in candidates.center_xyz[i]),  # type: ignore[arg-type]
@@ -222,8 +225,9 @@ def _diagnose(
             detection_score=None if score[i] == nodule_prob[i] else float(score[i]),
             malignancy_prob=malignancy.get(int(i)),
             n_merged=int(size),
+            measurement=measurements.get(position),
         )
-        for i, size in zip(kept, group_sizes)
+        for position, (i, size) in enumerate(zip(kept, group_sizes))
     )
     return DiagnosisResult(
         series_uid=volume.series_uid,

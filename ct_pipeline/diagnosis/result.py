@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 from ct_pipeline.errors import BadDataError
 
 RESULT_FORMAT_VERSION = 1
@@ -41,6 +42,8 @@ class Finding:
         detection_score: what ranks the findings (the LUNA16 CSV's probability): the nodule
             probability weighed by the U-Net's confidence over the candidate's component (see
             ``DiagnosisConfig.confidence_weight``); None: ``nodule_prob`` itself.
+        measurement: volume, axes and HU of the U-Net's mask component of a finding at or above
+            the nodule threshold (:mod:`~ct_pipeline.diagnosis.volumetry`); None for the others.
     """
 
     center_xyz: tuple[float, float, float]
@@ -50,6 +53,7 @@ class Finding:
     malignancy_prob: float | None = None
     n_merged: int = 1
     detection_score: float | None = None
+    measurement: MaskMeasurement | None = None
 
     @property
     def score(self) -> float:
@@ -65,6 +69,7 @@ class Finding:
             "malignancy_prob": None if self.malignancy_prob is None else float(self.malignancy_prob),
             "n_merged": int(self.n_merged),
             **({} if self.detection_score is None else {"detection_score": float(self.detection_score)}),
+            **({} if self.measurement is None else {"measurement": self.measurement.to_dict()}),
         }
 
     @classmethod
@@ -81,6 +86,7 @@ class Finding:
                 malignancy_prob=None if malignancy is None else float(malignancy),
                 n_merged=int(data.get("n_merged", 1)),
                 detection_score=None if data.get("detection_score") is None else float(data["detection_score"]),
+                measurement=None if data.get("measurement") is None else MaskMeasurement.from_dict(data["measurement"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise BadDataError(f"{where}: a candidate lacks or garbles {err}; re-run ct diagnose for it") from err

@@ -12,7 +12,7 @@ plus one pixel, so a single pixel is one pixel wide.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
@@ -33,6 +33,12 @@ class MaskMeasurement:
 
     def to_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data) -> MaskMeasurement:
+        """The inverse of :meth:`to_dict` (KeyError, TypeError or ValueError when garbled)."""
+        counts = ("axis_slice_index", "n_voxels")
+        return cls(**{f.name: (int if f.name in counts else float)(data[f.name]) for f in fields(cls)})
 
 
 def measure_mask(
@@ -80,15 +86,3 @@ def axes_mm(pixels: np.ndarray, spacing_rc_mm: np.ndarray) -> tuple[float, float
     direction = (points[j] - points[i]) / length
     across = points @ np.array([-direction[1], direction[0]])
     return length + pixel_mm, float(across.max() - across.min()) + pixel_mm
-
-
-def nodule_measurements(volume, result, threshold: float) -> list[MaskMeasurement | None]:
-    """:func:`measure_mask` of each finding of ``result`` at or above ``threshold`` (in order), None
-    where it has no mask component (``result.nodule_masks``; empty for a result read from its file)."""
-    masks = {m.finding: m for m in result.nodule_masks}
-    spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
-    return [
-        measure_mask(masks[i].mask, masks[i].start_irc, spacing_irc, volume.hu) if i in masks else None  # type: ignore[arg-type]
-        for i, finding in enumerate(result.findings)
-        if finding.nodule_prob >= threshold
-    ]

@@ -31,7 +31,7 @@ import numpy as np
 from ct_pipeline import __version__
 from ct_pipeline.atomic import atomic_write_text, atomic_write_with
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
-from ct_pipeline.diagnosis.volumetry import MaskMeasurement, nodule_measurements
+from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.volume import CtVolume
@@ -68,9 +68,7 @@ def label_map(volume: CtVolume, result: DiagnosisResult, threshold: float) -> tu
     shown = [(i, f) for i, f in enumerate(result.findings) if f.nodule_prob >= threshold]
     marked: list[MarkedFinding] = []
     segment = 0
-    for number, ((index, finding), measurement) in enumerate(
-        zip(shown, nodule_measurements(volume, result, threshold)), start=1
-    ):
+    for number, (index, finding) in enumerate(shown, start=1):
         this_segment = None
         if index in masks:
             nodule = masks[index]
@@ -80,7 +78,7 @@ def label_map(volume: CtVolume, result: DiagnosisResult, threshold: float) -> tu
                 segment += 1
                 this_segment = segment
                 labels[box][free] = segment
-        marked.append(MarkedFinding(number, finding, this_segment, measurement, str(UID())))
+        marked.append(MarkedFinding(number, finding, this_segment, finding.measurement, str(UID())))
     return labels, marked
 
 

@@ -44,15 +44,12 @@ class SeriesReport:
         overview: overview PNG, relative to the report folder (None: not drawn).
         finding_pictures: PNG per shown finding, relative to the report folder, in table order.
         threshold: findings at or above it are shown.
-        measurements: volumetry of each shown finding's mask component, in table order (None
-            where it has none, e.g. a result read back from its file).
     """
 
     result: DiagnosisResult
     overview: str | None
     finding_pictures: Sequence[str] = field(default_factory=tuple)
     threshold: float = 0.5
-    measurements: Sequence[MaskMeasurement | None] = field(default_factory=tuple)
 
 
 def _e(value: object) -> str:
@@ -100,7 +97,7 @@ def _series_section(report: SeriesReport) -> str:
         x, y, z = finding.center_xyz
         picture = report.finding_pictures[rank - 1] if rank - 1 < len(report.finding_pictures) else None
         link = f'<a href="#{_e(result.series_uid)}-{rank}">view</a>' if picture else ""
-        measured = report.measurements[rank - 1] if rank - 1 < len(report.measurements) else None
+        measured = finding.measurement
         rows.append(
             f"<tr><td>{rank}</td><td>{finding.center_irc[0]}</td><td>{x:.1f}, {y:.1f}, {z:.1f}</td>"
             f"<td>{finding.diameter_mm:.1f}</td>{_measured(measured)}"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.diagnosis.result_files import result_file_name
-from ct_pipeline.diagnosis.volumetry import nodule_measurements
 from ct_pipeline.reports.html import SeriesReport, write_index
 from ct_pipeline.reports.pictures import finding_picture, overview_picture
 from ct_pipeline.volume import CtVolume
@@ -56,7 +55,6 @@ class ReportWriter:
         started = time.perf_counter()
         entry = write_series_pictures(self.report_dir, volume, result, self.threshold)
         result = result.with_timings({"report": time.perf_counter() - started})
-        measured = nodule_measurements(volume, result, self.threshold)
-        self.entries.append(SeriesReport(result, entry.overview, entry.finding_pictures, entry.threshold, measured))
+        self.entries.append(SeriesReport(result, entry.overview, entry.finding_pictures, entry.threshold))
         write_index(self.report_dir, self.entries)
         return result
