@@ -16,7 +16,8 @@ from ct_pipeline.luna16 import Luna16Tables, build_candidate_table
 from ct_pipeline.paths import is_series_uid
 from ct_pipeline.synth import SynthConfig, generate_series, write_synthetic_dataset
 from ct_pipeline.synth.config import direction_kinds, plan_series
-from ct_pipeline.synth.writer import ANNOTATION_HEADER, CANDIDATE_HEADER, MALIGNANCY_HEADER
+from ct_pipeline.synth.nodules import shape_volume_mm3
+from ct_pipeline.synth.writer import ANNOTATION_HEADER, CANDIDATE_HEADER, MALIGNANCY_HEADER, TRUTH_HEADER
 
 
 def _config(out_dir: Path, **kwargs) -> SynthConfig:
@@ -52,7 +53,7 @@ def test_layout_and_headers(dataset):
     )
     assert sorted(p.name for p in out.iterdir()) == [
         ".ct-synth-manifest.json", "README.txt", "annotations.csv", "annotations_with_malignancy.csv",
-        "candidates.csv", "subset0",
+        "candidates.csv", "nodule_truth.csv", "subset0",
     ]  # fmt: skip
     for name, header in [("candidates.csv", CANDIDATE_HEADER), ("annotations.csv", ANNOTATION_HEADER),
                          ("annotations_with_malignancy.csv", MALIGNANCY_HEADER)]:  # fmt: skip
@@ -207,3 +208,27 @@ def test_refuses_non_empty_folder_and_overwrite_replaces(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(BadInputError, match="is a file"):
         write_synthetic_dataset(_config(tmp_path / "file", n_series=1))
+
+
+def test_truth_table_gives_each_nodules_shape_volume(dataset, in_memory):
+    config, _ = dataset
+    truth = _read(config.out_dir / "nodule_truth.csv")
+    annotations = _read(config.out_dir / "annotations.csv")
+    assert list(truth.columns) == TRUTH_HEADER
+    pd.testing.assert_frame_equal(truth[ANNOTATION_HEADER], annotations)
+    nodules = [n for series in in_memory for n in series.nodules]
+    assert len(nodules) == len(truth) > 0
+    for nodule, row in zip(nodules, truth.itertuples()):
+        assert row.volume_mm3 == pytest.approx(shape_volume_mm3(nodule), rel=1e-6)
+        assert row.kind == nodule.kind and row.juxtapleural == nodule.juxtapleural
+        # lobes push the surface out by at most their amplitudes, pull it in by at most 10 %
+        sphere = np.pi / 6 * nodule.diameter_mm**3
+        assert 0.9**3 * sphere <= row.volume_mm3 <= (nodule.max_radius_mm * 2 / nodule.diameter_mm) ** 3 * sphere
+
+
+def test_shape_volume_of_a_nodule_without_lobes_is_the_spheres(in_memory):
+    import dataclasses
+
+    nodule = next(n for series in in_memory for n in series.nodules)
+    smooth = dataclasses.replace(nodule, lobes=(), diameter_mm=10.0)
+    assert shape_volume_mm3(smooth) == pytest.approx(np.pi / 6 * 1000.0, rel=1e-9)

@@ -197,6 +197,21 @@ def sample_nodules(rng: np.random.Generator, phantom: Phantom, layout: SeriesLay
     return nodules
 
 
+def shape_volume_mm3(nodule: Nodule, n_directions: int = 20_000) -> float:
+    """Volume (mm^3) inside the nodule's lobulated surface (the halo's, for part-solid ones;
+    spicules excluded): the integral of R(u)^3 / 3 over the directions u, on a Fibonacci sphere."""
+    k = np.arange(n_directions) + 0.5
+    z = 1.0 - 2.0 * k / n_directions
+    phi = math.pi * (3.0 - math.sqrt(5.0)) * k
+    ring = np.sqrt(1.0 - z * z)
+    directions = np.stack([ring * np.cos(phi), ring * np.sin(phi), z], axis=1)
+    relief = np.zeros(n_directions)
+    for ux, uy, uz, amplitude, sharpness in nodule.lobes:
+        relief += amplitude * np.exp(sharpness * (directions @ np.array([ux, uy, uz]) - 1.0))
+    radius = nodule.radius_mm * (1.0 + relief)
+    return float(4.0 * math.pi * np.mean(radius**3) / 3.0)
+
+
 def _fraction(nodule: Nodule, win, radius_scale: float, edge_mm: float) -> np.ndarray:
     """Share of each window voxel inside the lobulated surface scaled by ``radius_scale``."""
     cx, cy, cz = nodule.center_mm

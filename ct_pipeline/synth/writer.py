@@ -7,6 +7,7 @@ Output of :func:`write_synthetic_dataset`::
     OUT_DIR/candidates.csv                      seriesuid,coordX,coordY,coordZ,class
     OUT_DIR/annotations.csv                     seriesuid,coordX,coordY,coordZ,diameter_mm
     OUT_DIR/annotations_with_malignancy.csv     ... ,mal_bool,mal_details,bbox*,len_mal_details
+    OUT_DIR/nodule_truth.csv                    ... ,diameter_mm,volume_mm3,kind,juxtapleural
     OUT_DIR/dicom/<uid>/000000.dcm ...          with --dicom
 
 Each series draws from its own random streams (seed, series index, purpose), so a series does
@@ -34,7 +35,7 @@ from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.synth.candidates import Candidates, make_candidates
 from ct_pipeline.synth.config import SeriesLayout, SynthConfig, direction_kinds, plan_series
 from ct_pipeline.synth.manifest import SynthManifest, clear_previous_output
-from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules
+from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules, shape_volume_mm3
 from ct_pipeline.synth.phantom import render_phantom, sample_anatomy
 from ct_pipeline.synth.style import SynthStyle, juxtavascular_center, restyle_nodules
 from ct_pipeline.synth.vessels import draw_vessels, grow_vessel_trees
@@ -43,6 +44,7 @@ HU_MIN, HU_MAX = -1024, 3071
 SUBSET = "subset0"
 CANDIDATE_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "class"]
 ANNOTATION_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
+TRUTH_HEADER = [*ANNOTATION_HEADER, "volume_mm3", "kind", "juxtapleural"]
 MALIGNANCY_HEADER = [*ANNOTATION_HEADER, "mal_bool", "mal_details", "bboxLowX", "bboxLowY", "bboxLowZ",
                      "bboxHighX", "bboxHighY", "bboxHighZ", "len_mal_details"]  # fmt: skip
 _CHUNK_VOXELS = 4_000_000
@@ -248,6 +250,16 @@ def _annotation_rows(series: SyntheticSeries) -> tuple[list[list[str]], list[lis
     return plain, with_malignancy
 
 
+def _truth_rows(series: SyntheticSeries) -> list[list[str]]:
+    """What volumetry is checked against: each nodule's shape volume (see ``shape_volume_mm3``)."""
+    uid = series.layout.series_uid
+    return [
+        [uid, *(_fmt(v) for v in xyz), _fmt(nodule.diameter_mm), _fmt(shape_volume_mm3(nodule)), nodule.kind,
+         str(nodule.juxtapleural)]
+        for nodule, xyz in zip(series.nodules, series.nodule_xyz)
+    ]  # fmt: skip
+
+
 def _candidate_rows(series: SyntheticSeries) -> list[list[str]]:
     uid = series.layout.series_uid
     return [
@@ -292,6 +304,8 @@ Written by: ct synth {config.out_dir} --series {config.n_series} --seed {config.
 
 Layout (LUNA16's): subset0/<seriesuid>.mhd/.raw (int16 HU), candidates.csv, annotations.csv,
 annotations_with_malignancy.csv{"; dicom/<seriesuid>/ holds each series as DICOM" if config.dicom else ""}.
+nodule_truth.csv: each nodule's volume (mm^3, inside its lobulated surface, spicules excluded), kind
+and whether it touches the lung wall, for checking volumetry.
 Coordinates are patient mm (x, y, z), valid under each series' origin, spacing and direction.
 
 What is in a series: air, patient table, body wall (fat, muscle), ribs, spine, sternum, heart,
@@ -329,6 +343,7 @@ def write_synthetic_dataset(
     candidate_rows: list[list[str]] = []
     annotation_rows: list[list[str]] = []
     malignancy_rows: list[list[str]] = []
+    truth_rows: list[list[str]] = []
     summaries: list[SeriesSummary] = []
     for layout in layouts:
         started = time.perf_counter()
@@ -345,6 +360,7 @@ def write_synthetic_dataset(
         plain, with_malignancy = _annotation_rows(series)
         annotation_rows += plain
         malignancy_rows += with_malignancy
+        truth_rows += _truth_rows(series)
         candidate_rows += _candidate_rows(series)
         summary = SeriesSummary(
             series_uid=uid,
@@ -363,6 +379,7 @@ def write_synthetic_dataset(
         "candidates.csv": _csv_text(CANDIDATE_HEADER, candidate_rows),
         "annotations.csv": _csv_text(ANNOTATION_HEADER, annotation_rows),
         "annotations_with_malignancy.csv": _csv_text(MALIGNANCY_HEADER, malignancy_rows),
+        "nodule_truth.csv": _csv_text(TRUTH_HEADER, truth_rows),
         "README.txt": _readme(config, summaries),
     }
     manifest.start(*tables)
