@@ -44,6 +44,8 @@ SR_SERIES_NUMBER = 9902
 # No standard code says "nodule probability" of a detector; a private one does (scheme 99CT).
 NODULE_PROBABILITY_CODE = ("NODULEPROB", "99CT", "Nodule probability")
 SPHERE_DIAMETER_CODE = ("SPHEREDIAM", "99CT", "Equivalent sphere diameter")
+# A viewer draws each segment in its recommended colour (RGB, 0-255).
+SEGMENT_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (80, 220, 120), (220, 90, 255), (255, 140, 40))
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ def build_segmentation(sources: list, labels: np.ndarray, marked: list[MarkedFin
             algorithm_identification=algorithm,
             tracking_uid=item.tracking_uid,
             tracking_id=f"finding {item.number}",
+            display_color=hd.color.CIELabColor.from_rgb(*SEGMENT_COLOURS[(item.segment - 1) % len(SEGMENT_COLOURS)]),
         )
         for item in marked
         if item.segment is not None
@@ -203,6 +206,7 @@ def build_segmentation(sources: list, labels: np.ndarray, marked: list[MarkedFin
         software_versions=__version__,
         device_serial_number="0",
         content_description=DISCLAIMER,
+        content_creator_name="ct^pipeline",
         series_description="ct nodule findings (research)",
     )
 
