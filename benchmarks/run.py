@@ -15,10 +15,10 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "batch", "contention", "quality"]
-# Sections recorded by a command of their own rather than a bench_*.py (hours, not minutes):
-# `python -m benchmarks.quality_report` writes results/quality.json.
-RECORDED = ["quality"]
+ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "batch", "contention", "quality", "volumetry"]
+# Sections recorded by a command of their own rather than a bench_*.py (they need trained models, hours):
+# `python -m benchmarks.quality_report` writes results/quality.json, `benchmarks.volumetry --record` volumetry.json.
+RECORDED = ["quality", "volumetry"]
 
 
 def _available() -> list[str]:

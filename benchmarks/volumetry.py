@@ -1,6 +1,6 @@
 """Volumetry against the truth: the measured volume of each synthetic nodule that was found.
 
-Usage: python -m benchmarks.volumetry RUN_OUT DATA_ROOT [RUN_OUT DATA_ROOT ...]
+Usage: python -m benchmarks.volumetry [--record] RUN_OUT DATA_ROOT [RUN_OUT DATA_ROOT ...]
 
 RUN_OUT is a finished ``python -m benchmarks.quality`` output folder (its ``findings/*.json``,
 diagnosed with this version: they carry each nodule finding's measurement); DATA_ROOT the
@@ -8,7 +8,8 @@ diagnosed with this version: they carry each nodule finding's measurement); DATA
 existed gets it from the same ``ct synth`` command again: the series are byte-identical). A
 nodule is found by the most probable finding with a measurement within its radius. Prints one
 JSON object: per size band, the nodules, how many were found and measured, and the median and
-90th percentile of the absolute volume error, and the share within 15 %.
+90th percentile of the absolute volume error, and the share within 15 %. ``--record`` also
+writes benchmarks/results/volumetry.json and BENCHMARKS.md's "Volumetry" section from it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,45 @@ def summary(frame: pd.DataFrame) -> dict:
     return bands
 
 
+def record(frame: pd.DataFrame, runs: list[str]) -> None:
+    """The BENCHMARKS.md section: per size band, and for nodules >= 6 mm by kind."""
+    from benchmarks.common import Figure, Section
+    from benchmarks.run import write_benchmarks_md
+
+    figures = []
+    for name, band in summary(frame).items():
+        big = float(name.split("-")[0]) >= 6.0
+        figures.append(Figure(
+            f"volume error, {name}", band["median_abs_error_pct"] if band["median_abs_error_pct"] is not None else float("nan"),
+            "% (median of |error|)", None, "", None, "within 15 % (nodules >= 6 mm)" if big else "",
+            None if not big or band["within_15pct"] is None else band["within_15pct"] == 1.0,
+            f"{band['nodules']} nodules, {band['measured']} found and measured; 90th percentile {band['p90_abs_error_pct']} %; "
+            f"within 15 %: {band['within_15pct']}",
+        ))  # fmt: skip
+    big = frame[frame["diameter_mm"] >= 6.0].dropna(subset=["error_pct"])
+    for kind, group in big.groupby(big["kind"] + np.where(big["juxtapleural"], " on the wall", "")):
+        signed = group["error_pct"]
+        figures.append(Figure(
+            f"signed volume error >= 6 mm, {kind}", float(signed.median()), "% (median)", None, "", None, "", None,
+            f"{len(group)} nodules, from {signed.min():+.0f} to {signed.max():+.0f} %",
+        ))  # fmt: skip
+    Section(
+        key="volumetry",
+        title="Volumetry of the U-Net's mask component against known volumes (python -m benchmarks.volumetry)",
+        command="python -m benchmarks.volumetry --record " + " ".join(runs),
+        setup="the validation series of recipe runs (`python -m benchmarks.quality`, their own trained models), each "
+        "synthetic nodule's shape volume from `ct synth`'s nodule_truth.csv against the measured volume of the most "
+        "probable nodule finding within its radius",
+        figures=figures,
+        expectation="the U-Net learns masks from annotation spheres cut at -700 HU (the book's way), wider than the "
+        "half-way edge of a nodule, so volumes too large, most for small nodules",
+    ).save()
+    write_benchmarks_md()
+
+
 def main(argv: list[str]) -> int:
+    recording = "--record" in argv
+    argv = [a for a in argv if a != "--record"]
     if len(argv) < 2 or len(argv) % 2:
         print(__doc__, file=sys.stderr)
         return 2
@@ -67,6 +106,8 @@ def main(argv: list[str]) -> int:
     print(json.dumps({"bands": summary(frame), "by_kind": {
         kind: summary(group) for kind, group in frame.groupby(frame["kind"] + np.where(frame["juxtapleural"], " on the wall", ""))
     }}, indent=2))  # fmt: skip
+    if recording:
+        record(frame, argv)
     return 0
 
 

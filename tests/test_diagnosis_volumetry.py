@@ -47,3 +47,33 @@ def test_volume_axes_slice_and_hu_of_a_component_in_the_volume():
     assert measured.long_axis_mm == pytest.approx(12.0, abs=0.6) and measured.short_axis_mm == pytest.approx(6.0, abs=0.6)
     assert measured.mean_diameter_mm == pytest.approx((measured.long_axis_mm + measured.short_axis_mm) / 2)
     assert measured.hu_mean == 40.0 and measured.hu_std == 0.0
+
+
+def _blurred_sphere(shape, spacing, radius_mm, edge_mm=1.0, inside_hu=40.0, lung_hu=-850.0):
+    grids = np.indices(shape).astype(np.float64)
+    centre = (np.array(shape) - 1) / 2
+    rho = np.sqrt(sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing)))
+    fraction = np.clip((radius_mm - rho) / edge_mm + 0.5, 0.0, 1.0)
+    return (lung_hu + (inside_hu - lung_hu) * fraction).astype(np.int16), rho
+
+
+@pytest.mark.parametrize("spacing", [(1.25, 0.7, 0.7), (2.5, 0.6, 0.6)])
+def test_the_outline_cuts_a_too_wide_component_at_the_spheres_true_surface(spacing):
+    from ct_pipeline.diagnosis.volumetry import outline_nodule
+
+    hu, rho = _blurred_sphere((24, 40, 40), spacing, radius_mm=4.0)
+    wide = rho <= 5.0  # a U-Net mask that took in the blurred rim
+    start, outline = outline_nodule(hu, (0, 0, 0), wide)
+    true_mm3 = 4 / 3 * np.pi * 4.0**3
+    assert outline.sum() * np.prod(spacing) == pytest.approx(true_mm3, rel=0.08)
+    assert wide.sum() * np.prod(spacing) > 1.5 * true_mm3  # what it started from
+
+
+def test_without_lung_around_it_the_outline_is_the_component():
+    from ct_pipeline.diagnosis.volumetry import outline_nodule
+
+    hu = np.full((10, 10, 10), 40, dtype=np.int16)  # soft tissue everywhere: no edge to find
+    component = np.zeros((3, 3, 3), bool)
+    component[1] = True
+    start, outline = outline_nodule(hu, (4, 4, 4), component)
+    assert start == (4, 4, 4) and np.array_equal(outline, component)

@@ -44,7 +44,7 @@ from ct_pipeline.diagnosis.progress import StageProgress, no_progress
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding, NoduleMask
 from ct_pipeline.diagnosis.runtime import release_free_heap, returning_freed_memory
 from ct_pipeline.diagnosis.segment import region_pixel_fraction, segment_volume
-from ct_pipeline.diagnosis.volumetry import measure_mask
+from ct_pipeline.diagnosis.volumetry import measure_mask, outline_nodule
 from ct_pipeline.errors import BadDataError, CtError
 from ct_pipeline.threads import torch_threads
 from ct_pipeline.volume import CtVolume
@@ -212,7 +212,7 @@ def _diagnose(
                 on_batch=lambda done, total: progress("malignancy", done, total),
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
-    nodule_masks = _nodule_masks(level, candidates, kept, nodule_prob >= config.nodule_threshold, volume.spacing_xyz)
+    nodule_masks = _nodule_masks(level, hu, candidates, kept, nodule_prob >= config.nodule_threshold, volume.spacing_xyz)
     del level
     spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
     measurements = {m.finding: measure_mask(m.mask, m.start_irc, spacing_irc, hu) for m in nodule_masks}  # type: ignore[arg-type]
@@ -242,8 +242,9 @@ def _diagnose(
     )
 
 
-def _nodule_masks(level, candidates: Candidates, kept, is_nodule, spacing_xyz) -> tuple[NoduleMask, ...]:
-    """The mask component of each kept candidate that is a nodule (positions in ``kept``)."""
+def _nodule_masks(level, hu, candidates: Candidates, kept, is_nodule, spacing_xyz) -> tuple[NoduleMask, ...]:
+    """The outline (:func:`~ct_pipeline.diagnosis.volumetry.outline_nodule`) of each kept candidate
+    that is a nodule (positions in ``kept``)."""
     spacing_irc = np.asarray(spacing_xyz[::-1], dtype=np.float64)
     masks = []
     for position, i in enumerate(kept):
@@ -252,5 +253,5 @@ def _nodule_masks(level, candidates: Candidates, kept, is_nodule, spacing_xyz) -
         reach = np.ceil((candidates.diameter_mm[i] + 10.0) / spacing_irc).astype(np.int64)
         found = component_around(level, np.rint(candidates.center_irc[i]), reach)
         if found is not None:
-            masks.append(NoduleMask(position, found[0], found[1]))
+            masks.append(NoduleMask(position, *outline_nodule(hu, *found)))
     return tuple(masks)

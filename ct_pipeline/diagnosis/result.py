@@ -42,7 +42,7 @@ class Finding:
         detection_score: what ranks the findings (the LUNA16 CSV's probability): the nodule
             probability weighed by the U-Net's confidence over the candidate's component (see
             ``DiagnosisConfig.confidence_weight``); None: ``nodule_prob`` itself.
-        measurement: volume, axes and HU of the U-Net's mask component of a finding at or above
+        measurement: volume, axes and HU of the outline of a finding at or above
             the nodule threshold (:mod:`~ct_pipeline.diagnosis.volumetry`); None for the others.
     """
 
@@ -97,7 +97,8 @@ class Finding:
 
 @dataclass(frozen=True, eq=False)
 class NoduleMask:
-    """The U-Net's mask component of one finding, in the volume's grid.
+    """The outline of one finding (its U-Net mask component cut at its HU edge, see
+    :mod:`~ct_pipeline.diagnosis.volumetry`), in the volume's grid.
 
     Attributes:
         finding: index into ``DiagnosisResult.findings``.
@@ -129,7 +130,7 @@ class DiagnosisResult:
         region_fraction: fraction of the volume's pixels the U-Net was run on (1.0: all).
         provenance: what made it: ct version, models, settings, source fingerprint
             (:mod:`ct_pipeline.diagnosis.provenance`); empty when not recorded.
-        nodule_masks: the mask component of each finding at or above the nodule threshold,
+        nodule_masks: the outline of each finding at or above the nodule threshold,
             for the DICOM Segmentation; not part of the JSON record (empty when read back).
     """
 

@@ -1,7 +1,15 @@
-"""Measurements of a nodule's mask component: volume, long and short axis, mean diameter, HU.
+"""A nodule's outline, and its measurements: volume, long and short axis, mean diameter, HU.
 
-The mask measured is the U-Net's (a :class:`~ct_pipeline.diagnosis.result.NoduleMask`): what the
-model outlined, no more. Distances are in patient millimetres from the voxel spacing; the
+The outline starts from the U-Net's mask component at the finding, but the U-Net's edge is not
+the nodule's: it learnt masks cut at -700 HU (the book's), which take in the partial-volume rim,
+and measured volumes came out 13-27 % too large on synthetic nodules of 6-10 mm. So
+:func:`outline_nodule` grows the component by one voxel and keeps what is at or above half-way
+between the nodule's HU (the median of the component's dense voxels) and the lung's around it
+(the median of the air-filled voxels in a 3-voxel shell): half-way is where a blurred edge
+crosses the true surface. The U-Net still decides which structure is the nodule; the HU decide
+where it ends.
+
+Distances are in patient millimetres from the voxel spacing; the
 direction matrix is orthonormal, so they hold for any orientation of the grid. The axes are
 measured in the plane of the scan's slices (the axial plane except on tilted acquisitions), on
 the slice where the mask is longest: ``long_axis_mm`` is its longest extent there and
@@ -15,7 +23,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
+
+GROW_VOXELS = 1
+SHELL_VOXELS = 3
+LUNG_BELOW_HU = -500.0
+DENSE_ABOVE_LUNG_HU = 200.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,36 @@ class MaskMeasurement:
         """The inverse of :meth:`to_dict` (KeyError, TypeError or ValueError when garbled)."""
         counts = ("axis_slice_index", "n_voxels")
         return cls(**{f.name: (int if f.name in counts else float)(data[f.name]) for f in fields(cls)})
+
+
+def outline_nodule(
+    hu: np.ndarray, start_irc: tuple[int, int, int], component: np.ndarray
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The nodule's outline from its U-Net component (bool box at ``start_irc`` of ``hu``): (first
+    voxel, bool box). The component itself where the HU give no edge (no lung around it, or
+    nothing denser than the lung in it)."""
+    margin = GROW_VOXELS + SHELL_VOXELS + 1
+    lo = np.maximum(np.asarray(start_irc) - margin, 0)
+    hi = np.minimum(np.asarray(start_irc) + np.asarray(component.shape) + margin, hu.shape)
+    values = hu[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
+    mask = np.zeros(values.shape, dtype=bool)
+    offset = np.asarray(start_irc) - lo
+    mask[tuple(slice(o, o + n) for o, n in zip(offset, component.shape))] = component
+    zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
+    shell = ndimage.binary_dilation(zone, iterations=SHELL_VOXELS) & ~zone
+    lung = values[shell & (values < LUNG_BELOW_HU)]
+    dense = values[mask & (values > (np.median(lung) if lung.size else 0.0) + DENSE_ABOVE_LUNG_HU)]
+    if lung.size < 10 or dense.size == 0:
+        return start_irc, component
+    threshold = (float(np.median(lung)) + float(np.median(dense))) / 2.0
+    labels, n = ndimage.label(zone & (values >= threshold))
+    kept = np.bincount(labels[mask & (labels > 0)], minlength=n + 1)
+    kept[0] = 0
+    if n == 0 or kept.max() == 0:
+        return start_irc, component
+    region = labels == int(kept.argmax())  # the piece most of the component is in
+    box = ndimage.find_objects(region.astype(np.uint8))[0]
+    return tuple(int(lo[a] + box[a].start) for a in range(3)), region[box]  # type: ignore[return-value]
 
 
 def measure_mask(

@@ -3,8 +3,8 @@
 ``ct diagnose --dicom-out DIR`` writes, for a DICOM series, with highdicom:
 
 * ``DIR/<series_uid>.seg.dcm``: a binary DICOM Segmentation referencing the source series'
-  instances, one segment per finding at or above the nodule threshold (the U-Net's mask
-  component at the finding), labelled with the finding's number and probabilities, the
+  instances, one segment per finding at or above the nodule threshold (the finding's
+  outline: its U-Net mask component cut at its HU edge, :mod:`~ct_pipeline.diagnosis.volumetry`), labelled with the finding's number and probabilities, the
   algorithm identified as ct with its version and the models' sha256;
 * ``DIR/<series_uid>.sr.dcm``: a Comprehensive 3D SR, TID 1500 Measurement Report, one
   measurement group per finding: a 3D point (SCOORD3D) at its centre, its volume, long and short

@@ -113,7 +113,7 @@ def _series_section(report: SeriesReport) -> str:
         f"({result.n_candidates_before_merge} before merging duplicates); {len(shown)} at or above "
         f"nodule probability {report.threshold:g}. Slice: the index along the scan's slices (0 = first); "
         "diameter: of the sphere with the U-Net mask's volume; volume, axes (longest extent on a slice and the "
-        f"width across it) and HU: of that mask component.<br>Time per stage: {timings}</p>",
+        f"width across it) and HU: of its outline (the U-Net's component cut at the nodule's HU edge).<br>Time per stage: {timings}</p>",
         _made_with(result.provenance),
     ]
     if report.overview:
