@@ -164,6 +164,16 @@ def _algorithm(result: DiagnosisResult):
     )  # fmt: skip
 
 
+def _new_instance(series_number: int) -> dict:
+    """The identity of a new object: its own series and instance UIDs, and who made it."""
+    from highdicom import UID
+
+    return {
+        "series_instance_uid": UID(), "series_number": series_number, "sop_instance_uid": UID(),
+        "instance_number": 1, "manufacturer": MANUFACTURER,
+    }  # fmt: skip
+
+
 def _segment_label(item: MarkedFinding) -> str:
     text = f"Finding {item.number} nodule p {item.finding.nodule_prob:.2f}"
     if item.finding.malignancy_prob is not None:
@@ -197,11 +207,7 @@ def build_segmentation(sources: list, labels: np.ndarray, marked: list[MarkedFin
         pixel_array=labels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
+        **_new_instance(SEG_SERIES_NUMBER),
         manufacturer_model_name=MODEL_NAME,
         software_versions=__version__,
         device_serial_number="0",
@@ -270,11 +276,7 @@ def build_report(sources: list, seg, marked: list[MarkedFinding], volume: CtVolu
     return hd.sr.Comprehensive3DSR(
         evidence=[*sources, *([seg] if seg is not None else [])],
         content=report,
-        series_instance_uid=hd.UID(),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
+        **_new_instance(SR_SERIES_NUMBER),
         series_description=f"ct nodule measurements ({DISCLAIMER.lower()})"[:64],
     )
 
