@@ -60,3 +60,15 @@ def test_no_library_module_starts_the_cli():
     texts = {p.name: p.read_text(encoding="utf-8") for p in LIBRARY.rglob("*.py")}
     starts = [name for name, text in texts.items() if '"-m", "cli"' in text or "'-m', 'cli'" in text]
     assert not starts, starts
+
+
+def test_no_cli_function_has_a_body_over_30_lines():
+    """The CLI only wires: parsing, one library call, printing (docstrings not counted)."""
+    long = []
+    for path in sorted((LIBRARY.parent / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+                if body and body[-1].end_lineno - body[0].lineno + 1 > 30:
+                    long.append(f"{path.name}:{node.name}")
+    assert not long, long
