@@ -63,7 +63,7 @@ def test_the_outline_cuts_a_too_wide_component_at_the_spheres_true_surface(spaci
 
     hu, rho = _blurred_sphere((24, 40, 40), spacing, radius_mm=4.0)
     wide = rho <= 5.0  # a U-Net mask that took in the blurred rim
-    start, outline = outline_nodule(hu, (0, 0, 0), wide)
+    start, outline = outline_nodule(hu, (0, 0, 0), wide, spacing)
     true_mm3 = 4 / 3 * np.pi * 4.0**3
     assert outline.sum() * np.prod(spacing) == pytest.approx(true_mm3, rel=0.08)
     assert wide.sum() * np.prod(spacing) > 1.5 * true_mm3  # what it started from
@@ -75,5 +75,22 @@ def test_without_lung_around_it_the_outline_is_the_component():
     hu = np.full((10, 10, 10), 40, dtype=np.int16)  # soft tissue everywhere: no edge to find
     component = np.zeros((3, 3, 3), bool)
     component[1] = True
-    start, outline = outline_nodule(hu, (4, 4, 4), component)
+    start, outline = outline_nodule(hu, (4, 4, 4), component, (1.0, 1.0, 1.0))
     assert start == (4, 4, 4) and np.array_equal(outline, component)
+
+
+@pytest.mark.parametrize("wall_from_edge_mm", [0.5, -1.0], ids=["beside-the-wall", "into-the-wall"])
+def test_a_nodule_on_the_lung_wall_is_cut_from_the_wall_the_unet_took_with_it(wall_from_edge_mm):
+    from ct_pipeline.diagnosis.volumetry import outline_nodule
+
+    spacing = (1.0, 0.8, 0.8)
+    hu, rho = _blurred_sphere((30, 60, 60), spacing, radius_mm=5.0)
+    cols_mm = np.arange(60) * 0.8
+    centre_col_mm = (60 - 1) / 2 * 0.8
+    wall = cols_mm < centre_col_mm - 5.0 - wall_from_edge_mm  # soft tissue, as dense as the nodule
+    hu[:, :, wall] = 40
+    component = (rho <= 6.0) | ((rho <= 12.0) & wall[None, None, :])  # the nodule and more of the wall
+    start, outline = outline_nodule(hu, (0, 0, 0), component, spacing, center_irc=(15, 30, 30))
+    true_mm3 = 4 / 3 * np.pi * 5.0**3
+    assert component.sum() * np.prod(spacing) > 2 * true_mm3
+    assert outline.sum() * np.prod(spacing) == pytest.approx(true_mm3, rel=0.15)

@@ -251,7 +251,8 @@ def _nodule_masks(level, hu, candidates: Candidates, kept, is_nodule, spacing_xy
         if not is_nodule[i]:
             continue
         reach = np.ceil((candidates.diameter_mm[i] + 10.0) / spacing_irc).astype(np.int64)
-        found = component_around(level, np.rint(candidates.center_irc[i]), reach)
+        voxel = np.rint(candidates.center_irc[i]).astype(np.int64)
+        found = component_around(level, voxel, reach)
         if found is not None:
-            masks.append(NoduleMask(position, *outline_nodule(hu, *found)))
+            masks.append(NoduleMask(position, *outline_nodule(hu, *found, tuple(spacing_irc), tuple(voxel))))
     return tuple(masks)

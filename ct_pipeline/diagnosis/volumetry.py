@@ -7,7 +7,11 @@ and measured volumes came out 13-27 % too large on synthetic nodules of 6-10 mm.
 between the nodule's HU (the median of the component's dense voxels) and the lung's around it
 (the median of the air-filled voxels in a 3-voxel shell): half-way is where a blurred edge
 crosses the true surface. The U-Net still decides which structure is the nodule; the HU decide
-where it ends.
+where it ends. A nodule on the lung wall is as dense as the wall, so last the outline is kept to
+the lung with its dents filled: the air closed by a ball 4 mm wider than the nodule's
+equivalent radius, which fills the dent the nodule makes but not the wall beyond it (on two
+recipe runs this took nodules on the wall from +16..+136 % to -15..+6 %; isolated ones did not
+change).
 
 Distances are in patient millimetres from the voxel spacing; the
 direction matrix is orthonormal, so they hold for any orientation of the grid. The axes are
@@ -30,6 +34,7 @@ GROW_VOXELS = 1
 SHELL_VOXELS = 3
 LUNG_BELOW_HU = -500.0
 DENSE_ABOVE_LUNG_HU = 200.0
+LUNG_CLOSING_EXTRA_MM = 4.0
 
 
 @dataclass(frozen=True)
@@ -56,18 +61,24 @@ class MaskMeasurement:
 
 
 def outline_nodule(
-    hu: np.ndarray, start_irc: tuple[int, int, int], component: np.ndarray
+    hu: np.ndarray,
+    start_irc: tuple[int, int, int],
+    component: np.ndarray,
+    spacing_irc_mm: tuple[float, float, float],
+    center_irc: tuple[int, int, int] | None = None,
 ) -> tuple[tuple[int, int, int], np.ndarray]:
     """The nodule's outline from its U-Net component (bool box at ``start_irc`` of ``hu``): (first
-    voxel, bool box). The component itself where the HU give no edge (no lung around it, or
-    nothing denser than the lung in it)."""
-    margin = GROW_VOXELS + SHELL_VOXELS + 1
-    lo = np.maximum(np.asarray(start_irc) - margin, 0)
-    hi = np.minimum(np.asarray(start_irc) + np.asarray(component.shape) + margin, hu.shape)
-    values = hu[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float32)
-    mask = np.zeros(values.shape, dtype=bool)
-    offset = np.asarray(start_irc) - lo
-    mask[tuple(slice(o, o + n) for o, n in zip(offset, component.shape))] = component
+    voxel, bool box). Where the cut splits the component, the piece at ``center_irc`` (the
+    finding's voxel) is the nodule, else the piece holding most of the component. The component
+    itself where the HU give no edge (no lung around it, or nothing denser than the lung in it)."""
+    spacing = np.asarray(spacing_irc_mm, dtype=np.float64)
+    lo, values, mask = _window(hu, start_irc, component, np.full(3, GROW_VOXELS + SHELL_VOXELS + 1))
+    seed = mask
+    if center_irc is not None:
+        local = np.asarray(center_irc) - lo
+        if (local >= 0).all() and (local < mask.shape).all():
+            seed = np.zeros_like(mask)
+            seed[tuple(local)] = True
     zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
     shell = ndimage.binary_dilation(zone, iterations=SHELL_VOXELS) & ~zone
     lung = values[shell & (values < LUNG_BELOW_HU)]
@@ -75,14 +86,54 @@ def outline_nodule(
     if lung.size < 10 or dense.size == 0:
         return start_irc, component
     threshold = (float(np.median(lung)) + float(np.median(dense))) / 2.0
-    labels, n = ndimage.label(zone & (values >= threshold))
-    kept = np.bincount(labels[mask & (labels > 0)], minlength=n + 1)
-    kept[0] = 0
-    if n == 0 or kept.max() == 0:
+    region = _piece_of(zone & (values >= threshold), seed)
+    if region is None and seed is not mask:
+        region = _piece_of(zone & (values >= threshold), mask)
+    if region is None:
         return start_irc, component
-    region = labels == int(kept.argmax())  # the piece most of the component is in
-    box = ndimage.find_objects(region.astype(np.uint8))[0]
-    return tuple(int(lo[a] + box[a].start) for a in range(3)), region[box]  # type: ignore[return-value]
+    start, region = _crop(region, lo)
+    return _within_lung(hu, start, region, spacing)
+
+
+def _window(hu, start_irc, box_mask, margin_voxels):
+    """``box_mask`` (at ``start_irc``) placed in a window of ``hu`` ``margin_voxels`` wider: (first voxel, HU, mask)."""
+    lo = np.maximum(np.asarray(start_irc) - margin_voxels, 0)
+    hi = np.minimum(np.asarray(start_irc) + np.asarray(box_mask.shape) + margin_voxels, hu.shape)
+    values = hu[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))].astype(np.float32)
+    mask = np.zeros(values.shape, dtype=bool)
+    offset = np.asarray(start_irc) - lo
+    mask[tuple(slice(int(o), int(o) + n) for o, n in zip(offset, box_mask.shape))] = box_mask
+    return lo, values, mask
+
+
+def _piece_of(candidate: np.ndarray, seed: np.ndarray) -> np.ndarray | None:
+    """The 6-connected piece of ``candidate`` that holds most of ``seed``, or None."""
+    labels, n = ndimage.label(candidate)
+    counts = np.bincount(labels[seed & (labels > 0)], minlength=n + 1)
+    counts[0] = 0
+    return labels == int(counts.argmax()) if n and counts.max() > 0 else None
+
+
+def _crop(mask: np.ndarray, lo: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(int(lo[a] + box[a].start) for a in range(3)), mask[box]  # type: ignore[return-value]
+
+
+def _within_lung(hu, start_irc, outline: np.ndarray, spacing: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``outline`` less what lies outside the lung closed by a ball wider than the nodule (see the module)."""
+    reach_mm = _equivalent_radius_mm(int(outline.sum()) * float(np.prod(spacing))) + LUNG_CLOSING_EXTRA_MM
+    lo, values, mask = _window(hu, start_irc, outline, np.ceil(reach_mm / spacing).astype(np.int64) + 1)
+    air = values < LUNG_BELOW_HU
+    if not air.any():
+        return start_irc, outline
+    grown = ndimage.distance_transform_edt(~air, sampling=spacing) <= reach_mm
+    lung = ndimage.distance_transform_edt(grown, sampling=spacing) > reach_mm if not grown.all() else grown
+    kept = _piece_of(mask & lung, mask)
+    return (start_irc, outline) if kept is None else _crop(kept, lo)
+
+
+def _equivalent_radius_mm(volume_mm3: float) -> float:
+    return float((3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0))
 
 
 def measure_mask(
