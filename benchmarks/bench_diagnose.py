@@ -42,7 +42,14 @@ def _distance_mm(a, b) -> float:
     return sum((p - q) ** 2 for p, q in zip(a, b)) ** 0.5
 
 
-def _same_findings(ours: list[dict], book: list[dict], threshold: float, in_region) -> tuple[bool, str]:
+def _same_findings(
+    ours: list[dict],
+    book: list[dict],
+    threshold: float,
+    in_region,
+    reference: str = "the book",
+    extra_reason: str = "components its erosion removes whole, kept since #20",
+) -> tuple[bool, str]:
     """Is every book finding at or above ``threshold`` inside the lung region one of ours (or merged into one)?
 
     ``ours`` and ``book`` are candidate records (``center_xyz``, ``nodule_prob``, ``diameter_mm``);
@@ -62,10 +69,10 @@ def _same_findings(ours: list[dict], book: list[dict], threshold: float, in_regi
     ]  # fmt: skip
     outside = len(everything) - len(book_list)
     return not missing, (
-        f"the book: {len(everything)} findings >= {threshold}, {len(book_list)} in the lung region "
-        f"({outside} outside: air around the patient, neck); ours: {len(ours_list)}; {len(missing)} of the book's "
-        f"missing from ours; {len(extra)} of ours not among the book's (components its erosion removes whole, "
-        "kept since #20: met means none of the book's is missing)"
+        f"{reference}: {len(everything)} findings >= {threshold}, {len(book_list)} in the lung region "
+        f"({outside} outside: air around the patient, neck); ours: {len(ours_list)}; {len(missing)} of {reference}'s "
+        f"missing from ours; {len(extra)} of ours not among {reference}'s ({extra_reason}: met means none of "
+        f"{reference}'s is missing)"
     )
 
 
@@ -119,6 +126,7 @@ def run() -> Section:
         ours = [measure(base)]
         book = measure([*base, "--book-style"])
         ours += [measure(base) for _ in range(REPEATS - 1)]
+        bf16 = measure([*base, "--cls-precision", "bf16"])
     median = lambda key: statistics.median(r[key] for r in ours)  # noqa: E731
     wall, peak_gb = median("wall_s"), max(r["peak_kib"] for r in ours) / 2**20
     cpu = median("user_s") + median("sys_s")
@@ -138,6 +146,7 @@ def run() -> Section:
         *_book_code_figures(book_code, book, ours, result, wall, peak_gb, in_region, at_face, volume.geometry.xyz_to_irc_rounded),
         *_arithmetic_figures(gflop, result, stages, wall, book_code["wall_s"] if book_code else None),
         *_book_style_figures(book, ours, result, wall, cpu, peak_gb, stages, in_region),
+        *_bf16_figures(bf16, result, wall, stages, in_region),
     ]
     return Section(
         key="diagnose",
@@ -197,6 +206,40 @@ def _book_code_figures(book_code, book, ours, result, wall, peak_gb, in_region, 
             Figure(
                 f"the book's findings >= {threshold} in the lungs are ours", float(same), "", None, "", None,
                 "1 (yes)", same, note + f"; ours: {_confident(result, threshold)}",
+            )
+        )  # fmt: skip
+    return figures
+
+
+def _bf16_figures(bf16, result, wall, stages, in_region) -> list[Figure]:
+    """``--cls-precision bf16`` against our default (fp32) run: speed, and how far the probabilities move."""
+    fp32_by_voxel = {tuple(c["center_irc"]): c["nodule_prob"] for c in result["candidates"]}
+    moved = [
+        abs(c["nodule_prob"] - fp32_by_voxel[tuple(c["center_irc"])])
+        for c in bf16["result"]["candidates"]
+        if tuple(c["center_irc"]) in fp32_by_voxel
+    ]
+    figures = [
+        Figure(
+            "end to end with --cls-precision bf16", bf16["wall_s"], "s", wall, "ours in fp32 (median)",
+            wall / bf16["wall_s"], "", None,
+            f"classification {bf16['result']['timings_s']['classification']:.1f} s against {stages['classification']:.1f} s; "
+            "not the default: the probabilities would depend on the CPU (bf16 kernels differ by instruction set)",
+        ),
+        Figure(
+            "largest change of a candidate's probability in bf16", max(moved) if moved else 0.0, "", None, "", None,
+            "", None, f"over the {len(moved)} candidates at the same crop voxel in both runs",
+        ),
+    ]  # fmt: skip
+    for threshold in (0.9, 0.5):
+        same, note = _same_findings(
+            bf16["result"]["candidates"], result["candidates"], threshold, in_region, "fp32",
+            "probabilities that crossed the threshold",
+        )  # fmt: skip
+        figures.append(
+            Figure(
+                f"fp32's findings >= {threshold} in the lungs are bf16's", float(same), "", None, "", None, "1 (yes)",
+                same, note,
             )
         )  # fmt: skip
     return figures
@@ -294,6 +337,6 @@ def _book_style_figures(book, ours, result, wall, cpu, peak_gb, stages, in_regio
                 "1 (yes)", same, note,
             )
             for threshold in (0.9, 0.5)
-            for same, note in [_same_findings(result["candidates"], book["result"]["candidates"], threshold, in_region)]
+            for same, note in [_same_findings(result["candidates"], book["result"]["candidates"], threshold, in_region, "the book-style run")]
         ],
     ]  # fmt: skip

@@ -120,6 +120,16 @@ def diagnose_command(
             rich_help_panel=_TUNING,
         ),
     ] = Precision.auto,
+    cls_precision: Annotated[
+        Optional[Precision],
+        typer.Option(
+            "--cls-precision",
+            help="The classifiers' precision, where it should differ from --precision: bf16 on a CPU with "
+            "AVX512-BF16 or AMX classifies ~1.5x faster, with probabilities within a few hundredths of fp32.",
+            rich_help_panel=_TUNING,
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[
         Optional[int],
         typer.Option(
@@ -430,6 +440,7 @@ def _configs(options: dict):
     )  # fmt: skip
     return config, InferenceOptions(
         device=options["device"], precision=options["precision"].value, workers=options["workers"],
+        classifier_precision=options["cls_precision"].value if options["cls_precision"] is not None else None,
         threads=options["threads"],
     )
 

@@ -172,3 +172,16 @@ def test_bad_inference_options_are_refused(models_dir):
         )
     with pytest.raises(BadInputError, match="merge fraction -1"):
         DiagnosisConfig(merge_fraction=-1)
+
+
+def test_the_classifiers_can_run_in_bf16_while_the_unet_stays_fp32(models_dir):
+    options = InferenceOptions(device="cpu", workers=1, classifier_precision="bf16")
+    models = load_diagnosis_models(models_dir["seg"], models_dir["cls"], models_dir["mal"], options)
+    assert models.precision == {"seg": "fp32", "cls": "bf16", "mal": "bf16"}
+    fp32 = diagnose(_volume(), load_diagnosis_models(models_dir["seg"], models_dir["cls"], models_dir["mal"], FAST))
+    bf16 = diagnose(_volume(), models)
+    assert [f.center_irc for f in bf16.findings] == [f.center_irc for f in fp32.findings]  # the same candidates
+    for ours, reference in zip(bf16.findings, fp32.findings):
+        assert ours.nodule_prob == pytest.approx(reference.nodule_prob, abs=0.01)  # bf16 keeps 8 bits of mantissa
+    with pytest.raises(BadInputError, match="--cls-precision"):
+        InferenceOptions(classifier_precision="fp8")

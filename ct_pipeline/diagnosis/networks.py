@@ -117,7 +117,8 @@ def load_diagnosis_models(
         network = build_model(checkpoint, "cpu")
         if kind == "seg" and options.fold_batchnorm:
             network = fold_unet(network)
-        precision[kind] = resolve_precision(options.precision, device, kind)
+        requested = options.precision if kind == "seg" or options.classifier_precision is None else options.classifier_precision
+        precision[kind] = resolve_precision(requested, device, kind)
         channels_last = True if options.channels_last is None else options.channels_last
         prepared[kind] = prepare_for_inference(network, device, precision[kind], channels_last)
     seg_config = checkpoints["seg"].model_config
