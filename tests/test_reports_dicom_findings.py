@@ -132,3 +132,14 @@ def test_an_image_file_gets_a_label_map_in_its_geometry_and_the_json(models, tmp
         assert array[tuple(finding["center_irc"])] == finding["label"]
         assert finding["measurement"]["n_voxels"] == int((array == finding["label"]).sum())
     assert sorted(tuple(f["center_irc"]) for f in record["findings"]) == sorted(NODULES_IRC)
+
+
+def test_an_image_file_whose_name_is_no_uid_gets_a_safe_file_name(models, tmp_path):
+    write_mhd(phantom_chest(), phantom_geometry(), tmp_path / "patient 1 (baseline).mhd")
+    out = tmp_path / "objects"
+    result = CliRunner().invoke(
+        app, ["diagnose", str(tmp_path / "patient 1 (baseline).mhd"), *map(str, models), "--dicom-out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 2 and all(" " not in name and "(" not in name for name in written)

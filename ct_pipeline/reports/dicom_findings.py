@@ -31,9 +31,9 @@ import numpy as np
 from ct_pipeline import __version__
 from ct_pipeline.atomic import atomic_write_text, atomic_write_with
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
+from ct_pipeline.diagnosis.result_files import result_file_name
 from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 from ct_pipeline.errors import BadDataError
-from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.volume import CtVolume
 
 MANUFACTURER = "ct (research software)"
@@ -99,7 +99,7 @@ class DicomFindingsWriter:
 
 def write_findings_objects(out_dir: Path, volume: CtVolume, result: DiagnosisResult, threshold: float) -> list[Path]:
     """Write the SEG and SR (DICOM input) or the NRRD label map and JSON (other input); their paths."""
-    uid = validate_series_uid(volume.series_uid)
+    uid = result_file_name(volume.series_uid).removesuffix(".json")  # the UID itself when it is file-name safe
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, marked = label_map(volume, result, threshold)
