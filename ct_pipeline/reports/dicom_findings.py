@@ -3,9 +3,10 @@
 ``ct diagnose --dicom-out DIR`` writes, for a DICOM series, with highdicom:
 
 * ``DIR/<series_uid>.seg.dcm``: a binary DICOM Segmentation referencing the source series'
-  instances, one segment per finding at or above the nodule threshold (the finding's
-  outline: its U-Net mask component cut at its HU edge, :mod:`~ct_pipeline.diagnosis.volumetry`), labelled with the finding's number and probabilities, the
-  algorithm identified as ct with its version and the models' sha256;
+  instances, one segment per finding at or above the nodule threshold (the finding's outline:
+  its U-Net mask component cut at its HU edge, :mod:`~ct_pipeline.diagnosis.volumetry`),
+  labelled with the finding's number and probabilities, the algorithm identified as ct with its
+  version and the models' sha256;
 * ``DIR/<series_uid>.sr.dcm``: a Comprehensive 3D SR, TID 1500 Measurement Report, one
   measurement group per finding: a 3D point (SCOORD3D) at its centre, its volume, long and short
   axis and mean diameter (:mod:`~ct_pipeline.diagnosis.volumetry`), the equivalent-sphere
@@ -14,7 +15,7 @@
 Another input format has no instances to reference; there the mask goes into
 ``DIR/<series_uid>.findings.nrrd`` (label k = finding k, in the source geometry) and the same
 measurements into ``DIR/<series_uid>.findings.json``. Where two findings share one mask
-component, its voxels are the first's (the more probable one) and the second has no segment.
+outline, its voxels are the first's (the higher-ranked one) and the second has no segment.
 Research software: the objects say so in their content description.
 """
 
@@ -50,15 +51,17 @@ SEGMENT_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (80, 220, 120),
 
 @dataclass(frozen=True)
 class MarkedFinding:
-    """A finding with its segment: ``number`` (1-based, its rank among the nodules), the segment
-    number in the SEG (None: it shares its component with a more probable finding), and its
-    measurements (None without a mask)."""
+    """A finding with its segment: ``number`` (1-based, its rank among the nodules) and the segment
+    number in the SEG (None: its outline is all a higher-ranked finding's)."""
 
     number: int
     finding: Finding
     segment: int | None
-    measurement: MaskMeasurement | None
     tracking_uid: str
+
+    @property
+    def measurement(self) -> MaskMeasurement | None:
+        return self.finding.measurement
 
 
 def label_map(volume: CtVolume, result: DiagnosisResult, threshold: float) -> tuple[np.ndarray, list[MarkedFinding]]:
@@ -80,7 +83,7 @@ def label_map(volume: CtVolume, result: DiagnosisResult, threshold: float) -> tu
                 segment += 1
                 this_segment = segment
                 labels[box][free] = segment
-        marked.append(MarkedFinding(number, finding, this_segment, finding.measurement, str(UID())))
+        marked.append(MarkedFinding(number, finding, this_segment, str(UID())))
     return labels, marked
 
 
@@ -108,13 +111,13 @@ def write_findings_objects(out_dir: Path, volume: CtVolume, result: DiagnosisRes
     sources = source_datasets(volume)
     with warnings.catch_warnings():  # highdicom's doubts about the source's own tags (e.g. a one-part name)
         warnings.simplefilter("ignore", UserWarning)
-        seg, sr = _build_both(sources, labels, marked, result, volume)
+        seg, sr = _build_both(sources, labels, marked, result)
     return _save(out_dir, uid, seg, sr)
 
 
-def _build_both(sources, labels, marked, result, volume):
+def _build_both(sources, labels, marked, result):
     seg = build_segmentation(sources, labels, marked, result) if any(m.segment for m in marked) else None
-    return seg, build_report(sources, seg, marked, volume)
+    return seg, build_report(sources, seg, marked)
 
 
 def _save(out_dir: Path, uid: str, seg, sr) -> list[Path]:
@@ -243,7 +246,7 @@ def _measurements(item: MarkedFinding) -> list:
     return measurements
 
 
-def build_report(sources: list, seg, marked: list[MarkedFinding], volume: CtVolume):
+def build_report(sources: list, seg, marked: list[MarkedFinding]):
     """The TID 1500 Measurement Report (a pydicom Dataset): one group per finding (see the module)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -284,7 +287,6 @@ def build_report(sources: list, seg, marked: list[MarkedFinding], volume: CtVolu
 def _finding_record(item: MarkedFinding) -> dict:
     return {
         "finding": item.number, "label": item.segment, "tracking_uid": item.tracking_uid, **item.finding.to_dict(),
-        "measurement": None if item.measurement is None else item.measurement.to_dict(),
     }  # fmt: skip
 
 
