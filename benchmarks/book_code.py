@@ -88,6 +88,8 @@ def prepare_book_run(
     """Copy the book's code into ``work``, edit it, write ``volume`` as its one CT; return how to run it."""
     import SimpleITK as sitk
 
+    from ct_pipeline.geometry import image_on_grid
+
     for package in PACKAGES:
         shutil.copytree(book_dir / package, work / package)
     _apply_edits(work)
@@ -102,11 +104,7 @@ def prepare_book_run(
     )
     ct_dir = work / "data-unversioned" / "part2" / "luna" / "subset0"
     ct_dir.mkdir(parents=True)
-    image = sitk.GetImageFromArray(volume.hu)
-    image.SetOrigin(volume.origin_xyz)
-    image.SetSpacing(volume.spacing_xyz)
-    image.SetDirection(volume.direction)
-    sitk.WriteImage(image, str(ct_dir / f"{uid}.mhd"))
+    sitk.WriteImage(image_on_grid(volume.hu, volume.geometry), str(ct_dir / f"{uid}.mhd"))
     argv = [
         python, "-m", "p2ch14.nodule_analysis",
         "--segmentation-path", str(seg_state), "--classification-path", str(cls_state), uid,

@@ -57,3 +57,15 @@ class Geometry:
     def xyz_to_irc_rounded(self, xyz: np.ndarray | tuple[float, float, float]) -> np.ndarray:
         """Like :meth:`xyz_to_irc` but rounded to the nearest voxel, dtype int64."""
         return np.rint(self.xyz_to_irc(xyz)).astype(np.int64)
+
+
+def image_on_grid(array: np.ndarray, geometry: Geometry):
+    """A SimpleITK image of ``array`` ((index, row, col)) placed by ``geometry``: what a writer of
+    NRRD/MHD or SimpleITK's resampling needs."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetOrigin(geometry.origin_xyz)
+    image.SetSpacing(geometry.spacing_xyz)
+    image.SetDirection(geometry.direction)
+    return image

@@ -24,13 +24,11 @@ def main(ct_dir: str, seg_file: str, segment: str, out_png: str) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ct_pipeline.geometry import image_on_grid
     from ct_pipeline.loading import load_ct
 
     volume = load_ct(ct_dir)
-    reference = sitk.GetImageFromArray(np.zeros(volume.shape_irc, np.uint8))
-    reference.SetOrigin(volume.origin_xyz)
-    reference.SetSpacing(volume.spacing_xyz)
-    reference.SetDirection(volume.direction)
+    reference = image_on_grid(np.zeros(volume.shape_irc, np.uint8), volume.geometry)
     tool = Path(sys.executable).parent / "segimage2itkimage"
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(

@@ -263,15 +263,20 @@ def confident_fraction(level: np.ndarray, center_irc: np.ndarray) -> np.ndarray:
     voxels = np.bincount(label_of, minlength=n_labels + 1).astype(np.float64)
     confident = np.bincount(label_of, weights=level.ravel()[flat] == 2, minlength=n_labels + 1)
     del flat, label_of
-    shape = np.asarray(labels.shape)
     for k, center in enumerate(centers):
-        lo, hi = np.clip(center - 2, 0, shape), np.clip(center + 3, 0, shape)
-        window = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        found = window[window > 0]
-        if found.size:
-            label = int(np.bincount(found).argmax())
+        label = _label_near(labels, center)
+        if label:
             fraction[k] = confident[label] / voxels[label]
     return fraction
+
+
+def _label_near(labels: np.ndarray, center: np.ndarray) -> int:
+    """The label most voxels within 2 of voxel ``center`` carry (a candidate's centre of mass can
+    sit just outside its own component), 0 where there is none."""
+    lo, hi = np.clip(center - 2, 0, labels.shape), np.clip(center + 3, 0, labels.shape)
+    window = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    found = window[window > 0]
+    return int(np.bincount(found).argmax()) if found.size else 0
 
 
 def component_around(
@@ -285,13 +290,9 @@ def component_around(
     lo = np.clip(center - np.asarray(reach_irc), 0, mask.shape)
     hi = np.clip(center + np.asarray(reach_irc) + 1, 0, mask.shape)
     labels, _ = _label(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] > 0)
-    local = center - lo
-    near_lo, near_hi = np.clip(local - 2, 0, labels.shape), np.clip(local + 3, 0, labels.shape)
-    near = labels[near_lo[0] : near_hi[0], near_lo[1] : near_hi[1], near_lo[2] : near_hi[2]]
-    found = near[near > 0]
-    if found.size == 0:
+    label = _label_near(labels, center - lo)
+    if label == 0:
         return None
-    label = int(np.bincount(found).argmax())
     box = ndimage.find_objects(labels, max_label=label)[label - 1]
     start = tuple(int(lo[a] + box[a].start) for a in range(3))
     return start, labels[box] == label  # type: ignore[return-value]

@@ -212,9 +212,11 @@ def _diagnose(
                 on_batch=lambda done, total: progress("malignancy", done, total),
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
-    nodule_masks = _nodule_masks(level, hu, candidates, kept, nodule_prob >= config.nodule_threshold, volume.spacing_xyz)
-    del level
     spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
+    nodule_masks = _nodule_masks(
+        level, hu, candidates.diameter_mm, crop_centers, kept, nodule_prob >= config.nodule_threshold, spacing_irc
+    )
+    del level
     measurements = {m.finding: measure_mask(m.mask, m.start_irc, spacing_irc, hu) for m in nodule_masks}  # type: ignore[arg-type]
     findings = tuple(
         Finding(
@@ -242,17 +244,16 @@ def _diagnose(
     )
 
 
-def _nodule_masks(level, hu, candidates: Candidates, kept, is_nodule, spacing_xyz) -> tuple[NoduleMask, ...]:
+def _nodule_masks(level, hu, diameter_mm, crop_centers, kept, is_nodule, spacing_irc) -> tuple[NoduleMask, ...]:
     """The outline (:func:`~ct_pipeline.diagnosis.volumetry.outline_nodule`) of each kept candidate
-    that is a nodule (positions in ``kept``)."""
-    spacing_irc = np.asarray(spacing_xyz[::-1], dtype=np.float64)
+    that is a nodule (positions in ``kept``), found from its crop voxel."""
     masks = []
     for position, i in enumerate(kept):
         if not is_nodule[i]:
             continue
-        reach = np.ceil((candidates.diameter_mm[i] + 10.0) / spacing_irc).astype(np.int64)
-        voxel = np.rint(candidates.center_irc[i]).astype(np.int64)
-        found = component_around(level, voxel, reach)
+        reach = np.ceil((diameter_mm[i] + 10.0) / np.asarray(spacing_irc)).astype(np.int64)
+        voxel = tuple(int(v) for v in crop_centers[i])
+        found = component_around(level, np.asarray(voxel), reach)
         if found is not None:
-            masks.append(NoduleMask(position, *outline_nodule(hu, *found, tuple(spacing_irc), tuple(voxel))))
+            masks.append(NoduleMask(position, *outline_nodule(hu, *found, spacing_irc, voxel)))
     return tuple(masks)

@@ -6,7 +6,8 @@ The dict form is the ``--json`` record and the per-series result file of a batch
     {"series_uid": str, "source": str,
      "candidates": [{"center_xyz": [x, y, z], "center_irc": [i, r, c], "diameter_mm": float,
                      "nodule_prob": float, "malignancy_prob": float | null, "n_merged": int,
-                     "detection_score": float (when it differs from nodule_prob)}, ...],
+                     "detection_score": float (when it differs from nodule_prob),
+                     "measurement": {"volume_mm3", "long_axis_mm", ...} (nodules only)}, ...],
      "timings_s": {"stage": seconds, ...}, "n_candidates_before_merge": int,
      "shape_irc": [i, r, c], "spacing_xyz": [x, y, z]}
 """

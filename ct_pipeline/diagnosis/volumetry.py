@@ -82,10 +82,13 @@ def outline_nodule(
     zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
     shell = ndimage.binary_dilation(zone, iterations=SHELL_VOXELS) & ~zone
     lung = values[shell & (values < LUNG_BELOW_HU)]
-    dense = values[mask & (values > (np.median(lung) if lung.size else 0.0) + DENSE_ABOVE_LUNG_HU)]
-    if lung.size < 10 or dense.size == 0:
+    if lung.size < 10:
         return start_irc, component
-    threshold = (float(np.median(lung)) + float(np.median(dense))) / 2.0
+    lung_hu = float(np.median(lung))
+    dense = values[mask & (values > lung_hu + DENSE_ABOVE_LUNG_HU)]
+    if dense.size == 0:
+        return start_irc, component
+    threshold = (lung_hu + float(np.median(dense))) / 2.0
     region = _piece_of(zone & (values >= threshold), seed)
     if region is None and seed is not mask:
         region = _piece_of(zone & (values >= threshold), mask)

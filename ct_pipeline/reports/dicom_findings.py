@@ -13,7 +13,8 @@
   diameter, the nodule and the malignancy probability, and the segment's tracking identifiers.
 
 Another input format has no instances to reference; there the mask goes into
-``DIR/<series_uid>.findings.nrrd`` (label k = finding k, in the source geometry) and the same
+``DIR/<series_uid>.findings.nrrd`` (each finding's segment number, its ``label`` in the JSON, in
+the source geometry) and the same
 measurements into ``DIR/<series_uid>.findings.json``. Where two findings share one mask
 outline, its voxels are the first's (the higher-ranked one) and the second has no segment.
 Research software: the objects say so in their content description.
@@ -35,6 +36,7 @@ from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
 from ct_pipeline.diagnosis.result_files import result_file_name
 from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 from ct_pipeline.errors import BadDataError
+from ct_pipeline.geometry import image_on_grid
 from ct_pipeline.volume import CtVolume
 
 MANUFACTURER = "ct (research software)"
@@ -219,31 +221,30 @@ def build_segmentation(sources: list, labels: np.ndarray, marked: list[MarkedFin
         series_description="ct nodule findings (research)",
     )
 
+
 def _measurements(item: MarkedFinding) -> list:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     mm, mm3, ratio = codes.UCUM.Millimeter, codes.UCUM.CubicMillimeter, codes.UCUM.NoUnits
     values = [
-        (hd.sr.CodedConcept(*SPHERE_DIAMETER_CODE), item.finding.diameter_mm, mm),
-        (hd.sr.CodedConcept(*NODULE_PROBABILITY_CODE), item.finding.nodule_prob, ratio),
+        (hd.sr.CodedConcept(*SPHERE_DIAMETER_CODE), item.finding.diameter_mm, mm, None),
+        (hd.sr.CodedConcept(*NODULE_PROBABILITY_CODE), item.finding.nodule_prob, ratio, None),
     ]
     if item.finding.malignancy_prob is not None:
-        values.append((codes.DCM.ProbabilityOfCancer, item.finding.malignancy_prob, ratio))
+        values.append((codes.DCM.ProbabilityOfCancer, item.finding.malignancy_prob, ratio, None))
     if item.measurement is not None:
         values += [
-            (codes.SCT.Volume, item.measurement.volume_mm3, mm3),
-            (codes.SCT.LongAxis, item.measurement.long_axis_mm, mm),
-            (codes.SCT.ShortAxis, item.measurement.short_axis_mm, mm),
+            (codes.SCT.Volume, item.measurement.volume_mm3, mm3, None),
+            (codes.SCT.LongAxis, item.measurement.long_axis_mm, mm, None),
+            (codes.SCT.ShortAxis, item.measurement.short_axis_mm, mm, None),
+            # the guidelines' "mean diameter": of the long and short axis
+            (codes.SCT.Diameter, item.measurement.mean_diameter_mm, mm, codes.SCT.Mean),
         ]
-    measurements = [hd.sr.Measurement(name=name, value=float(value), unit=unit) for name, value, unit in values]
-    if item.measurement is not None:  # the guidelines' "mean diameter": of the long and short axis
-        measurements.append(
-            hd.sr.Measurement(
-                name=codes.SCT.Diameter, value=float(item.measurement.mean_diameter_mm), unit=mm, derivation=codes.SCT.Mean
-            )
-        )
-    return measurements
+    return [
+        hd.sr.Measurement(name=name, value=float(value), unit=unit, derivation=derivation)
+        for name, value, unit, derivation in values
+    ]
 
 
 def build_report(sources: list, seg, marked: list[MarkedFinding]):
@@ -296,21 +297,23 @@ def _write_label_map(
     """NRRD label map in the source geometry and the JSON of the findings it numbers."""
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(labels)
-    image.SetOrigin(volume.origin_xyz)
-    image.SetSpacing(volume.spacing_xyz)
-    image.SetDirection(volume.direction)
     nrrd, record = out_dir / f"{uid}.findings.nrrd", out_dir / f"{uid}.findings.json"
-    tmp = nrrd.with_name(f".{nrrd.name}.tmp.nrrd")
-    sitk.WriteImage(image, str(tmp), True)
-    tmp.replace(nrrd)
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("NrrdImageIO")  # the temporary file's name has no .nrrd to guess it from
+    writer.UseCompressionOn()
+
+    def write(tmp: Path) -> None:
+        writer.SetFileName(str(tmp))
+        writer.Execute(image_on_grid(labels, volume.geometry))
+
+    atomic_write_with(nrrd, write)
     atomic_write_text(
         record,
         json.dumps(
             {
                 "series_uid": volume.series_uid, "source": volume.source, "label_map": nrrd.name,
-                "note": f"{DISCLAIMER}. Label k of the label map is finding k; the input has no DICOM instances to "
-                "reference, so there is no DICOM Segmentation.",
+                "note": f"{DISCLAIMER}. Each finding's voxels carry its 'label' in the label map; the input has no "
+                "DICOM instances to reference, so there is no DICOM Segmentation.",
                 "provenance": dict(result.provenance), "findings": [_finding_record(item) for item in marked],
             },
             indent=2,
