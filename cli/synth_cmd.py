@@ -72,6 +72,15 @@ def synth(
             show_default="0.15; 1/3 with --style site-b",
         ),
     ] = None,
+    follow_up: Annotated[
+        bool,
+        typer.Option(
+            "--follow-up",
+            help="Also write a later scan of each series under OUT_DIR/followup/ (for ct compare): the patient "
+            "re-posed (2-4 degrees, 3-8 mm), nodules grown, stable, shrunk, vanished or new, 60-400 days later; "
+            "the truth in followup_truth.csv and followup_pairs.csv.",
+        ),
+    ] = False,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -100,6 +109,7 @@ def synth(
         oblique_fraction=oblique_fraction,
         flip_fraction=flip_fraction,
         overwrite=overwrite,
+        follow_up=follow_up,
     )
     started = time.perf_counter()
     out = console()

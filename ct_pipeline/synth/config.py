@@ -21,6 +21,7 @@ import numpy as np
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import UID_MAX_LEN
+from ct_pipeline.pose import rotation_matrix
 from ct_pipeline.synth.style import STYLES, SynthStyle
 
 SizeName = Literal["small", "medium", "full"]
@@ -78,6 +79,8 @@ class SynthConfig:
             style's (standard 0.15).
         overwrite: replace an earlier ``ct synth`` data set in the folder (only files its manifest
             lists, unchanged since, are deleted; see :mod:`ct_pipeline.synth.manifest`).
+        follow_up: also write a later scan of each series under ``followup/``, with known pose
+            and nodule changes (:mod:`ct_pipeline.synth.followup`).
     """
 
     out_dir: Path
@@ -89,6 +92,7 @@ class SynthConfig:
     oblique_fraction: float | None = None
     flip_fraction: float | None = None
     overwrite: bool = False
+    follow_up: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -184,12 +188,6 @@ def series_uid_for(seed: int, index: int) -> str:
     return prefix + tail
 
 
-def _rotation(axis_xyz: np.ndarray, angle_rad: float) -> np.ndarray:
-    axis = axis_xyz / np.linalg.norm(axis_xyz)
-    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
-    return np.eye(3) + math.sin(angle_rad) * k + (1.0 - math.cos(angle_rad)) * (k @ k)
-
-
 def direction_kinds(config: SynthConfig) -> list[tuple[bool, tuple[bool, bool, bool]]]:
     """(oblique, flips_irc) per series: counts from the fractions, positions shuffled by the seed."""
     n = config.n_series
@@ -236,7 +234,7 @@ def plan_series(config: SynthConfig, index: int, oblique: bool, flips_irc: tuple
     rotation = np.eye(3)
     if oblique:
         axis = np.array([1.0, rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3)])  # mostly gantry-like tilt about x
-        rotation = _rotation(axis, math.radians(rng.uniform(4.0, 12.0)) * rng.choice([-1.0, 1.0]))
+        rotation = rotation_matrix(axis, math.radians(rng.uniform(4.0, 12.0)) * rng.choice([-1.0, 1.0]))
     flip_signs = np.array([-1.0 if f else 1.0 for f in flips_irc[::-1]])  # xyz order
     direction = rotation @ np.diag(flip_signs)
     extent_cri = np.array([shape_irc[2] - 1, shape_irc[1] - 1, shape_irc[0] - 1], dtype=np.float64) * spacing_xyz

@@ -9,6 +9,9 @@ Output of :func:`write_synthetic_dataset`::
     OUT_DIR/annotations_with_malignancy.csv     ... ,mal_bool,mal_details,bbox*,len_mal_details
     OUT_DIR/nodule_truth.csv                    ... ,diameter_mm,volume_mm3,kind,juxtapleural
     OUT_DIR/dicom/<uid>/000000.dcm ...          with --dicom
+    OUT_DIR/followup/<uid>.mhd, .raw            with --follow-up (and their DICOM with --dicom)
+    OUT_DIR/followup_pairs.csv                  prior_seriesuid,current_seriesuid,interval_days,pose...
+    OUT_DIR/followup_truth.csv                  per nodule: status, centres and volumes in both scans
 
 Each series draws from its own random streams (seed, series index, purpose), so a series does
 not change when another one does, and the same config gives byte-identical files.
@@ -33,7 +36,10 @@ from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.synth.candidates import Candidates, make_candidates
+from ct_pipeline.pose import repose_hu
 from ct_pipeline.synth.config import SeriesLayout, SynthConfig, direction_kinds, plan_series
+from ct_pipeline.synth import followup
+from ct_pipeline.synth.followup import FollowUpPlan
 from ct_pipeline.synth.manifest import SynthManifest, clear_previous_output
 from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules, shape_volume_mm3
 from ct_pipeline.synth.phantom import render_phantom, sample_anatomy
@@ -120,8 +126,12 @@ def direction_kind(layout: SeriesLayout) -> str:
     return "flipped" if flipped else "identity"
 
 
-def generate_series(config: SynthConfig, layout: SeriesLayout) -> SyntheticSeries:
-    """Draw one chest CT with nodules and candidates (no files written)."""
+def generate_series(config: SynthConfig, layout: SeriesLayout, follow_up: FollowUpPlan | None = None) -> SyntheticSeries:
+    """Draw one chest CT with nodules and candidates (no files written).
+
+    ``follow_up``: draw the series' follow-up scan instead (:mod:`~ct_pipeline.synth.followup`):
+    the same anatomy with the plan's nodules, pose and a fresh noise draw, under its own UID.
+    """
     seed, index, style = config.seed, layout.index, config.style_spec
     anatomy = sample_anatomy(np.random.default_rng([seed, index, 2]), layout)
     if not style.is_standard:  # the style's draws come from their own streams (8-10)
@@ -131,17 +141,27 @@ def generate_series(config: SynthConfig, layout: SeriesLayout) -> SyntheticSerie
     draw_vessels(phantom.volume_hu, layout, phantom, segments)
     nodules = sample_nodules(np.random.default_rng([seed, index, 4]), phantom, layout)
     nodules = _restyle(style, np.random.default_rng([seed, index, 9]), phantom, layout, segments, nodules)
+    if follow_up is not None:
+        nodules = follow_up.revise(np.random.default_rng([seed, index, 12]), phantom, layout, nodules)
     draw_nodules(phantom.volume_hu, layout, phantom, nodules)
     if not style.is_standard:
         style.reconstruct(np.random.default_rng([seed, index, 10]), phantom.volume_hu, layout)
     rng = np.random.default_rng([seed, index, 5])
     n_negative = int(rng.integers(*config.preset.candidates_per_series, endpoint=True))
     candidates = make_candidates(rng, phantom, layout, segments, nodules, n_negative)
-    hu = _add_noise(phantom.volume_hu, layout, np.random.default_rng([seed, index, 6]), anatomy.hu["noise_sd"])
+    volume, noise_stream = phantom.volume_hu, 6
+    lung_mask = np.ascontiguousarray(layout.to_stored(phantom.lung_mask))
+    if follow_up is not None:
+        # Moved in patient space on the stored grid (flipping is its own inverse: back to canonical after).
+        moved = repose_hu(layout.to_stored(volume), layout.geometry, follow_up.pose)
+        volume, noise_stream = layout.to_stored(moved), 13
+        lung_mask = repose_hu(lung_mask, layout.geometry, follow_up.pose) >= 0.5
+        layout = dataclasses.replace(layout, series_uid=follow_up.series_uid)
+    hu = _add_noise(volume, layout, np.random.default_rng([seed, index, noise_stream]), anatomy.hu["noise_sd"])
     return SyntheticSeries(
         layout=layout,
         hu=hu,
-        lung_mask=np.ascontiguousarray(layout.to_stored(phantom.lung_mask)),
+        lung_mask=lung_mask,
         nodules=tuple(nodules),
         candidates=candidates,
     )
@@ -294,12 +314,24 @@ def _style_note(config: SynthConfig) -> str:
     )
 
 
+def _follow_up_note(config: SynthConfig) -> str:
+    if not config.follow_up:
+        return ""
+    return """Follow-ups (--follow-up): followup/<uid>.mhd is a later scan of each series (followup_pairs.csv pairs
+them, with the interval in days and the rigid pose change: the patient turned about an axis through
+the lungs' centre, then shifted). followup_truth.csv: each nodule's status (grown, stable, shrunk,
+vanished, new), its centre and volume in both scans, and the volume change in percent.
+
+"""
+
+
 def _readme(config: SynthConfig, summaries: list[SeriesSummary]) -> str:
     kinds = ", ".join(f"{s.series_uid}: {s.direction_kind}" for s in summaries if s.direction_kind != "identity")
     return f"""Synthetic chest CT data for testing `ct` (NOT patient data; not for any clinical or scientific use).
 
 Written by: ct synth {config.out_dir} --series {config.n_series} --seed {config.seed} --size {config.size}\
-{" --dicom" if config.dicom else ""}{"" if config.style == "standard" else f" --style {config.style}"} \
+{" --dicom" if config.dicom else ""}{"" if config.style == "standard" else f" --style {config.style}"}\
+{" --follow-up" if config.follow_up else ""} \
 --oblique-fraction {config.oblique_fraction:.4g} --flip-fraction {config.flip_fraction:.4g}
 
 Layout (LUNA16's): subset0/<seriesuid>.mhd/.raw (int16 HU), candidates.csv, annotations.csv,
@@ -320,7 +352,7 @@ Sizes: "full" = 512 x 512 slices, 0.55-0.88 mm pixels, 100-300 slices of 0.625-2
 slices of 3-4.5 mm; there, nodules are at least 1.6 voxels wide (about 5-7 mm).
 "medium" = 256 x 256 slices over the same field of view (1.1-1.4 mm pixels), 90-250 slices of 1.25-2.5 mm.
 
-Directions: most series are identity like LUNA16. Non-identity ones: {kinds or "none"}.
+{_follow_up_note(config)}Directions: most series are identity like LUNA16. Non-identity ones: {kinds or "none"}.
 "flipped" = two array axes reversed (direction has two -1 entries); "oblique" = rotated 4-12 degrees.
 """
 
@@ -344,19 +376,15 @@ def write_synthetic_dataset(
     annotation_rows: list[list[str]] = []
     malignancy_rows: list[list[str]] = []
     truth_rows: list[list[str]] = []
+    follow_up_rows: dict[str, list[list[str]]] = {"pairs": [], "truth": []}
     summaries: list[SeriesSummary] = []
     for layout in layouts:
         started = time.perf_counter()
         series = generate_series(config, layout)
         uid = layout.series_uid
-        written = [f"{SUBSET}/{uid}.mhd", f"{SUBSET}/{uid}.raw"]
-        if config.dicom:
-            written += [f"dicom/{uid}/", f"dicom/.{uid}.partial/"]
-        manifest.start(*written)
-        write_mhd(series.hu, layout.geometry, config.out_dir / SUBSET / f"{uid}.mhd")
-        if config.dicom:
-            _write_dicom(config, layout, series.hu)
-        manifest.finish(*written)
+        _write_series(config, manifest, SUBSET, series)
+        if config.follow_up:
+            _write_follow_up(config, manifest, series, follow_up_rows)
         plain, with_malignancy = _annotation_rows(series)
         annotation_rows += plain
         malignancy_rows += with_malignancy
@@ -382,6 +410,9 @@ def write_synthetic_dataset(
         "nodule_truth.csv": _csv_text(TRUTH_HEADER, truth_rows),
         "README.txt": _readme(config, summaries),
     }
+    if config.follow_up:
+        tables["followup_pairs.csv"] = _csv_text(followup.PAIR_HEADER, follow_up_rows["pairs"])
+        tables["followup_truth.csv"] = _csv_text(followup.TRUTH_HEADER, follow_up_rows["truth"])
     manifest.start(*tables)
     for name, text in tables.items():
         atomic_write_text(config.out_dir / name, text)
@@ -389,7 +420,35 @@ def write_synthetic_dataset(
     return SynthResult(out_dir=config.out_dir, series=tuple(summaries))
 
 
-def _write_dicom(config: SynthConfig, layout: SeriesLayout, hu: np.ndarray) -> None:
+def _write_series(
+    config: SynthConfig, manifest: SynthManifest, folder: str, series: SyntheticSeries, study_date: str = "20000101"
+) -> None:
+    """``folder/<uid>.mhd`` and, with ``--dicom``, ``dicom/<uid>/``, listed in the manifest as they are written."""
+    uid = series.layout.series_uid
+    written = [f"{folder}/{uid}.mhd", f"{folder}/{uid}.raw"]
+    if config.dicom:
+        written += [f"dicom/{uid}/", f"dicom/.{uid}.partial/"]
+    manifest.start(*written)
+    (config.out_dir / folder).mkdir(exist_ok=True)
+    write_mhd(series.hu, series.layout.geometry, config.out_dir / folder / f"{uid}.mhd")
+    if config.dicom:
+        _write_dicom(config, series.layout, series.hu, study_date)
+    manifest.finish(*written)
+
+
+def _write_follow_up(
+    config: SynthConfig, manifest: SynthManifest, prior: SyntheticSeries, rows: dict[str, list[list[str]]]
+) -> None:
+    """The follow-up scan of ``prior`` under ``followup/``, and its rows of the two truth tables."""
+    plan = followup.plan_follow_up(config, prior.layout, list(prior.nodules))
+    current = generate_series(config, prior.layout, follow_up=plan)
+    _write_series(config, manifest, followup.FOLLOW_UP_DIR, current, followup.study_date(plan.interval_days))
+    uid = prior.layout.series_uid
+    rows["pairs"].append(followup.pair_row(uid, plan))
+    rows["truth"] += followup.truth_rows(uid, prior.layout, plan, list(prior.nodules), list(current.nodules))
+
+
+def _write_dicom(config: SynthConfig, layout: SeriesLayout, hu: np.ndarray, study_date: str) -> None:
     """``dicom/<uid>/``, made to appear whole: slices go to a hidden folder that is then renamed.
 
     That is as safe against a kill as per-file atomic writes and 5x faster (no fsync per slice).
@@ -399,19 +458,20 @@ def _write_dicom(config: SynthConfig, layout: SeriesLayout, hu: np.ndarray) -> N
     for stale in (partial, final):
         if stale.exists():
             shutil.rmtree(stale)
-    tags = _dicom_tags(config, layout)
+    tags = _dicom_tags(config, layout, study_date)
     write_dicom_series(hu, layout.geometry, partial, layout.series_uid, extra_tags=tags, atomic_files=False)
     os.replace(partial, final)
 
 
-def _dicom_tags(config: SynthConfig, layout: SeriesLayout) -> dict[str, str]:
-    """Fixed descriptive tags; dates are fixed too, so DICOM output is as reproducible as the rest."""
+def _dicom_tags(config: SynthConfig, layout: SeriesLayout, study_date: str) -> dict[str, str]:
+    """Fixed descriptive tags; dates are fixed too (a follow-up's: its interval later), so DICOM
+    output is as reproducible as the rest."""
     return {
         "0010|0010": f"Synthetic^Chest{layout.index + 1}",
         "0010|0020": f"SYNTH-{config.seed}-{layout.index + 1}",
-        "0008|0020": "20000101",
+        "0008|0020": study_date,
         "0008|0030": "000000",
-        "0008|0021": "20000101",
+        "0008|0021": study_date,
         "0008|0031": "000000",
         "0008|0070": "ct synth",
         "0008|103e": f"synthetic chest CT, seed {config.seed}",
