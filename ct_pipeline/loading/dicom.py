@@ -40,6 +40,7 @@ _TAGS = {
     "description": "0008|103e",
     "manufacturer": "0008|0070",
     "kernel": "0018|1210",
+    "study_date": "0008|0020",
 }
 # Relative tolerance on slice gaps: scanners write positions with ~1e-3 mm rounding.
 SPACING_TOLERANCE = 0.01
@@ -62,6 +63,7 @@ class DicomSliceHeader:
     description: str = ""
     manufacturer: str = ""
     kernel: str = ""
+    study_date: str = ""  # YYYYMMDD, for the interval between two scans (ct compare)
 
 
 def has_dicom_magic(path: Path) -> bool:
@@ -116,6 +118,7 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
         description=tag("description"),
         manufacturer=tag("manufacturer"),
         kernel=tag("kernel"),
+        study_date=tag("study_date"),
     )
 
 
@@ -359,6 +362,7 @@ def load_dicom_series(series: DicomSeries, allow_uneven_spacing: bool = False) -
         "description": first.description,
         "manufacturer": first.manufacturer,
         "kernel": first.kernel,
+        "study_date": first.study_date,
         "n_files": str(series.n_files),
     }.items() if v}
     return CtVolume(

@@ -19,7 +19,7 @@ from ct_pipeline.loading.image_file import image_format, image_stem
 
 log = logging.getLogger(__name__)
 
-HEADER_CACHE_VERSION = 1
+HEADER_CACHE_VERSION = 2  # 2: headers carry the StudyDate
 
 
 @dataclass(frozen=True)
