@@ -11,7 +11,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption, Precision
+from cli.options import (
+    AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, JsonOption, MalModelOption, Precision,
+    QuietOption, RunsDirOption, SegModelOption,
+)  # fmt: skip
 from cli.output import EXIT_SOME_FAILED, console, print_json
 from cli.progress import ProgressDisplay
 from ct_pipeline.diagnosis.config import DiagnosisConfig
@@ -25,21 +28,11 @@ EPILOG = (
     "Exit codes: 0 done, 2 bad input, 3 some series failed (the others are done). "
     "Research software, not a medical device."
 )
-_MODELS = "Models"
 _OUTPUT = "Output"
 _BATCH = "Batch"
 _TUNING = "Tuning"
 _DEFAULTS = DiagnosisConfig()
 _BOOK = DiagnosisConfig.book_style()
-
-
-def _checkpoint_option(kind: str, text: str):
-    return typer.Option(
-        f"--{kind}-model",
-        help=f"{text} checkpoint. Default: the newest best.ckpt of that kind under --runs-dir.",
-        show_default=False,
-        rich_help_panel=_MODELS,
-    )
 
 
 def diagnose_command(
@@ -51,23 +44,10 @@ def diagnose_command(
             show_default=False,
         ),
     ] = None,
-    seg_model: Annotated[Optional[Path], _checkpoint_option("seg", "Segmentation U-Net")] = None,
-    cls_model: Annotated[Optional[Path], _checkpoint_option("cls", "Nodule classifier")] = None,
-    mal_model: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--mal-model",
-            help="Malignancy classifier checkpoint. Default: the newest one under --runs-dir, if any.",
-            show_default=False,
-            rich_help_panel=_MODELS,
-        ),
-    ] = None,
-    runs_dir: Annotated[
-        Path,
-        typer.Option(
-            "--runs-dir", envvar="CT_RUNS_DIR", help="Where ct train-* wrote its runs.", rich_help_panel=_MODELS
-        ),
-    ] = Path("runs"),
+    seg_model: SegModelOption = None,
+    cls_model: ClsModelOption = None,
+    mal_model: MalModelOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
     threshold: Annotated[
         float,
         typer.Option(
@@ -183,13 +163,7 @@ def diagnose_command(
         ),
     ] = False,
     json_output: JsonOption = False,
-    quiet: Annotated[
-        bool,
-        typer.Option(
-            "--quiet", "-q",
-            help="No progress on stderr (by default a bar on a terminal, a line per stage and series otherwise).",
-        ),
-    ] = False,
+    quiet: QuietOption = False,
     csv_path: Annotated[
         Optional[Path],
         typer.Option(

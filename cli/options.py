@@ -48,3 +48,40 @@ class Precision(str, enum.Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+MODELS_PANEL = "Models"
+
+
+def checkpoint_option(kind: str, text: str):
+    """``--seg-model`` / ``--cls-model``: a checkpoint, by default the newest of its kind."""
+    return typer.Option(
+        f"--{kind}-model",
+        help=f"{text} checkpoint. Default: the newest best.ckpt of that kind under --runs-dir.",
+        show_default=False,
+        rich_help_panel=MODELS_PANEL,
+    )
+
+
+SegModelOption = Annotated[Optional[Path], checkpoint_option("seg", "Segmentation U-Net")]
+ClsModelOption = Annotated[Optional[Path], checkpoint_option("cls", "Nodule classifier")]
+MalModelOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--mal-model",
+        help="Malignancy classifier checkpoint. Default: the newest one under --runs-dir, if any.",
+        show_default=False,
+        rich_help_panel=MODELS_PANEL,
+    ),
+]
+RunsDirOption = Annotated[
+    Path,
+    typer.Option("--runs-dir", envvar="CT_RUNS_DIR", help="Where ct train-* wrote its runs.", rich_help_panel=MODELS_PANEL),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress on stderr (by default a bar on a terminal, a line per stage and series otherwise)."
+    ),
+]
+

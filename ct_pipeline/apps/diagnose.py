@@ -131,7 +131,9 @@ def _items(request: DiagnoseRequest) -> list:
     return select_shard(items, request.shard)
 
 
-def _load_models(request: DiagnoseRequest):
+def load_models(request: DiagnoseRequest) -> tuple:
+    """The checkpoints `request` names (or the newest under its runs folder), loaded under its
+    thread budget, and a `ModelsLoaded` event saying which."""
     import torch
 
     from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
@@ -170,7 +172,7 @@ def run_diagnose(
     check_outputs(request)
     items = _items(request)
     log_file.line(f"{len(items)} series in shard {request.shard}")
-    models, loaded = _load_models(request)
+    models, loaded = load_models(request)
     log_file.line(loaded.threads)
     yield loaded
     report = ReportWriter(request.report, request.config.nodule_threshold) if request.report is not None else None

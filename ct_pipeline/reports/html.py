@@ -144,11 +144,16 @@ def render_index(reports: Sequence[SeriesReport], title: str = "ct diagnose repo
         for r in reports
     )
     body = "\n".join(_series_section(r) for r in reports)
+    return page(title, f"<ul>{contents}</ul>\n{body}")
+
+
+def page(title: str, body: str) -> str:
+    """A whole self-contained page: ``title``, the disclaimer, then ``body`` (HTML, already escaped)."""
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>\n"
         f"<h1>{_e(title)}</h1>\n<p class='disclaimer'><strong>{_e(DISCLAIMER)}</strong></p>\n"
-        f"<ul>{contents}</ul>\n{body}\n</body></html>\n"
+        f"{body}\n</body></html>\n"
     )
 
 

@@ -1,0 +1,149 @@
+"""`ct compare PRIOR CURRENT`: two scans of one patient -- which nodules grew, which are new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cli.options import (
+    AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, JsonOption, MalModelOption, QuietOption,
+    RunsDirOption, SegModelOption,
+)  # fmt: skip
+from cli.output import console, print_json
+from cli.progress import ProgressDisplay
+
+EPILOG = (
+    "Examples: ct compare prior/ current/ --report cmp/ | "
+    "ct compare UID1 UID2 --data-root data --prior-results results/ --current-results results/ --interval-days 180. "
+    "Exit codes: 0 done, 2 bad input. Research software, not a medical device: measurements are not for clinical decisions."
+)
+_SCANS = "Scans"
+
+
+def _results_option(which: str):
+    return typer.Option(
+        f"--{which}-results",
+        help=f"{which.upper()}'s findings from an earlier `ct diagnose --out` (its result file, or the folder) "
+        "instead of diagnosing it again.",
+        show_default=False,
+        rich_help_panel=_SCANS,
+    )
+
+
+def compare_command(
+    prior: Annotated[str, typer.Argument(metavar="PRIOR", help="The earlier scan: a series UID, DICOM folder or image file.")],
+    current: Annotated[str, typer.Argument(metavar="CURRENT", help="The later scan, likewise.")],
+    prior_results: Annotated[Optional[Path], _results_option("prior")] = None,
+    current_results: Annotated[Optional[Path], _results_option("current")] = None,
+    interval_days: Annotated[
+        Optional[float],
+        typer.Option(
+            "--interval-days", min=0.0, show_default=False, rich_help_panel=_SCANS,
+            help="Days between the scans, for the doubling time. Default: from both scans' DICOM StudyDate.",
+        ),
+    ] = None,  # fmt: skip
+    threshold: Annotated[
+        float, typer.Option("--threshold", min=0.0, max=1.0, help="Nodule probability at or above which a finding is compared.")
+    ] = 0.5,
+    max_distance: Annotated[
+        float,
+        typer.Option(
+            "--max-distance", min=0.0,
+            help="Nodules pair only when their centres lie this close (mm) after registration (or within half the larger one's diameter).",
+        ),
+    ] = 10.0,  # fmt: skip
+    seg_model: SegModelOption = None,
+    cls_model: ClsModelOption = None,
+    mal_model: MalModelOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", min=1, show_default=False, help="CPU threads this command may use.")
+    ] = None,
+    json_output: JsonOption = False,
+    report: Annotated[
+        Optional[Path],
+        typer.Option("--report", show_default=False, help="Folder for an index.html with each nodule in both scans."),
+    ] = None,
+    quiet: QuietOption = False,
+    data_root: DataRootsOption = None,
+    cache_dir: CacheDirOption = None,
+    allow_uneven_spacing: AllowUnevenOption = False,
+) -> None:
+    """Compare two scans of one patient: register CURRENT to PRIOR on the lungs, pair their nodules, and report
+    each pair's volume change and doubling time, and the new and vanished ones.
+
+    Research software, not a medical device: measurements are not for clinical decisions.
+    """
+    from ct_pipeline.apps.compare import run_compare
+
+    request = _request(dict(locals()))
+    progress = ProgressDisplay.on_stderr(quiet or json_output)
+    comparison = run_compare(request, progress)
+    progress.pause()
+    if json_output:
+        print_json(comparison.to_dict())
+    else:
+        _print_comparison(comparison)
+    if report is not None:
+        typer.echo(f"wrote {report / 'index.html'}", err=json_output)
+
+
+def _request(options: dict):
+    from ct_pipeline.apps.compare import CompareRequest
+    from ct_pipeline.apps.diagnose import DiagnoseRequest
+    from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
+    from ct_pipeline.followup.matching import MatchConfig
+    from ct_pipeline.loading import LoadOptions
+    from ct_pipeline.paths import resolve_data_roots
+
+    diagnose = DiagnoseRequest(
+        data_roots=tuple(resolve_data_roots(options["data_root"])), cache_dir=options["cache_dir"],
+        load=LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"]), seg_model=options["seg_model"],
+        cls_model=options["cls_model"], mal_model=options["mal_model"], runs_dir=options["runs_dir"],
+        config=DiagnosisConfig(nodule_threshold=options["threshold"]),
+        inference=InferenceOptions(device=options["device"], threads=options["threads"]),
+    )  # fmt: skip
+    return CompareRequest(
+        prior=options["prior"], current=options["current"], diagnose=diagnose, prior_results=options["prior_results"],
+        current_results=options["current_results"], interval_days=options["interval_days"], report=options["report"],
+        matching=MatchConfig(max_distance_mm=options["max_distance"]),
+    )  # fmt: skip
+
+
+def _volume(finding) -> str:
+    return "-" if finding.measurement is None else f"{finding.measurement.volume_mm3:.0f}"
+
+
+def _centre(finding) -> str:
+    return ", ".join(f"{v:.1f}" for v in finding.center_xyz)
+
+
+def _print_comparison(comparison) -> None:
+    c, reg = comparison, comparison.registration
+    interval = "unknown (no StudyDate; give --interval-days)" if c.interval_days is None else f"{c.interval_days:g} days"
+    typer.echo(f"PRIOR {c.prior.series_uid}: {c.prior.n_nodules} nodule(s); CURRENT {c.current.series_uid}: "
+               f"{c.current.n_nodules} nodule(s); interval {interval}")  # fmt: skip
+    typer.echo(f"registered on the lungs: rotation {reg.rigid_angle_deg:.1f} deg, shift {reg.rigid_translation_mm:.1f} mm; "
+               f"lung overlap {reg.lung_overlap_before:.3f} -> {reg.lung_overlap_after:.3f}")  # fmt: skip
+    table = Table(title=f"seen in both scans ({len(c.pairs)})")
+    for column in ("prior #", "current #", "prior centre (mm)", "current centre (mm)", "dist. mm", "prior mm3",
+                   "current mm3", "change", "doubling days"):  # fmt: skip
+        table.add_column(column, justify="right", no_wrap=True)
+    for p in c.pairs:
+        change = "-" if p.volume_change_pct is None else f"{p.volume_change_pct:+.0f} %"
+        doubling = "-" if p.doubling_time_days is None else f"{p.doubling_time_days:.0f}"
+        table.add_row(str(p.prior_rank), str(p.current_rank), _centre(p.prior), _centre(p.current),
+                      f"{p.distance_mm:.1f}", _volume(p.prior), _volume(p.current), change, doubling)  # fmt: skip
+    console().print(table)
+    for title, entries in (("in PRIOR only (vanished or missed)", c.vanished), ("in CURRENT only (new or missed)", c.new)):
+        listed = "; ".join(f"#{rank} at {_centre(f)} mm, {_volume(f)} mm3" for rank, f in entries) or "none"
+        typer.echo(f"{title}: {listed}")
+    typer.echo("Research software: measurements are not for clinical decisions.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare", epilog=EPILOG)(compare_command)

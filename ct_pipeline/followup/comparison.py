@@ -1,0 +1,152 @@
+"""Two diagnosed scans of one patient compared: :func:`compare_scans` and its JSON.
+
+The JSON (``ct compare --json``)::
+
+    {"prior": {"series_uid", "source", "study_date", "n_nodules"}, "current": {...},
+     "interval_days": float | null, "interval_from": "StudyDate" | "--interval-days" | "",
+     "threshold": float, "registration": {...},
+     "pairs": [{"prior": {nodule}, "current": {nodule}, "current_in_prior_xyz": [x, y, z],
+                "distance_mm", "volume_change_pct", "doubling_time_days"}, ...],
+     "vanished": [{nodule}, ...], "new": [{nodule}, ...]}
+
+where a nodule is ``{"rank", "center_xyz", "slice", "volume_mm3", "mean_diameter_mm",
+"nodule_prob", "malignancy_prob"}`` (rank: its place among the scan's findings at the threshold).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
+from ct_pipeline.errors import BadInputError
+from ct_pipeline.followup.matching import MatchConfig, NodulePair, finding_volume_mm3, match_nodules
+from ct_pipeline.followup.registration import Registration
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """One of the two scans: its UID, where it came from, its DICOM StudyDate (YYYYMMDD or "")."""
+
+    series_uid: str
+    source: str
+    study_date: str
+    n_nodules: int
+
+    def to_dict(self) -> dict:
+        return {"series_uid": self.series_uid, "source": self.source, "study_date": self.study_date, "n_nodules": self.n_nodules}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """PRIOR and CURRENT's nodules paired, with volume change; new and vanished ones apart.
+
+    ``vanished`` and ``new`` hold (rank, finding): rank among the scan's nodules, 1-based.
+    """
+
+    prior: ScanSummary
+    current: ScanSummary
+    interval_days: float | None
+    interval_from: str
+    threshold: float
+    registration: Registration
+    pairs: tuple[NodulePair, ...]
+    vanished: tuple[tuple[int, Finding], ...]
+    new: tuple[tuple[int, Finding], ...]
+
+    def to_dict(self) -> dict:
+        def pair(p: NodulePair) -> dict:
+            return {
+                "prior": nodule_dict(p.prior_rank, p.prior), "current": nodule_dict(p.current_rank, p.current),
+                "current_in_prior_xyz": [round(v, 3) for v in p.current_in_prior_xyz],
+                "distance_mm": round(p.distance_mm, 3),
+                "volume_change_pct": None if p.volume_change_pct is None else round(p.volume_change_pct, 2),
+                "doubling_time_days": None if p.doubling_time_days is None else round(p.doubling_time_days, 1),
+            }  # fmt: skip
+
+        return {
+            "prior": self.prior.to_dict(),
+            "current": self.current.to_dict(),
+            "interval_days": self.interval_days,
+            "interval_from": self.interval_from,
+            "threshold": self.threshold,
+            "registration": self.registration.to_dict(),
+            "pairs": [pair(p) for p in self.pairs],
+            "vanished": [nodule_dict(rank, f) for rank, f in self.vanished],
+            "new": [nodule_dict(rank, f) for rank, f in self.new],
+        }
+
+
+def nodule_dict(rank: int, finding: Finding) -> dict:
+    measured = finding.measurement
+    volume = finding_volume_mm3(finding)
+    return {
+        "rank": rank,
+        "center_xyz": [round(float(v), 3) for v in finding.center_xyz],
+        "slice": int(finding.center_irc[0]),
+        "volume_mm3": None if volume is None else round(volume, 2),
+        "mean_diameter_mm": None if measured is None else round(float(measured.mean_diameter_mm), 2),
+        "nodule_prob": round(float(finding.nodule_prob), 4),
+        "malignancy_prob": None if finding.malignancy_prob is None else round(float(finding.malignancy_prob), 4),
+    }
+
+
+def _date(text: str) -> datetime.date | None:
+    try:
+        return datetime.datetime.strptime(text.strip(), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def scan_interval(prior_date: str, current_date: str, given_days: float | None) -> tuple[float | None, str]:
+    """(days from PRIOR to CURRENT, where that came from): ``given_days`` if given, else the
+    difference of the DICOM StudyDates when both are valid, else (None, "").
+
+    Raises:
+        BadInputError: the StudyDates put CURRENT before PRIOR (the scans were given the wrong way round).
+    """
+    if given_days is not None:
+        return float(given_days), "--interval-days"
+    first, second = _date(prior_date), _date(current_date)
+    if first is None or second is None:
+        return None, ""
+    days = (second - first).days
+    if days < 0:
+        raise BadInputError(
+            f"PRIOR's StudyDate {prior_date} is after CURRENT's {current_date}: give the earlier scan first"
+        )
+    return float(days), "StudyDate"
+
+
+def compare_scans(
+    prior: DiagnosisResult,
+    current: DiagnosisResult,
+    registration: Registration,
+    *,
+    study_dates: tuple[str, str] = ("", ""),
+    interval_days: float | None = None,
+    threshold: float = 0.5,
+    matching: MatchConfig = MatchConfig(),
+) -> Comparison:
+    """Pair the nodules (findings at or above ``threshold``) of two diagnosed scans.
+
+    Args:
+        prior / current: the two scans' results.
+        registration: CURRENT registered to PRIOR (:func:`~ct_pipeline.followup.registration.register_scans`).
+        study_dates: the scans' DICOM StudyDates (YYYYMMDD; "" when unknown).
+        interval_days: overrides the StudyDates' interval.
+    """
+    days, source = scan_interval(*study_dates, interval_days)
+    prior_nodules, current_nodules = prior.nodules(threshold), current.nodules(threshold)
+    pairs, vanished, new = match_nodules(prior_nodules, current_nodules, registration.current_to_prior, days, matching)
+    return Comparison(
+        prior=ScanSummary(prior.series_uid, prior.source, study_dates[0], len(prior_nodules)),
+        current=ScanSummary(current.series_uid, current.source, study_dates[1], len(current_nodules)),
+        interval_days=days,
+        interval_from=source,
+        threshold=threshold,
+        registration=registration,
+        pairs=tuple(pairs),
+        vanished=tuple((i + 1, prior_nodules[i]) for i in vanished),
+        new=tuple((j + 1, current_nodules[j]) for j in new),
+    )
