@@ -95,6 +95,7 @@ def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], No
     from ct_pipeline.atomic import check_writable
     from ct_pipeline.followup.comparison import compare_scans, scan_interval
     from ct_pipeline.followup.registration import register_scans
+    from ct_pipeline.followup.volumes import remeasure_pairs
     from ct_pipeline.loading import load_ct
     from ct_pipeline.threads import thread_budget
 
@@ -120,6 +121,7 @@ def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], No
         *results, registration, study_dates=study_dates,  # type: ignore[arg-type]
         interval_days=request.interval_days, threshold=options.config.nodule_threshold, matching=request.matching,
     )  # fmt: skip
+    comparison = remeasure_pairs(comparison, (volumes[0], results[0]), (volumes[1], results[1]))
     if request.report is not None:
         from ct_pipeline.reports.compare_report import write_compare_report
 

@@ -255,5 +255,5 @@ def _nodule_masks(level, hu, diameter_mm, crop_centers, kept, is_nodule, spacing
         voxel = tuple(int(v) for v in crop_centers[i])
         found = component_around(level, np.asarray(voxel), reach)
         if found is not None:
-            masks.append(NoduleMask(position, *outline_nodule(hu, *found, spacing_irc, voxel)))
+            masks.append(NoduleMask(position, *outline_nodule(hu, *found, spacing_irc, voxel), *found))
     return tuple(masks)

@@ -104,12 +104,16 @@ class NoduleMask:
     Attributes:
         finding: index into ``DiagnosisResult.findings``.
         start_irc: the first voxel (index, row, col) of ``mask`` in the volume.
-        mask: bool (index, row, col), the component's voxels in their bounding box.
+        mask: bool (index, row, col), the outline's voxels in their bounding box.
+        component_start_irc / component: the U-Net component it was cut from, likewise (for
+            measuring it again at another HU level: ``ct compare``); None when not kept.
     """
 
     finding: int
     start_irc: tuple[int, int, int]
     mask: np.ndarray
+    component_start_irc: tuple[int, int, int] | None = None
+    component: np.ndarray | None = None
 
     @property
     def n_voxels(self) -> int:

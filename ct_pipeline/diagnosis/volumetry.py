@@ -60,18 +60,42 @@ class MaskMeasurement:
         return cls(**{f.name: (int if f.name in counts else float)(data[f.name]) for f in fields(cls)})
 
 
+def edge_level_hu(hu: np.ndarray, start_irc: tuple[int, int, int], component: np.ndarray) -> float | None:
+    """The HU half-way between the nodule (median of the component's dense voxels) and the lung
+    around it (median of the air in a shell): where :func:`outline_nodule` cuts. None where the
+    HU give no edge (no lung around, or nothing denser than the lung)."""
+    _, values, mask = _window(hu, start_irc, component, np.full(3, GROW_VOXELS + SHELL_VOXELS + 1))
+    zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
+    shell = ndimage.binary_dilation(zone, iterations=SHELL_VOXELS) & ~zone
+    lung = values[shell & (values < LUNG_BELOW_HU)]
+    if lung.size < 10:
+        return None
+    lung_hu = float(np.median(lung))
+    dense = values[mask & (values > lung_hu + DENSE_ABOVE_LUNG_HU)]
+    return None if dense.size == 0 else (lung_hu + float(np.median(dense))) / 2.0
+
+
 def outline_nodule(
     hu: np.ndarray,
     start_irc: tuple[int, int, int],
     component: np.ndarray,
     spacing_irc_mm: tuple[float, float, float],
     center_irc: tuple[int, int, int] | None = None,
+    level_hu: float | None = None,
 ) -> tuple[tuple[int, int, int], np.ndarray]:
     """The nodule's outline from its U-Net component (bool box at ``start_irc`` of ``hu``): (first
     voxel, bool box). Where the cut splits the component, the piece at ``center_irc`` (the
     finding's voxel) is the nodule, else the piece holding most of the component. The component
-    itself where the HU give no edge (no lung around it, or nothing denser than the lung in it)."""
+    itself where the HU give no edge (no lung around it, or nothing denser than the lung in it).
+
+    ``level_hu``: cut there instead of at the component's own :func:`edge_level_hu` (a follow-up
+    measures both scans of a nodule at one level, so that the change is the nodule's, not the
+    level's).
+    """
     spacing = np.asarray(spacing_irc_mm, dtype=np.float64)
+    threshold = edge_level_hu(hu, start_irc, component) if level_hu is None else level_hu
+    if threshold is None:
+        return start_irc, component
     lo, values, mask = _window(hu, start_irc, component, np.full(3, GROW_VOXELS + SHELL_VOXELS + 1))
     seed = mask
     if center_irc is not None:
@@ -80,15 +104,6 @@ def outline_nodule(
             seed = np.zeros_like(mask)
             seed[tuple(local)] = True
     zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
-    shell = ndimage.binary_dilation(zone, iterations=SHELL_VOXELS) & ~zone
-    lung = values[shell & (values < LUNG_BELOW_HU)]
-    if lung.size < 10:
-        return start_irc, component
-    lung_hu = float(np.median(lung))
-    dense = values[mask & (values > lung_hu + DENSE_ABOVE_LUNG_HU)]
-    if dense.size == 0:
-        return start_irc, component
-    threshold = (lung_hu + float(np.median(dense))) / 2.0
     region = _piece_of(zone & (values >= threshold), seed)
     if region is None and seed is not mask:
         region = _piece_of(zone & (values >= threshold), mask)

@@ -6,7 +6,7 @@ The JSON (``ct compare --json``)::
      "interval_days": float | null, "interval_from": "StudyDate" | "--interval-days" | "",
      "threshold": float, "registration": {...},
      "pairs": [{"prior": {nodule}, "current": {nodule}, "current_in_prior_xyz": [x, y, z],
-                "distance_mm", "volume_change_pct", "doubling_time_days"}, ...],
+                "distance_mm", "volume_change_pct", "doubling_time_days", "level_hu"}, ...],
      "vanished": [{nodule}, ...], "new": [{nodule}, ...]}
 
 where a nodule is ``{"rank", "center_xyz", "slice", "volume_mm3", "mean_diameter_mm",
@@ -62,6 +62,7 @@ class Comparison:
                 "distance_mm": round(p.distance_mm, 3),
                 "volume_change_pct": None if p.volume_change_pct is None else round(p.volume_change_pct, 2),
                 "doubling_time_days": None if p.doubling_time_days is None else round(p.doubling_time_days, 1),
+                "level_hu": None if p.level_hu is None else round(p.level_hu, 1),
             }  # fmt: skip
 
         return {

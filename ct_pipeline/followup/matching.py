@@ -38,6 +38,8 @@ class NodulePair:
         distance_mm: from the prior centre to that point.
         volume_change_pct: 100 * (V_current / V_prior - 1); None without both volumes.
         doubling_time_days: None without an interval, or when it did not grow.
+        level_hu: the HU level both scans' outlines were cut at
+            (:mod:`~ct_pipeline.followup.volumes`); None: each at its own (as recorded).
     """
 
     prior: Finding
@@ -48,6 +50,7 @@ class NodulePair:
     distance_mm: float
     volume_change_pct: float | None
     doubling_time_days: float | None
+    level_hu: float | None = None
 
 
 def finding_volume_mm3(finding: Finding) -> float | None:
