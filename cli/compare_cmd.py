@@ -129,15 +129,15 @@ def _print_comparison(comparison) -> None:
                f"{c.current.n_nodules} nodule(s); interval {interval}")  # fmt: skip
     typer.echo(f"registered on the lungs: rotation {reg.rigid_angle_deg:.1f} deg, shift {reg.rigid_translation_mm:.1f} mm; "
                f"lung overlap {reg.lung_overlap_before:.3f} -> {reg.lung_overlap_after:.3f}")  # fmt: skip
-    table = Table(title=f"seen in both scans ({len(c.pairs)})")
-    for column in ("prior #", "current #", "prior centre (mm)", "current centre (mm)", "dist. mm", "prior mm3",
-                   "current mm3", "change", "doubling days"):  # fmt: skip
+    # Narrow enough for 80 columns: the current centre and the rest are in --json.
+    table = Table(title=f"seen in both scans ({len(c.pairs)})", caption="#: rank in each scan; dist.: mm apart after registration")
+    for column in ("#", "prior centre x, y, z mm", "dist.", "prior mm3", "now mm3", "change", "doubling d"):
         table.add_column(column, justify="right", no_wrap=True)
     for p in c.pairs:
         change = "-" if p.volume_change_pct is None else f"{p.volume_change_pct:+.0f} %"
         doubling = "-" if p.doubling_time_days is None else f"{p.doubling_time_days:.0f}"
-        table.add_row(str(p.prior_rank), str(p.current_rank), _centre(p.prior), _centre(p.current),
-                      f"{p.distance_mm:.1f}", _volume(p.prior), _volume(p.current), change, doubling)  # fmt: skip
+        table.add_row(f"{p.prior_rank}>{p.current_rank}", _centre(p.prior), f"{p.distance_mm:.1f}", _volume(p.prior),
+                      _volume(p.current), change, doubling)  # fmt: skip
     console().print(table)
     for title, entries in (("in PRIOR only (vanished or missed)", c.vanished), ("in CURRENT only (new or missed)", c.new)):
         listed = "; ".join(f"#{rank} at {_centre(f)} mm, {_volume(f)} mm3" for rank, f in entries) or "none"
