@@ -72,3 +72,44 @@ def test_no_cli_function_has_a_body_over_30_lines():
                 if body and body[-1].end_lineno - body[0].lineno + 1 > 30:
                     long.append(f"{path.name}:{node.name}")
     assert not long, long
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Module -> library modules it imports at run time (``if TYPE_CHECKING:`` blocks left out)."""
+    modules = {".".join(p for p in path.relative_to(LIBRARY.parent).with_suffix("").parts if p != "__init__"): path
+               for path in LIBRARY.rglob("*.py")}  # fmt: skip
+    edges: dict[str, set[str]] = defaultdict(set)
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+                       for child in node.body for n in ast.walk(child)}  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            edges[module] |= {name for name in names if name in modules and name != module}
+    return edges
+
+
+def test_no_import_cycle_between_modules():
+    """Not even inside a package, and not hidden in a function: a module never needs itself back."""
+    edges = _module_imports()
+    cycles, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append(path[path.index(module):] + [module])
+            return
+        if module in done:
+            return
+        for imported in sorted(edges[module]):
+            visit(imported, path + [module])
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module, [])
+    assert not cycles, cycles[:3]

@@ -38,8 +38,10 @@ from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.synth.candidates import Candidates, make_candidates
 from ct_pipeline.pose import repose_hu
 from ct_pipeline.synth.config import SeriesLayout, SynthConfig, direction_kinds, plan_series
-from ct_pipeline.synth import followup
-from ct_pipeline.synth.followup import FollowUpPlan
+from ct_pipeline.synth.followup import (
+    FOLLOW_UP_DIR, PAIR_HEADER as FOLLOW_UP_PAIR_HEADER, TRUTH_HEADER as FOLLOW_UP_TRUTH_HEADER, FollowUpPlan,
+    pair_row, plan_follow_up, study_date, truth_rows as follow_up_truth_rows,
+)  # fmt: skip
 from ct_pipeline.synth.manifest import SynthManifest, clear_previous_output
 from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules, shape_volume_mm3
 from ct_pipeline.synth.phantom import render_phantom, sample_anatomy
@@ -411,8 +413,8 @@ def write_synthetic_dataset(
         "README.txt": _readme(config, summaries),
     }
     if config.follow_up:
-        tables["followup_pairs.csv"] = _csv_text(followup.PAIR_HEADER, follow_up_rows["pairs"])
-        tables["followup_truth.csv"] = _csv_text(followup.TRUTH_HEADER, follow_up_rows["truth"])
+        tables["followup_pairs.csv"] = _csv_text(FOLLOW_UP_PAIR_HEADER, follow_up_rows["pairs"])
+        tables["followup_truth.csv"] = _csv_text(FOLLOW_UP_TRUTH_HEADER, follow_up_rows["truth"])
     manifest.start(*tables)
     for name, text in tables.items():
         atomic_write_text(config.out_dir / name, text)
@@ -440,12 +442,12 @@ def _write_follow_up(
     config: SynthConfig, manifest: SynthManifest, prior: SyntheticSeries, rows: dict[str, list[list[str]]]
 ) -> None:
     """The follow-up scan of ``prior`` under ``followup/``, and its rows of the two truth tables."""
-    plan = followup.plan_follow_up(config, prior.layout, list(prior.nodules))
+    plan = plan_follow_up(config, prior.layout, list(prior.nodules))
     current = generate_series(config, prior.layout, follow_up=plan)
-    _write_series(config, manifest, followup.FOLLOW_UP_DIR, current, followup.study_date(plan.interval_days))
+    _write_series(config, manifest, FOLLOW_UP_DIR, current, study_date(plan.interval_days))
     uid = prior.layout.series_uid
-    rows["pairs"].append(followup.pair_row(uid, plan))
-    rows["truth"] += followup.truth_rows(uid, prior.layout, plan, list(prior.nodules), list(current.nodules))
+    rows["pairs"].append(pair_row(uid, plan))
+    rows["truth"] += follow_up_truth_rows(uid, prior.layout, plan, list(prior.nodules), list(current.nodules))
 
 
 def _write_dicom(config: SynthConfig, layout: SeriesLayout, hu: np.ndarray, study_date: str) -> None:
