@@ -91,7 +91,7 @@ def record(report: dict, argv: list[str]) -> None:
                 "every nodule paired, within 15 pp" if big else "",
                 None if not big or not b["in_both_scans"] else b["paired"] == b["in_both_scans"] and b["within_15pp"] == 1.0,
                 f"{b['in_both_scans']} nodules in both scans, {b['found_in_both']} found in both, {b['paired']} paired; "
-                f"largest |error| {b['max_abs_error_pp']} pp",
+                f"largest |error| {b['max_abs_error_pp']} pp; share within 15 pp {b['within_15pp']}",
             ))  # fmt: skip
         figures.append(Figure(
             f"{name}: registration error at the nodules", result["registration_error_mm"]["median"], "mm (median)",

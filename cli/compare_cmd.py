@@ -130,9 +130,12 @@ def _print_comparison(comparison) -> None:
     typer.echo(f"registered on the lungs: rotation {reg.rigid_angle_deg:.1f} deg, shift {reg.rigid_translation_mm:.1f} mm; "
                f"lung overlap {reg.lung_overlap_before:.3f} -> {reg.lung_overlap_after:.3f}")  # fmt: skip
     # Narrow enough for 80 columns: the current centre and the rest are in --json.
-    table = Table(title=f"seen in both scans ({len(c.pairs)})", caption="#: rank in each scan; dist.: mm apart after registration")
-    for column in ("#", "prior centre x, y, z mm", "dist.", "prior mm3", "now mm3", "change", "doubling d"):
-        table.add_column(column, justify="right", no_wrap=True)
+    table = Table(
+        title=f"seen in both scans ({len(c.pairs)})",
+        caption="#: rank in prior > in current; dist: mm apart after registration; volumes mm3; doubling time in days",
+    )
+    for column in ("#", "prior centre (mm)", "dist", "prior", "current", "change", "doubling"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
     for p in c.pairs:
         change = "-" if p.volume_change_pct is None else f"{p.volume_change_pct:+.0f} %"
         doubling = "-" if p.doubling_time_days is None else f"{p.doubling_time_days:.0f}"
