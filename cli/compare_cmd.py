@@ -81,7 +81,7 @@ def compare_command(
     from ct_pipeline.apps.compare import run_compare
 
     request = _request(dict(locals()))
-    progress = ProgressDisplay.on_stderr(quiet or json_output)
+    progress = ProgressDisplay.on_stderr(quiet)
     comparison = run_compare(request, progress)
     progress.pause()
     if json_output:

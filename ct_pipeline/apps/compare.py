@@ -87,7 +87,8 @@ def _diagnoser(request: DiagnoseRequest, progress: Callable[[SeriesProgress], No
 
 
 def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], None] | None = None) -> Comparison:
-    """Compare ``request.current`` with ``request.prior``.
+    """Compare ``request.current`` with ``request.prior``; ``progress`` hears of each diagnosis'
+    stages (series 1 and 2 of 2) and of the registration.
 
     Raises:
         BadInputError / NotFoundError / BadCheckpointError: bad scans, results or models.
@@ -116,6 +117,8 @@ def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], No
         zip(volumes, (request.prior_results, request.current_results), ("PRIOR", "CURRENT")), start=1
     ):
         results.append(_read_results(given, volume, which) if given is not None else diagnose(volume, position))
+    if progress is not None:
+        progress(SeriesProgress(volumes[1].series_uid, 2, 2, "registration", 0, 0))
     registration = register_scans(*volumes, request.registration, thread_budget(options.inference.threads).threads)
     comparison = compare_scans(
         *results, registration, study_dates=study_dates,  # type: ignore[arg-type]

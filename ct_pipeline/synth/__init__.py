@@ -1,7 +1,8 @@
 """LUNA16-format synthetic chest CTs with known nodules: ``write_synthetic_dataset(config)``.
 
 Reading order: ``config`` (options, grids and geometry per series) -> ``phantom`` (body, bones,
-mediastinum, lungs) -> ``vessels`` -> ``nodules`` -> ``candidates`` -> ``writer`` (noise, files).
+mediastinum, lungs) -> ``vessels`` -> ``nodules`` -> ``candidates`` -> ``writer`` (noise, files);
+``followup`` plans each series' later scan (``--follow-up``).
 ``drawing`` holds the shared voxel-drawing helpers. Nothing is imported eagerly beyond these
 small modules (no SimpleITK until DICOM is written).
 """

@@ -423,7 +423,7 @@ def write_synthetic_dataset(
 
 
 def _write_series(
-    config: SynthConfig, manifest: SynthManifest, folder: str, series: SyntheticSeries, study_date: str = "20000101"
+    config: SynthConfig, manifest: SynthManifest, folder: str, series: SyntheticSeries, date: str = "20000101"
 ) -> None:
     """``folder/<uid>.mhd`` and, with ``--dicom``, ``dicom/<uid>/``, listed in the manifest as they are written."""
     uid = series.layout.series_uid
@@ -434,7 +434,7 @@ def _write_series(
     (config.out_dir / folder).mkdir(exist_ok=True)
     write_mhd(series.hu, series.layout.geometry, config.out_dir / folder / f"{uid}.mhd")
     if config.dicom:
-        _write_dicom(config, series.layout, series.hu, study_date)
+        _write_dicom(config, series.layout, series.hu, date)
     manifest.finish(*written)
 
 
