@@ -122,6 +122,11 @@ def _centre(finding) -> str:
     return ", ".join(f"{v:.1f}" for v in finding.center_xyz)
 
 
+def _near(comparison, finding, scan: str) -> str:
+    k = comparison.pair_near(finding, scan)
+    return "" if k is None else f" (next to pair {k}'s nodule: a fragment of it?)"
+
+
 def _print_comparison(comparison) -> None:
     c, reg = comparison, comparison.registration
     interval = "unknown (no StudyDate; give --interval-days)" if c.interval_days is None else f"{c.interval_days:g} days"
@@ -142,9 +147,10 @@ def _print_comparison(comparison) -> None:
         table.add_row(f"{p.prior_rank}>{p.current_rank}", _centre(p.prior), f"{p.distance_mm:.1f}", _volume(p.prior),
                       _volume(p.current), change, doubling)  # fmt: skip
     console().print(table)
-    for title, entries in (("in PRIOR only (vanished or missed)", c.vanished), ("in CURRENT only (new or missed)", c.new)):
-        listed = "; ".join(f"#{rank} at {_centre(f)} mm, {_volume(f)} mm3" for rank, f in entries) or "none"
-        typer.echo(f"{title}: {listed}")
+    for scan, title, entries in (("prior", "in PRIOR only (vanished or missed)", c.vanished),
+                                 ("current", "in CURRENT only (new or missed)", c.new)):  # fmt: skip
+        listed = "; ".join(f"#{rank} at {_centre(f)} mm, {_volume(f)} mm3{_near(c, f, scan)}" for rank, f in entries)
+        typer.echo(f"{title}: {listed or 'none'}")
     typer.echo("Research software: measurements are not for clinical decisions.")
 
 

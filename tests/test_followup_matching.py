@@ -79,3 +79,11 @@ def test_compare_scans_uses_the_findings_at_the_threshold_and_says_so_in_json():
     assert pair["volume_change_pct"] == 50.0 and pair["current_in_prior_xyz"] == [0.0, 0.0, 0.0]
     assert pair["doubling_time_days"] == pytest.approx(92 * math.log(2) / math.log(1.5), abs=0.1)
     assert pair["prior"]["volume_mm3"] == 500.0 and pair["current"]["slice"] == 12
+
+
+def test_a_left_over_finding_next_to_a_paired_one_is_named_as_its_likely_fragment():
+    prior = DiagnosisResult("1.2.3", (_finding((0, 0, 0), 500), _finding((0, 0, 8), 40, prob=0.8), _finding((50, 0, 0), 40, prob=0.7)))
+    current = DiagnosisResult("1.2.4", (_finding(SHIFT, 600),))
+    comparison = compare_scans(prior, current, _registration())
+    vanished = comparison.to_dict()["vanished"]
+    assert [(n["rank"], n["near_pair"]) for n in vanished] == [(2, 1), (3, None)]

@@ -10,12 +10,15 @@ The JSON (``ct compare --json``)::
      "vanished": [{nodule}, ...], "new": [{nodule}, ...]}
 
 where a nodule is ``{"rank", "center_xyz", "slice", "volume_mm3", "mean_diameter_mm",
-"nodule_prob", "malignancy_prob"}`` (rank: its place among the scan's findings at the threshold).
+"nodule_prob", "malignancy_prob"}`` (rank: its place among the scan's findings at the threshold);
+vanished and new ones add ``"near_pair"``: the pair whose nodule's edge lies within 10 mm in the
+same scan (likely a fragment of that lesion), or null.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass
 
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
@@ -54,6 +57,16 @@ class Comparison:
     vanished: tuple[tuple[int, Finding], ...]
     new: tuple[tuple[int, Finding], ...]
 
+    def pair_near(self, finding: Finding, scan: str, within_mm: float = 10.0) -> int | None:
+        """The pair (1-based) whose nodule in ``scan`` ("prior" or "current") has its edge within
+        ``within_mm`` of ``finding``'s centre: a left-over finding there is likely a fragment of
+        the same lesion (the detector split it in one scan), not a new or vanished nodule."""
+        for k, p in enumerate(self.pairs, start=1):
+            other = p.prior if scan == "prior" else p.current
+            if math.dist(other.center_xyz, finding.center_xyz) <= other.diameter_mm / 2.0 + within_mm:
+                return k
+        return None
+
     def to_dict(self) -> dict:
         def pair(p: NodulePair) -> dict:
             return {
@@ -73,8 +86,8 @@ class Comparison:
             "threshold": self.threshold,
             "registration": self.registration.to_dict(),
             "pairs": [pair(p) for p in self.pairs],
-            "vanished": [nodule_dict(rank, f) for rank, f in self.vanished],
-            "new": [nodule_dict(rank, f) for rank, f in self.new],
+            "vanished": [{**nodule_dict(rank, f), "near_pair": self.pair_near(f, "prior")} for rank, f in self.vanished],
+            "new": [{**nodule_dict(rank, f), "near_pair": self.pair_near(f, "current")} for rank, f in self.new],
         }
 
 

@@ -66,9 +66,11 @@ def render_compare(comparison: Comparison, pictures: dict[str, str]) -> str:
     for kind, title, entries in (("vanished", "In PRIOR only", c.vanished), ("new", "In CURRENT only", c.new)):
         parts.append(f"<h2>{title} ({len(entries)})</h2>")
         for k, (rank, finding) in enumerate(entries, start=1):
+            near = c.pair_near(finding, "prior" if kind == "vanished" else "current")
+            fragment = "" if near is None else f" &ndash; next to pair {near}'s nodule: likely a fragment of it"
             parts.append(
                 f"<p>#{rank}: centre {_centre(finding)} mm, volume {_number(_volume(finding))} mm&sup3;, "
-                f"nodule probability {finding.nodule_prob:.3f}</p>"
+                f"nodule probability {finding.nodule_prob:.3f}{fragment}</p>"
             )
             if f"{kind}_{k:02d}" in pictures:
                 parts.append(f'<div><img src="{_src(pictures[f"{kind}_{k:02d}"])}" alt="{kind} {k}"></div>')
