@@ -66,6 +66,8 @@ def test_the_interval_comes_from_the_study_dates_unless_given():
     assert scan_interval("20240101", "20240701", 90.0) == (90.0, "--interval-days")
     with pytest.raises(BadInputError, match="give the earlier scan first"):
         scan_interval("20240701", "20240101", None)
+    with pytest.raises(BadInputError, match="finite number of days"):
+        scan_interval("", "", float("nan"))
 
 
 def test_compare_scans_uses_the_findings_at_the_threshold_and_says_so_in_json():

@@ -120,6 +120,8 @@ def scan_interval(prior_date: str, current_date: str, given_days: float | None) 
         BadInputError: the StudyDates put CURRENT before PRIOR (the scans were given the wrong way round).
     """
     if given_days is not None:
+        if not math.isfinite(given_days) or given_days < 0:
+            raise BadInputError(f"--interval-days {given_days!r} must be a finite number of days, 0 or more")
         return float(given_days), "--interval-days"
     first, second = _date(prior_date), _date(current_date)
     if first is None or second is None:

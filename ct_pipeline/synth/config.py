@@ -169,6 +169,12 @@ class SeriesLayout:
         stored_irc = self.canonical_irc_to_stored_irc(self.anatomy_mm_to_canonical_irc(points_xyz))
         return self.geometry.irc_to_xyz(stored_irc)
 
+    def xyz_to_anatomy_mm(self, points_xyz: np.ndarray) -> np.ndarray:
+        """Patient xyz mm (..., 3) of the stored series -> anatomy-frame mm: the inverse of
+        :meth:`anatomy_mm_to_xyz`."""
+        canonical_irc = self.canonical_irc_to_stored_irc(self.geometry.xyz_to_irc(points_xyz))  # its own inverse
+        return canonical_irc[..., ::-1] * np.asarray(self.spacing_xyz) - np.asarray(self.body_center_mm)
+
     def to_stored(self, canonical: np.ndarray) -> np.ndarray:
         """The canonical (index, row, col) array as stored: flipped axes reversed (a view)."""
         slices = tuple(slice(None, None, -1) if flipped else slice(None) for flipped in self.flips_irc)

@@ -4,8 +4,9 @@ The follow-up is the same patient drawn again (anatomy and vessels from the same
 three things changed, each written to ``followup_truth.csv`` and ``followup_pairs.csv``:
 
 - the pose: the patient lies 2-4 degrees rotated about a random axis through the lungs' centre
-  and shifted 3-8 mm (:class:`~ct_pipeline.pose.RigidPose`), drawn into the voxels on the same
-  grid, as a scanner would see it;
+  and shifted 3-8 mm (:class:`~ct_pipeline.pose.RigidPose`), on the same grid, as a scanner would
+  see it: the anatomy is resampled into the new pose, and the nodules are then drawn where the
+  pose puts them (resampling a drawn nodule blurs it: unchanged nodules measured 2-36 % smaller);
 - the nodules: each grows (volume x1.4-2.6), stays (x0.9-1.1), shrinks (x0.45-0.75) or, for
   some under 8 mm, vanishes; about half the series get a new one;
 - the noise: a fresh draw.
@@ -71,6 +72,26 @@ class FollowUpPlan:
         return kept + new
 
 
+def moved(nodule: Nodule, layout: SeriesLayout, pose: RigidPose) -> Nodule:
+    """``nodule`` where ``pose`` puts it, in the anatomy frame of ``layout``'s grid: its centre
+    moved and its lobes and spicules turned (the follow-up draws it there, sharp, rather than
+    interpolating a drawn nodule, which would blur it smaller)."""
+    center = np.asarray(nodule.center_mm, dtype=np.float64)
+    moved_center = layout.xyz_to_anatomy_mm(pose.apply(layout.anatomy_mm_to_xyz(center)))
+
+    def turned(u) -> tuple[float, float, float]:
+        tip = layout.xyz_to_anatomy_mm(pose.apply(layout.anatomy_mm_to_xyz(center + np.asarray(u))))
+        direction = tip - moved_center
+        return tuple(float(v) for v in direction / np.linalg.norm(direction))  # type: ignore[return-value]
+
+    return dataclasses.replace(
+        nodule,
+        center_mm=tuple(float(v) for v in moved_center),  # type: ignore[arg-type]
+        lobes=tuple((*turned(lobe[:3]), *lobe[3:]) for lobe in nodule.lobes),  # type: ignore[misc]
+        spicules=tuple((*turned(spicule[:3]), spicule[3]) for spicule in nodule.spicules),  # type: ignore[misc]
+    )
+
+
 def grown(nodule: Nodule, volume_factor: float) -> Nodule:
     """``nodule`` with its volume times ``volume_factor`` (the shape scaled, its centre kept)."""
     scale = volume_factor ** (1.0 / 3.0)
@@ -129,7 +150,8 @@ def pair_row(prior_uid: str, plan: FollowUpPlan) -> list[str]:
 
 
 def truth_rows(prior_uid: str, layout: SeriesLayout, plan: FollowUpPlan, prior: list[Nodule], after: list[Nodule]) -> list[list[str]]:
-    """One row per nodule of either scan: its centres (patient mm) and volumes in both."""
+    """One row per nodule of either scan: its centres (patient mm) and volumes in both.
+    ``after``: the follow-up's nodules as drawn (moved: :func:`moved`), in :meth:`FollowUpPlan.revise`'s order."""
     def xyz(nodule: Nodule) -> np.ndarray:
         return layout.anatomy_mm_to_xyz(np.array(nodule.center_mm))
 
@@ -138,7 +160,7 @@ def truth_rows(prior_uid: str, layout: SeriesLayout, plan: FollowUpPlan, prior: 
     for number, (nodule, factor) in enumerate(zip(prior, plan.volume_factors), start=1):
         volume = shape_volume_mm3(nodule)
         now = next(later) if factor > 0 else None
-        current = ["", "", "", ""] if now is None else [*(_fmt(v) for v in plan.pose.apply(xyz(now))), _fmt(now.diameter_mm)]
+        current = ["", "", "", ""] if now is None else [*(_fmt(v) for v in xyz(now)), _fmt(now.diameter_mm)]
         rows.append([
             prior_uid, plan.series_uid, str(plan.interval_days), str(number), status_of(factor),
             *(_fmt(v) for v in xyz(nodule)), *current[:3], _fmt(nodule.diameter_mm), current[3], _fmt(volume),
@@ -147,7 +169,7 @@ def truth_rows(prior_uid: str, layout: SeriesLayout, plan: FollowUpPlan, prior: 
     for new in later:
         rows.append([
             prior_uid, plan.series_uid, str(plan.interval_days), "", "new", "", "", "",
-            *(_fmt(v) for v in plan.pose.apply(xyz(new))), "", _fmt(new.diameter_mm), "", _fmt(shape_volume_mm3(new)), "",
+            *(_fmt(v) for v in xyz(new)), "", _fmt(new.diameter_mm), "", _fmt(shape_volume_mm3(new)), "",
             new.kind, str(new.juxtapleural),
         ])  # fmt: skip
     return rows

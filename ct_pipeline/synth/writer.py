@@ -40,11 +40,11 @@ from ct_pipeline.pose import repose_hu
 from ct_pipeline.synth.config import SeriesLayout, SynthConfig, direction_kinds, plan_series
 from ct_pipeline.synth.followup import (
     FOLLOW_UP_DIR, PAIR_HEADER as FOLLOW_UP_PAIR_HEADER, TRUTH_HEADER as FOLLOW_UP_TRUTH_HEADER, FollowUpPlan,
-    pair_row, plan_follow_up, study_date, truth_rows as follow_up_truth_rows,
+    moved, pair_row, plan_follow_up, study_date, truth_rows as follow_up_truth_rows,
 )  # fmt: skip
 from ct_pipeline.synth.manifest import SynthManifest, clear_previous_output
 from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules, shape_volume_mm3
-from ct_pipeline.synth.phantom import render_phantom, sample_anatomy
+from ct_pipeline.synth.phantom import Phantom, render_phantom, sample_anatomy
 from ct_pipeline.synth.style import SynthStyle, juxtavascular_center, restyle_nodules
 from ct_pipeline.synth.vessels import draw_vessels, grow_vessel_trees
 
@@ -143,30 +143,35 @@ def generate_series(config: SynthConfig, layout: SeriesLayout, follow_up: Follow
     draw_vessels(phantom.volume_hu, layout, phantom, segments)
     nodules = sample_nodules(np.random.default_rng([seed, index, 4]), phantom, layout)
     nodules = _restyle(style, np.random.default_rng([seed, index, 9]), phantom, layout, segments, nodules)
+    noise_stream = 6
     if follow_up is not None:
         nodules = follow_up.revise(np.random.default_rng([seed, index, 12]), phantom, layout, nodules)
+        phantom, nodules = _reposed(phantom, layout, follow_up.pose), [moved(n, layout, follow_up.pose) for n in nodules]
+        noise_stream = 13
     draw_nodules(phantom.volume_hu, layout, phantom, nodules)
     if not style.is_standard:
         style.reconstruct(np.random.default_rng([seed, index, 10]), phantom.volume_hu, layout)
     rng = np.random.default_rng([seed, index, 5])
     n_negative = int(rng.integers(*config.preset.candidates_per_series, endpoint=True))
     candidates = make_candidates(rng, phantom, layout, segments, nodules, n_negative)
-    volume, noise_stream = phantom.volume_hu, 6
-    lung_mask = np.ascontiguousarray(layout.to_stored(phantom.lung_mask))
+    hu = _add_noise(phantom.volume_hu, layout, np.random.default_rng([seed, index, noise_stream]), anatomy.hu["noise_sd"])
     if follow_up is not None:
-        # Moved in patient space on the stored grid (flipping is its own inverse: back to canonical after).
-        moved = repose_hu(layout.to_stored(volume), layout.geometry, follow_up.pose)
-        volume, noise_stream = layout.to_stored(moved), 13
-        lung_mask = repose_hu(lung_mask, layout.geometry, follow_up.pose) >= 0.5
         layout = dataclasses.replace(layout, series_uid=follow_up.series_uid)
-    hu = _add_noise(volume, layout, np.random.default_rng([seed, index, noise_stream]), anatomy.hu["noise_sd"])
     return SyntheticSeries(
         layout=layout,
         hu=hu,
-        lung_mask=lung_mask,
+        lung_mask=np.ascontiguousarray(layout.to_stored(phantom.lung_mask)),
         nodules=tuple(nodules),
         candidates=candidates,
     )
+
+
+def _reposed(phantom, layout: SeriesLayout, pose) -> Phantom:
+    """The phantom (anatomy and vessels, no nodules yet) as the patient lies in ``pose``: resampled in
+    patient space on the stored grid (flipping is its own inverse: canonical again after)."""
+    volume = layout.to_stored(repose_hu(layout.to_stored(phantom.volume_hu), layout.geometry, pose))
+    lung = layout.to_stored(repose_hu(layout.to_stored(phantom.lung_mask), layout.geometry, pose) >= 0.5)
+    return dataclasses.replace(phantom, volume_hu=np.ascontiguousarray(volume), lung_mask=np.ascontiguousarray(lung))
 
 
 def _restyle(style: SynthStyle, rng: np.random.Generator, phantom, layout: SeriesLayout, segments, nodules: list) -> list:
