@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ct_pipeline.diagnosis.lungs import find_lung_region
-from ct_pipeline.errors import BadInputError
+from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.geometry import Geometry, image_on_grid
 from ct_pipeline.volume import CtVolume
 
@@ -171,6 +171,7 @@ def register_scans(
 
     Raises:
         BadInputError: no lungs found in one of the scans.
+        BadDataError: SimpleITK's registration failed (scans that do not overlap).
     """
     import SimpleITK as sitk
 
@@ -206,4 +207,10 @@ def register_scans(
 
 def _execute(method, fixed, moving, initial):
     method.SetInitialTransform(initial, inPlace=False)
-    return _found(method.Execute(fixed, moving))
+    try:
+        return _found(method.Execute(fixed, moving))
+    except RuntimeError as err:  # ITK's own text, e.g. "All samples map outside moving image buffer"
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise BadDataError(
+            f"registering CURRENT to PRIOR failed ({reason}); are both scans of the same patient's chest?"
+        ) from err
