@@ -65,7 +65,11 @@ def edge_level_hu(hu: np.ndarray, start_irc: tuple[int, int, int], component: np
     around it (median of the air in a shell): where :func:`outline_nodule` cuts. None where the
     HU give no edge (no lung around, or nothing denser than the lung)."""
     _, values, mask = _window(hu, start_irc, component, np.full(3, GROW_VOXELS + SHELL_VOXELS + 1))
-    zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
+    return _edge_level(values, mask, ndimage.binary_dilation(mask, iterations=GROW_VOXELS))
+
+
+def _edge_level(values: np.ndarray, mask: np.ndarray, zone: np.ndarray) -> float | None:
+    """:func:`edge_level_hu` on the component's window (``zone``: the component grown)."""
     shell = ndimage.binary_dilation(zone, iterations=SHELL_VOXELS) & ~zone
     lung = values[shell & (values < LUNG_BELOW_HU)]
     if lung.size < 10:
@@ -93,17 +97,17 @@ def outline_nodule(
     level's).
     """
     spacing = np.asarray(spacing_irc_mm, dtype=np.float64)
-    threshold = edge_level_hu(hu, start_irc, component) if level_hu is None else level_hu
+    lo, values, mask = _window(hu, start_irc, component, np.full(3, GROW_VOXELS + SHELL_VOXELS + 1))
+    zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
+    threshold = _edge_level(values, mask, zone) if level_hu is None else level_hu
     if threshold is None:
         return start_irc, component
-    lo, values, mask = _window(hu, start_irc, component, np.full(3, GROW_VOXELS + SHELL_VOXELS + 1))
     seed = mask
     if center_irc is not None:
         local = np.asarray(center_irc) - lo
         if (local >= 0).all() and (local < mask.shape).all():
             seed = np.zeros_like(mask)
             seed[tuple(local)] = True
-    zone = ndimage.binary_dilation(mask, iterations=GROW_VOXELS)
     region = _piece_of(zone & (values >= threshold), seed)
     if region is None and seed is not mask:
         region = _piece_of(zone & (values >= threshold), mask)
