@@ -28,7 +28,7 @@ def compare_pairs(data_root: Path, runs_dir: Path) -> tuple[list, list[float], f
     """(outcomes of every true nodule, registration errors at nodule centres in mm, seconds per pair)."""
     from ct_pipeline.apps.compare import CompareRequest, run_compare
     from ct_pipeline.apps.diagnose import DiagnoseRequest
-    from ct_pipeline.evaluation.followup import read_follow_up_truth, score_comparison
+    from ct_pipeline.evaluation.followup import read_follow_up_truth, score_comparison, truth_point
 
     truth = read_follow_up_truth(data_root)
     with open(data_root / "followup_pairs.csv", encoding="utf-8", newline="") as handle:
@@ -42,9 +42,8 @@ def compare_pairs(data_root: Path, runs_dir: Path) -> tuple[list, list[float], f
         comparison = run_compare(request)
         outcomes += score_comparison(comparison, truth)
         for row in truth:
-            if row["prior_seriesuid"] == pair["prior_seriesuid"] and row["prior_coordX"] and row["current_coordX"]:
-                before = np.array([float(row[f"prior_coord{a}"]) for a in "XYZ"])
-                after = np.array([float(row[f"current_coord{a}"]) for a in "XYZ"])
+            before, after = truth_point(row, "prior"), truth_point(row, "current")
+            if row["prior_seriesuid"] == pair["prior_seriesuid"] and before is not None and after is not None:
                 residuals.append(float(np.linalg.norm(comparison.registration.prior_to_current(before) - after)))
         print(f"{pair['prior_seriesuid'][-12:]}: {len(comparison.pairs)} pairs", file=sys.stderr, flush=True)
     return outcomes, residuals, (time.perf_counter() - started) / max(len(pairs), 1)

@@ -115,7 +115,10 @@ def _request(options: dict):
 
 
 def _volume(finding) -> str:
-    return "-" if finding.measurement is None else f"{finding.measurement.volume_mm3:.0f}"
+    from ct_pipeline.followup.matching import finding_volume_mm3
+
+    volume = finding_volume_mm3(finding)
+    return "-" if volume is None else f"{volume:.0f}"
 
 
 def _centre(finding) -> str:

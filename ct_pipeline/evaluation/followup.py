@@ -53,7 +53,8 @@ def read_follow_up_truth(data_root: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _point(row: dict[str, str], when: str) -> np.ndarray | None:
+def truth_point(row: dict[str, str], when: str) -> np.ndarray | None:
+    """A truth row's centre in scan ``when`` ("prior" or "current"), patient mm; None if the nodule is not in it."""
     values = [row[f"{when}_coord{axis}"] for axis in "XYZ"]
     return None if "" in values else np.array([float(v) for v in values])
 
@@ -80,8 +81,8 @@ def score_comparison(comparison: Comparison, truth: list[dict[str, str]]) -> lis
             continue
         diameters = [float(row[k]) for k in ("prior_diameter_mm", "current_diameter_mm") if row[k]]
         reach = max(MIN_REACH_MM, max(diameters) / 2.0)
-        prior_rank = _nearest(prior_ranked, _point(row, "prior"), reach)
-        current_rank = _nearest(current_ranked, _point(row, "current"), reach)
+        prior_rank = _nearest(prior_ranked, truth_point(row, "prior"), reach)
+        current_rank = _nearest(current_ranked, truth_point(row, "current"), reach)
         pair = pairs.get((prior_rank, current_rank))
         true_change = float(row["volume_change_pct"]) if row["volume_change_pct"] and row["status"] != "vanished" else None
         outcomes.append(

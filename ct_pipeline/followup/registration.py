@@ -108,7 +108,7 @@ def _lungs(image, margin_mm: float, which: str):
 
     hu = sitk.GetArrayViewFromImage(image)
     spacing_irc = tuple(image.GetSpacing()[::-1])
-    region = find_lung_region(hu, spacing_irc, margin_mm=margin_mm)  # type: ignore[arg-type]
+    region = find_lung_region(hu, spacing_irc, margin_mm=margin_mm, air_hu=AIR_HU)  # type: ignore[arg-type]
     if region is None:
         raise BadInputError(f"{which}: no lungs found (no enclosed air below {AIR_HU:g} HU); is it a chest CT?")
     n_index, n_rows, n_cols = hu.shape

@@ -11,6 +11,7 @@ from pathlib import Path
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.diagnosis.result import Finding
 from ct_pipeline.followup.comparison import Comparison
+from ct_pipeline.followup.matching import finding_volume_mm3
 from ct_pipeline.reports.html import _e, _src, page
 from ct_pipeline.reports.pictures import finding_picture
 from ct_pipeline.volume import CtVolume
@@ -20,10 +21,6 @@ MAX_PICTURES = 50  # pictures per kind (pairs, vanished, new); the tables list t
 
 def _number(value: float | None, digits: int = 0, suffix: str = "") -> str:
     return "&ndash;" if value is None else f"{value:.{digits}f}{suffix}"
-
-
-def _volume(finding: Finding) -> float | None:
-    return None if finding.measurement is None else finding.measurement.volume_mm3
 
 
 def _centre(finding: Finding) -> str:
@@ -37,8 +34,8 @@ def render_compare(comparison: Comparison, pictures: dict[str, str]) -> str:
     interval = "unknown" if c.interval_days is None else f"{c.interval_days:g} days (from {_e(c.interval_from)})"
     rows = [
         f"<tr><td>{k}</td><td>{p.prior_rank}</td><td>{p.current_rank}</td><td>{_centre(p.prior)}</td>"
-        f"<td>{_centre(p.current)}</td><td>{p.distance_mm:.1f}</td><td>{_number(_volume(p.prior))}</td>"
-        f"<td>{_number(_volume(p.current))}</td><td>{_number(p.volume_change_pct, 1, ' %')}</td>"
+        f"<td>{_centre(p.current)}</td><td>{p.distance_mm:.1f}</td><td>{_number(finding_volume_mm3(p.prior))}</td>"
+        f"<td>{_number(finding_volume_mm3(p.current))}</td><td>{_number(p.volume_change_pct, 1, ' %')}</td>"
         f"<td>{_number(p.doubling_time_days)}</td></tr>"
         for k, p in enumerate(c.pairs, start=1)
     ]
@@ -69,7 +66,7 @@ def render_compare(comparison: Comparison, pictures: dict[str, str]) -> str:
             near = c.pair_near(finding, "prior" if kind == "vanished" else "current")
             fragment = "" if near is None else f" &ndash; next to pair {near}'s nodule: likely a fragment of it"
             parts.append(
-                f"<p>#{rank}: centre {_centre(finding)} mm, volume {_number(_volume(finding))} mm&sup3;, "
+                f"<p>#{rank}: centre {_centre(finding)} mm, volume {_number(finding_volume_mm3(finding))} mm&sup3;, "
                 f"nodule probability {finding.nodule_prob:.3f}{fragment}</p>"
             )
             if f"{kind}_{k:02d}" in pictures:
