@@ -9,6 +9,7 @@ measured in BENCHMARKS.md).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -148,13 +149,13 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
         raise BadDataError(f"{path}: TransformMatrix {direction} is singular")
 
     raw_path = _data_file(header, path)
-    expected = int(np.prod(size_xyz)) * dtype.itemsize
+    expected = math.prod(size_xyz) * dtype.itemsize
     try:
         actual = raw_path.stat().st_size
     except OSError as err:
         raise BadDataError(f"cannot read {raw_path}: {err.strerror}") from err
     if actual != expected:
-        n_voxels = int(np.prod(size_xyz))
+        n_voxels = math.prod(size_xyz)
         fitting = [
             name for name, t in _MET_TYPES.items() if name != element_type and n_voxels * np.dtype(t).itemsize == actual
         ]
