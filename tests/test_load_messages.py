@@ -31,6 +31,7 @@ def _header_lines(path) -> list[str]:
         ("cut after a line", "the MetaImage header lacks DimSize, ElementType, ElementDataFile (truncated or incomplete); re-download or re-write it"),
         ("cut mid-line", "the header ends mid-line at 'ElementTy' (truncated); re-download or re-write it"),
         ("data file is a folder", "ElementDataFile 'volumes' names a folder ({folder}), not a data file; fix the header to name the .raw file"),
+        ("data file name too long", "ElementDataFile '" + "v" * 80 + "' is not a usable file name (File name too long)"),
     ],
 )  # fmt: skip
 def test_info_says_what_is_wrong_with_an_mhd_header(tmp_path, case, expected):
@@ -43,6 +44,8 @@ def test_info_says_what_is_wrong_with_an_mhd_header(tmp_path, case, expected):
         scan.write_text("".join(lines[:at]))
     elif case == "cut mid-line":
         scan.write_text("".join(lines[: at + 1]) + "ElementTy")
+    elif case == "data file name too long":
+        scan.write_text("".join(lines).replace(f"ElementDataFile = {UID}.raw", "ElementDataFile = " + "v" * 5000))
     else:
         (tmp_path / "volumes").mkdir()
         scan.write_text("".join(lines).replace(f"ElementDataFile = {UID}.raw", "ElementDataFile = volumes"))

@@ -80,12 +80,16 @@ def _data_file(header: dict[str, str], path: Path) -> Path:
     if data_file in ("LOCAL", "LIST") or "%" in data_file:
         raise BadDataError(f"{path}: ElementDataFile {data_file!r} is not supported; expected a separate .raw file")
     raw_path = path.parent / data_file
-    if raw_path.is_dir():
+    try:
+        is_folder, is_file = raw_path.is_dir(), raw_path.is_file()
+    except (OSError, ValueError) as err:  # a name too long, or with a NUL byte
+        raise BadDataError(f"{path}: ElementDataFile {data_file[:80]!r} is not a usable file name ({getattr(err, 'strerror', None) or err})") from err
+    if is_folder:
         raise BadDataError(
             f"{path}: ElementDataFile {data_file!r} names a folder ({raw_path}), not a data file; "
             "fix the header to name the .raw file"
         )
-    if not raw_path.is_file():
+    if not is_file:
         raise BadDataError(f"{path}: its data file {raw_path} is missing")
     return raw_path
 
