@@ -31,6 +31,7 @@ def _json_safe(obj: Any) -> Any:
 
 def print_json(obj: Any, *, lines: bool = False) -> None:
     """One JSON document (or one JSON Lines record) on stdout; never prints NaN or Infinity."""
-    text = json.dumps(_json_safe(obj), separators=(",", ":") if lines else None, indent=None if lines else 2, allow_nan=False)
+    separators, indent = ((",", ":"), None) if lines else (None, 2)
+    text = json.dumps(_json_safe(obj), separators=separators, indent=indent, allow_nan=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()

@@ -83,7 +83,8 @@ def _data_file(header: dict[str, str], path: Path) -> Path:
     try:
         is_folder, is_file = raw_path.is_dir(), raw_path.is_file()
     except (OSError, ValueError) as err:  # a name too long, or with a NUL byte
-        raise BadDataError(f"{path}: ElementDataFile {data_file[:80]!r} is not a usable file name ({getattr(err, 'strerror', None) or err})") from err
+        reason = getattr(err, "strerror", None) or err
+        raise BadDataError(f"{path}: ElementDataFile {data_file[:80]!r} is not a usable file name ({reason})") from err
     if is_folder:
         raise BadDataError(
             f"{path}: ElementDataFile {data_file!r} names a folder ({raw_path}), not a data file; "

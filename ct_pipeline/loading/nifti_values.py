@@ -38,7 +38,9 @@ def _layout(head: bytes, path: Path) -> tuple[str, int, int, int]:
 
 
 def _open(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # type: ignore[return-value]
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
 
 
 def nifti_non_finite(path: Path) -> tuple[int, int]:
