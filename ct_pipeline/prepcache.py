@@ -18,6 +18,7 @@ from ct_pipeline.errors import CtError, OutputError
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
 from ct_pipeline.preemption import StopRequests, Terminated, ignore_stop_signals
+from ct_pipeline.loading.mhd import mhd_data_files
 from ct_pipeline.loading.series_index import SeriesEntry
 from ct_pipeline.sharding import Shard
 
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 def entry_files(entry: SeriesEntry) -> list[str]:
     """The files a series is read from (their sizes and mtimes key the cache)."""
     if entry.format == "mhd":
-        mhd = Path(entry.path)
-        return [str(mhd), str(mhd.with_suffix(".raw"))]
+        # The data file is whatever the header's ElementDataFile names, not always <uid>.raw.
+        return [str(p) for p in mhd_data_files(Path(entry.path))]
     if entry.format == "dicom" and entry.dicom is not None:
         return [h.path for h in entry.dicom.headers]
     return [entry.path]

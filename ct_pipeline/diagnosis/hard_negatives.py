@@ -68,7 +68,7 @@ def series_hard_negatives(
 ) -> pd.DataFrame:
     """One series' hard negatives: rows of seriesuid, coordX, coordY, coordZ, class (0)."""
     volume = load_entry(catalog.entries[series_uid])
-    check_diagnosable(volume)
+    check_diagnosable(volume, models.context_slices)
     candidates, _ = propose_candidates(volume, models, diagnosis)
     nodules = catalog.candidates_of(series_uid)
     nodules = nodules[nodules["is_nodule"]]

@@ -18,6 +18,7 @@ from ct_pipeline.diagnosis.config import InferenceOptions
 from ct_pipeline.diagnosis.fast_unet import fold_unet
 from ct_pipeline.errors import BadCheckpointError, CtError, NotFoundError
 from ct_pipeline.models import InferenceModel, build_model, load_checkpoint, prepare_for_inference
+from ct_pipeline.models.checkpoint_path import checkpoint_file
 from ct_pipeline.models.checkpoints import KIND_NAMES
 from ct_pipeline.threads import thread_budget
 
@@ -78,9 +79,7 @@ def find_newest_checkpoint(runs_dir: Path, kind: str) -> Path | None:
 def resolve_checkpoint(explicit: Path | None, kind: str, runs_dir: Path | None, required: bool = True) -> Path | None:
     """``explicit``, else the newest of ``kind`` under ``runs_dir``; raise if ``required`` and none."""
     if explicit is not None:
-        if not Path(explicit).is_file():
-            raise NotFoundError(f"{_OPTION_OF_KIND[kind]} {explicit}: no such file; give a checkpoint path")
-        return Path(explicit)
+        return checkpoint_file(explicit, _OPTION_OF_KIND[kind])
     found = find_newest_checkpoint(runs_dir, kind) if runs_dir is not None else None
     if found is None and required:
         where = f"under {runs_dir}" if runs_dir is not None else "(no runs folder given)"

@@ -65,11 +65,15 @@ def _timed(timings: dict[str, float], stage: str, progress: StageProgress = no_p
         timings[stage] = time.perf_counter() - start
 
 
-def check_diagnosable(volume: CtVolume) -> None:
-    """Refuse what is not a 3D CT in HU.
+def check_diagnosable(volume: CtVolume, context_slices: int = 0) -> None:
+    """Refuse what is not a 3D CT in HU, or too thin for the U-Net.
+
+    Args:
+        context_slices: slices the U-Net reads on each side of the one it segments
+            (:attr:`DiagnosisModels.context_slices`); a series needs ``2 * context_slices + 1``.
 
     Raises:
-        BadDataError: another modality, or an empty volume.
+        BadDataError: another modality, an empty volume, or fewer slices than the U-Net's input.
     """
     modality = (volume.modality or "CT").upper()
     if modality not in CT_MODALITIES:
@@ -79,6 +83,15 @@ def check_diagnosable(volume: CtVolume) -> None:
         )
     if volume.hu.ndim != 3 or min(volume.hu.shape) < 1:
         raise BadDataError(f"series {volume.series_uid} has shape {volume.hu.shape}; a CT needs slices of pixels")
+    # Below the U-Net's input every slice would be segmented mostly from padding, and a single
+    # DICOM slice has no slice spacing at all: findings would be made up.
+    needed = 2 * context_slices + 1
+    if volume.hu.shape[0] < needed:
+        raise BadDataError(
+            f"series {volume.series_uid} has {volume.hu.shape[0]} slice(s), but the U-Net reads {needed} at a time "
+            f"({context_slices} on each side of the one it segments); give a CT volume of at least {needed} slices, "
+            "not a single image or a thin stack"
+        )
 
 
 def diagnose(
@@ -102,7 +115,7 @@ def diagnose(
     Raises:
         BadDataError: not a CT.
     """
-    check_diagnosable(volume)
+    check_diagnosable(volume, models.context_slices)
     # Parallel batches each run on one thread (see InferenceOptions.workers).
     with torch_threads(1 if models.workers > 1 else None):
         return _diagnose(volume, models, config, progress)

@@ -24,6 +24,7 @@ import SimpleITK as sitk
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.dicom_tags import MODALITY, SERIES_INSTANCE_UID, read_top_level_tags
+from ct_pipeline.loading.limits import check_finite, check_fits_in_memory
 from ct_pipeline.volume import CtVolume
 
 log = logging.getLogger(__name__)
@@ -334,6 +335,7 @@ def _read_pixels(files: tuple[str, ...], uneven: bool = False) -> np.ndarray:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise BadDataError(f"{files[0]}: colour (multi-component) images are not CT")
     hu = sitk.GetArrayFromImage(image)
+    check_finite(hu, f"DICOM series starting at {files[0]}")
     if hu.dtype != np.int16:
         # Rescale slopes other than 1 give floats; HU are integers to well within int16.
         hu = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
@@ -354,16 +356,22 @@ def _resample_along_normal(hu: np.ndarray, positions_mm: np.ndarray, slice_gap: 
 def load_dicom_series(series: DicomSeries, allow_uneven_spacing: bool = False) -> CtVolume:
     """Check and read one DICOM series into a :class:`CtVolume`."""
     stack = order_slices(series, allow_uneven_spacing=allow_uneven_spacing)
+    first = series.headers[0]
+    # At least ITK's int16 buffer and numpy's copy of it (rescaled or resampled series need more).
+    n_voxels = first.rows * first.columns * len(stack.files)
+    claim = f"{len(stack.files)} slices of {first.rows} x {first.columns} pixels"
+    check_fits_in_memory(4 * n_voxels, f"series {series.series_uid}", claim)
     hu = _read_pixels(stack.files, uneven=stack.uneven)
     if stack.uneven:
         hu = _resample_along_normal(hu, stack.positions_mm, stack.geometry.spacing_xyz[2])
-    first = series.headers[0]
     meta = {k: v for k, v in {
         "description": first.description,
         "manufacturer": first.manufacturer,
         "kernel": first.kernel,
         "study_date": first.study_date,
         "n_files": str(series.n_files),
+        # One slice has no distance to a next one: the 1 mm in its geometry is a placeholder.
+        "slice_spacing": "unknown (a single slice; 1 mm is a placeholder)" if len(stack.files) == 1 else "",
     }.items() if v}
     return CtVolume(
         hu=hu,

@@ -9,12 +9,14 @@ measured in BENCHMARKS.md).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.geometry import Geometry
+from ct_pipeline.loading.limits import check_finite, check_fits_in_memory
 from ct_pipeline.volume import CtVolume
 
 _MET_TYPES = {
@@ -29,21 +31,77 @@ _MET_TYPES = {
 }
 
 
+# Without these a header says nothing about its voxels; ITK's own defaults would hide a cut-off file.
+REQUIRED_KEYS = ("DimSize", "ElementType", "ElementDataFile")
+
+
 def read_mhd_header(path: Path) -> dict[str, str]:
-    """The ``Key = Value`` lines of an .mhd header."""
+    """The ``Key = Value`` lines of an .mhd header.
+
+    Raises:
+        BadDataError: unreadable, empty, a line that is not ``Key = Value``, or a required key
+            (:data:`REQUIRED_KEYS`) missing, as in a truncated download.
+    """
     try:
         text = path.read_text(encoding="latin-1")
     except OSError as err:
         raise BadDataError(f"cannot read {path}: {err.strerror}") from err
+    if not text.strip():
+        raise BadDataError(
+            f"{path}: the MetaImage header is empty ({len(text.encode('latin-1'))} bytes); "
+            f"expected Key = Value lines with {', '.join(REQUIRED_KEYS)}: re-download or re-write it"
+        )
     header: dict[str, str] = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         if "=" not in line:
+            if line_no == len(lines) and not text.endswith(("\n", "\r")):
+                raise BadDataError(
+                    f"{path}:{line_no}: the header ends mid-line at {line.strip()[:60]!r} (truncated); "
+                    "re-download or re-write it"
+                )
             raise BadDataError(f"{path}:{line_no}: not a MetaImage header line: {line.strip()[:60]!r}")
         key, value = line.split("=", 1)
         header[key.strip()] = value.strip()
+    missing = [key for key in REQUIRED_KEYS if not header.get(key)]
+    if missing:
+        raise BadDataError(
+            f"{path}: the MetaImage header lacks {', '.join(missing)} (truncated or incomplete); "
+            "re-download or re-write it"
+        )
     return header
+
+
+def _data_file(header: dict[str, str], path: Path) -> Path:
+    """The data file the header names (relative to the header's folder), checked to be a file."""
+    data_file = header["ElementDataFile"]
+    if data_file in ("LOCAL", "LIST") or "%" in data_file:
+        raise BadDataError(f"{path}: ElementDataFile {data_file!r} is not supported; expected a separate .raw file")
+    raw_path = path.parent / data_file
+    try:
+        is_folder, is_file = raw_path.is_dir(), raw_path.is_file()
+    except (OSError, ValueError) as err:  # a name too long, or with a NUL byte
+        reason = getattr(err, "strerror", None) or err
+        raise BadDataError(f"{path}: ElementDataFile {data_file[:80]!r} is not a usable file name ({reason})") from err
+    if is_folder:
+        raise BadDataError(
+            f"{path}: ElementDataFile {data_file!r} names a folder ({raw_path}), not a data file; "
+            "fix the header to name the .raw file"
+        )
+    if not is_file:
+        raise BadDataError(f"{path}: its data file {raw_path} is missing")
+    return raw_path
+
+
+def mhd_data_files(header_path: Path) -> list[Path]:
+    """The files reading ``header_path`` touches: the header itself, then the data file it names.
+
+    Raises:
+        BadDataError: the header is unreadable or names no readable data file (as :func:`load_mhd`).
+    """
+    return [header_path, _data_file(read_mhd_header(header_path), header_path)]
 
 
 def _numbers(header: dict[str, str], key: str, count: int, path: Path, default: str | None = None) -> list[float]:
@@ -95,17 +153,14 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
     if abs(np.linalg.det(direction_rowmajor)) < 1e-6:
         raise BadDataError(f"{path}: TransformMatrix {direction} is singular")
 
-    data_file = header.get("ElementDataFile", "")
-    if data_file in ("", "LOCAL", "LIST") or "%" in data_file:
-        raise BadDataError(f"{path}: ElementDataFile {data_file!r} is not supported; expected a separate .raw file")
-    raw_path = path.parent / data_file
-    expected = int(np.prod(size_xyz)) * dtype.itemsize
+    raw_path = _data_file(header, path)
+    expected = math.prod(size_xyz) * dtype.itemsize
     try:
         actual = raw_path.stat().st_size
     except OSError as err:
-        raise BadDataError(f"{path}: its data file {raw_path} is missing") from err
+        raise BadDataError(f"cannot read {raw_path}: {err.strerror}") from err
     if actual != expected:
-        n_voxels = int(np.prod(size_xyz))
+        n_voxels = math.prod(size_xyz)
         fitting = [
             name for name, t in _MET_TYPES.items() if name != element_type and n_voxels * np.dtype(t).itemsize == actual
         ]
@@ -120,6 +175,10 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
             f"{raw_path}: {actual} bytes, but the header {path.name} (DimSize {size_xyz}, {element_type}) "
             f"needs {expected}; {advice}"
         )
+    # Swapping bytes copies the array once more.
+    swap_copies = 2 if big_endian and dtype.itemsize > 1 else 1
+    claim = f"DimSize {' '.join(str(n) for n in size_xyz)} of {element_type}"
+    check_fits_in_memory(expected * swap_copies, str(path), claim)
     try:
         hu = np.fromfile(raw_path, dtype=dtype)
     except OSError as err:
@@ -127,6 +186,7 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
     hu = hu.reshape(size_xyz[::-1])
     if big_endian:
         hu = hu.astype(dtype.newbyteorder("="))
+    check_finite(hu, str(path))
     geometry = Geometry(
         origin_xyz=tuple(origin_xyz),  # type: ignore[arg-type]
         spacing_xyz=tuple(spacing_xyz),  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from torch import nn
 from ct_pipeline import __version__
 from ct_pipeline.atomic import atomic_path
 from ct_pipeline.errors import BadCheckpointError
+from ct_pipeline.models.checkpoint_path import checkpoint_file
 from ct_pipeline.models.classifier import CLASSIFIER_ARCH, ClassifierConfig, LunaClassifier
 from ct_pipeline.models.safe_load import load_torch_file
 from ct_pipeline.models.unet import UNET_ARCH, SegmentationUNet, UNetConfig
@@ -191,6 +192,8 @@ def load_checkpoint(
     if expected_kind is not None and expected_kind not in KIND_NAMES:
         raise ValueError(f"expected_kind must be one of {sorted(KIND_NAMES)} or None, got {expected_kind!r}")
     path = Path(path)
+    if path.is_dir():
+        checkpoint_file(path, option or "checkpoint")  # says which checkpoint inside to pass
     data = load_torch_file(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadCheckpointError(_not_ours_message(path, data))

@@ -155,8 +155,10 @@ class TrainConfig:
             raise BadInputError(
                 f"--finetune {self.finetune} starts a malignancy model from a nodule model; add --malignancy"
             )
-        if self.finetune is not None and not self.finetune.is_file():
-            raise BadInputError(f"--finetune {self.finetune}: no such file; give a checkpoint written by `ct train-cls`")
+        if self.finetune is not None:
+            from ct_pipeline.models.checkpoint_path import checkpoint_file  # torch: imported when used
+
+            checkpoint_file(self.finetune, "--finetune")
         if not self.data_roots:
             raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
 
