@@ -19,7 +19,7 @@ from ct_pipeline.diagnosis.fast_unet import fold_unet
 from ct_pipeline.errors import BadCheckpointError, CtError, NotFoundError
 from ct_pipeline.models import InferenceModel, build_model, load_checkpoint, prepare_for_inference
 from ct_pipeline.models.checkpoints import KIND_NAMES
-from ct_pipeline.threads import thread_budget
+from ct_pipeline.threads import capped_workers, thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ def load_diagnosis_models(
             kind: os.fspath(path) for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path
         },
         precision=precision,
-        workers=options.workers or (1 if device.type == "cuda" else thread_budget(options.threads).threads),
+        workers=capped_workers(options.workers, "--workers")
+        if options.workers
+        else (1 if device.type == "cuda" else thread_budget(options.threads).threads),
         release_memory=options.release_memory and device.type == "cpu",
     )
