@@ -117,6 +117,25 @@ def cpu_limit(
     return ThreadBudget(threads, source)
 
 
+def cap_omp_num_threads(environ: dict[str, str] | None = None) -> None:
+    """Lower ``OMP_NUM_THREADS`` in ``environ`` (default ``os.environ``) to the CPUs, with one warning.
+
+    Call it before torch is loaded: OpenMP gives every new thread (a diagnosis batch thread, say)
+    that many threads of its own, whatever ``torch.set_num_threads`` said in the main thread, and
+    100000 of them crash the process. A value that is not a number is left for :func:`thread_budget`
+    to refuse, in the commands that use it.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("OMP_NUM_THREADS", "").strip():
+        return
+    try:
+        budget = thread_budget(None, env)
+    except BadInputError:
+        return
+    if budget.source != "OMP_NUM_THREADS":
+        env["OMP_NUM_THREADS"] = str(budget.threads)
+
+
 def capped_workers(requested: int, option: str, environ: dict[str, str] | None = None) -> int:
     """``requested`` parallel workers (threads or processes, one CPU each), capped at the CPUs of
     :func:`cpu_limit` with one warning line naming ``option``.

@@ -19,9 +19,11 @@ from tests.diagnosis_tiny import NODULES_IRC, write_models, write_phantom_luna
 from tests.tiny_luna import SERIES, write_tiny_luna
 
 
-def _ct(tmp_path, *args: object) -> subprocess.CompletedProcess:
+def _ct(tmp_path, *args: object, omp_num_threads: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("OMP_NUM_THREADS", None)
+    if omp_num_threads is not None:
+        env["OMP_NUM_THREADS"] = omp_num_threads
     return subprocess.run(
         [sys.executable, "-m", "cli", *[str(a) for a in args]],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -31,7 +33,7 @@ def _ct(tmp_path, *args: object) -> subprocess.CompletedProcess:
 def _too_many(option: str) -> int:
     """--threads: the count that crashed OpenMP; worker counts: one more than the CPUs (100000
     worker processes or threads would swamp the machine should the cap ever be lost)."""
-    return 100000 if option == "--threads" else cpu_limit().threads + 1
+    return 100000 if option in ("--threads", "OMP_NUM_THREADS") else cpu_limit().threads + 1
 
 
 def _warning(option: str, requested: int) -> str:
@@ -41,15 +43,16 @@ def _warning(option: str, requested: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option", ["--threads", "--workers"])
+@pytest.mark.parametrize("option", ["--threads", "--workers", "OMP_NUM_THREADS"])
 def test_diagnose_caps_threads_and_workers_beyond_the_cpus_with_one_warning(option, tmp_path):
     models = write_models(tmp_path / "models", nodule_prob=0.8)
     root = tmp_path / "luna"
     (uid,) = write_phantom_luna(root, 1)
-    result = _ct(
-        tmp_path, "diagnose", uid, "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
-        option, _too_many(option), "--json", "--quiet",
-    )  # fmt: skip
+    args = ["diagnose", uid, "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"], "--json", "--quiet"]
+    if option == "OMP_NUM_THREADS":  # OpenMP gave each batch thread that many: it crashed as --threads did
+        result = _ct(tmp_path, *args, omp_num_threads=str(_too_many("--threads")))
+    else:
+        result = _ct(tmp_path, *args, option, _too_many(option))
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if not line.startswith("using --seg-model")] == [
         _warning(option, _too_many(option))
