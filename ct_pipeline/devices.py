@@ -37,7 +37,7 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
         if device.index is None:
             return torch.device("cuda", local_rank % n_gpus)
         if device.index >= n_gpus:
-            raise _missing(requested, f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} here (cuda:0 to cuda:{n_gpus - 1})")
+            raise _missing(requested, f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} here")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             built = torch.backends.mps.is_built()

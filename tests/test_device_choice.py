@@ -30,7 +30,7 @@ def _expected(device: str) -> str:
     elif n_gpus == 0:
         why = "torch sees no GPU here"
     else:
-        why = f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} here (cuda:0 to cuda:{n_gpus - 1})"
+        why = f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} here"
     return f"error: --device {device}: {why}; this machine has {', '.join(available_devices())}: use one of them or auto"
 
 
