@@ -34,6 +34,7 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith(("error", "internal error", "Traceback"))]
 
 
+@pytest.mark.slow
 def test_torch_failing_to_write_a_checkpoint_on_a_full_disk_is_exit_2_and_last_ckpt_survives(tmp_path, monkeypatch):
     root = write_training_luna(tmp_path / "luna", n_series=4)
     out = tmp_path / "run"
