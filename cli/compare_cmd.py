@@ -59,7 +59,7 @@ def compare_command(
     cls_model: ClsModelOption = None,
     mal_model: MalModelOption = None,
     runs_dir: RunsDirOption = Path("runs"),
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     threads: Annotated[
         Optional[int], typer.Option("--threads", min=1, show_default=False, help="CPU threads this command may use.")
     ] = None,

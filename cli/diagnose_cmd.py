@@ -89,7 +89,7 @@ def diagnose_command(
         float, typer.Option("--lung-margin", min=0.0, help="Dilation of the lung mask, mm.", rich_help_panel=_TUNING)
     ] = _DEFAULTS.lung_margin_mm,
     device: Annotated[
-        str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", rich_help_panel=_TUNING)
+        str, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto.", rich_help_panel=_TUNING)
     ] = "auto",
     precision: Annotated[
         Precision,

@@ -19,7 +19,7 @@ def hard_negatives_command(
     val_stride: Annotated[int, typer.Option(help="Every N-th series (sorted by UID) is validation: never mined.")] = 10,
     max_per_series: Annotated[int, typer.Option(help="At most this many per series, largest components first.")] = 400,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: the process's allocation).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Write the U-Net's candidates on the TRAINING series that are far from every annotated nodule,
     as class-0 rows: pass the file to `ct train-cls --extra-candidates` so the classifier learns

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from ct_pipeline.errors import CtError
 from ct_pipeline.preemption import Terminated
-from ct_pipeline.threads import OMP_WAIT_POLICY
+from ct_pipeline.threads import OMP_WAIT_POLICY, cap_omp_num_threads
 
 DISCLAIMER = "Research software, not a medical device: never use it for clinical decisions."
 
@@ -77,6 +77,7 @@ def _global_options(
         stream=sys.stderr,
         force=True,
     )
+    cap_omp_num_threads()  # also before torch: OpenMP reads it when it loads (after the logging set-up: it may warn)
 
 
 def _register() -> None:

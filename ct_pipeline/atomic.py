@@ -29,17 +29,36 @@ _REASONS = {
 }
 
 
+# Free bytes below which a write failure without an errno is taken for a full disk: the failed
+# write has just used up what was left (a 1 MiB model needs more than this anyway).
+_FULL_BELOW_BYTES = 1 << 20
+
+
 def write_failure(path: os.PathLike | str, err: Exception, option: str = "") -> OutputError:
     """The one-line error for a failed write of ``path`` (``option``: the option that named it).
 
-    ``err`` is an OSError (its errno says why) or another library's write error (its text does).
+    ``err`` is an OSError (its errno says why) or another library's write error. Those carry no
+    errno (torch's zip writer on a full disk: ``[enforce fail at inline_container.cc:672]
+    unexpected pos ...``), so the free space of the path's file system, read after the failure,
+    says whether the disk was full; otherwise the library's text is the reason.
     """
     if isinstance(err, OSError):
         reason = _REASONS.get(err.errno or 0, err.strerror or str(err))
+    elif _free_bytes(Path(path).parent) < _FULL_BELOW_BYTES:
+        reason = _REASONS[errno.ENOSPC]
     else:
-        reason = str(err)
+        reason = " ".join(str(err).split())  # one line, whatever the library wrote
     named = f"{option} {path}" if option else str(path)
     return OutputError(f"{named}: cannot write there ({reason}); free space, fix the permissions or choose another path")
+
+
+def _free_bytes(folder: Path) -> float:
+    """Bytes an unprivileged user may still write on ``folder``'s file system (inf when unknown)."""
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # a folder that went away; no statvfs on Windows
+        return float("inf")
+    return stats.f_bavail * stats.f_frsize
 
 
 def check_writable(path: os.PathLike | str, option: str, is_folder: bool = False) -> None:

@@ -18,23 +18,50 @@ _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """"auto" -> this rank's GPU when there is one, else the CPU; "cuda" -> this rank's GPU;
-    "cuda:N" and "cpu" as given.
+    "cuda:N", "mps" and "cpu" as given, once this build and machine are known to have them.
 
     Raises:
-        BadInputError: not a device, or a GPU asked for where torch sees none.
+        BadInputError: not a device, or one this torch build or machine does not have (the
+            message lists those it has).
     """
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(requested)
     except RuntimeError as err:
-        raise BadInputError(f"--device {requested!r} is not a device; use cpu, cuda, cuda:N or auto") from err
+        raise BadInputError(f"--device {requested!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from err
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BadInputError(f"--device {requested} but torch sees no GPU here; use --device cpu (or auto)")
+        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n_gpus == 0:
+            raise _missing(requested, "torch sees no GPU here")
         if device.index is None:
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return torch.device("cuda", local_rank % n_gpus)
+        if device.index >= n_gpus:
+            raise _missing(requested, f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} here")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            built = torch.backends.mps.is_built()
+            raise _missing(requested, "this machine has no Apple GPU" if built else "this torch build has no MPS support")
+    elif device.type != "cpu":
+        # torch knows more device types (meta, xpu, ...) than the pipeline runs on.
+        raise _missing(requested, "the pipeline runs on cpu, cuda and mps only")
     return device
+
+
+def available_devices() -> list[str]:
+    """The devices this torch build and machine can run on, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _missing(requested: str, why: str) -> BadInputError:
+    return BadInputError(
+        f"--device {requested}: {why}; this machine has {', '.join(available_devices())}: use one of them or auto"
+    )
 
 
 def resolve_precision(requested: str, device: torch.device, purpose: Purpose = "train") -> str:

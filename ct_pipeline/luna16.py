@@ -14,10 +14,17 @@ is_malignant       pandas "boolean": True/False from the malignancy table, <NA> 
 Like the book's chapter-14 code, nodules come from the annotations (with malignancy when the
 table has it) and non-nodules from the ``class == 0`` rows of ``candidates.csv``; the ``class == 1``
 rows are the annotated nodules again, found by the LUNA16 candidate detectors, and are dropped.
+
+Each table is checked here, once, for every command that reads it (training, the catalog,
+prepcache, hard negatives, ``ct evaluate``, ``ct diagnose --evaluate``, the recipe): the file and
+line of the first bad value are named; an annotated nodule needs a positive diameter; exact
+duplicate rows of a nodule table are dropped with one warning (a nodule listed twice would count
+twice); findings' probabilities outside [0, 1] are kept (the FROC only ranks them) with one warning.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +33,8 @@ import pandas as pd
 
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.paths import is_series_uid
+
+log = logging.getLogger(__name__)
 
 CANDIDATES_CSV = "candidates.csv"
 ANNOTATIONS_CSV = "annotations.csv"
@@ -90,17 +99,78 @@ def _parse_bool(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     return text.map(mapping).astype("boolean")
 
 
-def read_annotations(path: Path, any_id: bool = False) -> pd.DataFrame:
-    """``annotations.csv`` -> frame with series_uid, center_*_mm, diameter_mm (``any_id``: see :func:`read_luna_csv`)."""
+def read_annotations(path: Path, any_id: bool = False, excluded: bool = False) -> pd.DataFrame:
+    """``annotations.csv`` -> frame with series_uid, center_*_mm, diameter_mm (``any_id``: see
+    :func:`read_luna_csv`); exact duplicate rows dropped with one warning.
+
+    With ``excluded`` (the challenge's ``annotations_excluded.csv``) a negative diameter is kept:
+    it means "no measured size" there.
+
+    Raises:
+        BadDataError: a bad value, or a diameter that is not positive (negative: not with ``excluded``).
+    """
     frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "diameter_mm"], any_id=any_id)
-    return _rename(frame)[["series_uid", *CENTER_COLUMNS, "diameter_mm"]]
+    _check_diameters(path, frame, excluded)
+    return _drop_duplicates(path, _rename(frame)[["series_uid", *CENTER_COLUMNS, "diameter_mm"]], "nodule")
 
 
 def read_malignancy(path: Path) -> pd.DataFrame:
-    """``annotations_with_malignancy.csv`` -> frame with series_uid, center_*_mm, diameter_mm, is_malignant."""
+    """``annotations_with_malignancy.csv`` -> frame with series_uid, center_*_mm, diameter_mm, is_malignant;
+    exact duplicate rows dropped with one warning.
+
+    Raises:
+        BadDataError: a bad value, or a diameter that is not positive.
+    """
     frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "diameter_mm"], extra=["mal_bool"])
+    _check_diameters(path, frame, excluded=False)
     frame["is_malignant"] = _parse_bool(path, frame, "mal_bool")
-    return _rename(frame)[["series_uid", *CENTER_COLUMNS, "diameter_mm", "is_malignant"]]
+    return _drop_duplicates(path, _rename(frame)[["series_uid", *CENTER_COLUMNS, "diameter_mm", "is_malignant"]], "nodule")
+
+
+def read_findings_frame(path: Path) -> pd.DataFrame:
+    """A findings CSV (the LUNA16 submission format ``seriesuid,coordX,coordY,coordZ,probability``,
+    any non-empty ID) -> frame with those columns; probabilities outside [0, 1] are kept with one warning.
+
+    Raises:
+        BadDataError: naming the file and line of the first bad value.
+    """
+    frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "probability"], any_id=True)
+    probability = frame["probability"].to_numpy(dtype=np.float64)
+    outside = np.flatnonzero((probability < 0.0) | (probability > 1.0))
+    if len(outside):
+        first = int(outside[0])
+        log.warning(
+            "%s: %d of %d probabilities are outside [0, 1] (line %d: %s); they are used as scores (the FROC only "
+            "ranks them), but check that the column holds the findings' probabilities",
+            path, len(outside), len(frame), frame.index[first], frame["probability"].iloc[first],
+        )  # fmt: skip
+    return frame
+
+
+def _check_diameters(path: Path, frame: pd.DataFrame, excluded: bool) -> None:
+    diameter_mm = frame["diameter_mm"].to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(diameter_mm == 0 if excluded else ~(diameter_mm > 0))
+    if len(bad):
+        row = int(bad[0])
+        raise BadDataError(
+            f"{path}:{frame.index[row]}: diameter_mm = {diameter_mm[row]:g} is not a positive size in mm; "
+            "an annotated nodule needs its diameter (only annotations_excluded.csv may use -1)"
+        )
+
+
+def _drop_duplicates(path: Path, frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` without rows equal in every (parsed) value to an earlier one, with one warning naming them."""
+    row_hash = pd.util.hash_pandas_object(frame, index=False)
+    duplicated = row_hash.duplicated(keep="first").to_numpy()
+    if not duplicated.any():
+        return frame
+    lines = frame.index[duplicated]
+    same_as = frame.index[(row_hash == row_hash.loc[lines[0]]).to_numpy()][0]
+    log.warning(
+        "%s: %d duplicate row%s dropped (line %d repeats line %d): each %s counts once",
+        path, len(lines), "s" if len(lines) > 1 else "", lines[0], same_as, what,
+    )  # fmt: skip
+    return frame.loc[~duplicated]
 
 
 def read_candidates(path: Path) -> pd.DataFrame:
@@ -111,7 +181,7 @@ def read_candidates(path: Path) -> pd.DataFrame:
         raise BadDataError(f"{path}:{frame.index[row]}: class = {frame['class'].iloc[row]} must be 0 or 1")
     frame = _rename(frame)
     frame["is_nodule"] = frame["class"] == 1.0
-    return frame[["series_uid", *CENTER_COLUMNS, "is_nodule"]]
+    return _drop_duplicates(path, frame[["series_uid", *CENTER_COLUMNS, "is_nodule"]], "candidate")
 
 
 def _rename(frame: pd.DataFrame) -> pd.DataFrame:

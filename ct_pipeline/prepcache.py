@@ -19,6 +19,7 @@ from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
 from ct_pipeline.preemption import StopRequests, Terminated, ignore_stop_signals
 from ct_pipeline.loading.mhd import mhd_data_files
+from ct_pipeline.threads import capped_workers
 from ct_pipeline.loading.series_index import SeriesEntry
 from ct_pipeline.sharding import Shard
 
@@ -181,7 +182,7 @@ def prepcache(
             check()
             finished(fill_or_report(cache, *job[2:]))
     else:
-        _fill_in_processes(jobs, min(config.workers, len(jobs)), finished, check)
+        _fill_in_processes(jobs, min(capped_workers(config.workers, "--workers"), len(jobs)), finished, check)
     filled = sum(r.filled for r in results)
     failed = sum(r.failed for r in results)
     failures = f", {failed} failed" if failed else ""

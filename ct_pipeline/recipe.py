@@ -193,13 +193,12 @@ def candidate_recall(findings_csv: Path, annotations_csv: Path, series_uids: Seq
     """Share of annotated nodules >= ``min_diameter_mm`` in ``series_uids`` with any finding (of
     any probability, no cap) within their radius: what the U-Net and the grouping let through."""
     import numpy as np
-    import pandas as pd
 
-    from ct_pipeline.luna16 import read_annotations
+    from ct_pipeline.luna16 import read_annotations, read_findings_frame
 
     nodules = read_annotations(annotations_csv)
     nodules = nodules[nodules["series_uid"].isin(set(series_uids)) & (nodules["diameter_mm"] >= min_diameter_mm)]
-    findings = pd.read_csv(findings_csv)
+    findings = read_findings_frame(findings_csv)
     by_series = {uid: group[["coordX", "coordY", "coordZ"]].to_numpy(np.float64) for uid, group in findings.groupby("seriesuid")}
     found = 0
     for row in nodules.itertuples():

@@ -13,6 +13,11 @@ The budget, first rule that applies:
    cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1, rounded up) and the CPUs this
    process may run on (``os.sched_getaffinity``).
 
+A request (``--threads``, ``OMP_NUM_THREADS``, or a count of parallel workers) beyond the CPUs of
+rule 3 is capped there with one warning: more threads than CPUs only wait for each other (``ct
+diagnose --threads 1000`` ran 14x slower than ``--threads 2`` on 2 cores), and OpenMP crashes the
+process when asked for 100000 (exit 139, nothing on stderr).
+
 Under torchrun the budget is shared by the ranks on the node (``LOCAL_WORLD_SIZE``). Worker
 processes and worker threads get one intra-op thread each. A training process keeps the whole
 budget for itself beside its DataLoader workers: they mostly wait (a crop is a copy out of the
@@ -22,6 +27,7 @@ cache), and taking a thread from the main process cost 40% of the training speed
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -38,6 +44,8 @@ from ct_pipeline.preemption import ignore_stop_signals
 # against 40% with the default policy, and was as fast when alone (BENCHMARKS.md, contention).
 # Read when torch is loaded, so it only takes effect when set before that (the CLI does).
 OMP_WAIT_POLICY = "PASSIVE"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,16 +76,35 @@ def thread_budget(
 ) -> ThreadBudget:
     """The budget by the rules of the module docstring (``environ`` defaults to ``os.environ``).
 
+    A ``requested`` or ``OMP_NUM_THREADS`` count above the CPUs of rule 3 is capped there, with
+    one warning line.
+
     Raises:
         BadInputError: ``requested`` or an environment variable is not a whole number >= 1.
     """
     env = os.environ if environ is None else environ
     if requested is not None:
-        return ThreadBudget(_positive(requested, "--threads"), "--threads")
-    local_ranks = _positive(env.get("LOCAL_WORLD_SIZE", "1"), "LOCAL_WORLD_SIZE")
+        number = _positive(requested, "--threads")
+        return _capped(number, "--threads", cpu_limit(env, cgroup_root, proc_self_cgroup))
     if env.get("OMP_NUM_THREADS", "").strip():
         # OpenMP reads it per process, so under torchrun it is already per rank.
-        return ThreadBudget(_positive(env["OMP_NUM_THREADS"].split(",")[0], "OMP_NUM_THREADS"), "OMP_NUM_THREADS")
+        number = _positive(env["OMP_NUM_THREADS"].split(",")[0], "OMP_NUM_THREADS")
+        return _capped(number, "OMP_NUM_THREADS", cpu_limit(env, cgroup_root, proc_self_cgroup))
+    return cpu_limit(env, cgroup_root, proc_self_cgroup)
+
+
+def cpu_limit(
+    environ: dict[str, str] | None = None,
+    cgroup_root: Path = Path("/sys/fs/cgroup"),
+    proc_self_cgroup: Path = Path("/proc/self/cgroup"),
+) -> ThreadBudget:
+    """The CPUs this process may keep busy by rule 3 alone (affinity, cgroup quota, Slurm), per rank.
+
+    Raises:
+        BadInputError: ``LOCAL_WORLD_SIZE`` or ``SLURM_CPUS_PER_TASK`` is not a whole number >= 1.
+    """
+    env = os.environ if environ is None else environ
+    local_ranks = _positive(env.get("LOCAL_WORLD_SIZE", "1"), "LOCAL_WORLD_SIZE")
     limits = [(_affinity_cpus(), "affinity")]
     quota = cgroup_cpu_quota(cgroup_root, proc_self_cgroup)
     if quota is not None:
@@ -88,6 +115,45 @@ def thread_budget(
     if local_ranks > 1:
         return ThreadBudget(max(1, threads // local_ranks), f"{source} / {local_ranks} ranks")
     return ThreadBudget(threads, source)
+
+
+def cap_omp_num_threads(environ: dict[str, str] | None = None) -> None:
+    """Lower ``OMP_NUM_THREADS`` in ``environ`` (default ``os.environ``) to the CPUs, with one warning.
+
+    Call it before torch is loaded: OpenMP gives every new thread (a diagnosis batch thread, say)
+    that many threads of its own, whatever ``torch.set_num_threads`` said in the main thread, and
+    100000 of them crash the process. A value that is not a number is left for :func:`thread_budget`
+    to refuse, in the commands that use it.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("OMP_NUM_THREADS", "").strip():
+        return
+    try:
+        budget = thread_budget(None, env)
+    except BadInputError:
+        return
+    if budget.source != "OMP_NUM_THREADS":
+        env["OMP_NUM_THREADS"] = str(budget.threads)
+
+
+def capped_workers(requested: int, option: str, environ: dict[str, str] | None = None) -> int:
+    """``requested`` parallel workers (threads or processes, one CPU each), capped at the CPUs of
+    :func:`cpu_limit` with one warning line naming ``option``.
+
+    Raises:
+        BadInputError: ``requested`` is not a whole number >= 1.
+    """
+    return _capped(_positive(requested, option), option, cpu_limit(environ)).threads
+
+
+def _capped(number: int, source: str, limit: ThreadBudget) -> ThreadBudget:
+    if number <= limit.threads:
+        return ThreadBudget(number, source)
+    cpus = f"{limit.threads} CPU{'s' if limit.threads > 1 else ''}"
+    log.warning(
+        "%s %d is more than the %s this process may use (%s); using %d", source, number, cpus, limit.source, limit.threads
+    )
+    return ThreadBudget(limit.threads, f"{source} capped at {limit.source}")
 
 
 def cgroup_cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_self_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ct_pipeline.errors import BadInputError
-from ct_pipeline.threads import cgroup_cpu_quota, thread_budget
+from ct_pipeline.threads import ThreadBudget, cgroup_cpu_quota, thread_budget
 from ct_pipeline.training import TrainConfig, train
 from tests.training_data import write_training_luna
 
@@ -54,9 +54,9 @@ def test_budget_order_flag_then_omp_then_the_least_of_slurm_cgroup_and_affinity(
     def budget(environ, requested=None, cgroup=(unlimited, unlimited_proc)):
         return thread_budget(requested, environ, *cgroup)
 
-    assert budget({"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "1"}, requested=5).threads == 5
-    assert budget({"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "1"}) == budget({"OMP_NUM_THREADS": "3"})
-    assert budget({"OMP_NUM_THREADS": "3"}).source == "OMP_NUM_THREADS"
+    assert budget({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "1"}, requested=AFFINITY).threads == 1  # capped
+    assert budget({"OMP_NUM_THREADS": "1"}, requested=AFFINITY) == ThreadBudget(AFFINITY, "--threads")
+    assert budget({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": str(AFFINITY)}) == ThreadBudget(1, "OMP_NUM_THREADS")
     assert budget({}).threads == AFFINITY and budget({}).source == "affinity"
     slurm = budget({"SLURM_CPUS_PER_TASK": "1"})
     assert (slurm.threads, slurm.source) == (1, "SLURM_CPUS_PER_TASK")
@@ -95,3 +95,16 @@ def test_training_runs_on_its_budget_logs_it_once_and_restores_the_callers_threa
     assert torch.get_num_threads() == before
     log = (tmp_path / "run" / "logs" / "rank-0.log").read_text()
     assert "cpu x1 threads (--threads)" in log
+
+
+def test_a_request_beyond_the_cpus_is_capped_there_with_one_warning(caplog):
+    environ = {"SLURM_CPUS_PER_TASK": "1"}
+    with caplog.at_level("WARNING"):
+        flag = thread_budget(100000, environ, Path("/nonexistent"), Path("/nonexistent"))
+        omp = thread_budget(None, {**environ, "OMP_NUM_THREADS": "64"}, Path("/nonexistent"), Path("/nonexistent"))
+    assert flag == ThreadBudget(1, "--threads capped at SLURM_CPUS_PER_TASK")
+    assert omp == ThreadBudget(1, "OMP_NUM_THREADS capped at SLURM_CPUS_PER_TASK")
+    assert [r.getMessage() for r in caplog.records] == [
+        "--threads 100000 is more than the 1 CPU this process may use (SLURM_CPUS_PER_TASK); using 1",
+        "OMP_NUM_THREADS 64 is more than the 1 CPU this process may use (SLURM_CPUS_PER_TASK); using 1",
+    ]

@@ -55,7 +55,7 @@ def test_device_and_precision_choice():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(BadInputError, match=r"--device cuda but torch sees no GPU here"):
+        with pytest.raises(BadInputError, match=r"^--device cuda: torch sees no GPU here; this machine has cpu: use one of them or auto$"):
             resolve_device("cuda")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")

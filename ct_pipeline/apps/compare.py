@@ -7,6 +7,7 @@ on the lungs, pairs the nodules and, with ``report``, draws them side by side.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,9 @@ def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], No
     if request.report is not None:
         check_writable(request.report, "--report", True)
     options = request.diagnose
+    # Resolved once: a --threads beyond the CPUs is then capped with one warning, not one per stage.
+    inference = dataclasses.replace(options.inference, threads=thread_budget(options.inference.threads).threads)
+    options = dataclasses.replace(options, inference=inference)
     volumes = [
         load_ct(source, data_roots=options.data_roots, cache_dir=options.cache_dir, options=options.load)
         for source in (request.prior, request.current)

@@ -20,7 +20,7 @@ from ct_pipeline.errors import BadCheckpointError, CtError, NotFoundError
 from ct_pipeline.models import InferenceModel, build_model, load_checkpoint, prepare_for_inference
 from ct_pipeline.models.checkpoint_path import checkpoint_file
 from ct_pipeline.models.checkpoints import KIND_NAMES
-from ct_pipeline.threads import thread_budget
+from ct_pipeline.threads import capped_workers, thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,8 @@ def load_diagnosis_models(
             kind: os.fspath(path) for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path
         },
         precision=precision,
-        workers=options.workers or (1 if device.type == "cuda" else thread_budget(options.threads).threads),
+        workers=capped_workers(options.workers, "--workers")
+        if options.workers
+        else (1 if device.type == "cuda" else thread_budget(options.threads).threads),
         release_memory=options.release_memory and device.type == "cpu",
     )

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ct_pipeline.errors import BadDataError, NotFoundError
-from ct_pipeline.luna16 import read_annotations, read_luna_csv
+from ct_pipeline.luna16 import read_annotations, read_findings_frame
 
 PREDICTION_HEADER = "seriesuid,coordX,coordY,coordZ,probability"
 ANNOTATION_HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm"
@@ -90,10 +90,11 @@ def _check_file(path: Path, header: str) -> None:
 
 
 def read_findings(path: Path) -> FindingTable:
-    """A LUNA16 submission CSV -> :class:`FindingTable` (a header-only file gives no findings)."""
+    """A LUNA16 submission CSV -> :class:`FindingTable` (a header-only file gives no findings);
+    checked by :func:`ct_pipeline.luna16.read_findings_frame`."""
     path = Path(path)
     _check_file(path, PREDICTION_HEADER)
-    frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "probability"], any_id=True)
+    frame = read_findings_frame(path)
     return FindingTable.from_arrays(
         frame["seriesuid"].to_numpy(dtype=object),
         frame[["coordX", "coordY", "coordZ"]].to_numpy(dtype=np.float64),
@@ -102,23 +103,15 @@ def read_findings(path: Path) -> FindingTable:
 
 
 def read_nodules(path: Path, *, excluded: bool = False) -> NoduleTable:
-    """``annotations.csv`` (or with ``excluded=True`` ``annotations_excluded.csv``) -> :class:`NoduleTable`.
-
-    Annotated nodules need a positive diameter; in the excluded table a negative one means 10 mm.
+    """``annotations.csv`` (or with ``excluded=True`` ``annotations_excluded.csv``) -> :class:`NoduleTable`,
+    checked by :func:`ct_pipeline.luna16.read_annotations` (a positive diameter, each nodule once);
+    in the excluded table a negative diameter means 10 mm.
     """
     path = Path(path)
     _check_file(path, ANNOTATION_HEADER)
-    frame = read_annotations(path, any_id=True)
+    frame = read_annotations(path, any_id=True, excluded=excluded)
     diameter_mm = frame["diameter_mm"].to_numpy(dtype=np.float64).copy()
-    if excluded:
-        diameter_mm[diameter_mm < 0] = EXCLUDED_DEFAULT_DIAMETER_MM
-    bad = np.flatnonzero(~(diameter_mm > 0))
-    if len(bad):
-        row = int(bad[0])
-        raise BadDataError(
-            f"{path}:{row + 2}: diameter_mm = {diameter_mm[row]:g} is not a positive size in mm; "
-            "an annotated nodule needs its diameter (only annotations_excluded.csv may use -1)"
-        )
+    diameter_mm[diameter_mm < 0] = EXCLUDED_DEFAULT_DIAMETER_MM
     return NoduleTable.from_arrays(
         frame["series_uid"].to_numpy(dtype=object),
         frame[["center_x_mm", "center_y_mm", "center_z_mm"]].to_numpy(dtype=np.float64),

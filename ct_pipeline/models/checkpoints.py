@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ct_pipeline import __version__
-from ct_pipeline.atomic import atomic_path
+from ct_pipeline.atomic import atomic_path, write_failure
 from ct_pipeline.errors import BadCheckpointError
 from ct_pipeline.models.checkpoint_path import checkpoint_file
 from ct_pipeline.models.classifier import CLASSIFIER_ARCH, ClassifierConfig, LunaClassifier
@@ -172,7 +172,10 @@ def save_checkpoint(
     }
     target = Path(path)
     with atomic_path(target) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as err:  # torch's zip writer reports a failed write (a full disk) this way
+            raise write_failure(target, err) from err
     return target
 
 

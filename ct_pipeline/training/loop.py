@@ -17,6 +17,7 @@ import os
 import random
 import time
 from contextlib import closing
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.logfile import open_log_file
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
 from ct_pipeline.preemption import StopRequests
-from ct_pipeline.threads import configure_worker_threads, thread_budget, torch_threads
+from ct_pipeline.threads import capped_workers, configure_worker_threads, thread_budget, torch_threads
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import (
     DistContext,
@@ -114,6 +115,8 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
             after its current step, and ``last.ckpt`` holds the last complete epoch.
     """
     budget = thread_budget(config.threads)
+    if config.num_workers > 1:
+        config = dataclasses.replace(config, num_workers=capped_workers(config.num_workers, "--num-workers"))
     check_writable(config.out_dir, "--out", is_folder=True)  # now, not when the first epoch ends
     ctx = setup_distributed(config.device)
     try:

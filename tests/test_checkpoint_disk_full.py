@@ -1,0 +1,124 @@
+"""A disk that fills up while a checkpoint is written: one line, exit 2, the previous checkpoint kept (issue #26).
+
+torch's zip writer reports the failed write as ``RuntimeError: [enforce fail at
+inline_container.cc:672] . unexpected pos 704 vs 598`` without an errno; it used to end the run as
+an internal error (exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from ct_pipeline import atomic
+from tests.folder_snapshot import snapshot
+from tests.training_data import write_training_luna
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _train_args(root: Path, out: Path, epochs: int) -> list[str]:
+    return [str(a) for a in ("train-cls", "--data-root", root, "--out", out, "--epochs", epochs, "--epoch-size", 8,
+                             "--batch-size", 8, "--val-stride", 2, "--num-workers", 0, "--device", "cpu", "--seed", 3)]  # fmt: skip
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(("error", "internal error", "Traceback"))]
+
+
+@pytest.mark.slow
+def test_torch_failing_to_write_a_checkpoint_on_a_full_disk_is_exit_2_and_last_ckpt_survives(tmp_path, monkeypatch):
+    root = write_training_luna(tmp_path / "luna", n_series=4)
+    out = tmp_path / "run"
+    first = CliRunner().invoke(app, _train_args(root, out, 1))
+    assert first.exit_code == 0, first.output
+    before = snapshot(root, out)
+    assert "run/last.ckpt" in before
+
+    real_save = torch.save
+
+    def save_on_a_full_disk(payload, path, *args, **kwargs):
+        real_save(payload, path, *args, **kwargs)
+        with open(path, "r+b") as handle:  # what a full disk leaves: the first bytes of the file
+            handle.truncate(598)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    monkeypatch.setattr(atomic, "_free_bytes", lambda folder: 0)  # what statvfs says once the write used it up
+    result = CliRunner().invoke(app, [*_train_args(root, out, 2), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert _error_lines(result.stderr) == [
+        f"error: {out / 'last.ckpt'}: cannot write there (no space left on the device); free space, fix the "
+        "permissions or choose another path"
+    ]
+    after = snapshot(root, out)
+    assert {name: after[name] for name in before if name.endswith(".ckpt")} == {
+        name: digest for name, digest in before.items() if name.endswith(".ckpt")
+    }  # last.ckpt and best.ckpt byte-identical
+    assert {name for name in after if not name.startswith("run/logs/") and not name.startswith("run/tensorboard")} == {
+        name for name in before if not name.startswith("run/logs/") and not name.startswith("run/tensorboard")
+    }  # and no temporary file left beside them
+    assert {name: after[name] for name in before if name.startswith("luna/")} == {
+        name: digest for name, digest in before.items() if name.startswith("luna/")
+    }
+
+
+_FULL_DISK_SCRIPT = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+mount, report = Path(sys.argv[1]), Path(sys.argv[2])
+args = json.loads(sys.argv[3])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+from tests.folder_snapshot import snapshot
+first = subprocess.run([sys.executable, "-m", "cli", *args[0]], capture_output=True, text=True)
+before = snapshot(mount / "run")
+# Shrink the disk to what epoch 1 left plus a little: room for the log lines and TensorBoard
+# events of epoch 2, none for its checkpoint (megabytes).
+stats = os.statvfs(mount)
+used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+subprocess.run(["mount", "-o", f"remount,size={used + 256 * 1024}", str(mount)], check=True)
+second = subprocess.run([sys.executable, "-m", "cli", *args[1]], capture_output=True, text=True)
+report.write_text(json.dumps({"first": [first.returncode, first.stderr], "second": [second.returncode, second.stderr],
+                              "before": before, "after": snapshot(mount / "run")}))
+"""
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_while_training_writes_its_checkpoint(tmp_path):
+    """On a small tmpfs filled up after epoch 1 (needs an unprivileged user and mount namespace)."""
+    if shutil.which("unshare") is None or subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True
+    ).returncode != 0:
+        pytest.skip("no user and mount namespaces here to mount a small file system in")
+    import json
+
+    root = write_training_luna(tmp_path / "luna", n_series=4)
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    out = mount / "run"
+    args = [_train_args(root, out, 1), [*_train_args(root, out, 2), "--resume"]]
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache")}
+    script = tmp_path / "full_disk.py"
+    script.write_text(_FULL_DISK_SCRIPT)
+    subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, script, mount, report, json.dumps(args)],
+        cwd=REPO, env=env, check=True, timeout=600,
+    )  # fmt: skip
+    outcome = json.loads(report.read_text())
+    assert outcome["first"][0] == 0, outcome["first"][1]
+    assert outcome["second"][0] == 2, outcome["second"][1]
+    assert _error_lines(outcome["second"][1]) == [
+        f"error: {out / 'last.ckpt'}: cannot write there (no space left on the device); free space, fix the "
+        "permissions or choose another path"
+    ]
+    before, after = outcome["before"], outcome["after"]
+    assert {k: v for k, v in before.items() if k.endswith(".ckpt")} == {k: v for k, v in after.items() if k.endswith(".ckpt")}
