@@ -13,7 +13,6 @@ What the libraries do silently, and why this module checks it itself:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import SimpleITK as sitk
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.dicom_tags import MODALITY, SERIES_INSTANCE_UID, read_top_level_tags
+from ct_pipeline.loading.walk import walk_files
 from ct_pipeline.volume import CtVolume
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,10 @@ def _floats(text: str) -> tuple[float, ...] | None:
 
 def read_slice_header(path: Path) -> DicomSliceHeader:
     """Read one file's header (no pixels). Raises BadDataError naming the file if unreadable."""
+    try:
+        path.stat()  # a broken or looping link: say so, not ITK's "corrupt"
+    except OSError as err:
+        raise _unreadable_file(path, err) from err
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.LoadPrivateTagsOff()
@@ -122,6 +126,10 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
     )
 
 
+def _unreadable_file(path: Path, err: OSError) -> BadDataError:
+    return BadDataError(f"{path}: cannot read this DICOM file ({err.strerror}); remove or replace it")
+
+
 def _non_image_header(path: Path) -> DicomSliceHeader | None:
     """The header of a DICOM object that GDCM does not open as an image (SR, SEG, ...), or None.
 
@@ -147,15 +155,13 @@ def _non_image_header(path: Path) -> DicomSliceHeader | None:
 
 
 def iter_dicom_files(folder: Path) -> Iterable[Path]:
-    """Every file below ``folder`` that looks like DICOM (preamble, or a .dcm name)."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
-            path = Path(dirpath) / name
-            if name.lower().endswith(".dcm") or has_dicom_magic(path):
-                yield path
+    """Every file below ``folder`` that looks like DICOM (preamble, or a .dcm name); folder links
+    are followed, each folder once (:func:`~ct_pipeline.loading.walk.walk_files`)."""
+    for path in walk_files(folder):
+        if path.name.upper() == "DICOMDIR":
+            continue
+        if path.name.lower().endswith(".dcm") or has_dicom_magic(path):
+            yield path
 
 
 @dataclass(frozen=True)
@@ -192,8 +198,11 @@ def discover_series(
     for path in iter_dicom_files(folder):
         try:
             header = read_header(path)
-        except BadDataError:
+        except (BadDataError, OSError) as err:
+            # OSError: a broken or looping link, or a file gone or locked since the walk.
             if unreadable is None:
+                if isinstance(err, OSError):
+                    raise _unreadable_file(path, err) from err
                 raise
             unreadable.append(path)
             continue
