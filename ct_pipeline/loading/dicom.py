@@ -177,6 +177,11 @@ class DicomSeries:
         return len(self.headers)
 
     @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the series, by path (the order its source fingerprint covers them in)."""
+        return tuple(h.path for h in self.headers)
+
+    @property
     def folders(self) -> tuple[str, ...]:
         return tuple(sorted({str(Path(h.path).parent) for h in self.headers}))
 
@@ -382,4 +387,5 @@ def load_dicom_series(series: DicomSeries, allow_uneven_spacing: bool = False) -
         format="dicom",
         modality=series.modality,
         meta=meta,
+        source_files=series.files,
     )

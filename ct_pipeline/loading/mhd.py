@@ -46,6 +46,35 @@ def read_mhd_header(path: Path) -> dict[str, str]:
     return header
 
 
+def mhd_data_files(header_path: Path) -> list[Path]:
+    """The files an .mhd header's ``ElementDataFile`` names, in order, relative to its folder.
+
+    One file (any name, any sub-folder), a ``LIST`` (one name per line after it), a
+    ``name%03d.raw first last step`` pattern, or none for ``LOCAL`` (data in the header itself).
+    """
+    try:
+        lines = header_path.read_text(encoding="latin-1").splitlines()
+    except OSError as err:
+        raise BadDataError(f"cannot read {header_path}: {err.strerror}") from err
+    for at, line in enumerate(lines):
+        key, _, value = line.partition("=")
+        if key.strip() != "ElementDataFile":
+            continue
+        value = value.strip()
+        if value.upper() == "LOCAL":
+            return []
+        if value.split()[:1] == ["LIST"]:
+            names = [name.strip() for name in lines[at + 1 :] if name.strip()]
+        elif "%" in value and len(value.split()) >= 3:
+            pattern, *numbers = value.split()
+            first, last, step = (int(n) for n in (numbers + ["1"])[:3])
+            names = [pattern % n for n in range(first, last + 1, step or 1)]
+        else:
+            names = [value]
+        return [header_path.parent / name for name in names]
+    return []
+
+
 def _numbers(header: dict[str, str], key: str, count: int, path: Path, default: str | None = None) -> list[float]:
     raw = header.get(key, default)
     if raw is None:
@@ -133,7 +162,10 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
         direction=tuple(float(v) for v in direction_rowmajor.ravel()),
     )
     uid = series_uid or path.stem
-    return CtVolume(hu=hu, geometry=geometry, series_uid=uid, source=str(path), format="mhd", modality="CT")
+    return CtVolume(
+        hu=hu, geometry=geometry, series_uid=uid, source=str(path), format="mhd", modality="CT",
+        source_files=(str(path), str(raw_path)),
+    )  # fmt: skip
 
 
 def write_mhd(volume_hu: np.ndarray, geometry: Geometry, path: Path) -> None:
