@@ -150,3 +150,24 @@ def test_compare_refuses_prior_results_made_from_other_bytes(tmp_path):
     ]
     assert "Traceback" not in refused.output
     assert {"root": _digests(root), "results": _digests(results)} == before
+
+
+# -- which files an .mhd header names --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, names",
+    [
+        ("scan.raw", ["scan.raw"]),
+        ("pixels/volume.img", ["pixels/volume.img"]),
+        ("slice%03d.raw 1 3 1", ["slice001.raw", "slice002.raw", "slice003.raw"]),
+        ("LIST\na.raw\nb.raw\n", ["a.raw", "b.raw"]),
+        ("LOCAL", []),
+    ],
+)
+def test_mhd_data_files_are_what_element_data_file_names(tmp_path, value, names):
+    from ct_pipeline.loading.mhd import mhd_data_files
+
+    header = tmp_path / "x.mhd"
+    header.write_text(f"NDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\nElementDataFile = {value}\n")
+    assert mhd_data_files(header) == [tmp_path / name for name in names]
