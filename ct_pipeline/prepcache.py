@@ -7,7 +7,6 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from ct_pipeline.errors import CtError, OutputError
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
 from ct_pipeline.preemption import StopRequests, Terminated, ignore_stop_signals
-from ct_pipeline.loading.mhd import mhd_data_files
+from ct_pipeline.loading import entry_files
 from ct_pipeline.threads import capped_workers
 from ct_pipeline.loading.series_index import SeriesEntry
 from ct_pipeline.sharding import Shard
@@ -26,18 +25,15 @@ from ct_pipeline.sharding import Shard
 log = logging.getLogger(__name__)
 
 
-def entry_files(entry: SeriesEntry) -> list[str]:
-    """The files a series is read from (their sizes and mtimes key the cache)."""
-    if entry.format == "mhd":
-        # The data file is whatever the header's ElementDataFile names, not always <uid>.raw.
-        return [str(p) for p in mhd_data_files(Path(entry.path))]
-    if entry.format == "dicom" and entry.dicom is not None:
-        return [h.path for h in entry.dicom.headers]
-    return [entry.path]
-
-
 def key_for(entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> str:
-    """The cache key of a series' region: changes when its files, candidates or the spec change."""
+    """The cache key of a series' region: changes when its files, candidates or the spec change.
+
+    The files are every one the loader reads (:func:`~ct_pipeline.loading.entry_files`), keyed by
+    name, size and mtime, not content: hashing all of LUNA16 (~120 GB) at every training start
+    would cost minutes (BENCHMARKS.md), and a file rewritten in place with its size and mtime
+    restored is not what a downloaded data set goes through. Diagnosis results, whose reuse a
+    user does not see, key on content.
+    """
     centers = candidates[CENTER_COLUMNS].to_numpy(dtype=np.float64)
     return region_key(
         entry.series_uid,

@@ -23,6 +23,8 @@ class CtVolume:
         format: "mhd", "dicom", "nrrd", "nifti", ...
         modality: DICOM modality when known ("CT"), else "CT" for formats without one.
         meta: a few extra header fields worth showing (strings only).
+        source_files: every file the loader read, in the loader's order (an .mhd with its data
+            file; a DICOM series' slices by path): what a result's source fingerprint covers.
     """
 
     hu: np.ndarray
@@ -32,6 +34,7 @@ class CtVolume:
     format: str
     modality: str = "CT"
     meta: dict[str, str] = field(default_factory=dict)
+    source_files: tuple[str, ...] = ()
 
     @property
     def shape_irc(self) -> tuple[int, int, int]:

@@ -8,6 +8,7 @@ on the lungs, pairs the nodules and, with ``report``, draws them side by side.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from ct_pipeline.followup.comparison import Comparison
 from ct_pipeline.followup.matching import MatchConfig
 from ct_pipeline.followup.registration import RegistrationConfig
 from ct_pipeline.volume import CtVolume
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,26 @@ def _read_results(path: Path, volume: CtVolume, which: str) -> DiagnosisResult:
     result = read_result_file(path)
     if result.series_uid != volume.series_uid:
         raise BadInputError(f"{option} {path} is of series {result.series_uid}, but {which} is {volume.series_uid}")
+    _check_same_bytes(result, volume, option, path)
     return result
+
+
+def _check_same_bytes(result: DiagnosisResult, volume: CtVolume, option: str, path: Path) -> None:
+    """Refuse a result made from other bytes than ``volume``'s files hold now; warn when it cannot tell."""
+    from ct_pipeline.loading.fingerprint import content_fingerprint, is_content_fingerprint
+
+    recorded = (result.provenance or {}).get("source_fingerprint")
+    if not is_content_fingerprint(recorded):
+        log.warning(
+            "%s %s records no content fingerprint of the files it was made from (written by hand or by an older "
+            "ct), so it cannot be checked against series %s; it is used as given", option, path, volume.series_uid,
+        )  # fmt: skip
+        return
+    if recorded != content_fingerprint(volume.source_files):
+        raise BadInputError(
+            f"{option} {path} was made from other bytes than series {volume.series_uid} holds now (its files changed "
+            f"since); diagnose it again, or drop {option} to let ct compare diagnose it"
+        )
 
 
 def _diagnoser(request: DiagnoseRequest, progress: Callable[[SeriesProgress], None] | None):
@@ -82,7 +104,7 @@ def _diagnoser(request: DiagnoseRequest, progress: Callable[[SeriesProgress], No
         if progress is not None:
             stages = lambda stage, done, total: progress(SeriesProgress(volume.series_uid, position, 2, stage, done, total))  # noqa: E731
         result = diagnose(volume, models, request.config, stages)
-        return result.with_provenance(with_source(record, result.source))
+        return result.with_provenance(with_source(record, volume.source_files))
 
     return run
 

@@ -23,7 +23,7 @@ from ct_pipeline.diagnosis.progress import SeriesProgress, StageProgress, no_pro
 from ct_pipeline.diagnosis.provenance import differences, run_provenance, with_source
 from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.errors import BadDataError, BadInputError, CtError
-from ct_pipeline.loading import LoadOptions, load_ct, load_entry
+from ct_pipeline.loading import LoadOptions, entry_files, find_entry, load_ct, load_entry
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.preemption import StopRequests
@@ -42,11 +42,14 @@ class BatchItem:
         load: reads the volume.
         key: names the result file; the series UID when known before loading, else None
             (found by :func:`series_key` when the batch starts the item).
+        files: every file ``load`` would read, found without reading pixels; a result in
+            ``--out`` is reused only when their bytes are the ones it was made from (None: never).
     """
 
     label: str
     load: Callable[[], CtVolume]
     key: str | None = None
+    files: Callable[[], Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,10 @@ def items_from_sources(
     def loader(source: str) -> Callable[[], CtVolume]:
         return lambda: load_ct(source, data_roots=data_roots, cache_dir=cache_dir, options=options)
 
-    return [BatchItem(label=source, load=loader(source)) for source in sources]
+    def files(source: str) -> Callable[[], Sequence[str]]:
+        return lambda: entry_files(find_entry(source, data_roots=data_roots, cache_dir=cache_dir, options=options))
+
+    return [BatchItem(label=source, load=loader(source), files=files(source)) for source in sources]
 
 
 def items_from_roots(data_roots: Sequence[Path], cache_dir: Path | None, options: LoadOptions) -> list[BatchItem]:
@@ -125,7 +131,10 @@ def items_from_roots(data_roots: Sequence[Path], cache_dir: Path | None, options
     def loader(entry) -> Callable[[], CtVolume]:
         return lambda: load_entry(entry, options)
 
-    return [BatchItem(label=uid, load=loader(entries[uid]), key=uid) for uid in sorted(entries)]
+    def files(entry) -> Callable[[], Sequence[str]]:
+        return lambda: entry_files(entry)
+
+    return [BatchItem(label=uid, load=loader(entries[uid]), key=uid, files=files(entries[uid])) for uid in sorted(entries)]
 
 
 def select_shard(items: Sequence[BatchItem], shard: Shard) -> list[BatchItem]:
@@ -229,7 +238,8 @@ def _diagnose_item(
                 except BadDataError as err:
                     log.warning("%s; diagnosing it again", err)
                 else:
-                    changed = differences(recorded.provenance, with_source(record, recorded.source))
+                    current_files = item.files() if item.files is not None else ()
+                    changed = differences(recorded.provenance, with_source(record, current_files))
                     if not changed:
                         return BatchOutcome(item, "skipped", recorded, f"already in {done_file}")
                     redo_reason = f"{done_file} was made with another {', '.join(changed)}; diagnosing it again"
@@ -238,7 +248,7 @@ def _diagnose_item(
         volume = item.load()
         load_s = time.perf_counter() - started
         result = diagnose(volume, models, config, progress).with_timings({"load": load_s}, first=True)
-        result = result.with_provenance(with_source(record, result.source))
+        result = result.with_provenance(with_source(record, volume.source_files))
         if after is not None:
             progress("report", 0, 0)
             result = after(volume, result)

@@ -1,10 +1,12 @@
 """What made a diagnosis result: the ct version, the models, every option that changes findings,
-and the source's fingerprint; and whether two results were made the same way.
+and the content fingerprint of the source's files; and whether two results were made the same way.
 
 Every result carries this record (per-series JSON, ``--json``, report pages, and a side file
 beside ``--csv``), so a result can always be traced to its models. A batch re-run into the same
 ``--out`` skips a series only when its recorded models, settings and source all match the
 current ones (:func:`differences`), and ``--merge`` refuses to mix results made differently.
+The source counts by the bytes of every file the loader reads
+(:mod:`ct_pipeline.loading.fingerprint`), so a file changed in place is never taken for the same.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from ct_pipeline import __version__
-from ct_pipeline.cache import source_fingerprint as files_fingerprint
 from ct_pipeline.diagnosis.config import DiagnosisConfig
+from ct_pipeline.loading.fingerprint import content_fingerprint, is_content_fingerprint
 from ct_pipeline.models.book import sha256_of_file
 
 # DiagnosisConfig fields that only change speed or memory, not the findings.
@@ -49,26 +50,10 @@ def run_provenance(
     }
 
 
-def with_source(provenance: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """``provenance`` plus the fingerprint of the series' source files."""
-    return {**provenance, "source_fingerprint": source_fingerprint(source)}
-
-
-def source_fingerprint(source: str) -> str:
-    """:func:`ct_pipeline.cache.source_fingerprint` of the files a series was read from ("" if gone).
-
-    An .mhd counts with its .raw; a folder (DICOM) with every file below it.
-    """
-    path = Path(source)
-    if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file()]
-    elif path.suffix.lower() == ".mhd":
-        files = [p for p in (path, path.with_suffix(".raw")) if p.exists()]
-    elif path.is_file():
-        files = [path]
-    else:
-        return ""
-    return files_fingerprint([os.fspath(p) for p in files])
+def with_source(provenance: Mapping[str, Any], source_files: Sequence[str]) -> dict[str, Any]:
+    """``provenance`` plus the content fingerprint of ``source_files`` (a volume's ``source_files``,
+    or :func:`ct_pipeline.loading.entry_files` of the series before it is read)."""
+    return {**provenance, "source_fingerprint": content_fingerprint(source_files)}
 
 
 def comparable(provenance: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,7 +81,9 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], source:
             names.append(f"the {kind} model")
     old_settings, new_settings = old["settings"] or {}, new["settings"] or {}
     names += [key for key in sorted(set(old_settings) | set(new_settings)) if old_settings.get(key) != new_settings.get(key)]
-    if source and old["source_fingerprint"] != new["source_fingerprint"]:
+    # An older ct's fingerprint (names, sizes, mtimes), or none, cannot vouch for the bytes.
+    fingerprints = (old["source_fingerprint"], new["source_fingerprint"])
+    if source and (fingerprints[0] != fingerprints[1] or not is_content_fingerprint(fingerprints[0])):
         names.append("the source files")
     return names
 

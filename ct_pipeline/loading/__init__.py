@@ -9,13 +9,13 @@ from pathlib import Path
 
 from ct_pipeline.errors import BadInputError, NotFoundError
 from ct_pipeline.loading.dicom import DicomSeries, discover_series, load_dicom_series
-from ct_pipeline.loading.image_file import image_format, load_image_file
-from ct_pipeline.loading.mhd import load_mhd
-from ct_pipeline.loading.series_index import find_series
+from ct_pipeline.loading.image_file import image_format, image_stem, load_image_file
+from ct_pipeline.loading.mhd import load_mhd, mhd_data_files
+from ct_pipeline.loading.series_index import SeriesEntry, find_series
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.volume import CtVolume
 
-__all__ = ["LoadOptions", "load_ct", "load_entry", "CtVolume"]
+__all__ = ["LoadOptions", "load_ct", "load_entry", "find_entry", "entry_files", "CtVolume"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class LoadOptions:
     series_uid: str | None = None
 
 
-def _load_dicom_folder(folder: Path, options: LoadOptions) -> CtVolume:
+def _dicom_folder_entry(folder: Path, options: LoadOptions) -> SeriesEntry:
     series = discover_series(folder)
     if not series:
         raise BadInputError(f"{folder}: no DICOM files found in this folder or below it")
@@ -40,16 +40,52 @@ def _load_dicom_folder(folder: Path, options: LoadOptions) -> CtVolume:
         chosen = [s for s in series if s.series_uid == options.series_uid]
         if not chosen:
             raise NotFoundError(f"series {options.series_uid} is not in {folder}; it holds {_describe(series)}")
-        return load_dicom_series(chosen[0], options.allow_uneven_spacing)
+        return _dicom_entry(chosen[0])
     if len(series) > 1:
         raise BadInputError(
             f"{folder} holds {len(series)} series ({_describe(series)}); name one with --series UID"
         )
-    return load_dicom_series(series[0], options.allow_uneven_spacing)
+    return _dicom_entry(series[0])
+
+
+def _dicom_entry(series: DicomSeries) -> SeriesEntry:
+    return SeriesEntry(series.series_uid, "dicom", series.folders[0], series.n_files, series.modality, series)
 
 
 def _describe(series: Sequence[DicomSeries]) -> str:
     return "; ".join(f"{s.series_uid} ({s.modality or '?'}, {s.n_files} files)" for s in series)
+
+
+def find_entry(
+    source: str | os.PathLike,
+    *,
+    data_roots: Sequence[Path] = (),
+    cache_dir: Path | None = None,
+    options: LoadOptions = LoadOptions(),
+) -> SeriesEntry:
+    """Which series ``source`` (DICOM folder or file, .mhd, NRRD/NIfTI file, or a series UID under
+    ``data_roots``) stands for, found without reading pixels.
+
+    Raises:
+        BadInputError / NotFoundError / BadDataError with a one-line message.
+    """
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_dir():
+        return _dicom_folder_entry(path, options)
+    if path.is_file():
+        if path.name.lower().endswith(".mhd"):
+            return SeriesEntry(path.stem, "mhd", str(path), 2)
+        fmt = image_format(path)
+        if fmt is not None:
+            return SeriesEntry(image_stem(path), fmt, str(path), 1)
+        # A single DICOM file stands for its series in the same folder.
+        series = [s for s in discover_series(path.parent) if any(h.path == str(path) for h in s.headers)]
+        if series:
+            return _dicom_entry(series[0])
+        raise BadInputError(f"{path}: not a CT image (expected a DICOM file or folder, .mhd, .nrrd, .nii or .nii.gz)")
+    uid = validate_series_uid(text)
+    return find_series(uid, data_roots, cache_dir)
 
 
 def load_ct(
@@ -66,28 +102,25 @@ def load_ct(
     Raises:
         BadInputError / NotFoundError / BadDataError with a one-line message.
     """
-    text = os.fspath(source)
-    path = Path(text)
-    if path.is_dir():
-        return _load_dicom_folder(path, options)
-    if path.is_file():
-        if path.name.lower().endswith(".mhd"):
-            return load_mhd(path)
-        if image_format(path) is not None:
-            return load_image_file(path)
-        # A single DICOM file stands for its series in the same folder.
-        series = [s for s in discover_series(path.parent) if any(h.path == str(path) for h in s.headers)]
-        if series:
-            return load_dicom_series(series[0], options.allow_uneven_spacing)
-        raise BadInputError(f"{path}: not a CT image (expected a DICOM file or folder, .mhd, .nrrd, .nii or .nii.gz)")
-    uid = validate_series_uid(text)
-    return load_entry(find_series(uid, data_roots, cache_dir), options)
+    return load_entry(find_entry(source, data_roots=data_roots, cache_dir=cache_dir, options=options), options)
 
 
-def load_entry(entry, options: LoadOptions = LoadOptions()) -> CtVolume:
+def load_entry(entry: SeriesEntry, options: LoadOptions = LoadOptions()) -> CtVolume:
     """Load a :class:`~ct_pipeline.loading.series_index.SeriesEntry` found by the series index."""
     if entry.format == "mhd":
         return load_mhd(Path(entry.path), series_uid=entry.series_uid)
     if entry.format == "dicom":
         return load_dicom_series(entry.dicom, options.allow_uneven_spacing)
     return load_image_file(Path(entry.path))
+
+
+def entry_files(entry: SeriesEntry) -> tuple[str, ...]:
+    """Every file :func:`load_entry` reads for ``entry``, in the order of the volume's ``source_files``.
+
+    An .mhd with whatever its ``ElementDataFile`` names; a DICOM series' slices wherever they lie.
+    """
+    if entry.format == "mhd":
+        return tuple(str(p) for p in mhd_data_files(Path(entry.path)))
+    if entry.format == "dicom" and entry.dicom is not None:
+        return entry.dicom.files
+    return (entry.path,)

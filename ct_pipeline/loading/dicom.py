@@ -13,7 +13,6 @@ What the libraries do silently, and why this module checks it itself:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ct_pipeline.errors import BadDataError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.dicom_tags import MODALITY, SERIES_INSTANCE_UID, read_top_level_tags
 from ct_pipeline.loading.limits import check_finite, check_fits_in_memory
+from ct_pipeline.loading.walk import walk_files
 from ct_pipeline.volume import CtVolume
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,10 @@ def _floats(text: str) -> tuple[float, ...] | None:
 
 def read_slice_header(path: Path) -> DicomSliceHeader:
     """Read one file's header (no pixels). Raises BadDataError naming the file if unreadable."""
+    try:
+        path.stat()  # a broken or looping link: say so, not ITK's "corrupt"
+    except OSError as err:
+        raise _unreadable_file(path, err) from err
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.LoadPrivateTagsOff()
@@ -123,6 +127,10 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
     )
 
 
+def _unreadable_file(path: Path, err: OSError) -> BadDataError:
+    return BadDataError(f"{path}: cannot read this DICOM file ({err.strerror}); remove or replace it")
+
+
 def _non_image_header(path: Path) -> DicomSliceHeader | None:
     """The header of a DICOM object that GDCM does not open as an image (SR, SEG, ...), or None.
 
@@ -148,15 +156,13 @@ def _non_image_header(path: Path) -> DicomSliceHeader | None:
 
 
 def iter_dicom_files(folder: Path) -> Iterable[Path]:
-    """Every file below ``folder`` that looks like DICOM (preamble, or a .dcm name)."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
-            path = Path(dirpath) / name
-            if name.lower().endswith(".dcm") or has_dicom_magic(path):
-                yield path
+    """Every file below ``folder`` that looks like DICOM (preamble, or a .dcm name); folder links
+    are followed, each folder once (:func:`~ct_pipeline.loading.walk.walk_files`)."""
+    for path in walk_files(folder):
+        if path.name.upper() == "DICOMDIR":
+            continue
+        if path.name.lower().endswith(".dcm") or has_dicom_magic(path):
+            yield path
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,11 @@ class DicomSeries:
     @property
     def n_files(self) -> int:
         return len(self.headers)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the series, by path (the order its source fingerprint covers them in)."""
+        return tuple(h.path for h in self.headers)
 
     @property
     def folders(self) -> tuple[str, ...]:
@@ -193,8 +204,11 @@ def discover_series(
     for path in iter_dicom_files(folder):
         try:
             header = read_header(path)
-        except BadDataError:
+        except (BadDataError, OSError) as err:
+            # OSError: a broken or looping link, or a file gone or locked since the walk.
             if unreadable is None:
+                if isinstance(err, OSError):
+                    raise _unreadable_file(path, err) from err
                 raise
             unreadable.append(path)
             continue
@@ -381,4 +395,5 @@ def load_dicom_series(series: DicomSeries, allow_uneven_spacing: bool = False) -
         format="dicom",
         modality=series.modality,
         meta=meta,
+        source_files=series.files,
     )

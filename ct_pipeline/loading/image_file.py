@@ -79,4 +79,6 @@ def load_image_file(path: Path) -> CtVolume:
         spacing_xyz=tuple(image.GetSpacing()),  # type: ignore[arg-type]
         direction=tuple(image.GetDirection()),
     )
-    return CtVolume(hu=hu, geometry=geometry, series_uid=image_stem(path), source=str(path), format=fmt)
+    return CtVolume(
+        hu=hu, geometry=geometry, series_uid=image_stem(path), source=str(path), format=fmt, source_files=(str(path),)
+    )

@@ -193,7 +193,10 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
         direction=tuple(float(v) for v in direction_rowmajor.ravel()),
     )
     uid = series_uid or path.stem
-    return CtVolume(hu=hu, geometry=geometry, series_uid=uid, source=str(path), format="mhd", modality="CT")
+    return CtVolume(
+        hu=hu, geometry=geometry, series_uid=uid, source=str(path), format="mhd", modality="CT",
+        source_files=(str(path), str(raw_path)),
+    )  # fmt: skip
 
 
 def write_mhd(volume_hu: np.ndarray, geometry: Geometry, path: Path) -> None:

@@ -8,7 +8,6 @@ remembered in the cache, keyed by path, size and mtime: a changed file is read a
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from ct_pipeline.errors import BadDataError, NotFoundError
 from ct_pipeline.loading.dicom import DicomSeries, DicomSliceHeader, discover_series, read_slice_header
 from ct_pipeline.loading.image_file import image_format, image_stem
+from ct_pipeline.loading.walk import walk_files
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,7 @@ class CachedHeaderReader:
 
 
 def _walk_image_files(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            if name.lower().endswith(".mhd") or image_format(Path(name)) is not None:
-                found.append(Path(dirpath) / name)
-    return found
+    return [path for path in walk_files(root) if path.name.lower().endswith(".mhd") or image_format(path) is not None]
 
 
 def scan_roots(roots: Sequence[Path], cache_dir: Path | None = None) -> dict[str, SeriesEntry]:
