@@ -9,6 +9,7 @@ measured in BENCHMARKS.md).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -96,16 +97,17 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
         raise BadDataError(f"{path}: TransformMatrix {direction} is singular")
 
     data_file = header.get("ElementDataFile", "")
-    if data_file in ("", "LOCAL", "LIST") or "%" in data_file:
+    if data_file in ("", "LOCAL", "LIST") or "%" in data_file or "\0" in data_file:  # NUL: no file has that name
         raise BadDataError(f"{path}: ElementDataFile {data_file!r} is not supported; expected a separate .raw file")
     raw_path = path.parent / data_file
-    expected = int(np.prod(size_xyz)) * dtype.itemsize
+    # Python ints: np.prod wraps around in int64, and DimSize 2**32 2**32 1 would need 0 bytes.
+    n_voxels = math.prod(size_xyz)
+    expected = n_voxels * dtype.itemsize
     try:
         actual = raw_path.stat().st_size
     except OSError as err:
         raise BadDataError(f"{path}: its data file {raw_path} is missing") from err
     if actual != expected:
-        n_voxels = int(np.prod(size_xyz))
         fitting = [
             name for name, t in _MET_TYPES.items() if name != element_type and n_voxels * np.dtype(t).itemsize == actual
         ]

@@ -1,0 +1,88 @@
+"""Inputs the property test (test_property_bad_input.py) found ending in exit 1 or a silent exit 0.
+
+Each is now a one-line error (exit 2) that names the bad value; the input folder is left as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.diagnosis_tiny import write_models, write_phantom_luna
+from tests.test_property_bad_input import UID, VALID_HEADER, _write_mhd_case
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _mhd(tmp_path: Path, raw_size: int = 240, **values: str) -> list[str]:
+    header = "\n".join(f"{key} = {values.get(key, value)}" for key, value in VALID_HEADER)
+    return ["info", str(_write_mhd_case(tmp_path, header.encode("latin-1"), raw_size, None))]
+
+
+def _evaluate_ragged(tmp_path: Path) -> list[str]:
+    # Every row has one field more than the header: pandas made the first field the index.
+    (tmp_path / "pred.csv").write_text(f"seriesuid,coordX,coordZ,probability\n{UID},1,2,3,0.5\n{UID},4,5,6,0.7\n")
+    (tmp_path / "annotations.csv").write_text(f"seriesuid,coordX,coordY,coordZ,diameter_mm\n{UID},1,2,3,6\n")
+    return ["evaluate", str(tmp_path / "pred.csv"), "--annotations", str(tmp_path / "annotations.csv")]
+
+
+def _diagnose(tmp_path: Path, *options: str) -> list[str]:
+    uid = write_phantom_luna(tmp_path / "luna", 1)[0]
+    models = write_models(tmp_path / "models")
+    return ["diagnose", uid, "--data-root", str(tmp_path / "luna"), "--seg-model", str(models["seg"]),
+            "--cls-model", str(models["cls"]), "--quiet", *options]  # fmt: skip
+
+
+CASES = {
+    # was: internal error: ValueError: embedded null byte
+    "NUL in ElementDataFile": (
+        lambda tmp: _mhd(tmp, ElementDataFile="a\0b.raw"),
+        r"^error: .*\.mhd: ElementDataFile 'a\\x00b\.raw' is not supported; expected a separate \.raw file$",
+    ),
+    # was: internal error: ValueError: cannot reshape array of size 0 (the size wrapped around to 0 bytes)
+    "DimSize whose product overflows int64": (
+        lambda tmp: _mhd(tmp, raw_size=0, DimSize="4294967296 4294967296 1"),
+        r"^error: .*\.raw: 0 bytes, but the header .*\.mhd \(DimSize \[4294967296, 4294967296, 1\], MET_SHORT\) "
+        r"needs 36893488147419103232; the file is truncated",
+    ),
+    # was: internal error: TypeError: can only concatenate str (not "int") to str
+    "CSV rows longer than the header": (
+        _evaluate_ragged,
+        r"^error: .*pred\.csv:2: 5 fields, but the header has 4 \(seriesuid,coordX,coordZ,probability\); "
+        r"give every row one value per column$",
+    ),
+    # was: exit 0 after 14 s merging every candidate into one
+    "diagnose --merge-fraction inf": (
+        lambda tmp: _diagnose(tmp, "--merge-fraction", "inf"),
+        r"^error: merge fraction inf must be a finite number >= 0 \(0 turns merging off\)$",
+    ),
+    # was: exit 0, the lung mask silently covering everything
+    "diagnose --lung-margin inf": (
+        lambda tmp: _diagnose(tmp, "--lung-margin", "inf"),
+        r"^error: lung margin inf mm must be a finite number >= 0, e\.g\. 15$",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_found_by_the_property_test_exits_2_with_one_line(tmp_path, name):
+    build, message = CASES[name]
+    args = build(tmp_path)
+    before = _snapshot(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert _snapshot(tmp_path) == before
