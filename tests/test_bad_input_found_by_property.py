@@ -36,6 +36,13 @@ def _evaluate_ragged(tmp_path: Path) -> list[str]:
     return ["evaluate", str(tmp_path / "pred.csv"), "--annotations", str(tmp_path / "annotations.csv")]
 
 
+def _evaluate_negative_seed(tmp_path: Path) -> list[str]:
+    (tmp_path / "pred.csv").write_text(f"seriesuid,coordX,coordY,coordZ,probability\n{UID},1,2,3,0.5\n")
+    (tmp_path / "annotations.csv").write_text(f"seriesuid,coordX,coordY,coordZ,diameter_mm\n{UID},1,2,3,6\n")
+    return ["evaluate", str(tmp_path / "pred.csv"), "--annotations", str(tmp_path / "annotations.csv"),
+            "--bootstrap", "3", "--seed", "-1"]  # fmt: skip
+
+
 def _diagnose(tmp_path: Path, *options: str) -> list[str]:
     uid = write_phantom_luna(tmp_path / "luna", 1)[0]
     models = write_models(tmp_path / "models")
@@ -61,6 +68,8 @@ CASES = {
         r"^error: .*pred\.csv:2: 5 fields, but the header has 4 \(seriesuid,coordX,coordZ,probability\); "
         r"give every row one value per column$",
     ),
+    # was: internal error: ValueError: expected non-negative integer
+    "evaluate --seed -1": (_evaluate_negative_seed, r"^error: --seed -1 is negative; give 0 or more$"),
     # was: exit 0 after 14 s merging every candidate into one
     "diagnose --merge-fraction inf": (
         lambda tmp: _diagnose(tmp, "--merge-fraction", "inf"),
