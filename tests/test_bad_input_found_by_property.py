@@ -6,13 +6,18 @@ Each is now a one-line error (exit 2) that names the bad value; the input folder
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from ct_pipeline.dicom_writer import write_dicom_series
+from ct_pipeline.geometry import Geometry
 from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.test_property_bad_input import UID, VALID_HEADER, _write_mhd_case
 
@@ -94,4 +99,26 @@ def test_found_by_the_property_test_exits_2_with_one_line(tmp_path, name):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert re.search(message, lines[0]), lines[0]
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_garbled_instance_number_does_not_stop_reading_the_series(tmp_path):
+    """A damaged byte in InstanceNumber (IS '4' -> b'\\xfbW') was `ValueError: could not convert string to float`
+    (exit 1) in `ct info` and `ct series list`; slices are placed by ImagePositionPatient, so the series reads."""
+    geometry = Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    uid = "1.2.826.0.1.3680043.8.498.9"
+    files = write_dicom_series(np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8), geometry, tmp_path / "ct", uid)
+    data = files[3].read_bytes()
+    at = data.find(b"\x20\x00\x13\x00")  # (0020,0013) InstanceNumber, implicit VR: 4-byte length, then the value
+    length = struct.unpack("<I", data[at + 4 : at + 8])[0]
+    assert at > 0 and length == 2
+    files[3].write_bytes(data[: at + 8] + b"\xfbW" + data[at + 10 :])
+    before = _snapshot(tmp_path)
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "ct"), "--json"])
+    assert info.exit_code == 0, info.output
+    assert info.stderr == ""
+    assert json.loads(info.stdout)["shape_irc"] == [4, 8, 8]
+    listing = CliRunner().invoke(app, ["series", "list", "--data-root", str(tmp_path / "ct"), "--json"])
+    assert listing.exit_code == 0, listing.output
+    assert [(s["series_uid"], s["n_files"]) for s in json.loads(listing.stdout)] == [(uid, 4)]
     assert _snapshot(tmp_path) == before

@@ -13,6 +13,7 @@ What the libraries do silently, and why this module checks it itself:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -81,7 +82,13 @@ def _floats(text: str) -> tuple[float, ...] | None:
         values = tuple(float(v) for v in text.replace(" ", "").split("\\") if v != "")
     except ValueError:
         return None
-    return values or None
+    return values if values and all(math.isfinite(v) for v in values) else None
+
+
+def _whole(text: str) -> int | None:
+    """An IS/US value, or None when absent or garbled (a damaged byte in a number is not a crash)."""
+    values = _floats(text)
+    return int(values[0]) if values and len(values) == 1 else None
 
 
 def read_slice_header(path: Path) -> DicomSliceHeader:
@@ -104,7 +111,6 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
     position = _floats(tag("position"))
     orientation = _floats(tag("orientation"))
     spacing = _floats(tag("pixel_spacing"))
-    instance_text = tag("instance")
     return DicomSliceHeader(
         path=str(path),
         series_uid=tag("series_uid"),
@@ -112,9 +118,9 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
         position_xyz=position if position and len(position) == 3 else None,  # type: ignore[arg-type]
         orientation=orientation if orientation and len(orientation) == 6 else None,
         pixel_spacing_rc=spacing if spacing and len(spacing) == 2 else None,  # type: ignore[arg-type]
-        rows=int(tag("rows") or 0),
-        columns=int(tag("columns") or 0),
-        instance=int(float(instance_text)) if instance_text else None,
+        rows=_whole(tag("rows")) or 0,
+        columns=_whole(tag("columns")) or 0,
+        instance=_whole(tag("instance")),
         description=tag("description"),
         manufacturer=tag("manufacturer"),
         kernel=tag("kernel"),
