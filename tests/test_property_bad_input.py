@@ -1,6 +1,6 @@
 """Property: whatever a user feeds `ct`, it answers exit 0, or exit 2 with one line -- never a traceback.
 
-Hypothesis generates malformed `.mhd` headers (and their data files), LUNA16 annotation,
+Hypothesis generates malformed `.mhd` headers (and their data files), damaged DICOM files, LUNA16 annotation,
 candidate and findings tables, and option values, and runs the commands that read them in
 process (typer's CliRunner, stderr captured on its own). Every outcome must be:
 
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cli.main import app
+from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.geometry import Geometry
-from ct_pipeline.loading.mhd import write_mhd
 from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.tiny_luna import SERIES, write_tiny_luna
 
@@ -43,7 +43,7 @@ CHEAP = settings(max_examples=30, deadline=None, suppress_health_check=_SHARED_F
 # Commands that load torch models or write caches cost ~0.1-1 s a run: fewer examples, and a
 # failure is reported as found instead of being shrunk over many more runs.
 COSTLY = settings(
-    max_examples=12, deadline=None, suppress_health_check=_SHARED_FIXTURES,
+    max_examples=10, deadline=None, suppress_health_check=_SHARED_FIXTURES,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )  # fmt: skip
 
@@ -216,6 +216,42 @@ def test_info_of_any_mhd_header_is_clean(tmp_path_factory, case):
     path = _write_mhd_case(folder, *case)
     check_outcome(["info", str(path)])
     check_outcome(["info", UID, "--data-root", str(folder), "--json"], json_output=True)
+    check_outcome(["series", "list", "--data-root", str(folder), "--json"], json_output=True)
+
+
+# -- DICOM files -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dicom_slices(tmp_path_factory) -> list[bytes]:
+    """The bytes of a 4-slice 8x8 CT series (ct_pipeline.dicom_writer)."""
+    geometry = Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    hu = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8)
+    files = write_dicom_series(hu, geometry, tmp_path_factory.mktemp("dicom"), "1.2.826.0.1.3680043.8.498.9")
+    return [path.read_bytes() for path in files]
+
+
+@COSTLY
+@given(
+    damaged=st.integers(0, 3),
+    damage=st.sampled_from(["truncate", "overwrite", "zero run", "insert", "replace"]),
+    at=st.floats(0, 1),
+    data=st.binary(min_size=1, max_size=16),
+)
+# Found before: a damaged byte in InstanceNumber was a ValueError (exit 1).
+@example(damaged=3, damage="overwrite", at=0.647, data=b"\xfbW4")
+def test_info_of_a_damaged_dicom_series_is_clean(tmp_path_factory, dicom_slices, damaged, damage, at, data):
+    folder = _workdir(tmp_path_factory)
+    for index, content in enumerate(dicom_slices):
+        if index == damaged:
+            cut = int(at * len(content))
+            content = {
+                "truncate": content[:cut],
+                "overwrite": content[:cut] + data + content[cut + len(data) :],
+                "zero run": content[:cut] + bytes(len(data)) + content[cut + len(data) :],
+                "insert": content[:cut] + data + content[cut:],
+                "replace": data,
+            }[damage]
+        (folder / f"{index:06d}.dcm").write_bytes(content)
+    check_outcome(["info", str(folder), "--json"], json_output=True)
     check_outcome(["series", "list", "--data-root", str(folder), "--json"], json_output=True)
 
 
