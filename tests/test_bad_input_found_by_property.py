@@ -25,7 +25,9 @@ from tests.test_property_bad_input import UID, VALID_HEADER, _write_mhd_case
 def _snapshot(folder: Path) -> dict[str, str]:
     """relative path -> sha256 of every file under ``folder``."""
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
     }
 
 
@@ -102,23 +104,52 @@ def test_found_by_the_property_test_exits_2_with_one_line(tmp_path, name):
     assert _snapshot(tmp_path) == before
 
 
+DICOM_UID = "1.2.826.0.1.3680043.8.498.9"
+
+
+def _series_with_damaged_tag(folder: Path, tag: bytes, value: bytes) -> Path:
+    """A 4-slice series whose last file has ``value`` over the start of ``tag``'s value (implicit VR)."""
+    geometry = Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    hu = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8)
+    files = write_dicom_series(hu, geometry, folder, DICOM_UID)
+    data = files[3].read_bytes()
+    at = data.find(tag)  # implicit VR: the tag, a 4-byte length, then the value
+    length = struct.unpack("<I", data[at + 4 : at + 8])[0]
+    assert at > 0 and length >= len(value)
+    files[3].write_bytes(data[: at + 8] + value + data[at + 8 + len(value) :])
+    return folder
+
+
 def test_a_garbled_instance_number_does_not_stop_reading_the_series(tmp_path):
     """A damaged byte in InstanceNumber (IS '4' -> b'\\xfbW') was `ValueError: could not convert string to float`
     (exit 1) in `ct info` and `ct series list`; slices are placed by ImagePositionPatient, so the series reads."""
-    geometry = Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    uid = "1.2.826.0.1.3680043.8.498.9"
-    files = write_dicom_series(np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8), geometry, tmp_path / "ct", uid)
-    data = files[3].read_bytes()
-    at = data.find(b"\x20\x00\x13\x00")  # (0020,0013) InstanceNumber, implicit VR: 4-byte length, then the value
-    length = struct.unpack("<I", data[at + 4 : at + 8])[0]
-    assert at > 0 and length == 2
-    files[3].write_bytes(data[: at + 8] + b"\xfbW" + data[at + 10 :])
+    folder = _series_with_damaged_tag(tmp_path / "ct", b"\x20\x00\x13\x00", b"\xfbW")
     before = _snapshot(tmp_path)
-    info = CliRunner().invoke(app, ["info", str(tmp_path / "ct"), "--json"])
+    info = CliRunner().invoke(app, ["info", str(folder), "--json"])
     assert info.exit_code == 0, info.output
     assert info.stderr == ""
     assert json.loads(info.stdout)["shape_irc"] == [4, 8, 8]
-    listing = CliRunner().invoke(app, ["series", "list", "--data-root", str(tmp_path / "ct"), "--json"])
+    listing = CliRunner().invoke(app, ["series", "list", "--data-root", str(folder), "--json"])
     assert listing.exit_code == 0, listing.output
-    assert [(s["series_uid"], s["n_files"]) for s in json.loads(listing.stdout)] == [(uid, 4)]
+    assert [(s["series_uid"], s["n_files"]) for s in json.loads(listing.stdout)] == [(DICOM_UID, 4)]
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_series_uid_with_non_utf8_bytes_is_listed_and_named(tmp_path):
+    """Two bytes of one file's SeriesInstanceUID damaged (not UTF-8) made `ct series list` fail with
+    UnicodeEncodeError (exit 1); now the damaged UID is shown with U+FFFD and `ct info` names both series."""
+    folder = _series_with_damaged_tag(tmp_path / "ct", b"\x20\x00\x0e\x00", b"1.2\xbe\xd1")
+    damaged = "1.2\ufffd\ufffd" + DICOM_UID[5:]
+    before = _snapshot(tmp_path)
+    listing = CliRunner().invoke(app, ["series", "list", "--data-root", str(folder)])
+    assert listing.exit_code == 0, listing.output
+    assert listing.stderr == ""
+    as_json = CliRunner().invoke(app, ["series", "list", "--data-root", str(folder), "--json"])
+    assert [(s["series_uid"], s["n_files"]) for s in json.loads(as_json.stdout)] == [(DICOM_UID, 3), (damaged, 1)]
+    info = CliRunner().invoke(app, ["info", str(folder)])
+    assert info.exit_code == 2
+    assert info.stderr == (
+        f"error: {folder} holds 2 series ({DICOM_UID} (CT, 3 files); {damaged} (CT, 1 files)); "
+        "name one with --series UID\n"
+    )
     assert _snapshot(tmp_path) == before

@@ -106,7 +106,11 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
 
     def tag(name: str) -> str:
         key = _TAGS[name]
-        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+        if not reader.HasMetaDataKey(key):
+            return ""
+        # A damaged value arrives with lone surrogates for its non-UTF-8 bytes, which no console or
+        # file can encode: U+FFFD in their place keeps the value printable (and still distinct).
+        return reader.GetMetaData(key).encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
 
     position = _floats(tag("position"))
     orientation = _floats(tag("orientation"))
