@@ -229,29 +229,50 @@ def dicom_slices(tmp_path_factory) -> list[bytes]:
     return [path.read_bytes() for path in files]
 
 
+# Tags whose values a "tag value" damage overwrites (group, element as in the file: little endian).
+DICOM_TAGS = {
+    "InstanceNumber": b"\x20\x00\x13\x00", "SeriesInstanceUID": b"\x20\x00\x0e\x00",
+    "ImagePositionPatient": b"\x20\x00\x32\x00", "ImageOrientationPatient": b"\x20\x00\x37\x00",
+    "PixelSpacing": b"\x28\x00\x30\x00", "Rows": b"\x28\x00\x10\x00", "Modality": b"\x08\x00\x60\x00",
+}  # fmt: skip
+
+
+def _damage(content: bytes, damage: str, at: float, data: bytes, tag: str) -> bytes:
+    cut = int(at * len(content))
+    if damage == "tag value":  # the first bytes of the tag's value (implicit VR: tag, 4-byte length, value)
+        found = content.find(DICOM_TAGS[tag])
+        cut = found + 8 if found >= 0 else cut
+        data = data[: max(0, int.from_bytes(content[found + 4 : found + 8], "little"))] if found >= 0 else data
+    return {
+        "truncate": content[:cut],
+        "overwrite": content[:cut] + data + content[cut + len(data) :],
+        "tag value": content[:cut] + data + content[cut + len(data) :],
+        "zero run": content[:cut] + bytes(len(data)) + content[cut + len(data) :],
+        "insert": content[:cut] + data + content[cut:],
+        "replace": data,
+    }[damage]
+
+
 @COSTLY
 @given(
     damaged=st.integers(0, 3),
-    damage=st.sampled_from(["truncate", "overwrite", "zero run", "insert", "replace"]),
+    damage=st.sampled_from(["tag value", "tag value", "truncate", "overwrite", "zero run", "insert", "replace"]),
     at=st.floats(0, 1),
-    data=st.binary(min_size=1, max_size=16),
+    data=st.binary(min_size=1, max_size=16) | st.sampled_from([b"nan", b"-inf", b"1e400", b"\\\\", b"-1", b"0"]),
+    tag=st.sampled_from(sorted(DICOM_TAGS)),
 )
-# Found before: a damaged byte in InstanceNumber was a ValueError (exit 1).
-@example(damaged=3, damage="overwrite", at=0.647, data=b"\xfbW4")
-def test_info_of_a_damaged_dicom_series_is_clean(tmp_path_factory, dicom_slices, damaged, damage, at, data):
+# Found before: non-numbers in InstanceNumber (ValueError) and non-UTF-8 bytes in a UID
+# (UnicodeEncodeError printing `ct series list`): exit 1.
+@example(damaged=3, damage="tag value", at=0.0, data=b"\xfbW", tag="InstanceNumber")
+@example(damaged=3, damage="tag value", at=0.0, data=b"1.2\xbe\xd1", tag="SeriesInstanceUID")
+def test_info_of_a_damaged_dicom_series_is_clean(tmp_path_factory, dicom_slices, damaged, damage, at, data, tag):
     folder = _workdir(tmp_path_factory)
     for index, content in enumerate(dicom_slices):
         if index == damaged:
-            cut = int(at * len(content))
-            content = {
-                "truncate": content[:cut],
-                "overwrite": content[:cut] + data + content[cut + len(data) :],
-                "zero run": content[:cut] + bytes(len(data)) + content[cut + len(data) :],
-                "insert": content[:cut] + data + content[cut:],
-                "replace": data,
-            }[damage]
+            content = _damage(content, damage, at, data, tag)
         (folder / f"{index:06d}.dcm").write_bytes(content)
     check_outcome(["info", str(folder), "--json"], json_output=True)
+    check_outcome(["series", "list", "--data-root", str(folder)])
     check_outcome(["series", "list", "--data-root", str(folder), "--json"], json_output=True)
 
 
