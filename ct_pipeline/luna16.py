@@ -67,6 +67,12 @@ def read_luna_csv(
         raise BadDataError(f"{path}: the file is empty; expected a CSV header and rows") from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise BadDataError(f"{path}: not a readable CSV file ({str(err).strip().splitlines()[0]})") from err
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas turns the extra leading fields of rows longer than the header into the index.
+        raise BadDataError(
+            f"{path}:2: {frame.index.nlevels + len(frame.columns)} fields, but the header has "
+            f"{len(frame.columns)} ({','.join(map(str, frame.columns))}); give every row one value per column"
+        )
     frame.index = frame.index + 2  # the 1-based line number of each row
     frame = frame[(frame != "").any(axis=1)]
     required = ["seriesuid", *numeric, *extra]

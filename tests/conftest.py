@@ -47,3 +47,18 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     """No test reads the developer's CT_DATA_ROOT or writes the checkout's data_cache/."""
     monkeypatch.delenv("CT_DATA_ROOT", raising=False)
     monkeypatch.setenv("CT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def pytest_configure(config) -> None:
+    """Hypothesis profiles for the property tests (tests/test_property_bad_input.py).
+
+    CI (CI=true, as `.ci/run` sets it) runs the same examples every time (derandomized, no
+    example database), so a red build is a change in the code, never a new draw. Elsewhere the
+    draws are random, so each developer's `make test` explores new inputs, and Hypothesis replays
+    a failure from its database (.hypothesis/, git-ignored) until it is fixed.
+    """
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    settings.register_profile("dev", print_blob=True)
+    settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")

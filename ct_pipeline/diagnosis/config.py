@@ -14,6 +14,7 @@ memory, batches of 4, no merging -- the same-run baseline of the benchmark.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from ct_pipeline.errors import BadInputError
@@ -82,12 +83,13 @@ class DiagnosisConfig:
                 raise BadInputError(f"{name} = {value} is not a probability; give a value in [0, 1], e.g. 0.5")
         if self.erosion_iterations < 0:
             raise BadInputError(f"erosion_iterations = {self.erosion_iterations} must be >= 0 (the book uses 1)")
-        if self.merge_fraction < 0:
-            raise BadInputError(f"merge fraction {self.merge_fraction} must be >= 0 (0 turns merging off)")
+        # `not x >= 0` also refuses NaN; an infinite reach would merge every candidate into one.
+        if not 0 <= self.merge_fraction < math.inf:
+            raise BadInputError(f"merge fraction {self.merge_fraction} must be a finite number >= 0 (0 turns merging off)")
         if self.min_candidate_diameter_mm < 0:
             raise BadInputError(f"minimum candidate diameter {self.min_candidate_diameter_mm} mm must be >= 0")
-        if self.lung_margin_mm < 0:
-            raise BadInputError(f"lung margin {self.lung_margin_mm} mm must be >= 0, e.g. 15")
+        if not 0 <= self.lung_margin_mm < math.inf:
+            raise BadInputError(f"lung margin {self.lung_margin_mm} mm must be a finite number >= 0, e.g. 15")
         if self.seg_batch_size < 1 or self.cls_batch_size < 1:
             raise BadInputError(
                 f"batch sizes must be >= 1, got {self.seg_batch_size} slices and {self.cls_batch_size} crops"

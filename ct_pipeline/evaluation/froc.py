@@ -61,6 +61,8 @@ class FrocConfig:
             raise BadInputError(
                 f"--bootstrap {self.bootstrap_samples} is negative; give 0 (no interval) or more, e.g. 1000"
             )
+        if self.seed < 0:  # numpy's generators take none
+            raise BadInputError(f"--seed {self.seed} is negative; give 0 or more")
         if self.max_findings_per_scan < 0:
             raise BadInputError(
                 f"max findings per scan {self.max_findings_per_scan} is negative; the challenge uses 100"

@@ -13,6 +13,7 @@ What the libraries do silently, and why this module checks it itself:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,13 @@ def _floats(text: str) -> tuple[float, ...] | None:
         values = tuple(float(v) for v in text.replace(" ", "").split("\\") if v != "")
     except ValueError:
         return None
-    return values or None
+    return values if values and all(math.isfinite(v) for v in values) else None
+
+
+def _whole(text: str) -> int | None:
+    """An IS/US value, or None when absent or garbled (a damaged byte in a number is not a crash)."""
+    values = _floats(text)
+    return int(values[0]) if values and len(values) == 1 else None
 
 
 def read_slice_header(path: Path) -> DicomSliceHeader:
@@ -104,12 +111,15 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
 
     def tag(name: str) -> str:
         key = _TAGS[name]
-        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+        if not reader.HasMetaDataKey(key):
+            return ""
+        # A damaged value arrives with lone surrogates for its non-UTF-8 bytes, which no console or
+        # file can encode: U+FFFD in their place keeps the value printable (and still distinct).
+        return reader.GetMetaData(key).encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
 
     position = _floats(tag("position"))
     orientation = _floats(tag("orientation"))
     spacing = _floats(tag("pixel_spacing"))
-    instance_text = tag("instance")
     return DicomSliceHeader(
         path=str(path),
         series_uid=tag("series_uid"),
@@ -117,9 +127,9 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
         position_xyz=position if position and len(position) == 3 else None,  # type: ignore[arg-type]
         orientation=orientation if orientation and len(orientation) == 6 else None,
         pixel_spacing_rc=spacing if spacing and len(spacing) == 2 else None,  # type: ignore[arg-type]
-        rows=int(tag("rows") or 0),
-        columns=int(tag("columns") or 0),
-        instance=int(float(instance_text)) if instance_text else None,
+        rows=_whole(tag("rows")) or 0,
+        columns=_whole(tag("columns")) or 0,
+        instance=_whole(tag("instance")),
         description=tag("description"),
         manufacturer=tag("manufacturer"),
         kernel=tag("kernel"),

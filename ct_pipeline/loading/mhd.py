@@ -79,6 +79,8 @@ def _data_file(header: dict[str, str], path: Path) -> Path:
     data_file = header["ElementDataFile"]
     if data_file in ("LOCAL", "LIST") or "%" in data_file:
         raise BadDataError(f"{path}: ElementDataFile {data_file!r} is not supported; expected a separate .raw file")
+    if "\0" in data_file:  # no file can have that name; pathlib would only say it is missing
+        raise BadDataError(f"{path}: ElementDataFile {data_file[:80]!r} is not a usable file name (it holds a NUL byte)")
     raw_path = path.parent / data_file
     try:
         is_folder, is_file = raw_path.is_dir(), raw_path.is_file()
