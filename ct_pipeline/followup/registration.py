@@ -152,10 +152,11 @@ def _method(mask, iterations: int, levels: tuple[int, ...], config: Registration
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     if threads is not None:
         method.SetNumberOfThreads(int(threads))
-    # One work unit for the metric: with several, ITK adds the threads' shares of Mattes' joint
-    # histogram in the order they finish, and the optimiser grows those last-bit differences into
-    # another answer (lung overlap 0.355/0.369/0.379 in three runs of one pair). The pyramid's
-    # filters and the resampling stay threaded.
+    # One work unit for the metric: with several (2 or 4 tried; the seed fixed either way) ITK's
+    # Mattes metric differs in the last bits from run to run -- its threads' shares of the joint
+    # histogram meet in the order they run -- and the optimiser grows that into another answer
+    # (#26: lung overlap 0.355/0.369/0.379 in three runs of one pair). The pyramid's filters and
+    # the resampling stay threaded.
     method.SetNumberOfWorkUnits(1)
     return method
 
