@@ -144,9 +144,9 @@ def scan_interval(prior_date: str, current_date: str, given_days: float | None) 
 
 
 def same_patient_warnings(patient_ids: tuple[str, str], registration: Registration) -> tuple[str, ...]:
-    """One line for each sign that PRIOR and CURRENT are not scans of one patient: their DICOM
-    PatientIDs differ (both known), or the registered lung overlap stays below
-    :data:`SAME_PATIENT_OVERLAP`. Pairs, volume changes and doubling times of such scans mean nothing."""
+    """One line for each sign that the comparison compares nothing: the DICOM PatientIDs differ (both
+    known), or the registered lung overlap stays below :data:`SAME_PATIENT_OVERLAP` (different
+    patients, or a registration that failed). Pairs, volume changes and doubling times then mean nothing."""
     warnings = []
     prior_id, current_id = (text.strip() for text in patient_ids)
     if prior_id and current_id and prior_id != current_id:
@@ -158,8 +158,9 @@ def same_patient_warnings(patient_ids: tuple[str, str], registration: Registrati
     if round(registration.lung_overlap_after, 3) < SAME_PATIENT_OVERLAP:
         warnings.append(
             f"the lungs overlap only {registration.lung_overlap_after:.3f} after registration, below the "
-            f"{SAME_PATIENT_OVERLAP:g} two scans of one patient reach: the scans may be of different patients "
-            "(or one not of the whole chest), and its pairs and volume changes may be wrong; check the scans"
+            f"{SAME_PATIENT_OVERLAP:g} two scans of one patient reach: they may be of different patients (or not "
+            "both of the whole chest), or the registration failed, and the pairs and volume changes may be wrong; "
+            "check the scans and the --report pictures"
         )
     return tuple(warnings)
 
