@@ -85,6 +85,8 @@ def compare_command(
     comparison = run_compare(request, progress)
     progress.pause()
     if json_output:
+        for warning in comparison.warnings:  # stdout stays JSON; its "warnings" list holds them too
+            typer.echo(f"WARNING: {warning}", err=True)
         print_json(comparison.to_dict())
     else:
         _print_comparison(comparison)
@@ -137,6 +139,8 @@ def _print_comparison(comparison) -> None:
                f"{c.current.n_nodules} nodule(s); interval {interval}")  # fmt: skip
     typer.echo(f"registered on the lungs: rotation {reg.rigid_angle_deg:.1f} deg, shift {reg.rigid_translation_mm:.1f} mm; "
                f"lung overlap {reg.lung_overlap_before:.3f} -> {reg.lung_overlap_after:.3f}")  # fmt: skip
+    for warning in c.warnings:  # with the table (stdout), so a saved table keeps them
+        typer.echo(f"WARNING: {warning}")
     # Narrow enough for 80 columns: the current centre and the rest are in --json.
     table = Table(
         title=f"seen in both scans ({len(c.pairs)})",

@@ -146,8 +146,9 @@ def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], No
     if progress is not None:
         progress(SeriesProgress(volumes[1].series_uid, 2, 2, "registration", 0, 0))
     registration = register_scans(*volumes, request.registration, thread_budget(options.inference.threads).threads)
+    patient_ids = tuple(v.meta.get("patient_id", "") for v in volumes)
     comparison = compare_scans(
-        *results, registration, study_dates=study_dates,  # type: ignore[arg-type]
+        *results, registration, study_dates=study_dates, patient_ids=patient_ids,  # type: ignore[arg-type]
         interval_days=request.interval_days, threshold=options.config.nodule_threshold, matching=request.matching,
     )  # fmt: skip
     comparison = remeasure_pairs(comparison, (volumes[0], results[0]), (volumes[1], results[1]))

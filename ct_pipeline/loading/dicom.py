@@ -43,6 +43,7 @@ _TAGS = {
     "manufacturer": "0008|0070",
     "kernel": "0018|1210",
     "study_date": "0008|0020",
+    "patient_id": "0010|0020",
 }
 # Relative tolerance on slice gaps: scanners write positions with ~1e-3 mm rounding.
 SPACING_TOLERANCE = 0.01
@@ -66,6 +67,7 @@ class DicomSliceHeader:
     manufacturer: str = ""
     kernel: str = ""
     study_date: str = ""  # YYYYMMDD, for the interval between two scans (ct compare)
+    patient_id: str = ""  # ct compare warns when two scans' differ
 
 
 def has_dicom_magic(path: Path) -> bool:
@@ -134,6 +136,7 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
         manufacturer=tag("manufacturer"),
         kernel=tag("kernel"),
         study_date=tag("study_date"),
+        patient_id=tag("patient_id"),
     )
 
 
@@ -393,6 +396,7 @@ def load_dicom_series(series: DicomSeries, allow_uneven_spacing: bool = False) -
         "manufacturer": first.manufacturer,
         "kernel": first.kernel,
         "study_date": first.study_date,
+        "patient_id": first.patient_id,
         "n_files": str(series.n_files),
         # One slice has no distance to a next one: the 1 mm in its geometry is a placeholder.
         "slice_spacing": "unknown (a single slice; 1 mm is a placeholder)" if len(stack.files) == 1 else "",

@@ -19,7 +19,7 @@ from ct_pipeline.loading.walk import walk_files
 
 log = logging.getLogger(__name__)
 
-HEADER_CACHE_VERSION = 2  # 2: headers carry the StudyDate
+HEADER_CACHE_VERSION = 3  # 2: headers carry the StudyDate; 3: and the PatientID
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def render_compare(comparison: Comparison, pictures: dict[str, str]) -> str:
         for k, p in enumerate(c.pairs, start=1)
     ]
     parts = [
+        *(f"<p class='disclaimer'>WARNING: {_e(warning)}</p>" for warning in c.warnings),
         f"<p>PRIOR: {_e(c.prior.series_uid)} <span class='muted'>({_e(c.prior.source)}; study date "
         f"{_e(c.prior.study_date or 'unknown')})</span><br>CURRENT: {_e(c.current.series_uid)} <span class='muted'>"
         f"({_e(c.current.source)}; study date {_e(c.current.study_date or 'unknown')})</span><br>Interval: {interval}. "
