@@ -72,8 +72,9 @@ class Place:
         """The existing files below ``within`` (resolved) that this folder names."""
         if not within.is_dir():
             return
-        for dirpath, _dirnames, filenames in os.walk(within):
-            for name in filenames:
+        for dirpath, dirnames, filenames in os.walk(within):
+            dirnames.sort()  # the same file named first on every run
+            for name in sorted(filenames):
                 file = Path(dirpath) / name
                 if self.names(file):
                     yield file
@@ -117,6 +118,11 @@ def _message(output: Place, source: Place, file: Path) -> str:
     read_as = f"{source.option} {source.path}"
     if not output.is_folder:
         return f"{output.option} {output.path} is a file this command reads ({read_as}); choose another {output.option}"
+    if output.patterns == ANYTHING:  # a folder the command fills as it likes: no file of its own there is safe
+        return (
+            f"{output.option} {output.path} holds {file}, which this command reads ({read_as}); "
+            f"give {output.option} a folder of its own"
+        )
     return (
         f"{output.option} {output.path} would overwrite {file}, which this command reads ({read_as}); "
         f"choose another {output.option}"

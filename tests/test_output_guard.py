@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.diagnosis_tiny import write_models
+from ct_pipeline.dicom_writer import write_dicom_series
+from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
 from tests.folder_digest import tree_digest
 from tests.training_data import write_training_luna
 
@@ -194,3 +195,14 @@ def test_merge_csv_over_a_result_file_is_refused(tmp_path, data, models):
     merged = _ct("diagnose", "--merge", results, "--csv", victim)
     _refused(merged, f"--csv {victim} is a file this command reads (--merge {results}); choose another --csv")
     assert tree_digest(results) == before
+
+
+def test_compare_report_into_a_scans_dicom_folder_is_refused(tmp_path, models):
+    prior, current = tmp_path / "prior", tmp_path / "current"
+    write_dicom_series(phantom_chest(), phantom_geometry(), prior, "1.2.826.0.1.3680043.8.498.7101")
+    write_dicom_series(phantom_chest(), phantom_geometry(), current, "1.2.826.0.1.3680043.8.498.7102")
+    before = tree_digest(prior, current)
+    first = sorted(p for p in prior.iterdir())[0]
+    result = _ct("compare", prior, current, "--report", prior, "--seg-model", models["seg"], "--cls-model", models["cls"])
+    _refused(result, f"--report {prior} holds {first}, which this command reads (PRIOR {prior}); give --report a folder of its own")
+    assert tree_digest(prior, current) == before

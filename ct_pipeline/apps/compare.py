@@ -88,18 +88,16 @@ def _diagnoser(request: DiagnoseRequest, progress: Callable[[SeriesProgress], No
 
 def _check_report_keeps_inputs(request: CompareRequest) -> None:
     """The report folder may hold none of the files compare reads (scans, earlier results, models)."""
-    import dataclasses
-
-    from ct_pipeline.apps.diagnose import read_places
+    from ct_pipeline.apps.diagnose import read_places, source_place
     from ct_pipeline.outputs import ANYTHING, Place, refuse_overlaps
 
-    scans = dataclasses.replace(request.diagnose, sources=(request.prior, request.current))
+    scans = [source_place("PRIOR", request.prior), source_place("CURRENT", request.current)]
     results = [
         Place(option, path, ("*.json",) if path.is_dir() else ())
         for option, path in (("--prior-results", request.prior_results), ("--current-results", request.current_results))
         if path is not None
     ]
-    refuse_overlaps([Place("--report", request.report, ANYTHING)], [*read_places(scans), *results])
+    refuse_overlaps([Place("--report", request.report, ANYTHING)], [*read_places(request.diagnose), *scans, *results])
 
 
 def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], None] | None = None) -> Comparison:

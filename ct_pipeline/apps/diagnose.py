@@ -118,17 +118,22 @@ def written_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
     )  # fmt: skip
 
 
-def read_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
-    """What the run reads, by option: data roots, series given as paths, the series list, checkpoints."""
+def source_place(option: str, source: str) -> Place | None:
+    """The files a series given as a path is read from (None for a UID: its data root covers it)."""
     from ct_pipeline.loading.image_file import image_stem
 
+    path = Path(source)
+    if path.is_dir():  # a DICOM folder: every file in it may be a slice
+        return Place(option, path, ANYTHING)
+    if path.is_file():  # an image file, and for .mhd the data file beside it
+        return Place(option, path.parent, (f"{image_stem(path).lower()}.*",))
+    return None
+
+
+def read_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
+    """What the run reads, by option: data roots, series given as paths, the series list, checkpoints."""
     places: list[Place | None] = list(data_root_places(request.data_roots))
-    for source in request.sources:
-        path = Path(source)
-        if path.is_dir():  # a DICOM folder: every file in it may be a slice
-            places.append(Place("SERIES", path, ANYTHING))
-        elif path.is_file():  # an image file, and for .mhd the data file beside it
-            places.append(Place("SERIES", path.parent, (f"{image_stem(path).lower()}.*",)))
+    places += [source_place("SERIES", source) for source in request.sources]
     places.append(None if request.series_file is None else Place("--series-file", request.series_file))
     for option, model in (("--seg-model", request.seg_model), ("--cls-model", request.cls_model), ("--mal-model", request.mal_model)):
         places.append(None if model is None else Place(option, model))
