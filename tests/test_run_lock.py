@@ -159,3 +159,20 @@ def test_second_quality_benchmark_into_the_same_out_is_refused(tmp_path, data_ro
         assert code == 2
         assert stderr.getvalue().splitlines() == [_busy(out, holder.pid)]
         assert tree_digest(out, data_root) == before
+
+
+@pytest.mark.slow
+def test_two_rank_training_into_a_held_out_is_refused_on_every_rank_without_waiting(tmp_path, data_root):
+    """Rank 0 takes the lock for the run; every rank hears that it could not and ends, none waits at a barrier."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cli", "train-cls",
+        "--data-root", str(data_root), "--out", str(run), "--epochs", "1", *map(str, TRAIN),
+    ]  # fmt: skip
+    with _held(run) as holder:
+        before = tree_digest(run, data_root)
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0
+        assert done.stderr.count(_busy(run, holder.pid)) == 2, done.stderr[-3000:]
+        assert tree_digest(run, data_root) == before
