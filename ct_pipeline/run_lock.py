@@ -11,12 +11,15 @@ so they never wait for themselves.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ct_pipeline.errors import OutputError
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".ct-run.lock"
 
@@ -32,6 +35,7 @@ def output_lock(folder: os.PathLike | str, option: str, name: str = LOCK_NAME) -
 
     Raises:
         OutputError: another live process holds it (its pid named), or the lock file cannot be written.
+            A file system without locks only gets a warning: the block runs unguarded.
     """
     from ct_pipeline.atomic import write_failure
 
@@ -44,14 +48,19 @@ def output_lock(folder: os.PathLike | str, option: str, name: str = LOCK_NAME) -
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError as err:
             raise OutputError(
                 f"{option} {folder} is in use by another run ({_holder(fd)}); wait for it to end or choose another {option}"
             ) from err
-        except OSError as err:  # a file system without locks (some network mounts)
-            raise write_failure(path, err, option) from err
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:
+            # A file system without flock (Lustre mounted without it, some NFS set-ups): refusing
+            # every run there would be worse than running unguarded, so say so and go on.
+            log.warning("%s %s: cannot lock it (%s); running without the one-run-per-folder guard", option, folder, err.strerror or err)
+            locked = False
+        if locked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
         os.close(fd)  # releases the lock

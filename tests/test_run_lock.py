@@ -176,3 +176,18 @@ def test_two_rank_training_into_a_held_out_is_refused_on_every_rank_without_wait
         assert done.returncode != 0
         assert done.stderr.count(_busy(run, holder.pid)) == 2, done.stderr[-3000:]
         assert tree_digest(run, data_root) == before
+
+
+def test_a_file_system_without_locks_warns_and_runs_unguarded(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    from ct_pipeline.run_lock import output_lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with output_lock(tmp_path / "out", "--out") as path:
+        assert path == tmp_path / "out" / ".ct-run.lock"
+    assert caplog.messages == [f"--out {tmp_path / 'out'}: cannot lock it (No locks available); running without the one-run-per-folder guard"]
