@@ -297,7 +297,7 @@ def diagnose_command(
         targets = [target for target in (csv_path, out and out / "findings.csv") if target is not None] or [None]
         refuse_overlaps(
             [Place("--csv", csv_path) if csv_path else None, Place("--out", out, OUT_MERGE_WRITES) if out else None],
-            [Place("--merge", merge, ("*.json",)), *(_annotations_read(options) if evaluate else ())],
+            [Place("--merge", merge, ("*.json",)), *_annotations_read(options)],
         )
         for target in targets:
             path, n_series, n_rows = merge_result_files(merge, target, allow_mixed)
