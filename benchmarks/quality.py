@@ -22,11 +22,13 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.errors import CtError
 from ct_pipeline.recipe import RECIPES, RecipeLayout, recipe_steps, recipe_summary, run_steps
+from ct_pipeline.run_lock import output_lock
 
 
 def _run_to_stderr(argv) -> int:
@@ -58,22 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         recipe = dataclasses.replace(recipe, hard_negatives=True)
     started = time.perf_counter()
     steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
-    try:
-        seconds = run_steps(steps, layout, args.val_stride, _run_to_stderr, announce=lambda line: print(line, file=sys.stderr))
-    except CtError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    seconds["total"] = round(time.perf_counter() - started, 1)
-    summary = {
-        "data_root": str(args.data_root), "out": str(args.out), "val_stride": args.val_stride, "seed": args.seed,
-        "recipe": args.recipe, "hard_negatives": recipe.hard_negatives,
-        **recipe_summary(layout, bootstrap_samples=args.bootstrap),
-        "seconds": seconds, "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
-    }
-    detection = summary["detection"]
-    summary["cpm"], summary["cpm_ci95"] = detection["cpm"], detection["cpm_ci95"]
-    atomic_write_text(args.out / "quality.json", json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    # One run per --out: a second one would train into the same run folders (kill -9 frees it).
+    with ExitStack() as held:
+        try:
+            held.enter_context(output_lock(args.out, "--out"))
+            seconds = run_steps(steps, layout, args.val_stride, _run_to_stderr, announce=lambda line: print(line, file=sys.stderr))
+        except CtError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        seconds["total"] = round(time.perf_counter() - started, 1)
+        summary = {
+            "data_root": str(args.data_root), "out": str(args.out), "val_stride": args.val_stride, "seed": args.seed,
+            "recipe": args.recipe, "hard_negatives": recipe.hard_negatives,
+            **recipe_summary(layout, bootstrap_samples=args.bootstrap),
+            "seconds": seconds, "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
+        }
+        detection = summary["detection"]
+        summary["cpm"], summary["cpm_ci95"] = detection["cpm"], detection["cpm_ci95"]
+        atomic_write_text(args.out / "quality.json", json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -33,6 +33,7 @@ _BATCH = "Batch"
 _TUNING = "Tuning"
 _DEFAULTS = DiagnosisConfig()
 _BOOK = DiagnosisConfig.book_style()
+OUT_MERGE_WRITES = ("findings.csv", "findings.csv.provenance")
 
 
 def diagnose_command(
@@ -235,7 +236,7 @@ def diagnose_command(
         typer.Option(
             "--out",
             help="Write one result file per series here (atomically), skip series already done, and "
-            "a merged findings.csv at the end.",
+            "a merged findings.csv at the end. With --merge: only the merged findings.csv.",
             rich_help_panel=_BATCH,
             show_default=False,
         ),
@@ -244,7 +245,8 @@ def diagnose_command(
         Optional[Path],
         typer.Option(
             "--merge",
-            help="Only gather the result files of an --out folder into one CSV (--csv, default DIR/findings.csv); "
+            help="Only gather the result files of an --out folder into one CSV (--csv FILE and/or --out FOLDER, "
+            "default DIR/findings.csv); "
             "with --evaluate, also the confusion table over all of them.",
             rich_help_panel=_BATCH,
             show_default=False,
@@ -289,8 +291,17 @@ def diagnose_command(
             raise BadInputError(
                 "--merge DIR only gathers existing results; give no SERIES, --all or --series-file with it"
             )
-        path, n_series, n_rows = merge_result_files(merge, csv_path, allow_mixed)
-        typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series", err=json_output)
+        from ct_pipeline.outputs import Place, refuse_overlaps
+
+        # --out names the folder of the merged findings.csv, as it does for a run's own table.
+        targets = [target for target in (csv_path, out and out / "findings.csv") if target is not None] or [None]
+        refuse_overlaps(
+            [Place("--csv", csv_path) if csv_path else None, Place("--out", out, OUT_MERGE_WRITES) if out else None],
+            [Place("--merge", merge, ("*.json",)), *_annotations_read(options)],
+        )
+        for target in targets:
+            path, n_series, n_rows = merge_result_files(merge, target, allow_mixed)
+            typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series", err=json_output)
         if evaluate:
             from ct_pipeline.paths import resolve_data_roots
             from ct_pipeline.diagnosis.result_files import read_result_file, result_files
@@ -309,6 +320,13 @@ def _log_path(options: dict, shard) -> Optional[Path]:
         return None
     name = "diagnose.log" if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}.log"
     return options["out"] / "logs" / name
+
+
+def _annotations_read(options: dict) -> tuple:
+    """--annotations, read by --evaluate (the default, the data roots' tables, is among the run's inputs)."""
+    from ct_pipeline.outputs import Place
+
+    return (Place("--annotations", options["annotations"]),) if options["evaluate"] and options["annotations"] else ()
 
 
 def _request(options: dict):
@@ -335,14 +353,18 @@ def _run(options: dict) -> None:
     if not options["book_style"]:  # the baseline runs as the book's code would: untuned
         configure_process_memory()  # first: before torch allocates anything
 
-    from ct_pipeline.apps.diagnose import check_outputs
+    from ct_pipeline.apps.diagnose import check_outputs, run_lock
     from ct_pipeline.logfile import open_log_file
+    from ct_pipeline.outputs import Place
     from ct_pipeline.preemption import StopRequests
 
     request = _request(options)
-    check_outputs(request)  # before the log file is created under --out
+    log_path = _log_path(options, request.shard)
+    check_outputs(  # before the log file is created under --out
+        request, (None if log_path is None else Place("--log-file", log_path),), _annotations_read(options)
+    )
     label = "diagnose" if request.shard.count == 1 else f"shard {request.shard}"
-    with open_log_file(_log_path(options, request.shard), label) as log_file, StopRequests() as stop:
+    with run_lock(request), open_log_file(log_path, label) as log_file, StopRequests() as stop:
         summary = _show_events(request, options, log_file, stop)
     if options["evaluate"]:
         _print_evaluation(

@@ -86,8 +86,13 @@ def evaluate(
     """
     from ct_pipeline.atomic import check_writable
     from ct_pipeline.evaluation.froc import FrocConfig, evaluate_froc_files
+    from ct_pipeline.outputs import Place, refuse_overlaps
 
     if plot is not None:
+        refuse_overlaps([Place("--plot", plot)], [
+            Place("PREDICTIONS", predictions), Place("--annotations", annotations),
+            excluded and Place("--excluded", excluded), series_file and Place("--series-file", series_file),
+        ])  # fmt: skip
         check_writable(plot, "--plot")
     config = FrocConfig(
         max_findings_per_scan=max_findings_per_scan, bootstrap_samples=bootstrap, seed=seed, by_size=by_size

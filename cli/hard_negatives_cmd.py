@@ -29,11 +29,14 @@ def hard_negatives_command(
     from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
     from ct_pipeline.diagnosis.hard_negatives import HardNegativeConfig, mine_hard_negatives
     from ct_pipeline.diagnosis.networks import load_diagnosis_models
+    from ct_pipeline.outputs import Place, data_root_places, refuse_overlaps
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
 
     config = HardNegativeConfig(max_per_series=max_per_series)
+    roots = resolve_data_roots(data_root)
+    refuse_overlaps([Place("--out", out)], [*data_root_places(roots), Place("--seg-model", seg_model)])
     check_writable(out, "--out")
-    catalog = open_catalog(resolve_data_roots(data_root), resolve_cache_dir(cache_dir))
+    catalog = open_catalog(roots, resolve_cache_dir(cache_dir))
     series = catalog.select("train", val_stride)
     models = load_diagnosis_models(seg_model, None, None, InferenceOptions(device=device, threads=threads))
     output = console()

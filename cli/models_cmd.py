@@ -45,7 +45,9 @@ def import_book(
     """
     from ct_pipeline.atomic import check_writable
     from ct_pipeline.models import KIND_NAMES, import_book_checkpoint  # torch: imported when used
+    from ct_pipeline.outputs import Place, refuse_overlaps
 
+    refuse_overlaps([Place("--output", output)], [Place("SOURCE", source)])
     check_writable(output, "--output")
     checkpoint = import_book_checkpoint(source, kind.value, output, overwrite=force)
     typer.echo(

@@ -17,6 +17,7 @@ from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.recipe import (
     RECIPES, Recipe, RecipeLayout, RecipeStep, Runner, recipe_steps, recipe_summary, run_steps,
 )
+from ct_pipeline.run_lock import output_lock
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,11 @@ def run_demo(
     Raises CtError naming the step when a step fails.
     """
     layout = demo_layout(out_dir)
-    run_steps(demo_steps(out_dir, scale), layout, scale.val_stride, runner, announce, what="demo")
-    summary = demo_summary(out_dir)
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    # One demo per folder; its steps lock their own sub-folders (runs/<model>, findings/), never this one.
+    with output_lock(out_dir, "--out"):
+        run_steps(demo_steps(out_dir, scale), layout, scale.val_stride, runner, announce, what="demo")
+        summary = demo_summary(out_dir)
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

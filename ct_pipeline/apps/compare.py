@@ -109,6 +109,20 @@ def _diagnoser(request: DiagnoseRequest, progress: Callable[[SeriesProgress], No
     return run
 
 
+def _check_report_keeps_inputs(request: CompareRequest) -> None:
+    """The report folder may hold none of the files compare reads (scans, earlier results, models)."""
+    from ct_pipeline.apps.diagnose import read_places, source_place
+    from ct_pipeline.outputs import ANYTHING, Place, refuse_overlaps
+
+    scans = [source_place("PRIOR", request.prior), source_place("CURRENT", request.current)]
+    results = [
+        Place(option, path, ("*.json",) if path.is_dir() else ())
+        for option, path in (("--prior-results", request.prior_results), ("--current-results", request.current_results))
+        if path is not None
+    ]
+    refuse_overlaps([Place("--report", request.report, ANYTHING)], [*read_places(request.diagnose), *scans, *results])
+
+
 def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], None] | None = None) -> Comparison:
     """Compare ``request.current`` with ``request.prior``; ``progress`` hears of each diagnosis'
     stages (series 1 and 2 of 2) and of the registration.
@@ -124,6 +138,7 @@ def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], No
     from ct_pipeline.threads import thread_budget
 
     if request.report is not None:
+        _check_report_keeps_inputs(request)
         check_writable(request.report, "--report", True)
     options = request.diagnose
     # Resolved once: a --threads beyond the CPUs is then capped with one warning, not one per stage.

@@ -20,6 +20,7 @@ from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading import LoadOptions
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
+from ct_pipeline.outputs import ANYTHING, Place, data_root_places, refuse_overlaps
 from ct_pipeline.preemption import StopRequests
 from ct_pipeline.sharding import Shard
 
@@ -101,18 +102,71 @@ class DiagnoseSummary:
 DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | DiagnoseSummary
 
 
-def check_outputs(request: DiagnoseRequest) -> None:
-    """Every place the run will write, checked before any model loads or series is read."""
+# What a run writes in --out: per-series results, the findings tables, logs, the run locks.
+OUT_WRITES = ("*.json", "findings.csv", "findings.csv.provenance", "findings.shard-*", "logs/*", ".ct-run*.lock")
+
+
+def written_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
+    """Where the run writes, by option (None: not given)."""
+
+    def place(option: str, path: Path | None, patterns: tuple[str, ...] = ()) -> Place | None:
+        return None if path is None else Place(option, path, patterns)
+
+    return (
+        place("--out", request.out, OUT_WRITES), place("--report", request.report, ANYTHING),
+        place("--dicom-out", request.dicom_out, ANYTHING), place("--csv", request.csv_path),
+    )  # fmt: skip
+
+
+def source_place(option: str, source: str) -> Place | None:
+    """The files a series given as a path is read from (None for a UID: its data root covers it)."""
+    from ct_pipeline.loading.image_file import image_stem
+
+    path = Path(source)
+    if path.is_dir():  # a DICOM folder: every file in it may be a slice
+        return Place(option, path, ANYTHING)
+    if path.is_file():  # an image file, and for .mhd the data file beside it
+        return Place(option, path.parent, (f"{image_stem(path).lower()}.*",))
+    return None
+
+
+def read_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
+    """What the run reads, by option: data roots, series given as paths, the series list, checkpoints."""
+    places: list[Place | None] = list(data_root_places(request.data_roots))
+    places += [source_place("SERIES", source) for source in request.sources]
+    places.append(None if request.series_file is None else Place("--series-file", request.series_file))
+    for option, model in (("--seg-model", request.seg_model), ("--cls-model", request.cls_model), ("--mal-model", request.mal_model)):
+        places.append(None if model is None else Place(option, model))
+    places.append(None if request.runs_dir is None else Place("--runs-dir", request.runs_dir, ("*.ckpt",)))
+    return tuple(places)
+
+
+def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ...] = (), also_read: tuple[Place | None, ...] = ()) -> None:
+    """Every place the run will write, checked before any model loads or series is read: writable,
+    and replacing no file the run reads (``also_*``: the CLI's own options, e.g. --log-file, --annotations)."""
     from ct_pipeline.atomic import check_writable
 
     if request.out is not None and request.out.exists() and not request.out.is_dir():
         raise BadInputError(f"--out {request.out} exists and is not a folder; give a folder for the per-series results")
+    refuse_overlaps(written_places(request) + also_written, read_places(request) + also_read)
     for option, path, is_folder in (
         ("--out", request.out, True), ("--report", request.report, True), ("--csv", request.csv_path, False),
         ("--dicom-out", request.dicom_out, True),
     ):  # fmt: skip
         if path is not None:
             check_writable(path, option, is_folder)
+
+
+def run_lock(request: DiagnoseRequest):
+    """The lock of ``request.out`` (none without it): one per shard, as array tasks share one --out."""
+    from contextlib import nullcontext
+
+    from ct_pipeline.run_lock import lock_name, output_lock
+
+    if request.out is None:
+        return nullcontext()
+    shard = request.shard
+    return output_lock(request.out, "--out", lock_name("" if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}"))
 
 
 def _items(request: DiagnoseRequest) -> list:

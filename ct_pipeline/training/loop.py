@@ -46,6 +46,7 @@ from ct_pipeline.training.distributed import (
     sync_buffers,
     teardown_distributed,
 )
+from ct_pipeline.training.out_dir import check_inputs_kept, hold_out_dir
 from ct_pipeline.training.run_log import RunLog, format_epoch_line
 from ct_pipeline.training.state import (
     BEST,
@@ -115,6 +116,7 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
             after its current step, and ``last.ckpt`` holds the last complete epoch.
     """
     budget = thread_budget(config.threads)
+    check_inputs_kept(config)
     if config.num_workers > 1:
         config = dataclasses.replace(config, num_workers=capped_workers(config.num_workers, "--num-workers"))
     check_writable(config.out_dir, "--out", is_folder=True)  # now, not when the first epoch ends
@@ -122,6 +124,7 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
     try:
         # every rank appends to its own file: rank 0's console lines, and what each rank warns
         with (
+            hold_out_dir(config, ctx),
             open_log_file(config.out_dir / "logs" / f"rank-{ctx.rank}.log", f"rank {ctx.rank}") as log_file,
             StopRequests() as stop,
             torch_threads(budget.threads),
