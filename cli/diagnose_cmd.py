@@ -365,7 +365,9 @@ def _run(options: dict) -> None:
     )
     label = "diagnose" if request.shard.count == 1 else f"shard {request.shard}"
     with run_lock(request), open_log_file(log_path, label) as log_file, StopRequests() as stop:
-        summary = _show_events(request, options, log_file, stop)
+        summary, refusal = _show_events(request, options, log_file, stop)
+    if refusal is not None:
+        raise refusal  # the one series named was bad input: one error line and exit 2, as for ct info
     if options["evaluate"]:
         _print_evaluation(
             summary.results, options["annotations"], request.data_roots, request.config.nodule_threshold,
@@ -377,12 +379,13 @@ def _run(options: dict) -> None:
 
 
 def _show_events(request, options: dict, log_file, stop):
-    """Run the application, printing each event; returns its summary."""
+    """Run the application, printing each event; returns its summary and, when the one series
+    named was refused for bad input or data, that error (left to the caller to say once)."""
     from ct_pipeline.apps.diagnose import DiagnoseSummary, FileWritten, ModelsLoaded, SeriesOutcome, run_diagnose
 
     json_output = options["json_output"]
     say = (lambda text: typer.echo(text, err=True)) if json_output else typer.echo
-    has_malignancy = False
+    has_malignancy, refusal = False, None
     progress = ProgressDisplay.on_stderr(options["quiet"])
     for event in run_diagnose(request, log_file, stop, progress):
         progress.pause()
@@ -390,12 +393,14 @@ def _show_events(request, options: dict, log_file, stop):
             # Every time, once the files proved valid: a model picked from --runs-dir must never be a surprise.
             typer.echo("using " + " ".join(f"{option} {path}" for option, path in event.paths.items()), err=True)
             has_malignancy = event.has_malignancy
+        elif isinstance(event, SeriesOutcome) and request.names_one_series and event.outcome.refusal:
+            refusal = event.outcome.refusal
         elif isinstance(event, SeriesOutcome):
             _show_outcome(event.outcome, request.config.nodule_threshold, has_malignancy, json_output)
         elif isinstance(event, FileWritten):
             say(f"wrote {event.path}" + (f": {event.rows} candidates of {event.n_series} series" if event.rows is not None else ""))
         elif isinstance(event, DiagnoseSummary):
-            return event
+            return event, refusal
     raise AssertionError("run_diagnose ended without a summary")
 
 

@@ -52,9 +52,10 @@ def test_diagnose_fails_the_128_gib_series_with_both_sizes_and_writes_nothing(tm
     scan = _huge_mhd(tmp_path / "scans")
     before = {"models": tree_sha256(tmp_path / "models"), "scans": _stats(tmp_path / "scans")}
     result = run_ct("diagnose", scan, "--seg-model", models["seg"], "--cls-model", models["cls"])
-    assert result.exit_code == 3, result.output  # a series that cannot be read fails the batch's way
+    assert result.exit_code == 2, result.output  # the one series named is refused: bad input, one line
     assert "Traceback" not in result.output and "MemoryError" not in result.output
-    assert f"failed {scan}: {scan}: its header claims DimSize 4096 4096 4096 of MET_SHORT, 128 GiB to load, but only 16 GiB" in " ".join(result.stderr.split())
+    assert result.stderr.splitlines()[-1].startswith(f"error: {scan}: its header claims")
+    assert f"error: {scan}: its header claims DimSize 4096 4096 4096 of MET_SHORT, 128 GiB to load, but only 16 GiB" in " ".join(result.stderr.split())
     assert {"models": tree_sha256(tmp_path / "models"), "scans": _stats(tmp_path / "scans")} == before
 
 

@@ -49,14 +49,17 @@ def test_diagnose_fails_a_float_mhd_with_non_finite_voxels_and_writes_no_finding
     before = tree_sha256(tmp_path)
     out = tmp_path / "out"
     result = run_ct("diagnose", scan, "--seg-model", models["seg"], "--cls-model", models["cls"], "--out", out)
-    # A series that cannot be read fails as in any batch (exit 3), never "0 findings" with exit 0.
-    assert result.exit_code == 3, result.output
+    # The one series named is refused as bad input (exit 2, one error line), never "0 findings" with exit 0.
+    assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert f"failed {scan}: {scan}: 5 of 98304 voxels are not finite (NaN or infinite);" in " ".join(result.stderr.split())
-    assert result.stderr.splitlines()[-1] == "1 of 1 series failed; the others are done"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == result.stderr.splitlines()[-1]
+    assert errors[0].startswith(f"error: {scan}: 5 of 98304 voxels are not finite (NaN or infinite);")
+    assert "series failed" not in result.stderr
     after = tree_sha256(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
-    assert [k for k in after if k.startswith("out/")] == ["out/logs/diagnose.log"]  # no result, no findings.csv
+    # no result, no findings.csv: only the run's log and its lock
+    assert sorted(k for k in after if k.startswith("out/")) == ["out/.ct-run.lock", "out/logs/diagnose.log"]
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])

@@ -60,6 +60,12 @@ class DiagnoseRequest:
     csv_path: Path | None = None
     dicom_out: Path | None = None
 
+    @property
+    def names_one_series(self) -> bool:
+        """One series named on the command line: refusing it is the command's bad input (exit 2),
+        not one failure in a batch (exit 3)."""
+        return len(self.sources) == 1 and self.series_file is None and not self.all_series
+
 
 @dataclass(frozen=True)
 class ModelsLoaded:

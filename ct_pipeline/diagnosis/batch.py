@@ -54,12 +54,17 @@ class BatchItem:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What happened to one item: status "done", "skipped" (result file existed) or "failed"."""
+    """What happened to one item: status "done", "skipped" (result file existed) or "failed".
+
+    ``refusal`` is the one-line error of a series refused for bad input or data (not for an
+    internal failure), so a command that named only this series can answer with it.
+    """
 
     item: BatchItem
     status: str
     result: DiagnosisResult | None = None
     message: str = ""
+    refusal: CtError | None = None
 
 
 def series_key(source: str, options: LoadOptions = LoadOptions()) -> str:
@@ -257,7 +262,7 @@ def _diagnose_item(
         del volume  # before the next series is read: one volume in memory at a time
         return BatchOutcome(item, "done", result, redo_reason if out_dir is not None else "")
     except CtError as err:
-        return BatchOutcome(item, "failed", message=str(err))
+        return BatchOutcome(item, "failed", message=str(err), refusal=err)
     except (OSError, RuntimeError, ValueError, MemoryError) as err:
         log.debug("series %s failed", item.label, exc_info=True)
         return BatchOutcome(item, "failed", message=f"{type(err).__name__}: {err}")
