@@ -8,6 +8,7 @@ safe point, finished results kept.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -15,11 +16,13 @@ import sys
 import typer
 from typer.core import TyperGroup
 
+from ct_pipeline.atomic import write_failure
 from ct_pipeline.errors import CtError
 from ct_pipeline.preemption import Terminated
 from ct_pipeline.threads import OMP_WAIT_POLICY, cap_omp_num_threads
 
 DISCLAIMER = "Research software, not a medical device: never use it for clinical decisions."
+_DISK_FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class _ErrorMappingGroup(TyperGroup):
@@ -45,6 +48,11 @@ class _ErrorMappingGroup(TyperGroup):
         except Exception as err:  # an internal failure: keep it short unless asked
             if debug:
                 raise
+            if isinstance(err, OSError) and err.errno in _DISK_FULL_OR_READ_ONLY:
+                # Met outside the writes that check for it (TensorBoard's event file, a log): the
+                # user's environment, not a bug, so said as any failed write is (exit 2).
+                typer.echo(f"error: {write_failure(err.filename or 'an output file', err)}", err=True)
+                raise typer.Exit(2) from None
             typer.echo(
                 f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
                 err=True,

@@ -7,6 +7,7 @@ an internal error (exit 1).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -122,3 +123,32 @@ def test_a_real_full_disk_while_training_writes_its_checkpoint(tmp_path):
     ]
     before, after = outcome["before"], outcome["after"]
     assert {k: v for k, v in before.items() if k.endswith(".ckpt")} == {k: v for k, v in after.items() if k.endswith(".ckpt")}
+
+
+@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "read-only file system")])
+def test_a_full_or_read_only_disk_met_anywhere_is_one_line_and_exit_2(tmp_path, monkeypatch, code, reason):
+    """Writes that check for it say so themselves; one met elsewhere (TensorBoard's event file) is said the same way."""
+    import ct_pipeline.loading
+
+    event_file = tmp_path / "runs" / "events.out.tfevents.1"
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(code, os.strerror(code), str(event_file))
+
+    monkeypatch.setattr(ct_pipeline.loading, "load_ct", full_disk)
+    monkeypatch.setattr("cli.data.load_ct", full_disk)
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "scan.mhd")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: {event_file}: cannot write there ({reason}); free space, fix the permissions or choose another path"
+    ]
+
+
+def test_any_other_os_error_is_still_an_internal_error(tmp_path, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr("cli.data.load_ct", broken)
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "scan.mhd")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("internal error: OSError:")
