@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from ct_pipeline.diagnosis.result import DiagnosisResult
+from ct_pipeline.diagnosis.provenance import with_source
 from ct_pipeline.diagnosis.result_files import write_result_file
 from ct_pipeline.followup.comparison import SAME_PATIENT_OVERLAP, same_patient_warnings
 from ct_pipeline.followup.registration import Registration
@@ -51,7 +52,9 @@ def study(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     for folder in (root / "dicom").iterdir():
         volume = load_ct(folder)
-        write_result_file(results, volume.series_uid, DiagnosisResult(volume.series_uid, (), source=volume.source, shape_irc=volume.shape_irc))
+        # recorded with the fingerprint of the bytes it was made from, as ct diagnose --out records it
+        empty = DiagnosisResult(volume.series_uid, (), source=volume.source, shape_irc=volume.shape_irc)
+        write_result_file(results, volume.series_uid, empty.with_provenance(with_source({}, volume.source_files)))
     scans = [(root / "dicom" / p["prior_seriesuid"], root / "dicom" / p["current_seriesuid"]) for p in pairs]
     return {"root": root, "results": results, "scans": scans}
 

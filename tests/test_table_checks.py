@@ -120,7 +120,7 @@ def test_every_command_refuses_a_negative_annotated_diameter_with_the_same_line(
     ]
     assert snapshot(root, tmp_path / "models") == before
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} if out.exists() else set()
-    assert written <= {"run/logs/rank-0.log"}  # the run's log says why it ended; no checkpoint, no candidates
+    assert written <= {"run/logs/rank-0.log", "run/.ct-run.lock"}  # its log says why it ended, its lock; no checkpoint
 
 
 def test_the_malignancy_and_candidate_tables_get_the_same_checks(tmp_path, caplog):
