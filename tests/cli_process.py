@@ -23,13 +23,18 @@ def run_ct(*args: object, input: str | None = None):
     return CliRunner().invoke(app, [str(a) for a in args], input=input)
 
 
+def words(text: str) -> str:
+    """``text`` with every run of white space one space: rich wraps long lines at the console width."""
+    return " ".join(text.split())
+
+
 def error_line(result) -> str:
-    """The one ``error: ...`` line on stderr, its white space runs made single spaces (rich wraps long
-    lines at the console width); fails unless there is exactly one, and no traceback."""
+    """The one ``error: ...`` line on stderr (as :func:`words`); fails unless there is exactly one,
+    and no traceback."""
     assert "Traceback" not in result.output, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, result.output
-    return " ".join(lines[0].split())
+    return words(lines[0])
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:

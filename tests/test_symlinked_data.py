@@ -12,14 +12,10 @@ import json
 import pytest
 
 from ct_pipeline.dicom_writer import write_dicom_series
-from tests.cli_process import error_line, run_ct
+from tests.cli_process import error_line, run_ct, words
 from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
 from tests.folder_digest import tree_digest
 from tests.training_data import series_uid, write_training_luna
-
-
-def _words(text: str) -> str:
-    return " ".join(text.split())  # rich wraps long lines at the console width
 
 
 @pytest.fixture()
@@ -44,7 +40,7 @@ def test_a_linked_subset_is_listed_cached_trained_on_and_diagnosed(linked_root, 
     cache_dir = tmp_path / "cache"
     filled = run_ct("prepcache", "--data-root", root, "--cache-dir", cache_dir)
     assert filled.exit_code == 0, filled.output
-    assert "3 filled" in _words(filled.stdout)
+    assert "3 filled" in words(filled.stdout)
 
     trained = run_ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
                   "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
@@ -76,7 +72,7 @@ def test_a_link_loop_among_dicom_files_is_an_unreadable_file_and_a_folder_loop_i
     listed = run_ct("series", "list", "--data-root", root, "--json")
     assert listed.exit_code == 0, listed.output
     assert [s["series_uid"] for s in json.loads(listed.stdout)] == [uid]
-    assert warning in _words(listed.stderr)
+    assert warning in words(listed.stderr)
     assert "found twice" not in listed.stderr
 
     models = write_models(tmp_path / "models")
@@ -84,7 +80,7 @@ def test_a_link_loop_among_dicom_files_is_an_unreadable_file_and_a_folder_loop_i
     diagnosed = run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
                     "--cls-model", models["cls"], "--workers", 1)  # fmt: skip
     assert diagnosed.exit_code == 0, diagnosed.output
-    assert warning in _words(diagnosed.stderr)
+    assert warning in words(diagnosed.stderr)
     assert [p.name for p in out.glob("*.json")] == [f"{uid}.json"]
 
     # the folder itself: the loop is named as the unreadable file it is, in one line
@@ -104,6 +100,6 @@ def test_a_link_loop_in_a_luna16_root_does_not_stop_prepcache(tmp_path):
     (root / "subset0" / "again").symlink_to(root / "subset0", target_is_directory=True)
     filled = run_ct("prepcache", "--data-root", root, "--cache-dir", tmp_path / "cache")
     assert filled.exit_code == 0, filled.output
-    assert "3 filled" in _words(filled.stdout)
-    assert "skipped 2 unreadable DICOM files" in _words(filled.stderr)
+    assert "3 filled" in words(filled.stdout)
+    assert "skipped 2 unreadable DICOM files" in words(filled.stderr)
     assert "found twice" not in filled.stderr
