@@ -72,6 +72,8 @@ def _damage(content: bytes, damage: str, at: float, data: bytes, tag: str) -> by
 # (UnicodeEncodeError printing `ct series list`): exit 1.
 @example(damaged=3, damage="tag value", at=0.0, data=b"\xfbW", tag="InstanceNumber")
 @example(damaged=3, damage="tag value", at=0.0, data=b"1.2\xbe\xd1", tag="SeriesInstanceUID")
+# and a record separator (\x1e) in a UID, which split the one error line naming it in two
+@example(damaged=3, damage="tag value", at=0.0, data=b"k\x93\xa7\xeb\x83\xd7\x1eZ", tag="SeriesInstanceUID")
 def test_info_of_a_damaged_dicom_series_is_clean(tmp_path_factory, dicom_slices, damaged, damage, at, data, tag):
     folder = _workdir(tmp_path_factory)
     for index, content in enumerate(dicom_slices):
