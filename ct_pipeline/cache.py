@@ -69,8 +69,13 @@ class RegionSpec:
         return "crop{}x{}x{}-nm{}x{}x{}".format(*self.crop_irc, *self.nodule_margin_irc)
 
 
-def source_fingerprint(paths: list[str]) -> str:
-    """A short hash of the names, sizes and mtimes of a series' files: changes when any file does."""
+def stat_fingerprint(paths: list[str]) -> str:
+    """A short hash of the names, sizes and mtimes of a series' files.
+
+    It changes when a file is added, removed or rewritten the usual way, not when bytes change
+    under a restored size and mtime; :func:`ct_pipeline.prepcache.key_for` says why the cache
+    accepts that, and :mod:`ct_pipeline.loading.fingerprint` hashes content where it matters.
+    """
     digest = hashlib.sha1()
     for path in sorted(paths):
         stat = os.stat(path)

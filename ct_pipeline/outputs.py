@@ -81,6 +81,7 @@ class Place:
 
 
 def data_root_places(roots: Iterable[Path]) -> tuple[Place, ...]:
+    """Each ``--data-root`` as the files it is read for (:data:`DATA_ROOT_READS`)."""
     return tuple(Place("--data-root", Path(root), DATA_ROOT_READS) for root in roots)
 
 

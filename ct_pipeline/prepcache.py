@@ -11,16 +11,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec, centers_fingerprint, region_box, region_key, source_fingerprint
+from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec, centers_fingerprint, region_box, region_key, stat_fingerprint
 from ct_pipeline.catalog import Catalog
 from ct_pipeline.errors import CtError, OutputError
+from ct_pipeline.loading import entry_files
+from ct_pipeline.loading.series_index import SeriesEntry
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.luna16 import CENTER_COLUMNS
 from ct_pipeline.preemption import StopRequests, Terminated, ignore_stop_signals
-from ct_pipeline.loading import entry_files
-from ct_pipeline.threads import capped_workers
-from ct_pipeline.loading.series_index import SeriesEntry
 from ct_pipeline.sharding import Shard
+from ct_pipeline.threads import capped_workers
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def key_for(entry: SeriesEntry, candidates: pd.DataFrame, spec: RegionSpec) -> s
     centers = candidates[CENTER_COLUMNS].to_numpy(dtype=np.float64)
     return region_key(
         entry.series_uid,
-        source_fingerprint(entry_files(entry)),
+        stat_fingerprint(entry_files(entry)),
         spec,
         centers_fingerprint(centers, candidates["is_nodule"].to_numpy()),
     )

@@ -1,16 +1,24 @@
-"""What 'nothing changed' compares: every file below a folder by relative path and SHA-256."""
+"""What "nothing changed" compares: the SHA-256 of every file below some folders, before and after."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 
-def tree_digest(*folders: Path) -> dict[str, str]:
-    """``{"<folder>/<relative path>": sha256}`` of every file below each folder (links followed)."""
-    digests: dict[str, str] = {}
+def tree_digest(*folders: Path) -> dict[Path, str]:
+    """``{path: sha256 of its bytes}`` for every file below each of ``folders`` (full paths as keys).
+
+    A link to a file counts as that file's bytes. A link to a folder is not walked into (one back
+    up the tree would never end), and a link that leads nowhere (dangling, or a loop) has no bytes:
+    both count as ``"link to TARGET"``, so that removing or re-pointing a link is a change too.
+    """
+    digests: dict[Path, str] = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
-                digests[f"{folder.name}/{path.relative_to(folder).as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+                digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif path.is_symlink():
+                digests[path] = f"link to {os.readlink(path)}"
     return digests

@@ -5,35 +5,22 @@ Each is now a one-line error (exit 2) that names the bad value; the input folder
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
-from ct_pipeline.dicom_writer import write_dicom_series
-from ct_pipeline.geometry import Geometry
+from tests.cli_process import run_ct
 from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.test_property_bad_input import UID, VALID_HEADER, _write_mhd_case
-
-
-def _snapshot(folder: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file under ``folder``."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
+from tests.folder_digest import tree_digest
+from tests.test_property_bad_dicom import DICOM_UID, write_small_series
+from tests.test_property_bad_input import UID, _header, _write_mhd_case
 
 
 def _mhd(tmp_path: Path, raw_size: int = 240, **values: str) -> list[str]:
-    header = "\n".join(f"{key} = {values.get(key, value)}" for key, value in VALID_HEADER)
-    return ["info", str(_write_mhd_case(tmp_path, header.encode("latin-1"), raw_size, None))]
+    return ["info", str(_write_mhd_case(tmp_path, _header(**values), raw_size, None))]
 
 
 def _evaluate_ragged(tmp_path: Path) -> list[str]:
@@ -94,24 +81,19 @@ CASES = {
 def test_found_by_the_property_test_exits_2_with_one_line(tmp_path, name):
     build, message = CASES[name]
     args = build(tmp_path)
-    before = _snapshot(tmp_path)
-    result = CliRunner().invoke(app, args)
+    before = tree_digest(tmp_path)
+    result = run_ct(*args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert re.search(message, lines[0]), lines[0]
-    assert _snapshot(tmp_path) == before
-
-
-DICOM_UID = "1.2.826.0.1.3680043.8.498.9"
+    assert tree_digest(tmp_path) == before
 
 
 def _series_with_damaged_tag(folder: Path, tag: bytes, value: bytes) -> Path:
     """A 4-slice series whose last file has ``value`` over the start of ``tag``'s value (implicit VR)."""
-    geometry = Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    hu = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8)
-    files = write_dicom_series(hu, geometry, folder, DICOM_UID)
+    files = write_small_series(folder)
     data = files[3].read_bytes()
     at = data.find(tag)  # implicit VR: the tag, a 4-byte length, then the value
     length = struct.unpack("<I", data[at + 4 : at + 8])[0]
@@ -124,15 +106,15 @@ def test_a_garbled_instance_number_does_not_stop_reading_the_series(tmp_path):
     """A damaged byte in InstanceNumber (IS '4' -> b'\\xfbW') was `ValueError: could not convert string to float`
     (exit 1) in `ct info` and `ct series list`; slices are placed by ImagePositionPatient, so the series reads."""
     folder = _series_with_damaged_tag(tmp_path / "ct", b"\x20\x00\x13\x00", b"\xfbW")
-    before = _snapshot(tmp_path)
-    info = CliRunner().invoke(app, ["info", str(folder), "--json"])
+    before = tree_digest(tmp_path)
+    info = run_ct("info", str(folder), "--json")
     assert info.exit_code == 0, info.output
     assert info.stderr == ""
     assert json.loads(info.stdout)["shape_irc"] == [4, 8, 8]
-    listing = CliRunner().invoke(app, ["series", "list", "--data-root", str(folder), "--json"])
+    listing = run_ct("series", "list", "--data-root", str(folder), "--json")
     assert listing.exit_code == 0, listing.output
     assert [(s["series_uid"], s["n_files"]) for s in json.loads(listing.stdout)] == [(DICOM_UID, 4)]
-    assert _snapshot(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_a_series_uid_with_non_utf8_bytes_is_listed_and_named(tmp_path):
@@ -140,16 +122,16 @@ def test_a_series_uid_with_non_utf8_bytes_is_listed_and_named(tmp_path):
     UnicodeEncodeError (exit 1); now the damaged UID is shown with U+FFFD and `ct info` names both series."""
     folder = _series_with_damaged_tag(tmp_path / "ct", b"\x20\x00\x0e\x00", b"1.2\xbe\xd1")
     damaged = "1.2\ufffd\ufffd" + DICOM_UID[5:]
-    before = _snapshot(tmp_path)
-    listing = CliRunner().invoke(app, ["series", "list", "--data-root", str(folder)])
+    before = tree_digest(tmp_path)
+    listing = run_ct("series", "list", "--data-root", str(folder))
     assert listing.exit_code == 0, listing.output
     assert listing.stderr == ""
-    as_json = CliRunner().invoke(app, ["series", "list", "--data-root", str(folder), "--json"])
+    as_json = run_ct("series", "list", "--data-root", str(folder), "--json")
     assert [(s["series_uid"], s["n_files"]) for s in json.loads(as_json.stdout)] == [(DICOM_UID, 3), (damaged, 1)]
-    info = CliRunner().invoke(app, ["info", str(folder)])
+    info = run_ct("info", str(folder))
     assert info.exit_code == 2
     assert info.stderr == (
         f"error: {folder} holds 2 series ({DICOM_UID} (CT, 3 files); {damaged} (CT, 1 files)); "
         "name one with --series UID\n"
     )
-    assert _snapshot(tmp_path) == before
+    assert tree_digest(tmp_path) == before

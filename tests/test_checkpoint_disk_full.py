@@ -16,14 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline import atomic
-from tests.folder_snapshot import snapshot
+from tests.cli_process import REPO, cli_env, run_ct
+from tests.folder_digest import tree_digest
 from tests.training_data import write_training_luna
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _train_args(root: Path, out: Path, epochs: int) -> list[str]:
@@ -39,10 +36,10 @@ def _error_lines(stderr: str) -> list[str]:
 def test_torch_failing_to_write_a_checkpoint_on_a_full_disk_is_exit_2_and_last_ckpt_survives(tmp_path, monkeypatch):
     root = write_training_luna(tmp_path / "luna", n_series=4)
     out = tmp_path / "run"
-    first = CliRunner().invoke(app, _train_args(root, out, 1))
+    first = run_ct(*_train_args(root, out, 1))
     assert first.exit_code == 0, first.output
-    before = snapshot(root, out)
-    assert "run/last.ckpt" in before
+    before = tree_digest(root, out)
+    assert out / "last.ckpt" in before
 
     real_save = torch.save
 
@@ -54,21 +51,22 @@ def test_torch_failing_to_write_a_checkpoint_on_a_full_disk_is_exit_2_and_last_c
 
     monkeypatch.setattr(torch, "save", save_on_a_full_disk)
     monkeypatch.setattr(atomic, "_free_bytes", lambda folder: 0)  # what statvfs says once the write used it up
-    result = CliRunner().invoke(app, [*_train_args(root, out, 2), "--resume"])
+    result = run_ct(*_train_args(root, out, 2), "--resume")
     assert result.exit_code == 2, result.output
     assert _error_lines(result.stderr) == [
         f"error: {out / 'last.ckpt'}: cannot write there (no space left on the device); free space, fix the "
         "permissions or choose another path"
     ]
-    after = snapshot(root, out)
-    assert {name: after[name] for name in before if name.endswith(".ckpt")} == {
-        name: digest for name, digest in before.items() if name.endswith(".ckpt")
+    after = tree_digest(root, out)
+    assert {path: after[path] for path in before if path.suffix == ".ckpt"} == {
+        path: digest for path, digest in before.items() if path.suffix == ".ckpt"
     }  # last.ckpt and best.ckpt byte-identical
-    assert {name for name in after if not name.startswith("run/logs/") and not name.startswith("run/tensorboard")} == {
-        name for name in before if not name.startswith("run/logs/") and not name.startswith("run/tensorboard")
+    logs = (out / "logs", out / "tensorboard")
+    assert {path for path in after if not any(folder in path.parents for folder in logs)} == {
+        path for path in before if not any(folder in path.parents for folder in logs)
     }  # and no temporary file left beside them
-    assert {name: after[name] for name in before if name.startswith("luna/")} == {
-        name: digest for name, digest in before.items() if name.startswith("luna/")
+    assert {path: after[path] for path in before if root in path.parents} == {
+        path: digest for path, digest in before.items() if root in path.parents
     }
 
 
@@ -78,9 +76,9 @@ from pathlib import Path
 mount, report = Path(sys.argv[1]), Path(sys.argv[2])
 args = json.loads(sys.argv[3])
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-from tests.folder_snapshot import snapshot
+from tests.folder_digest import tree_digest
 first = subprocess.run([sys.executable, "-m", "cli", *args[0]], capture_output=True, text=True)
-before = snapshot(mount / "run")
+before = {str(path): digest for path, digest in tree_digest(mount / "run").items()}  # JSON keys are text
 # Shrink the disk to what epoch 1 left plus a little: room for the log lines and TensorBoard
 # events of epoch 2, none for its checkpoint (megabytes).
 stats = os.statvfs(mount)
@@ -88,7 +86,7 @@ used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
 subprocess.run(["mount", "-o", f"remount,size={used + 256 * 1024}", str(mount)], check=True)
 second = subprocess.run([sys.executable, "-m", "cli", *args[1]], capture_output=True, text=True)
 report.write_text(json.dumps({"first": [first.returncode, first.stderr], "second": [second.returncode, second.stderr],
-                              "before": before, "after": snapshot(mount / "run")}))
+                              "before": before, "after": {str(path): digest for path, digest in tree_digest(mount / "run").items()}}))
 """
 
 
@@ -107,7 +105,7 @@ def test_a_real_full_disk_while_training_writes_its_checkpoint(tmp_path):
     out = mount / "run"
     args = [_train_args(root, out, 1), [*_train_args(root, out, 2), "--resume"]]
     report = tmp_path / "report.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache")}
+    env = cli_env(tmp_path)
     script = tmp_path / "full_disk.py"
     script.write_text(_FULL_DISK_SCRIPT)
     subprocess.run(
@@ -137,7 +135,7 @@ def test_a_full_or_read_only_disk_met_anywhere_is_one_line_and_exit_2(tmp_path, 
 
     monkeypatch.setattr(ct_pipeline.loading, "load_ct", full_disk)
     monkeypatch.setattr("cli.data.load_ct", full_disk)
-    result = CliRunner().invoke(app, ["info", str(tmp_path / "scan.mhd")])
+    result = run_ct("info", tmp_path / "scan.mhd")
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
         f"error: {event_file}: cannot write there ({reason}); free space, fix the permissions or choose another path"
@@ -149,6 +147,6 @@ def test_any_other_os_error_is_still_an_internal_error(tmp_path, monkeypatch):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr("cli.data.load_ct", broken)
-    result = CliRunner().invoke(app, ["info", str(tmp_path / "scan.mhd")])
+    result = run_ct("info", tmp_path / "scan.mhd")
     assert result.exit_code == 1
     assert result.stderr.startswith("internal error: OSError:")

@@ -9,14 +9,10 @@ says about it, not detection.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.diagnosis.provenance import with_source
 from ct_pipeline.diagnosis.result_files import write_result_file
@@ -24,21 +20,11 @@ from ct_pipeline.followup.comparison import SAME_PATIENT_OVERLAP, same_patient_w
 from ct_pipeline.followup.registration import Registration
 from ct_pipeline.loading import load_ct
 from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
+from tests.cli_process import run_ct
+from tests.folder_digest import tree_digest
 
 PATIENT_ID_WARNING = "WARNING: PRIOR's PatientID 'SYNTH-7-1' differs from CURRENT's 'SYNTH-7-2': ct compare follows one"
 OVERLAP_WARNING = "WARNING: the lungs overlap only "
-
-
-def _run(*args):
-    return CliRunner().invoke(app, ["compare", *[str(a) for a in args]])
-
-
-def _snapshot(folder: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of every file under ``folder``."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*")) if path.is_file()
-    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +57,9 @@ def test_two_different_patients_are_compared_with_both_warnings_in_table_json_an
     prior = study["scans"][0][0]  # patient 1
     current = study["scans"][1][1]  # patient 2's follow-up
     results = ("--prior-results", study["results"], "--current-results", study["results"])
-    inputs = {name: _snapshot(study[name]) for name in ("root", "results")}
+    inputs = tree_digest(study["root"], study["results"])
 
-    table = _run(prior, current, *results, "--interval-days", "90")
+    table = run_ct("compare", prior, current, *results, "--interval-days", "90")
     assert table.exit_code == 0, table.output
     _one_line_each(table.stdout, PATIENT_ID_WARNING, OVERLAP_WARNING)
     overlap_line = next(line for line in table.stdout.splitlines() if line.startswith(OVERLAP_WARNING))
@@ -81,7 +67,7 @@ def test_two_different_patients_are_compared_with_both_warnings_in_table_json_an
     assert after < SAME_PATIENT_OVERLAP and f"below the {SAME_PATIENT_OVERLAP:g} " in overlap_line
 
     report = tmp_path / "report"
-    runs = [_run(prior, current, *results, "--interval-days", "90", "--json", *extra) for extra in (("--report", report), ())]
+    runs = [run_ct("compare", prior, current, *results, "--interval-days", "90", "--json", *extra) for extra in (("--report", report), ())]
     for run in runs:
         assert run.exit_code == 0, run.output
         data = json.loads(run.stdout)
@@ -93,14 +79,14 @@ def test_two_different_patients_are_compared_with_both_warnings_in_table_json_an
     assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}
     page = (report / "index.html").read_text(encoding="utf-8")
     assert page.count("<p class='disclaimer'>WARNING: ") == 2 and "PatientID &#x27;SYNTH-7-1&#x27; differs" in page
-    assert set(_snapshot(report)) == {"index.html"}  # no findings, no pictures
-    assert {name: _snapshot(study[name]) for name in ("root", "results")} == inputs
+    assert set(tree_digest(report)) == {report / "index.html"}  # no findings, no pictures
+    assert tree_digest(study["root"], study["results"]) == inputs
 
 
 @pytest.mark.slow
 def test_a_true_follow_up_pair_is_compared_without_a_warning(study):
     prior, current = study["scans"][0]
-    result = _run(prior, current, "--prior-results", study["results"], "--current-results", study["results"], "--json")
+    result = run_ct("compare", prior, current, "--prior-results", study["results"], "--current-results", study["results"], "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["warnings"] == [] and "WARNING" not in result.output

@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline import __version__
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
@@ -26,16 +24,9 @@ from ct_pipeline.errors import OutputError
 from ct_pipeline.models import LunaClassifier, save_checkpoint
 from ct_pipeline.models.book import sha256_of_file
 from ct_pipeline.prepcache import key_for
+from tests.cli_process import error_line, run_ct, words
 from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.training_data import series_uid, write_training_luna
-
-
-def _ct(*args: object, input: str | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
-
-
-def _words(text: str) -> str:
-    return " ".join(text.split())  # rich wraps long lines at the console width
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -43,24 +34,18 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
-def _error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 # -- ct synth --overwrite ------------------------------------------------------------------------
 
 
 def _synth(out: Path, *extra: object):
-    return _ct("synth", out, "--series", 2, "--size", "small", "--seed", 1, *extra)
+    return run_ct("synth", out, "--series", 2, "--size", "small", "--seed", 1, *extra)
 
 
 def test_synth_overwrite_replaces_its_own_data_set(tmp_path):
     out = tmp_path / "data"
     assert _synth(out).exit_code == 0
     first = sorted(p.name for p in (out / "subset0").iterdir())
-    result = _ct("synth", out, "--series", 1, "--size", "small", "--seed", 2, "--overwrite")
+    result = run_ct("synth", out, "--series", 1, "--size", "small", "--seed", 2, "--overwrite")
     assert result.exit_code == 0, result.output
     second = sorted(p.name for p in (out / "subset0").iterdir())
     assert len(second) == 2 and not set(second) & set(first)  # the earlier series are gone
@@ -86,7 +71,7 @@ def test_synth_overwrite_refuses_a_folder_with_files_it_did_not_write_and_delete
     result = _synth(out, "--overwrite")
 
     assert result.exit_code == 2, result.output
-    assert _words(_error_line(result)).startswith(f"error: {message}")
+    assert error_line(result).startswith(f"error: {message}")
     assert _snapshot(out) == before
 
 
@@ -99,15 +84,15 @@ def test_a_random_bytes_dcm_is_skipped_with_a_warning_and_the_other_series_stay_
     bad.parent.mkdir()
     bad.write_bytes(np.random.default_rng(0).bytes(4096))
 
-    listed = _ct("series", "list", "--data-root", root, "--cache-dir", tmp_path / "cache")
+    listed = run_ct("series", "list", "--data-root", root, "--cache-dir", tmp_path / "cache")
     assert listed.exit_code == 0, listed.output
-    assert re.search(r"WARNING: skipped 1 unreadable DICOM file \(corrupt, truncated or not DICOM\): .*noise\.dcm", _words(listed.stderr))
-    assert series_uid(0) in _words(listed.stdout).replace(" ", "") or series_uid(0)[:20] in listed.stdout
-    info = _ct("info", series_uid(1), "--data-root", root, "--cache-dir", tmp_path / "cache")
+    assert re.search(r"WARNING: skipped 1 unreadable DICOM file \(corrupt, truncated or not DICOM\): .*noise\.dcm", words(listed.stderr))
+    assert series_uid(0) in words(listed.stdout).replace(" ", "") or series_uid(0)[:20] in listed.stdout
+    info = run_ct("info", series_uid(1), "--data-root", root, "--cache-dir", tmp_path / "cache")
     assert info.exit_code == 0, info.output
-    folder = _ct("info", bad.parent)
+    folder = run_ct("info", bad.parent)
     assert folder.exit_code == 2
-    assert "noise.dcm: unreadable DICOM file" in _error_line(folder)
+    assert "noise.dcm: unreadable DICOM file" in error_line(folder)
 
 
 def _truncate_raw(root: Path, n: int) -> str:
@@ -124,7 +109,7 @@ def test_prepcache_goes_on_past_a_truncated_raw_and_ends_with_exit_3(tmp_path, w
     cache_dir = tmp_path / "cache"
     log = tmp_path / "prepcache.log"
 
-    result = _ct("prepcache", "--data-root", root, "--cache-dir", cache_dir, "--workers", workers, "--log-file", log)
+    result = run_ct("prepcache", "--data-root", root, "--cache-dir", cache_dir, "--workers", workers, "--log-file", log)
 
     assert result.exit_code == 3, result.output
     assert result.stderr.splitlines()[-1] == f"1 of 4 series failed: {bad}; the others are cached"
@@ -143,19 +128,19 @@ def test_training_refuses_unreadable_series_at_start_and_runs_without_them_when_
     args = ("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--epochs", 1, "--epoch-size", 16,
             "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
 
-    refused = _ct(*args, "--out", out)
+    refused = run_ct(*args, "--out", out)
 
     assert refused.exit_code == 2, refused.output
     listing = out / "unreadable-series.txt"
-    assert _words(_error_line(refused)).startswith(f"error: 1 series cannot be read, so training does not start: {bad} (")
-    assert _words(_error_line(refused)).endswith(
+    assert error_line(refused).startswith(f"error: 1 series cannot be read, so training does not start: {bad} (")
+    assert error_line(refused).endswith(
         f"leave them out with --exclude-series {listing} (their UIDs, one per line)"
     )
     assert listing.read_text() == f"{bad}\n"
     assert not (out / "last.ckpt").exists()
 
     # the same --out again (it holds only logs/ and the listing), leaving the bad series out
-    excluded = _ct(*args, "--out", out, "--exclude-series", listing)
+    excluded = run_ct(*args, "--out", out, "--exclude-series", listing)
     assert excluded.exit_code == 0, excluded.output
     assert (out / "last.ckpt").exists()
 
@@ -171,10 +156,10 @@ def test_a_validation_split_without_a_nodule_is_refused_at_start(tmp_path):
     for name in ("annotations.csv", "annotations_with_malignancy.csv"):
         lines = (root / name).read_text().splitlines()
         (root / name).write_text("\n".join(line for line in lines if line.split(",")[0] not in val) + "\n")
-    result = _ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run",
+    result = run_ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run",
                  "--epochs", 1, "--epoch-size", 16, "--val-stride", 2, "--num-workers", 0)  # fmt: skip
     assert result.exit_code == 2, result.output
-    assert _error_line(result) == (
+    assert error_line(result) == (
         "error: the validation split (every 2-th series: 2 series) holds no nodule candidate, so validation "
         "cannot be scored and no best.ckpt chosen; change --val-stride or add series"
     )
@@ -186,7 +171,7 @@ def test_a_validation_split_without_a_nodule_is_refused_at_start(tmp_path):
 def _filled_cache(tmp_path: Path) -> tuple[Path, Path]:
     root = write_training_luna(tmp_path / "luna", n_series=3)
     cache_dir = tmp_path / "cache"
-    assert _ct("prepcache", "--data-root", root, "--cache-dir", cache_dir).exit_code == 0
+    assert run_ct("prepcache", "--data-root", root, "--cache-dir", cache_dir).exit_code == 0
     return root, cache_dir
 
 
@@ -200,14 +185,14 @@ def test_a_deleted_data_file_is_a_corrupt_entry_that_prepcache_and_training_refi
     cache.close()
     path.unlink()  # what a $TMPDIR cleaner does
 
-    again = _ct("prepcache", "--data-root", root, "--cache-dir", cache_dir)
+    again = run_ct("prepcache", "--data-root", root, "--cache-dir", cache_dir)
     assert again.exit_code == 0, again.output
-    assert "1 filled, 2 already cached" in _words(again.stdout)
+    assert "1 filled, 2 already cached" in words(again.stdout)
     cache = CropCache(cache_dir)
     path = cache.data_path(key)
     path.unlink()
     cache.close()
-    trained = _ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
+    trained = run_ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
                   "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
     assert trained.exit_code == 0, trained.output
 
@@ -218,22 +203,22 @@ def test_partial_data_files_are_counted_by_info_and_removed_by_clear(tmp_path):
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"\0" * 2048)  # what a kill -9 in the middle of a write leaves
 
-    info = _ct("cache", "info", "--cache-dir", cache_dir)
+    info = run_ct("cache", "info", "--cache-dir", cache_dir)
     assert info.exit_code == 0
-    assert "; 1 partial files (0.0 MiB) of fills that did not finish" in _words(info.stdout)
-    cleared = _ct("cache", "clear", "--cache-dir", cache_dir, "--yes")
+    assert "; 1 partial files (0.0 MiB) of fills that did not finish" in words(info.stdout)
+    cleared = run_ct("cache", "clear", "--cache-dir", cache_dir, "--yes")
     assert cleared.exit_code == 0
     assert not leftover.exists()
-    assert _words(_ct("cache", "info", "--cache-dir", cache_dir).stdout).startswith(f"{cache_dir / 'crops'}: 0 series")
+    assert words(run_ct("cache", "info", "--cache-dir", cache_dir).stdout).startswith(f"{cache_dir / 'crops'}: 0 series")
 
 
 def test_cache_clear_answered_no_keeps_everything_and_without_a_terminal_needs_yes(tmp_path):
     _, cache_dir = _filled_cache(tmp_path)
     before = _snapshot(cache_dir)
-    no = _ct("cache", "clear", "--cache-dir", cache_dir, input="n\n")
+    no = run_ct("cache", "clear", "--cache-dir", cache_dir, input="n\n")
     # CliRunner's stdin is no terminal: without --yes that is a refusal, not a question
     assert no.exit_code == 2
-    assert _error_line(no) == (
+    assert error_line(no) == (
         f"error: ct cache clear would delete everything in {cache_dir / 'crops'}; add --yes to confirm without a terminal"
     )
     assert {k: v for k, v in _snapshot(cache_dir).items() if not k.startswith("crops/locks")} == {
@@ -265,9 +250,9 @@ def test_a_checkpoint_with_nan_weights_is_refused_at_load(tmp_path):
     with torch.no_grad():
         model.block1.conv1.weight[0, 0, 0, 0, 0] = float("nan")
     path = save_checkpoint(tmp_path / "nan.ckpt", model, kind="cls")
-    result = _ct("models", "info", path)
+    result = run_ct("models", "info", path)
     assert result.exit_code == 2
-    assert _error_line(result) == (
+    assert error_line(result) == (
         f"error: {path} has 1 non-finite (NaN or infinite) values in block1.conv1.weight: the training that wrote "
         "it diverged; use an earlier checkpoint (e.g. best.ckpt) or retrain with a lower --lr."
     )
@@ -276,15 +261,15 @@ def test_a_checkpoint_with_nan_weights_is_refused_at_load(tmp_path):
 def test_a_diverging_run_stops_at_the_first_non_finite_loss_with_exit_2(tmp_path):
     root = write_training_luna(tmp_path / "luna")
     out = tmp_path / "run"
-    result = _ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", out, "--epochs", 3,
+    result = run_ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", out, "--epochs", 3,
                  "--epoch-size", 64, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0, "--lr", 10)  # fmt: skip
     assert result.exit_code == 2, result.output
-    line = _words(_error_line(result))
+    line = error_line(result)
     assert re.match(r"error: training diverged at epoch \d+, step \d+: the loss is (nan|inf); the learning rate \(--lr 10\)", line)
     assert "Traceback" not in result.output and "histogram" not in result.output.lower()
     for name in ("last.ckpt", "best.ckpt"):  # whatever was saved holds finite weights
         if (out / name).exists():
-            assert _ct("models", "info", out / name).exit_code == 0
+            assert run_ct("models", "info", out / name).exit_code == 0
 
 
 # -- diagnose: provenance, stale results, early refusals ---------------------------------------------
@@ -300,7 +285,7 @@ def diagnose_setup(tmp_path):
 
 
 def _diagnose(root, models, out, *extra):
-    return _ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
+    return run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
                "--cls-model", models["cls"], "--workers", 1, *extra)  # fmt: skip
 
 
@@ -337,19 +322,19 @@ def test_merge_refuses_results_made_with_different_models_unless_allowed(diagnos
     out = tmp_path / "out"
     assert _diagnose(root, models, out, "--series-file", _series_file(tmp_path, uids[:1])).exit_code == 0
     # the other series with the other classifier, as a second array task might have run it
-    second = _ct("diagnose", uids[1], "--data-root", root, "--out", out, "--seg-model", models["seg"],
+    second = run_ct("diagnose", uids[1], "--data-root", root, "--out", out, "--seg-model", models["seg"],
                  "--cls-model", other["cls"], "--workers", 1)  # fmt: skip
     assert second.exit_code == 0, second.output
     before = _snapshot(out)
 
-    refused = _ct("diagnose", "--merge", out)
+    refused = run_ct("diagnose", "--merge", out)
     assert refused.exit_code == 2
-    assert _error_line(refused) == (
+    assert error_line(refused) == (
         f"error: --merge: {out} holds results made in 2 different ways ({uids[0]} and {uids[1]} differ in the cls "
         "model); re-run ct diagnose with one set of models and options, or pass --allow-mixed to merge them anyway"
     )
     assert _snapshot(out) == before
-    assert _ct("diagnose", "--merge", out, "--allow-mixed").exit_code == 0
+    assert run_ct("diagnose", "--merge", out, "--allow-mixed").exit_code == 0
 
 
 def _series_file(tmp_path: Path, uids: list[str]) -> Path:
@@ -370,15 +355,15 @@ def test_a_batch_with_a_failed_series_ends_its_log_with_the_count(diagnose_setup
 
 def test_a_bad_series_argument_is_refused_before_any_model_loads(tmp_path):
     # the model paths do not exist: the UID must be refused first
-    result = _ct("diagnose", "1.2/../x", "--seg-model", tmp_path / "no.ckpt", "--cls-model", tmp_path / "no.ckpt")
+    result = run_ct("diagnose", "1.2/../x", "--seg-model", tmp_path / "no.ckpt", "--cls-model", tmp_path / "no.ckpt")
     assert result.exit_code == 2
-    assert "1.2/../x" in _error_line(result) and "no such file" not in _error_line(result)
+    assert "1.2/../x" in error_line(result) and "no such file" not in error_line(result)
 
 
 def test_an_empty_folder_is_named_as_holding_no_dicom(tmp_path):
     models = write_models(tmp_path / "models")
     (tmp_path / "empty").mkdir()
-    result = _ct("diagnose", tmp_path / "empty", "--seg-model", models["seg"], "--cls-model", models["cls"])
+    result = run_ct("diagnose", tmp_path / "empty", "--seg-model", models["seg"], "--cls-model", models["cls"])
     assert result.exit_code == 3 or result.exit_code == 2
     assert f"{tmp_path / 'empty'}: no DICOM files in this folder (or below it)" in result.stderr
 
@@ -389,10 +374,10 @@ def test_an_unwritable_output_is_refused_before_the_work_with_the_path_and_reaso
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     target = blocker / ("findings.csv" if option == "--csv" else "dir")
-    result = _ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
+    result = run_ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
                  option, target)  # fmt: skip
     assert result.exit_code == 2
-    assert _error_line(result) == (
+    assert error_line(result) == (
         f"error: {option} {target}: cannot write there (a part of the path is a file, not a folder); free space, "
         "fix the permissions or choose another path"
     )
@@ -449,9 +434,9 @@ def test_every_output_option_under_a_file_is_exit_2_with_the_path_and_reason(tmp
     else:
         root = write_training_luna(tmp_path / "luna", n_series=1)
         args, named = ["prepcache", "--data-root", root, "--cache-dir", target], f"--cache-dir {target}"
-    result = _ct(*args)
+    result = run_ct(*args)
     assert result.exit_code == 2, result.output
-    assert _error_line(result) == (
+    assert error_line(result) == (
         f"error: {named}: cannot write there (a part of the path is a file, not a folder); free space, fix the "
         "permissions or choose another path"
     )
@@ -461,7 +446,7 @@ def test_every_output_option_under_a_file_is_exit_2_with_the_path_and_reason(tmp
 def test_the_report_page_says_what_made_the_findings(diagnose_setup, tmp_path):
     root, uids, models, _ = diagnose_setup
     report = tmp_path / "report"
-    result = _ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
+    result = run_ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
                  "--report", report)  # fmt: skip
     assert result.exit_code == 0, result.output
     page = (report / "index.html").read_text()

@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
-from cli.main import app
 from ct_pipeline.devices import available_devices
+from tests.cli_process import run_ct
 from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.folder_snapshot import snapshot
+from tests.folder_digest import tree_digest
 from tests.tiny_luna import write_tiny_luna
-
-
-def _ct(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _expected(device: str) -> str:
@@ -60,12 +54,12 @@ def test_a_device_this_machine_lacks_is_one_line_exit_2_and_nothing_written(setu
     else:
         root = write_tiny_luna(tmp_path / "tables")  # it mines the training series of the LUNA16 tables
         args = ["hard-negatives", "--data-root", root, "--seg-model", models["seg"], "--out", out / "hard.csv"]
-    before = snapshot(root, tmp_path / "models")
-    result = _ct(*args, "--device", device)
+    before = tree_digest(root, tmp_path / "models")
+    result = run_ct(*args, "--device", device)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines()[-1] == _expected(device)
     assert [line for line in result.stderr.splitlines() if line.startswith(("error", "internal"))] == [_expected(device)]
-    assert snapshot(root, tmp_path / "models") == before
+    assert tree_digest(root, tmp_path / "models") == before
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} if out.exists() else set()
     assert written <= {"logs/diagnose.log", ".ct-run.lock"}  # the run's log says why it ended, its lock; no result
 
@@ -75,7 +69,7 @@ def test_a_gpu_where_torch_sees_none_is_one_line_exit_2(setup, device):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     tmp_path, models, root, uids = setup
-    result = _ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
+    result = run_ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
                  "--device", device)  # fmt: skip
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines()[-1] == _expected(device)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
+from tests.cli_process import run_ct
+
 
 A, B, C = "1.2.3.1", "1.2.3.2", "1.2.3.3"
 PRED_HEADER = "seriesuid,coordX,coordY,coordZ,probability"
@@ -19,10 +19,6 @@ def _csv(path, header, rows):
     lines += [",".join(str(v) for v in row) for row in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 # name: (findings, nodules, excluded or None, series list or None, expected cpm, expected extra fields)
@@ -103,7 +99,7 @@ def test_hard_cases(tmp_path, name):
         args += ["--excluded", _csv(tmp_path / "excluded.csv", ANNOT_HEADER, excluded)]
     if series is not None:
         args += ["--series-file", _csv(tmp_path / "seriesuids.csv", None, [(uid,) for uid in series])]
-    result = _run(*args)
+    result = run_ct(*args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["cpm"] == pytest.approx(cpm)
@@ -121,7 +117,7 @@ def test_json_has_the_promised_keys_and_a_reproducible_interval(tmp_path):
     pred = _csv(tmp_path / "pred.csv", PRED_HEADER, [(A, 0, 0, 0, 0.9), (B, 50, 0, 0, 0.5), (C, 0, 0, 0, 0.4)])
     annotations = _csv(tmp_path / "a.csv", ANNOT_HEADER, [(A, 0, 0, 0, 10), (B, 0, 0, 0, 4), (C, 0, 0, 0, 12)])
     args = ["evaluate", pred, "--annotations", annotations, "--json", "--bootstrap", "200", "--seed", "5", "--by-size"]
-    first, second = _run(*args), _run(*args)
+    first, second = run_ct(*args), run_ct(*args)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
     assert json.loads(second.stdout) == report
@@ -140,7 +136,7 @@ def test_table_output_and_plot(tmp_path):
     pred = _csv(tmp_path / "pred.csv", PRED_HEADER, [(A, 0, 0, 0, 0.9), (A, 50, 0, 0, 0.8), (B, 0, 0, 0, 0.7)])
     annotations = _csv(tmp_path / "a.csv", ANNOT_HEADER, [(A, 0, 0, 0, 10), (B, 0, 0, 0, 4)])
     plot = tmp_path / "out" / "froc.png"
-    result = _run("evaluate", pred, "--annotations", annotations, "--bootstrap", "50", "--by-size", "--plot", plot)
+    result = run_ct("evaluate", pred, "--annotations", annotations, "--bootstrap", "50", "--by-size", "--plot", plot)
     assert result.exit_code == 0, result.output
     assert "CPM" in result.stdout and "2 scans, 2 nodules (2 detected)" in result.stdout
     assert "1.000" in result.stdout  # CPM of all nodules: (0, .5), (.5, .5), (.5, 1)... sens 1 from 1/2 on
@@ -149,7 +145,7 @@ def test_table_output_and_plot(tmp_path):
 
 
 def test_help_shows_an_example():
-    result = _run("evaluate", "--help")
+    result = run_ct("evaluate", "--help")
     assert result.exit_code == 0
     assert "Example: ct evaluate predictions.csv --annotations annotations.csv" in result.stdout
 
@@ -191,7 +187,7 @@ def test_bad_input_exits_2_naming_file_and_line(tmp_path, name):
     if series is not None:
         (tmp_path / "seriesuids.csv").write_text(series)
         args += ["--series-file", tmp_path / "seriesuids.csv"]
-    result = _run(*args)
+    result = run_ct(*args)
     assert result.exit_code == 2, result.output
     message = result.stderr.strip()
     assert message.startswith("error: ") and len(message.splitlines()) == 1, message
@@ -201,7 +197,7 @@ def test_bad_input_exits_2_naming_file_and_line(tmp_path, name):
 
 def test_missing_predictions_file_is_a_usage_error(tmp_path):
     annotations = _csv(tmp_path / "a.csv", ANNOT_HEADER, [(A, 0, 0, 0, 10)])
-    result = _run("evaluate", tmp_path / "nope.csv", "--annotations", annotations)
+    result = run_ct("evaluate", tmp_path / "nope.csv", "--annotations", annotations)
     assert result.exit_code == 2
     assert "nope.csv" in result.output
 
@@ -212,7 +208,7 @@ def test_ids_that_are_not_dicom_uids_are_evaluated(tmp_path):
     ids = ["1.3.6.1.4.1.14519.5.2.1.6279.6001.000000000000000000000000000000", "patient-07_ct"]
     annotations = _csv(tmp_path / "a.csv", ANNOT_HEADER, [(ids[0], 0, 0, 0, 10), (ids[1], 5, 5, 5, 8)])
     predictions = _csv(tmp_path / "p.csv", PRED_HEADER, [(ids[0], 1, 1, 1, 0.9), (ids[1], 50, 50, 50, 0.8)])
-    result = _run("evaluate", predictions, "--annotations", annotations, "--bootstrap", "0", "--json")
+    result = run_ct("evaluate", predictions, "--annotations", annotations, "--bootstrap", "0", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["n_scans"], report["n_nodules"], report["n_detected"], report["cpm"]) == (2, 2, 1, 0.5)

@@ -15,9 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.datasets.regions import SeriesRegions
@@ -25,7 +23,7 @@ from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading import load_ct
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.prepcache import PrepcacheConfig, key_for, prepcache
-from tests.cli_process import start_cli, wait_until
+from tests.cli_process import run_ct, start_cli, wait_until, words
 from tests.diagnosis_tiny import write_models, write_phantom_luna
 from tests.tiny_luna import SERIES, coded_volume, write_tiny_luna
 from tests.training_data import write_training_luna
@@ -42,10 +40,6 @@ def _kill_when(condition: Callable[[], bool], process: subprocess.Popen, timeout
     process.kill()
     process.communicate()
     assert process.returncode == -signal.SIGKILL, "killed while still working, not after it finished"
-
-
-def _words(text: str) -> str:
-    return " ".join(text.split())  # rich wraps long lines at the console width
 
 
 @pytest.mark.slow
@@ -65,10 +59,10 @@ def test_prepcache_killed_midway_resumes_without_recomputing_and_leaves_no_corru
     cache.close()
     assert 1 <= len(done) < N_SERIES, "the kill came after the last series"
 
-    rerun = CliRunner().invoke(app, [str(a) for a in args])
+    rerun = run_ct(*args)
     assert rerun.exit_code == 0, rerun.output
     summary = f"{N_SERIES} series (shard 0/1): {N_SERIES - len(done)} filled, {len(done)} already cached"
-    assert summary in _words(rerun.stdout)
+    assert summary in words(rerun.stdout)
     cache = CropCache(cache_dir)
     try:
         assert cache.stats()["regions"] == N_SERIES
@@ -95,7 +89,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_complete_checkpoint(tmp
     assert (survived.epoch, survived.samples_seen) == (1, 8)
     assert {p.name for p in out.glob("*.ckpt")} <= {"best.ckpt", "last.ckpt"}  # the kill may precede best.ckpt
 
-    resumed = CliRunner().invoke(app, [*[str(a) for a in args], "--resume"])
+    resumed = run_ct(*args, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming {out} after epoch {survived.epoch}" in resumed.output
     final = load_checkpoint(out / "last.ckpt", "cls")
@@ -119,7 +113,7 @@ def test_diagnose_batch_killed_midway_skips_the_finished_series_and_redoes_the_r
         assert json.loads(path.read_text())["series_uid"] == path.name.removesuffix(".json")
     stamps = {p.name: p.stat().st_mtime_ns for p in finished}
 
-    rerun = CliRunner().invoke(app, [str(a) for a in args])
+    rerun = run_ct(*args)
     assert rerun.exit_code == 0, rerun.output
     assert rerun.stderr.count("skipped ") == len(finished)
     assert {p.name: p.stat().st_mtime_ns for p in finished} == stamps  # not redone
@@ -153,7 +147,7 @@ def test_corrupt_cache_entry_is_detected_logged_and_recomputed_when_training_rea
 def test_cache_dir_on_a_network_file_system_is_warned_about(tmp_path, monkeypatch):
     root = write_tiny_luna(tmp_path / "luna")
     monkeypatch.setattr("ct_pipeline.paths.filesystem_type", lambda path, mounts_file=None: "nfs4")
-    result = CliRunner().invoke(app, ["prepcache", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache")])
+    result = run_ct("prepcache", "--data-root", root, "--cache-dir", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     assert (
         f"WARNING: cache dir {tmp_path / 'cache' / 'crops'} is on a nfs4 file system: diskcache's SQLite is not safe "

@@ -8,8 +8,9 @@ import SimpleITK as sitk
 
 from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import save_checkpoint
+from tests.cli_process import error_line, run_ct
 from tests.diagnosis_tiny import constant_classifier, phantom_chest, phantom_geometry, write_models
-from tests.loading_cases import error_line, run_ct, tree_sha256
+from tests.folder_digest import tree_digest
 
 UID = "1.2.826.0.1.3680043.8.498.2620"
 
@@ -49,12 +50,12 @@ def test_info_says_what_is_wrong_with_an_mhd_header(tmp_path, case, expected):
     else:
         (tmp_path / "volumes").mkdir()
         scan.write_text("".join(lines).replace(f"ElementDataFile = {UID}.raw", "ElementDataFile = volumes"))
-    before = tree_sha256(tmp_path)
+    before = tree_digest(tmp_path)
     result = run_ct("info", scan)
     assert result.exit_code == 2, result.output
     where = f"{scan}:{at + 2}" if case == "cut mid-line" else str(scan)
     assert error_line(result) == f"error: {where}: " + expected.format(folder=tmp_path / "volumes")
-    assert tree_sha256(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_info_says_a_three_component_nrrd_is_not_a_ct(tmp_path):
@@ -82,13 +83,13 @@ def test_diagnose_says_a_checkpoint_option_got_a_folder_and_which_file_to_pass(t
     given = {"--seg-model": models["seg"], "--cls-model": models["cls"], option: run}
     args = [item for pair in given.items() for item in pair]
     scan = _scan(tmp_path)
-    before = tree_sha256(tmp_path)
+    before = tree_digest(tmp_path)
     result = run_ct("diagnose", scan, *args)
     assert result.exit_code == 2, result.output
     assert error_line(result) == (
         f"error: {option} {run} is a folder, not a file; it holds best.ckpt and last.ckpt: pass {run / 'best.ckpt'}"
     )
-    assert tree_sha256(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_a_folder_without_checkpoints_is_named_as_a_folder(tmp_path):

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from ct_pipeline.dicom_writer import write_dicom_series
+from tests.cli_process import error_line, run_ct
 from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
-from tests.loading_cases import error_line, run_ct, tree_sha256, write_raw_mhd
+from tests.folder_digest import tree_digest
+from tests.loading_cases import write_raw_mhd
 
 UID = "1.2.826.0.1.3680043.8.498.2610"
 GIB = 1 << 30
@@ -50,13 +52,13 @@ def test_diagnose_fails_the_128_gib_series_with_both_sizes_and_writes_nothing(tm
     models = write_models(tmp_path / "models")
     (tmp_path / "scans").mkdir()
     scan = _huge_mhd(tmp_path / "scans")
-    before = {"models": tree_sha256(tmp_path / "models"), "scans": _stats(tmp_path / "scans")}
+    before = {"models": tree_digest(tmp_path / "models"), "scans": _stats(tmp_path / "scans")}
     result = run_ct("diagnose", scan, "--seg-model", models["seg"], "--cls-model", models["cls"])
     assert result.exit_code == 2, result.output  # the one series named is refused: bad input, one line
     assert "Traceback" not in result.output and "MemoryError" not in result.output
     assert result.stderr.splitlines()[-1].startswith(f"error: {scan}: its header claims")
     assert f"error: {scan}: its header claims DimSize 4096 4096 4096 of MET_SHORT, 128 GiB to load, but only 16 GiB" in " ".join(result.stderr.split())
-    assert {"models": tree_sha256(tmp_path / "models"), "scans": _stats(tmp_path / "scans")} == before
+    assert {"models": tree_digest(tmp_path / "models"), "scans": _stats(tmp_path / "scans")} == before
 
 
 def test_info_refuses_a_detached_nrrd_header_claiming_too_much_without_reading_it(tmp_path, sixteen_gib):

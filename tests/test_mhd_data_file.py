@@ -11,7 +11,8 @@ import numpy as np
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.prepcache import key_for
-from tests.loading_cases import run_ct, tree_sha256
+from tests.cli_process import run_ct
+from tests.folder_digest import tree_digest
 from tests.tiny_luna import SERIES, coded_volume, write_tiny_luna
 
 
@@ -26,12 +27,12 @@ def _rename_data_file(root, uid, name):
 def test_prepcache_reads_the_data_file_the_header_names(tmp_path):
     root = write_tiny_luna(tmp_path / "luna")
     header = _rename_data_file(root, SERIES[1], "volume_data.raw")
-    data_before = tree_sha256(root)
+    data_before = tree_digest(root)
     cache_dir = tmp_path / "cache"
     result = run_ct("prepcache", "--data-root", root, "--cache-dir", cache_dir)
     assert result.exit_code == 0, result.output
     assert "3 filled, 0 already cached" in " ".join(result.stdout.split())
-    assert tree_sha256(root) == data_before  # the data root is only read
+    assert tree_digest(root) == data_before  # the data root is only read
     catalog = open_catalog([root], cache_dir)
     cache = CropCache(cache_dir)
     try:

@@ -13,8 +13,10 @@ import SimpleITK as sitk
 
 from cli.output import print_json
 from ct_pipeline.errors import BadDataError
+from tests.cli_process import error_line, run_ct
 from tests.diagnosis_tiny import phantom_chest, write_models
-from tests.loading_cases import error_line, run_ct, tree_sha256, write_raw_mhd
+from tests.folder_digest import tree_digest
+from tests.loading_cases import write_raw_mhd
 
 UID = "1.2.826.0.1.3680043.8.498.26"
 
@@ -30,7 +32,7 @@ def _spoiled_chest() -> np.ndarray:
 @pytest.mark.parametrize("element_type, dtype", [("MET_FLOAT", np.float32), ("MET_DOUBLE", np.float64)])
 def test_info_refuses_a_float_mhd_with_non_finite_voxels_and_prints_no_json(tmp_path, element_type, dtype):
     scan = write_raw_mhd(tmp_path / f"{UID}.mhd", _spoiled_chest().astype(dtype), element_type)
-    before = tree_sha256(tmp_path)
+    before = tree_digest(tmp_path)
     result = run_ct("info", scan, "--json")
     assert result.exit_code == 2, result.output
     assert error_line(result) == (
@@ -38,7 +40,7 @@ def test_info_refuses_a_float_mhd_with_non_finite_voxels_and_prints_no_json(tmp_
         "voxel: fix or re-export the image"
     )
     assert result.stdout == ""  # no JSON with NaN in it
-    assert tree_sha256(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_diagnose_fails_a_float_mhd_with_non_finite_voxels_and_writes_no_findings(tmp_path):
@@ -46,7 +48,7 @@ def test_diagnose_fails_a_float_mhd_with_non_finite_voxels_and_writes_no_finding
     scans = tmp_path / "scans"
     scans.mkdir()
     scan = write_raw_mhd(scans / f"{UID}.mhd", _spoiled_chest(), "MET_FLOAT")
-    before = tree_sha256(tmp_path)
+    before = tree_digest(tmp_path)
     out = tmp_path / "out"
     result = run_ct("diagnose", scan, "--seg-model", models["seg"], "--cls-model", models["cls"], "--out", out)
     # The one series named is refused as bad input (exit 2, one error line), never "0 findings" with exit 0.
@@ -56,10 +58,10 @@ def test_diagnose_fails_a_float_mhd_with_non_finite_voxels_and_writes_no_finding
     assert len(errors) == 1 and errors[0] == result.stderr.splitlines()[-1]
     assert errors[0].startswith(f"error: {scan}: 5 of 98304 voxels are not finite (NaN or infinite);")
     assert "series failed" not in result.stderr
-    after = tree_sha256(tmp_path)
-    assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
+    after = tree_digest(tmp_path)
+    assert {k: v for k, v in after.items() if out not in k.parents} == before
     # no result, no findings.csv: only the run's log and its lock
-    assert sorted(k for k in after if k.startswith("out/")) == ["out/.ct-run.lock", "out/logs/diagnose.log"]
+    assert sorted(k for k in after if out in k.parents) == [out / ".ct-run.lock", out / "logs" / "diagnose.log"]
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
@@ -68,11 +70,11 @@ def test_info_refuses_an_image_file_with_non_finite_voxels_instead_of_reading_th
     image.SetSpacing((0.8, 0.8, 2.0))
     path = tmp_path / f"scan{suffix}"
     sitk.WriteImage(image, str(path))
-    before = tree_sha256(tmp_path)
+    before = tree_digest(tmp_path)
     result = run_ct("info", path, "--json")
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith(f"error: {path}: 5 of 98304 voxels are not finite (NaN or infinite);")
-    assert tree_sha256(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_a_finite_float_mhd_still_loads_and_prints_strict_json(tmp_path):

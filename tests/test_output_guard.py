@@ -6,17 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from typer.testing import CliRunner
-
-from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
+from tests.cli_process import run_ct
 from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
 from tests.folder_digest import tree_digest
 from tests.training_data import write_training_luna
-
-
-def _ct(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _refused(result, message: str) -> None:
@@ -45,7 +39,7 @@ def data(tmp_path, data_root):
 def test_diagnose_csv_over_the_data_roots_annotations_is_refused(tmp_path, data, models, evaluate):
     before = tree_digest(data, models["seg"].parent)
     target = data / "annotations.csv"
-    result = _ct(
+    result = run_ct(
         "diagnose", "--all", "--data-root", data, "--csv", target, *evaluate,
         "--seg-model", models["seg"], "--cls-model", models["cls"], "--workers", 1,
     )  # fmt: skip
@@ -60,7 +54,7 @@ def test_diagnose_out_folder_over_a_checkpoint_it_loads_is_refused(tmp_path, dat
     seg = out / "seg.json"  # an odd name, but a file the run reads
     shutil.copy(models["seg"], seg)
     before = tree_digest(data, out)
-    result = _ct("diagnose", "--all", "--data-root", data, "--out", out, "--seg-model", seg, "--cls-model", models["cls"])
+    result = run_ct("diagnose", "--all", "--data-root", data, "--out", out, "--seg-model", seg, "--cls-model", models["cls"])
     _refused(result, f"--out {out} would overwrite {seg}, which this command reads (--seg-model {seg}); choose another --out")
     assert tree_digest(data, out) == before
 
@@ -69,7 +63,7 @@ def test_diagnose_evaluate_csv_over_its_annotations_file_is_refused(tmp_path, da
     annotations = tmp_path / "truth.csv"
     shutil.copy(data / "annotations_with_malignancy.csv", annotations)
     before, truth = tree_digest(data), annotations.read_bytes()
-    result = _ct(
+    result = run_ct(
         "diagnose", "--all", "--data-root", data, "--evaluate", "--annotations", annotations, "--csv", annotations,
         "--seg-model", models["seg"], "--cls-model", models["cls"],
     )  # fmt: skip
@@ -81,7 +75,7 @@ def test_diagnose_out_may_be_the_data_root_itself(tmp_path, data, models):
     """Nothing it writes there (*.json, findings.csv, logs/) is a table or a series: allowed, data kept."""
     tables = {name: (data / name).read_bytes() for name in ("annotations.csv", "candidates.csv")}
     uid = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))[0]
-    result = _ct("diagnose", uid, "--data-root", data, "--out", data, "--seg-model", models["seg"], "--cls-model", models["cls"])
+    result = run_ct("diagnose", uid, "--data-root", data, "--out", data, "--seg-model", models["seg"], "--cls-model", models["cls"])
     assert result.exit_code == 0, result.output
     assert (data / f"{uid}.json").is_file() and (data / "findings.csv").is_file()
     assert {name: (data / name).read_bytes() for name in tables} == tables
@@ -92,7 +86,7 @@ def test_train_out_over_its_finetune_checkpoint_is_refused(tmp_path, data, model
     run.mkdir(parents=True)
     shutil.copy(models["cls"], run / "best.ckpt")
     before = tree_digest(data, run)
-    result = _ct(
+    result = run_ct(
         "train-cls", "--malignancy", "--finetune", run / "best.ckpt", "--out", run, "--data-root", data,
         "--epochs", 1, "--epoch-size", 8, "--batch-size", 4, "--num-workers", 0, "--device", "cpu",
     )  # fmt: skip
@@ -110,7 +104,7 @@ def test_train_out_over_extra_candidates_is_refused(tmp_path, data):
     extra = run / "logs" / "hard.csv"  # where the run appends its log
     shutil.copy(data / "candidates.csv", extra)
     before = tree_digest(data, run)
-    result = _ct(
+    result = run_ct(
         "train-cls", "--extra-candidates", extra, "--out", run, "--data-root", data, "--epochs", 1, "--epoch-size", 8,
         "--batch-size", 4, "--num-workers", 0, "--device", "cpu",
     )  # fmt: skip
@@ -123,7 +117,7 @@ def test_train_out_over_extra_candidates_is_refused(tmp_path, data):
 def test_hard_negatives_out_over_the_data_roots_candidates_is_refused(data, models):
     before = tree_digest(data, models["seg"].parent)
     target = data / "candidates.csv"
-    result = _ct("hard-negatives", "--seg-model", models["seg"], "--out", target, "--data-root", data, "--device", "cpu")
+    result = run_ct("hard-negatives", "--seg-model", models["seg"], "--out", target, "--data-root", data, "--device", "cpu")
     _refused(result, f"--out {target} is a file this command reads (--data-root {data}); choose another --out")
     assert tree_digest(data, models["seg"].parent) == before
 
@@ -132,7 +126,7 @@ def test_hard_negatives_out_through_a_symlink_to_the_table_is_refused(tmp_path, 
     link = tmp_path / "negatives.csv"
     link.symlink_to(data / "candidates.csv")
     before = tree_digest(data)
-    result = _ct("hard-negatives", "--seg-model", models["seg"], "--out", link, "--data-root", data, "--device", "cpu")
+    result = run_ct("hard-negatives", "--seg-model", models["seg"], "--out", link, "--data-root", data, "--device", "cpu")
     _refused(result, f"--out {link} is a file this command reads (--data-root {data}); choose another --out")
     assert tree_digest(data) == before
 
@@ -144,7 +138,7 @@ def test_evaluate_plot_over_its_annotations_is_refused(tmp_path, data):
     predictions = folder / "predictions.csv"
     predictions.write_text("seriesuid,coordX,coordY,coordZ,probability\n")
     before = tree_digest(folder)
-    result = _ct("evaluate", predictions, "--annotations", annotations, "--plot", folder / "." / "annotations.csv")
+    result = run_ct("evaluate", predictions, "--annotations", annotations, "--plot", folder / "." / "annotations.csv")
     _refused(
         result,
         f"--plot {folder / '.' / 'annotations.csv'} is a file this command reads (--annotations {annotations}); "
@@ -158,7 +152,7 @@ def test_models_import_book_over_its_source_is_refused(tmp_path):
     source.write_bytes(b"the book's weights")
     hard_link = tmp_path / "same.state"
     hard_link.hardlink_to(source)
-    result = _ct("models", "import-book", source, "--kind", "seg", "-o", hard_link, "--force")
+    result = run_ct("models", "import-book", source, "--kind", "seg", "-o", hard_link, "--force")
     _refused(result, f"--output {hard_link} is a file this command reads (SOURCE {source}); choose another --output")
     assert source.read_bytes() == b"the book's weights"
 
@@ -167,7 +161,7 @@ def _diagnosed(tmp_path, data, models):
     """A finished `ct diagnose --out` folder of two series, without its merged table."""
     out = tmp_path / "results"
     uids = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))[:2]
-    done = _ct("diagnose", *uids, "--data-root", data, "--out", out, "--seg-model", models["seg"], "--cls-model", models["cls"])
+    done = run_ct("diagnose", *uids, "--data-root", data, "--out", out, "--seg-model", models["seg"], "--cls-model", models["cls"])
     assert done.exit_code == 0, done.output
     for name in ("findings.csv", "findings.csv.provenance"):
         (out / name).unlink()
@@ -178,7 +172,7 @@ def test_merge_writes_to_out_and_leaves_the_merged_folder_as_it_was(tmp_path, da
     results = _diagnosed(tmp_path, data, models)
     before = tree_digest(results)
     other = tmp_path / "merged"
-    merged = _ct("diagnose", "--merge", results, "--out", other)
+    merged = run_ct("diagnose", "--merge", results, "--out", other)
     assert merged.exit_code == 0, merged.output
     assert merged.stdout.startswith(f"wrote {other / 'findings.csv'}: ")
     assert "candidates of 2 series" in merged.stdout
@@ -192,7 +186,7 @@ def test_merge_csv_over_a_result_file_is_refused(tmp_path, data, models):
     results = _diagnosed(tmp_path, data, models)
     before = tree_digest(results)
     victim = sorted(results.glob("*.json"))[0]
-    merged = _ct("diagnose", "--merge", results, "--csv", victim)
+    merged = run_ct("diagnose", "--merge", results, "--csv", victim)
     _refused(merged, f"--csv {victim} is a file this command reads (--merge {results}); choose another --csv")
     assert tree_digest(results) == before
 
@@ -203,6 +197,6 @@ def test_compare_report_into_a_scans_dicom_folder_is_refused(tmp_path, models):
     write_dicom_series(phantom_chest(), phantom_geometry(), current, "1.2.826.0.1.3680043.8.498.7102")
     before = tree_digest(prior, current)
     first = sorted(p for p in prior.iterdir())[0]
-    result = _ct("compare", prior, current, "--report", prior, "--seg-model", models["seg"], "--cls-model", models["cls"])
+    result = run_ct("compare", prior, current, "--report", prior, "--seg-model", models["seg"], "--cls-model", models["cls"])
     _refused(result, f"--report {prior} holds {first}, which this command reads (PRIOR {prior}); give --report a folder of its own")
     assert tree_digest(prior, current) == before

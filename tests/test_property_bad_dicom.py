@@ -8,6 +8,8 @@ anywhere, which GDCM mostly refuses as unreadable.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -18,13 +20,20 @@ from ct_pipeline.geometry import Geometry
 from tests.test_property_bad_input import COSTLY, _workdir, check_outcome
 
 
-@pytest.fixture(scope="module")
-def dicom_slices(tmp_path_factory) -> list[bytes]:
-    """The bytes of a 4-slice 8x8 CT series (ct_pipeline.dicom_writer)."""
+DICOM_UID = "1.2.826.0.1.3680043.8.498.9"
+
+
+def write_small_series(folder: Path) -> list[Path]:
+    """A 4-slice 8x8 CT series ``DICOM_UID`` in ``folder`` (ct_pipeline.dicom_writer); its files, in slice order."""
     geometry = Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     hu = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8)
-    files = write_dicom_series(hu, geometry, tmp_path_factory.mktemp("dicom"), "1.2.826.0.1.3680043.8.498.9")
-    return [path.read_bytes() for path in files]
+    return write_dicom_series(hu, geometry, folder, DICOM_UID)
+
+
+@pytest.fixture(scope="module")
+def dicom_slices(tmp_path_factory) -> list[bytes]:
+    """The bytes of :func:`write_small_series`'s files."""
+    return [path.read_bytes() for path in write_small_series(tmp_path_factory.mktemp("dicom"))]
 
 
 # Tags whose values a "tag value" damage overwrites (group, element as in the file: little endian).
@@ -63,6 +72,8 @@ def _damage(content: bytes, damage: str, at: float, data: bytes, tag: str) -> by
 # (UnicodeEncodeError printing `ct series list`): exit 1.
 @example(damaged=3, damage="tag value", at=0.0, data=b"\xfbW", tag="InstanceNumber")
 @example(damaged=3, damage="tag value", at=0.0, data=b"1.2\xbe\xd1", tag="SeriesInstanceUID")
+# and a record separator (\x1e) in a UID, which split the one error line naming it in two
+@example(damaged=3, damage="tag value", at=0.0, data=b"k\x93\xa7\xeb\x83\xd7\x1eZ", tag="SeriesInstanceUID")
 def test_info_of_a_damaged_dicom_series_is_clean(tmp_path_factory, dicom_slices, damaged, damage, at, data, tag):
     folder = _workdir(tmp_path_factory)
     for index, content in enumerate(dicom_slices):

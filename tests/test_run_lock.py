@@ -14,18 +14,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from cli.main import app
 from ct_pipeline.models import load_checkpoint
-from tests.cli_process import REPO, start_cli, wait_until
+from tests.cli_process import REPO, cli_env, run_ct, start_cli, wait_until
 from tests.diagnosis_tiny import write_models
 from tests.folder_digest import tree_digest
 from tests.training_data import write_training_luna
-
-
-def _ct(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _busy(folder: Path, pid: int) -> str:
@@ -70,7 +63,7 @@ def test_second_training_into_the_same_out_is_refused_and_a_killed_holder_leaves
         wait_until(_lock_written(run), holder, "the lock", 60)
         with _stopped(holder):
             before = tree_digest(run, data_root)
-            second = _ct("train-cls", "--data-root", data_root, "--out", run, "--epochs", 500, "--seed", 5, *TRAIN)
+            second = run_ct("train-cls", "--data-root", data_root, "--out", run, "--epochs", 500, "--seed", 5, *TRAIN)
             assert second.exit_code == 2, second.output
             assert second.stderr.splitlines() == [_busy(run, holder.pid)]
             assert tree_digest(run, data_root) == before
@@ -79,7 +72,7 @@ def test_second_training_into_the_same_out_is_refused_and_a_killed_holder_leaves
         _kill(holder)  # kill -9: the kernel drops the lock; the lock file stays, naming a dead pid
     assert (run / ".ct-run.lock").read_text().strip() == str(holder.pid)
     epochs_done = load_checkpoint(run / "last.ckpt", "cls").epoch
-    resumed = _ct("train-cls", "--data-root", data_root, "--out", run, "--epochs", epochs_done + 1, "--resume", *TRAIN)
+    resumed = run_ct("train-cls", "--data-root", data_root, "--out", run, "--epochs", epochs_done + 1, "--resume", *TRAIN)
     assert resumed.exit_code == 0, resumed.output
     assert load_checkpoint(run / "last.ckpt", "cls").epoch == epochs_done + 1
 
@@ -99,17 +92,17 @@ def test_second_diagnose_into_the_same_out_is_refused_other_shards_run_and_a_kil
         wait_until(_lock_written(out), holder, "the lock", 60)
         with _stopped(holder):
             before = tree_digest(out, data_root)
-            second = _ct("diagnose", "--all", "--data-root", data_root, "--out", out, *models)
+            second = run_ct("diagnose", "--all", "--data-root", data_root, "--out", out, *models)
             assert second.exit_code == 2, second.output
             assert second.stderr.splitlines() == [_busy(out, holder.pid)]
             assert tree_digest(out, data_root) == before
             # array tasks share one --out: each shard has its own lock
-            shard = _ct("diagnose", "--all", "--data-root", data_root, "--out", out, "--shard", "1/2", *models)
+            shard = run_ct("diagnose", "--all", "--data-root", data_root, "--out", out, "--shard", "1/2", *models)
             assert shard.exit_code == 0, shard.output
             assert (out / "findings.shard-1-of-2.csv").is_file()
     finally:
         _kill(holder)
-    again = _ct("diagnose", "--all", "--data-root", data_root, "--out", out, *models)
+    again = run_ct("diagnose", "--all", "--data-root", data_root, "--out", out, *models)
     assert again.exit_code == 0, again.output
     assert (out / "findings.csv").is_file()
 
@@ -141,7 +134,7 @@ def test_second_demo_into_the_same_out_is_refused(tmp_path):
     demo = tmp_path / "demo"
     with _held(demo) as holder:
         before = tree_digest(demo)
-        result = _ct("demo", "--out", demo, "--scale", "tiny")
+        result = run_ct("demo", "--out", demo, "--scale", "tiny")
         assert result.exit_code == 2, result.output
         assert result.stderr.splitlines() == [_busy(demo, holder.pid)]
         assert tree_digest(demo) == before
@@ -165,7 +158,7 @@ def test_second_quality_benchmark_into_the_same_out_is_refused(tmp_path, data_ro
 def test_two_rank_training_into_a_held_out_is_refused_on_every_rank_without_waiting(tmp_path, data_root):
     """Rank 0 takes the lock for the run; every rank hears that it could not and ends, none waits at a barrier."""
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**cli_env(tmp_path), "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cli", "train-cls",
         "--data-root", str(data_root), "--out", str(run), "--epochs", "1", *map(str, TRAIN),

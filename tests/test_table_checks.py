@@ -11,11 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from cli.main import app
+from tests.cli_process import run_ct
 from tests.diagnosis_tiny import write_models
-from tests.folder_snapshot import snapshot
+from tests.folder_digest import tree_digest
 from tests.training_data import write_training_luna
 
 PRED_HEADER = "seriesuid,coordX,coordY,coordZ,probability"
@@ -23,10 +21,6 @@ ANNOT_HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm"
 UIDS = [f"1.2.3.{k}" for k in range(1, 5)]
 # Eight nodules on four scans, 10 mm each, 100 mm apart.
 NODULES = [(uid, 100.0 * k, 0.0, 0.0, 10.0) for uid in UIDS for k in range(2)]
-
-
-def _ct(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _csv(path: Path, header: str, rows) -> Path:
@@ -50,9 +44,9 @@ def test_evaluate_counts_each_nodule_once_when_the_table_lists_it_twice(tmp_path
     pred = _findings(folder)
     once = _csv(folder / "once.csv", ANNOT_HEADER, NODULES)
     twice = _csv(folder / "twice.csv", ANNOT_HEADER, NODULES + NODULES)  # lines 10-17 repeat lines 2-9
-    before = snapshot(folder)
-    reference = _ct("evaluate", pred, "--annotations", once, "--json", "--bootstrap", 0)
-    result = _ct("evaluate", pred, "--annotations", twice, "--json", "--bootstrap", 0)
+    before = tree_digest(folder)
+    reference = run_ct("evaluate", pred, "--annotations", once, "--json", "--bootstrap", 0)
+    result = run_ct("evaluate", pred, "--annotations", twice, "--json", "--bootstrap", 0)
     assert reference.exit_code == 0 and result.exit_code == 0, result.output
     assert _lines(result.stderr, "WARNING") == [
         f"WARNING: {twice}: 8 duplicate rows dropped (line 10 repeats line 2): each nodule counts once"
@@ -61,7 +55,7 @@ def test_evaluate_counts_each_nodule_once_when_the_table_lists_it_twice(tmp_path
     report = json.loads(result.stdout)
     assert (report["n_nodules"], report["n_detected"]) == (8, 4)
     assert report == json.loads(reference.stdout)
-    assert snapshot(folder) == before
+    assert tree_digest(folder) == before
 
 
 def test_evaluate_warns_once_about_probabilities_outside_0_1_and_ranks_them_as_given(tmp_path):
@@ -69,10 +63,10 @@ def test_evaluate_warns_once_about_probabilities_outside_0_1_and_ranks_them_as_g
     folder.mkdir()
     annotations = _csv(folder / "annotations.csv", ANNOT_HEADER, NODULES)
     pred = _findings(folder, probabilities=(0.9, 0.8, 0.7, 0.6))
-    reference = _ct("evaluate", pred, "--annotations", annotations, "--json", "--bootstrap", 0)
+    reference = run_ct("evaluate", pred, "--annotations", annotations, "--json", "--bootstrap", 0)
     scores = _findings(tmp_path, probabilities=(9.0, 8.0, 7.0, -6.0))  # the same order; the FP's 0.5 in between
-    before = snapshot(folder)
-    result = _ct("evaluate", scores, "--annotations", annotations, "--json", "--bootstrap", 0)
+    before = tree_digest(folder)
+    result = run_ct("evaluate", scores, "--annotations", annotations, "--json", "--bootstrap", 0)
     assert result.exit_code == 0, result.output
     assert _lines(result.stderr, "WARNING") == [
         f"WARNING: {scores}: 4 of 5 probabilities are outside [0, 1] (line 2: 9.0); they are used as scores (the FROC "
@@ -82,7 +76,7 @@ def test_evaluate_warns_once_about_probabilities_outside_0_1_and_ranks_them_as_g
     ranked, given = json.loads(result.stdout), json.loads(reference.stdout)
     assert ranked["n_detected"] == given["n_detected"] == 4
     assert ranked["n_false_positives"] == given["n_false_positives"] == 1
-    assert snapshot(folder) == before
+    assert tree_digest(folder) == before
 
 
 def _negative_diameter(root: Path) -> tuple[Path, int]:
@@ -111,14 +105,14 @@ def test_every_command_refuses_a_negative_annotated_diameter_with_the_same_line(
         "train-seg": ["train-seg", *common, *train],
         "hard-negatives": ["hard-negatives", *common, "--seg-model", models["seg"], "--out", out / "hard.csv", "--val-stride", 2],
     }[command]
-    before = snapshot(root, tmp_path / "models")
-    result = _ct(*args)
+    before = tree_digest(root, tmp_path / "models")
+    result = run_ct(*args)
     assert result.exit_code == 2, result.output
     assert _lines(result.stderr, ("error", "internal error")) == [
         f"error: {annotations}:{line}: diameter_mm = -7 is not a positive size in mm; an annotated nodule needs its "
         "diameter (only annotations_excluded.csv may use -1)"
     ]
-    assert snapshot(root, tmp_path / "models") == before
+    assert tree_digest(root, tmp_path / "models") == before
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} if out.exists() else set()
     assert written <= {"run/logs/rank-0.log", "run/.ct-run.lock"}  # its log says why it ended, its lock; no checkpoint
 

@@ -8,8 +8,9 @@ import pytest
 
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.loading.mhd import write_mhd
+from tests.cli_process import error_line, run_ct
 from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
-from tests.loading_cases import error_line, run_ct, tree_sha256
+from tests.folder_digest import tree_digest
 
 UID = "1.2.826.0.1.3680043.8.498.2601"
 
@@ -29,7 +30,7 @@ def _needs_seven(n_slices: int) -> str:
 def test_diagnose_refuses_a_single_slice_dicom_series_instead_of_inventing_a_spacing(tmp_path):
     models = write_models(tmp_path / "models")
     scan = _single_slice_dicom(tmp_path / "scan")
-    before = {"models": tree_sha256(tmp_path / "models"), "scan": tree_sha256(scan)}
+    before = tree_digest(tmp_path / "models", scan)
     csv_path = tmp_path / "findings.csv"
     result = run_ct("diagnose", scan, "--seg-model", models["seg"], "--cls-model", models["cls"], "--csv", csv_path)
     # the one series named is refused as bad input: one error line, exit 2 (in a batch it is a failed series)
@@ -38,7 +39,7 @@ def test_diagnose_refuses_a_single_slice_dicom_series_instead_of_inventing_a_spa
     assert result.stderr.splitlines()[-1] == f"error: {_needs_seven(1)}"
     assert "series failed" not in result.stderr
     assert "finding(s)" not in result.stdout
-    assert {"models": tree_sha256(tmp_path / "models"), "scan": tree_sha256(scan)} == before
+    assert tree_digest(tmp_path / "models", scan) == before
     assert csv_path.read_text().splitlines() == ["seriesuid,coordX,coordY,coordZ,probability"]  # no finding
 
 
@@ -58,11 +59,11 @@ def test_compare_refuses_a_thin_scan_with_exit_2(tmp_path):
     write_mhd(phantom_chest()[:3], phantom_geometry(), prior)
     current = tmp_path / "1.2.826.0.1.3680043.8.498.2602.mhd"
     write_mhd(phantom_chest(), phantom_geometry(), current)
-    before = tree_sha256(tmp_path)
+    before = tree_digest(tmp_path)
     result = run_ct("compare", prior, current, "--seg-model", models["seg"], "--cls-model", models["cls"])
     assert result.exit_code == 2, result.output
     assert error_line(result) == f"error: {_needs_seven(3)}"
-    assert tree_sha256(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_info_still_describes_a_single_slice_series_and_says_its_spacing_is_unknown(tmp_path):

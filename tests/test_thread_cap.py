@@ -14,13 +14,13 @@ import sys
 import pytest
 
 from ct_pipeline.threads import cpu_limit
-from tests.cli_process import REPO
+from tests.cli_process import REPO, cli_env
 from tests.diagnosis_tiny import NODULES_IRC, write_models, write_phantom_luna
 from tests.tiny_luna import SERIES, write_tiny_luna
 
 
 def _ct(tmp_path, *args: object, omp_num_threads: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CT_CACHE_DIR": str(tmp_path / "cache")}
+    env = cli_env(tmp_path)
     env.pop("OMP_NUM_THREADS", None)
     if omp_num_threads is not None:
         env["OMP_NUM_THREADS"] = omp_num_threads

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ct_pipeline.errors import BadInputError, NotFoundError
 from ct_pipeline.loading.dicom import DicomSeries, discover_series, load_dicom_series
-from ct_pipeline.loading.image_file import image_format, image_stem, load_image_file
+from ct_pipeline.loading.image_file import load_image_file
 from ct_pipeline.loading.mhd import load_mhd, mhd_data_files
-from ct_pipeline.loading.series_index import SeriesEntry, find_series
+from ct_pipeline.loading.series_index import SeriesEntry, dicom_entry, file_entry, find_series
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.volume import CtVolume
 
@@ -40,16 +40,12 @@ def _dicom_folder_entry(folder: Path, options: LoadOptions) -> SeriesEntry:
         chosen = [s for s in series if s.series_uid == options.series_uid]
         if not chosen:
             raise NotFoundError(f"series {options.series_uid} is not in {folder}; it holds {_describe(series)}")
-        return _dicom_entry(chosen[0])
+        return dicom_entry(chosen[0])
     if len(series) > 1:
         raise BadInputError(
             f"{folder} holds {len(series)} series ({_describe(series)}); name one with --series UID"
         )
-    return _dicom_entry(series[0])
-
-
-def _dicom_entry(series: DicomSeries) -> SeriesEntry:
-    return SeriesEntry(series.series_uid, "dicom", series.folders[0], series.n_files, series.modality, series)
+    return dicom_entry(series[0])
 
 
 def _describe(series: Sequence[DicomSeries]) -> str:
@@ -74,15 +70,13 @@ def find_entry(
     if path.is_dir():
         return _dicom_folder_entry(path, options)
     if path.is_file():
-        if path.name.lower().endswith(".mhd"):
-            return SeriesEntry(path.stem, "mhd", str(path), 2)
-        fmt = image_format(path)
-        if fmt is not None:
-            return SeriesEntry(image_stem(path), fmt, str(path), 1)
+        entry = file_entry(path)
+        if entry is not None:
+            return entry
         # A single DICOM file stands for its series in the same folder.
         series = [s for s in discover_series(path.parent) if any(h.path == str(path) for h in s.headers)]
         if series:
-            return _dicom_entry(series[0])
+            return dicom_entry(series[0])
         raise BadInputError(f"{path}: not a CT image (expected a DICOM file or folder, .mhd, .nrrd, .nii or .nii.gz)")
     uid = validate_series_uid(text)
     return find_series(uid, data_roots, cache_dir)

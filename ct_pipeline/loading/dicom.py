@@ -116,8 +116,10 @@ def read_slice_header(path: Path) -> DicomSliceHeader:
         if not reader.HasMetaDataKey(key):
             return ""
         # A damaged value arrives with lone surrogates for its non-UTF-8 bytes, which no console or
-        # file can encode: U+FFFD in their place keeps the value printable (and still distinct).
-        return reader.GetMetaData(key).encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
+        # file can encode, and may hold control characters (\x1e, \x85) that end a line in the
+        # one-line messages naming it: U+FFFD in their place keeps it printable (and still distinct).
+        text = reader.GetMetaData(key).encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
+        return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
     position = _floats(tag("position"))
     orientation = _floats(tag("orientation"))

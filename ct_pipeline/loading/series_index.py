@@ -79,8 +79,17 @@ class CachedHeaderReader:
             self._cache.close()
 
 
-def _walk_image_files(root: Path) -> list[Path]:
-    return [path for path in walk_files(root) if path.name.lower().endswith(".mhd") or image_format(path) is not None]
+def file_entry(path: Path) -> SeriesEntry | None:
+    """The series an .mhd (with its data file: 2 files) or an image file stands for; None for other files."""
+    if path.name.lower().endswith(".mhd"):
+        return SeriesEntry(path.stem, "mhd", str(path), 2)
+    fmt = image_format(path)
+    return None if fmt is None else SeriesEntry(image_stem(path), fmt, str(path), 1)
+
+
+def dicom_entry(series: DicomSeries) -> SeriesEntry:
+    """The entry of a grouped DICOM series: its first folder stands for it."""
+    return SeriesEntry(series.series_uid, "dicom", series.folders[0], series.n_files, series.modality, series)
 
 
 def scan_roots(roots: Sequence[Path], cache_dir: Path | None = None) -> dict[str, SeriesEntry]:
@@ -94,15 +103,12 @@ def scan_roots(roots: Sequence[Path], cache_dir: Path | None = None) -> dict[str
     unreadable: list[Path] = []
     try:
         for root in roots:
-            for path in _walk_image_files(root):
-                fmt = "mhd" if path.name.lower().endswith(".mhd") else image_format(path)
-                uid = path.stem if fmt == "mhd" else image_stem(path)
-                _add(entries, SeriesEntry(uid, fmt or "mhd", str(path), 1 if fmt != "mhd" else 2))
+            for path in walk_files(root):
+                entry = file_entry(path)
+                if entry is not None:
+                    _add(entries, entry)
             for series in discover_series(root, read_header=reader, unreadable=unreadable):
-                _add(
-                    entries,
-                    SeriesEntry(series.series_uid, "dicom", series.folders[0], series.n_files, series.modality, series),
-                )
+                _add(entries, dicom_entry(series))
     finally:
         reader.close()
     if unreadable:

@@ -17,8 +17,7 @@ import os
 import random
 import time
 from contextlib import closing
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +117,7 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
     budget = thread_budget(config.threads)
     check_inputs_kept(config)
     if config.num_workers > 1:
-        config = dataclasses.replace(config, num_workers=capped_workers(config.num_workers, "--num-workers"))
+        config = replace(config, num_workers=capped_workers(config.num_workers, "--num-workers"))
     check_writable(config.out_dir, "--out", is_folder=True)  # now, not when the first epoch ends
     ctx = setup_distributed(config.device)
     try:
