@@ -353,7 +353,7 @@ def _run(options: dict) -> None:
     if not options["book_style"]:  # the baseline runs as the book's code would: untuned
         configure_process_memory()  # first: before torch allocates anything
 
-    from ct_pipeline.apps.diagnose import check_outputs, run_lock
+    from ct_pipeline.apps.diagnose import check_outputs, out_dir_lock
     from ct_pipeline.logfile import open_log_file
     from ct_pipeline.outputs import Place
     from ct_pipeline.preemption import StopRequests
@@ -364,7 +364,7 @@ def _run(options: dict) -> None:
         request, (None if log_path is None else Place("--log-file", log_path),), _annotations_read(options)
     )
     label = "diagnose" if request.shard.count == 1 else f"shard {request.shard}"
-    with run_lock(request), open_log_file(log_path, label) as log_file, StopRequests() as stop:
+    with out_dir_lock(request), open_log_file(log_path, label) as log_file, StopRequests() as stop:
         summary, refusal = _show_events(request, options, log_file, stop)
     if refusal is not None:
         raise refusal  # the one series named was bad input: one error line and exit 2, as for ct info

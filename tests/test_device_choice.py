@@ -61,7 +61,7 @@ def test_a_device_this_machine_lacks_is_one_line_exit_2_and_nothing_written(setu
     assert [line for line in result.stderr.splitlines() if line.startswith(("error", "internal"))] == [_expected(device)]
     assert tree_digest(root, tmp_path / "models") == before
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} if out.exists() else set()
-    assert written <= {"logs/diagnose.log", ".ct-run.lock"}  # the run's log says why it ended, its lock; no result
+    assert written == set()  # refused before --out is created, locked or logged to
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])

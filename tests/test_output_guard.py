@@ -200,3 +200,20 @@ def test_compare_report_into_a_scans_dicom_folder_is_refused(tmp_path, models):
     result = run_ct("compare", prior, current, "--report", prior, "--seg-model", models["seg"], "--cls-model", models["cls"])
     _refused(result, f"--report {prior} holds {first}, which this command reads (PRIOR {prior}); give --report a folder of its own")
     assert tree_digest(prior, current) == before
+
+
+def test_diagnose_csv_over_the_data_file_an_mhd_header_names_elsewhere_is_refused(tmp_path, data, models):
+    """The .mhd's data file lies where its ElementDataFile says, not always beside it as <uid>.raw."""
+    uid = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))[0]
+    header = tmp_path / "scans" / f"{uid}.mhd"
+    (tmp_path / "pixels").mkdir()
+    header.parent.mkdir()
+    shutil.move(data / "subset0" / f"{uid}.raw", tmp_path / "pixels" / "volume.img")
+    text = (data / "subset0" / f"{uid}.mhd").read_text()
+    header.write_text(text.replace(f"ElementDataFile = {uid}.raw", "ElementDataFile = ../pixels/volume.img"))
+    target = tmp_path / "pixels" / "volume.img"
+    before = tree_digest(tmp_path / "scans", tmp_path / "pixels")
+    result = run_ct("diagnose", header, "--csv", target, "--seg-model", models["seg"], "--cls-model", models["cls"])
+    named = header.parent / "../pixels/volume.img"  # as the header names it
+    _refused(result, f"--csv {target} is a file this command reads (SERIES {named}); choose another --csv")
+    assert tree_digest(tmp_path / "scans", tmp_path / "pixels") == before

@@ -111,10 +111,10 @@ def _diagnoser(request: DiagnoseRequest, progress: Callable[[SeriesProgress], No
 
 def _check_report_keeps_inputs(request: CompareRequest) -> None:
     """The report folder may hold none of the files compare reads (scans, earlier results, models)."""
-    from ct_pipeline.apps.diagnose import read_places, source_place
+    from ct_pipeline.apps.diagnose import read_places, source_places
     from ct_pipeline.outputs import ANYTHING, Place, refuse_overlaps
 
-    scans = [source_place("PRIOR", request.prior), source_place("CURRENT", request.current)]
+    scans = [*source_places("PRIOR", request.prior), *source_places("CURRENT", request.current)]
     results = [
         Place(option, path, ("*.json",) if path.is_dir() else ())
         for option, path in (("--prior-results", request.prior_results), ("--current-results", request.current_results))

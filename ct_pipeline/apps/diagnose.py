@@ -124,22 +124,30 @@ def written_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
     )  # fmt: skip
 
 
-def source_place(option: str, source: str) -> Place | None:
-    """The files a series given as a path is read from (None for a UID: its data root covers it)."""
+def source_places(option: str, source: str) -> tuple[Place, ...]:
+    """The files a series given as a path is read from (none for a UID: its data root covers it)."""
+    from ct_pipeline.errors import CtError
     from ct_pipeline.loading.image_file import image_stem
+    from ct_pipeline.loading.mhd import mhd_data_files
 
     path = Path(source)
     if path.is_dir():  # a DICOM folder: every file in it may be a slice
-        return Place(option, path, ANYTHING)
-    if path.is_file():  # an image file, and for .mhd the data file beside it
-        return Place(option, path.parent, (f"{image_stem(path).lower()}.*",))
-    return None
+        return (Place(option, path, ANYTHING),)
+    if not path.is_file():
+        return ()
+    beside = Place(option, path.parent, (f"{image_stem(path).lower()}.*",))
+    if not path.name.lower().endswith(".mhd"):
+        return (beside,)
+    try:  # the data file is whatever the header names, which may lie elsewhere
+        return (beside, *(Place(option, data_file) for data_file in mhd_data_files(path)))
+    except CtError:  # a broken header: the loader says what is wrong with it, in its turn
+        return (beside,)
 
 
 def read_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
     """What the run reads, by option: data roots, series given as paths, the series list, checkpoints."""
     places: list[Place | None] = list(data_root_places(request.data_roots))
-    places += [source_place("SERIES", source) for source in request.sources]
+    places += [place for source in request.sources for place in source_places("SERIES", source)]
     places.append(None if request.series_file is None else Place("--series-file", request.series_file))
     for option, model in (("--seg-model", request.seg_model), ("--cls-model", request.cls_model), ("--mal-model", request.mal_model)):
         places.append(None if model is None else Place(option, model))
@@ -149,8 +157,12 @@ def read_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
 
 def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ...] = (), also_read: tuple[Place | None, ...] = ()) -> None:
     """Every place the run will write, checked before any model loads or series is read: writable,
-    and replacing no file the run reads (``also_*``: the CLI's own options, e.g. --log-file, --annotations)."""
+    and replacing no file the run reads (``also_*``: the CLI's own options, e.g. --log-file, --annotations).
+    The device is checked here too, so a run refused for it creates and locks no --out."""
     from ct_pipeline.atomic import check_writable
+    from ct_pipeline.devices import resolve_device
+
+    resolve_device(request.inference.device)
 
     if request.out is not None and request.out.exists() and not request.out.is_dir():
         raise BadInputError(f"--out {request.out} exists and is not a folder; give a folder for the per-series results")
@@ -163,7 +175,7 @@ def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ..
             check_writable(path, option, is_folder)
 
 
-def run_lock(request: DiagnoseRequest):
+def out_dir_lock(request: DiagnoseRequest):
     """The lock of ``request.out`` (none without it): one per shard, as array tasks share one --out."""
     from contextlib import nullcontext
 

@@ -56,8 +56,9 @@ class BatchItem:
 class BatchOutcome:
     """What happened to one item: status "done", "skipped" (result file existed) or "failed".
 
-    ``refusal`` is the one-line error of a series refused for bad input or data (not for an
-    internal failure), so a command that named only this series can answer with it.
+    ``refusal`` is the one-line error of a series refused for what the user can fix (bad input
+    or data, an output that cannot be written; not an internal failure), so a command that named
+    only this series can answer with it.
     """
 
     item: BatchItem
