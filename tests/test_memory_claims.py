@@ -109,6 +109,19 @@ def test_available_memory_is_mem_available_capped_by_the_cgroup_headroom(tmp_pat
     assert available_memory_bytes(proc, cgroup) == 3 * GIB // 2  # a batch job's limit, minus what it uses
 
 
+def test_a_limit_on_the_jobs_cgroup_counts_when_the_steps_own_says_max(tmp_path):
+    """Slurm limits the job's cgroup; the step the process runs in may have no limit of its own."""
+    from ct_pipeline.loading.limits import available_memory_bytes
+
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    _kernel_files(proc, {"meminfo": "MemAvailable: 8388608 kB\n", "self/cgroup": "0::/job_42/step_0/user/task_0\n"})
+    _kernel_files(cgroup, {
+        "job_42/step_0/user/task_0/memory.max": "max\n", "job_42/step_0/memory.max": "max\n",
+        "job_42/memory.max": f"{2 * GIB}\n", "job_42/memory.current": f"{GIB // 2}\n",
+    })  # fmt: skip
+    assert available_memory_bytes(proc, cgroup) == 3 * GIB // 2
+
+
 def test_available_memory_reads_a_cgroup_v1_limit(tmp_path):
     from ct_pipeline.loading.limits import available_memory_bytes
 

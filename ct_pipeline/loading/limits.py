@@ -42,24 +42,31 @@ def _meminfo_available(proc: Path) -> int | None:
 
 
 def _cgroup_headroom(proc: Path, cgroup_root: Path) -> int | None:
-    """Limit minus usage of this process's memory cgroup (v2, else v1), or None without a limit."""
+    """The least limit-minus-usage over this process's memory cgroup and every one above it (v2,
+    else v1), or None without a limit.
+
+    Every level counts: Slurm puts a job's limit on the job's cgroup, and the step or task
+    cgroup the process runs in often says "max".
+    """
     try:
         lines = (proc / "self" / "cgroup").read_text().splitlines()
     except OSError:
         lines = []
     v2_path = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), "/")
     v1_path = next((line.split(":", 2)[2] for line in lines if ":memory:" in line), "/")
-    candidates = [
-        (cgroup_root / v2_path.lstrip("/"), "memory.max", "memory.current"),
-        (cgroup_root, "memory.max", "memory.current"),
-        (cgroup_root / "memory" / v1_path.lstrip("/"), "memory.limit_in_bytes", "memory.usage_in_bytes"),
-        (cgroup_root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
-    ]
-    for folder, limit_name, usage_name in candidates:
-        limit = _read_int(folder / limit_name)
-        # cgroup v1 writes "no limit" as a huge number (PAGE_COUNTER_MAX pages).
-        if limit is not None and limit < 1 << 60:
-            return max(limit - (_read_int(folder / usage_name) or 0), 0)
+    for mount, relative, limit_name, usage_name in (
+        (cgroup_root, v2_path, "memory.max", "memory.current"),
+        (cgroup_root / "memory", v1_path, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+    ):
+        own = mount / relative.lstrip("/")
+        headrooms = []
+        for level in (own, *(parent for parent in own.parents if parent.is_relative_to(mount))):
+            limit = _read_int(level / limit_name)
+            # cgroup v1 writes "no limit" as a huge number (PAGE_COUNTER_MAX pages).
+            if limit is not None and limit < 1 << 60:
+                headrooms.append(max(limit - (_read_int(level / usage_name) or 0), 0))
+        if headrooms:
+            return min(headrooms)
     return None
 
 
