@@ -22,7 +22,7 @@ from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.errors import OutputError
 from ct_pipeline.models import LunaClassifier, save_checkpoint
-from ct_pipeline.models.book import sha256_of_file
+from ct_pipeline.loading.fingerprint import sha256_of_file
 from ct_pipeline.prepcache import key_for
 from tests.cli_process import error_line, run_ct, words
 from tests.diagnosis_tiny import write_models, write_phantom_luna

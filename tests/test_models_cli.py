@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from ct_pipeline.errors import BadCheckpointError
 from ct_pipeline.models import build_model, load_checkpoint, save_checkpoint
-from ct_pipeline.models.book import sha256_of_file
+from ct_pipeline.loading.fingerprint import sha256_of_file
 
 SEG_STATE = "seg_2020-01-26_19.45.12_w4d3c1-bal_1_nodupe-label_pos-d1_fn8-adam.best.state"
 CLS_STATE = "cls_2020-02-06_14.16.55_final-nodule-nonnodule.best.state"

@@ -21,7 +21,7 @@ from typing import Any
 from ct_pipeline import __version__
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.loading.fingerprint import content_fingerprint, is_content_fingerprint
-from ct_pipeline.models.book import sha256_of_file
+from ct_pipeline.loading.fingerprint import sha256_of_file
 
 # DiagnosisConfig fields that only change speed or memory, not the findings.
 _SPEED_ONLY = frozenset({"seg_batch_size", "cls_batch_size"})

@@ -15,6 +15,12 @@ from collections.abc import Sequence
 PREFIX = "sha256:"
 
 
+def sha256_of_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, streamed (the one file hash: checkpoints and series alike)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def content_fingerprint(paths: Sequence[str | os.PathLike]) -> str:
     """``sha256:<hex>`` over the SHA-256 of each file's bytes, in the given order ("" if one is unreadable).
 
@@ -25,8 +31,7 @@ def content_fingerprint(paths: Sequence[str | os.PathLike]) -> str:
     digest = hashlib.sha256()
     try:
         for path in paths:
-            with open(path, "rb") as handle:
-                digest.update(hashlib.file_digest(handle, "sha256").digest())
+            digest.update(bytes.fromhex(sha256_of_file(path)))
     except OSError:
         return ""  # nothing to compare with: never equal to a recorded fingerprint
     return PREFIX + digest.hexdigest()

@@ -8,11 +8,11 @@ its name is kept with the rest of the provenance in the new checkpoint's ``confi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from ct_pipeline.errors import BadCheckpointError, BadInputError
+from ct_pipeline.loading.fingerprint import sha256_of_file
 from ct_pipeline.models.checkpoints import (
     FORMAT,
     KIND_NAMES,
@@ -27,15 +27,6 @@ from ct_pipeline.models.unet import SegmentationUNet
 
 # The book's class name for each kind of model it publishes.
 _BOOK_MODEL_NAME = {"seg": "UNetWrapper", "cls": "LunaModel", "mal": "LunaModel"}
-
-
-def sha256_of_file(path: os.PathLike | str) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def import_book_checkpoint(
