@@ -33,7 +33,6 @@ _BATCH = "Batch"
 _TUNING = "Tuning"
 _DEFAULTS = DiagnosisConfig()
 _BOOK = DiagnosisConfig.book_style()
-OUT_MERGE_WRITES = ("findings.csv", "findings.csv.provenance")
 
 
 def diagnose_command(
@@ -284,23 +283,15 @@ def diagnose_command(
     """
     options = dict(locals())
     from ct_pipeline.errors import BadInputError
-    from ct_pipeline.diagnosis.result_files import merge_result_files
 
     if merge is not None:
         if series or all_series or series_file:
             raise BadInputError(
                 "--merge DIR only gathers existing results; give no SERIES, --all or --series-file with it"
             )
-        from ct_pipeline.outputs import Place, refuse_overlaps
+        from ct_pipeline.apps.diagnose import merge_results
 
-        # --out names the folder of the merged findings.csv, as it does for a run's own table.
-        targets = [target for target in (csv_path, out and out / "findings.csv") if target is not None] or [None]
-        refuse_overlaps(
-            [Place("--csv", csv_path) if csv_path else None, Place("--out", out, OUT_MERGE_WRITES) if out else None],
-            [Place("--merge", merge, ("*.json",)), *_annotations_read(options)],
-        )
-        for target in targets:
-            path, n_series, n_rows = merge_result_files(merge, target, allow_mixed)
+        for path, n_series, n_rows in merge_results(merge, csv_path, out, allow_mixed, _annotations_read(options)):
             typer.echo(f"wrote {path}: {n_rows} candidates of {n_series} series", err=json_output)
         if evaluate:
             from ct_pipeline.paths import resolve_data_roots

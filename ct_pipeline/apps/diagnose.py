@@ -175,6 +175,30 @@ def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ..
             check_writable(path, option, is_folder)
 
 
+# What --merge writes in --out: the merged table and its provenance side file.
+OUT_MERGE_WRITES = ("findings.csv", "findings.csv.provenance")
+
+
+def merge_results(
+    merge_dir: Path, csv_path: Path | None, out: Path | None, allow_mixed: bool, also_read: tuple[Place, ...] = ()
+) -> list[tuple[Path, int, int]]:
+    """``ct diagnose --merge``: ``merge_dir``'s results as one table in ``csv_path`` and/or
+    ``out/findings.csv`` (neither: ``merge_dir/findings.csv``), after refusing any output over an input.
+
+    Returns:
+        (CSV path, number of series, number of rows) per table written.
+    """
+    from ct_pipeline.diagnosis.result_files import merge_result_files
+
+    refuse_overlaps(
+        [None if csv_path is None else Place("--csv", csv_path), None if out is None else Place("--out", out, OUT_MERGE_WRITES)],
+        [Place("--merge", merge_dir, ("*.json",)), *also_read],
+    )
+    # --out names the folder of the merged findings.csv, as it does for a run's own table.
+    targets = [target for target in (csv_path, out and out / "findings.csv") if target is not None] or [None]
+    return [merge_result_files(merge_dir, target, allow_mixed) for target in targets]
+
+
 def out_dir_lock(request: DiagnoseRequest):
     """The lock of ``request.out`` (none without it): one per shard, as array tasks share one --out."""
     from contextlib import nullcontext
