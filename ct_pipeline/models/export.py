@@ -160,10 +160,13 @@ def export_model(
 def _write_torchscript(network: nn.Module, metadata: ExportMetadata, path: Path) -> None:
     # Tracing, not scripting: the networks have no data-dependent control flow, and tracing records
     # the shape arithmetic of the U-Net's skip connections as ops, so other heights and widths work.
+    # torch 2.13 deprecates torch.jit in favour of torch.export, but TorchScript is still what
+    # C++ (libtorch) and MONAI bundles load; the warnings would only puzzle the user.
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(network, _example_input(metadata.input_shape), check_trace=False)
-    torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: metadata.to_json()})
+        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: metadata.to_json()})
 
 
 def _write_onnx(network: nn.Module, metadata: ExportMetadata, path: Path) -> None:

@@ -15,6 +15,7 @@ onnxruntime; one without metadata is accepted when its input fits the option.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,9 @@ def load_exported(
                 "runs code when loaded; pass --trust-model if you trust its source, or export it with `ct models export`."
             )
         try:
-            runner: Any = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's, see models/export.py
+                runner: Any = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as err:  # any failure here is a property of the file
             raise BadCheckpointError(f"{path} ({option}) is not a loadable TorchScript model ({err}).") from err
         shape = metadata.input_shape if metadata else input_shape_of(expected_kind, _DEFAULT_CONFIG[expected_kind])
@@ -202,7 +205,7 @@ def _check_fits(path: Path, option: str, expected_kind: str, kind: str, shape: l
     if not fits:
         found = "(" + ", ".join("N" if n is None else str(n) for n in shape) + ")" if shape else "several inputs"
         raise BadCheckpointError(
-            f"{path} takes input of shape {found}, but {option} needs a {KIND_NAMES[expected_kind]} taking "
+            f"{path} takes input of shape {found}, but {option} needs a {KIND_NAMES[expected_kind]} model taking "
             f"{wanted} with any batch size{' and any height and width' if rank == 4 else ''}; "
             "export the right checkpoint with `ct models export`."
         )
