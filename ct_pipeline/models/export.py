@@ -130,14 +130,14 @@ def export_model(
         require_onnx(need_exporter=True)
     checkpoint = load_checkpoint(checkpoint_path)
     network = build_model(checkpoint, "cpu")
-    hu_range = checkpoint.config.get("hu_range", BOOK_HU_RANGE)
     metadata = ExportMetadata(
         kind=checkpoint.kind,
         arch=checkpoint.arch,
         model_config=checkpoint.model_config,
         input_shape=input_shape_of(checkpoint.kind, checkpoint.model_config),
         output_names=_OUTPUT_NAMES[checkpoint.kind],
-        hu_range=[float(v) for v in hu_range],
+        # Checkpoints record no HU range: training (datasets) and diagnosis clip to the book's by default.
+        hu_range=list(BOOK_HU_RANGE),
         spacing_mm=None,
         checkpoint_sha256=sha256_of_file(checkpoint.path),
         checkpoint_name=checkpoint.path.name,
