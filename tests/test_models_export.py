@@ -178,7 +178,9 @@ def _cases(tmp_path, exports, name):
         return diagnose_with(exports["seg", "onnx"], exports["cls", "onnx"], "--precision", "bf16")
     if name == "export over an existing file":
         return ["models", "export", str(exports["seg", "ckpt"]), "--format", "onnx", "-o", str(exports["seg", "onnx"])]
-    if name == "export of a file that is not a checkpoint":
+    if name == "models info on a TorchScript export":
+        return ["models", "info", str(exports["cls", "torchscript"])]
+    if name == "export of an exported file":
         return ["models", "export", str(exports["seg", "onnx"]), "--format", "torchscript", "-o", str(tmp_path / "x.pt")]
     raise AssertionError(name)
 
@@ -196,8 +198,10 @@ CASES = {
     r"metadata\), and TorchScript runs code when loaded; pass --trust-model if you trust its source",
     "bf16 with an exported model": r"^error: .*seg\.onnx is an exported model, which runs in fp32; leave out --precision",
     "export over an existing file": r"^error: .*seg\.onnx already exists; choose another output path or pass --force\.$",
-    "export of a file that is not a checkpoint": r"^error: .*seg\.onnx is not a PyTorch checkpoint file; give a file "
-    r"written by `ct train` or `ct models import-book`\.$",
+    "export of an exported file": r"^error: .*seg\.onnx is an exported onnx model \(`ct models export`\), not a checkpoint, "
+    r"and this command needs a checkpoint; `ct diagnose` runs exported files, other commands take the \.ckpt",
+    "models info on a TorchScript export": r"^error: .*cls\.pt is an exported torchscript model \(`ct models export`\), not a "
+    r"checkpoint, and this command needs a checkpoint;",
 }
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ct_pipeline.errors import BadCheckpointError
+from ct_pipeline.models.checkpoint_path import exported_format
 from ct_pipeline.models.checkpoints import KIND_NAMES
 from ct_pipeline.models.export import (
     METADATA_KEY,
@@ -34,23 +35,6 @@ from ct_pipeline.models.export import (
 )
 
 _DEFAULT_CONFIG: dict[str, dict[str, Any]] = {"seg": {"in_channels": 7}, "cls": {}, "mal": {}}
-
-
-def exported_format(path: os.PathLike | str) -> str | None:
-    """"onnx" for a ``.onnx`` file, "torchscript" for a TorchScript archive, None for anything else
-    (a checkpoint, which :func:`~ct_pipeline.models.load_checkpoint` then reads or explains)."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return "onnx"
-    if path.is_file() and zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                # torch.save archives hold data.pkl and data/; only TorchScript ones hold code/.
-                if any("/code/" in name for name in archive.namelist()):
-                    return "torchscript"
-        except (zipfile.BadZipFile, OSError):
-            return None
-    return None
 
 
 @dataclass(frozen=True, eq=False)
