@@ -78,7 +78,8 @@ MalModelOption = Annotated[
     Optional[Path],
     typer.Option(
         "--mal-model",
-        help="Malignancy classifier checkpoint. Default: the newest one under --runs-dir, if any.",
+        help="Malignancy classifier checkpoint, or a file from `ct models export`. Default: the newest one under "
+        "--runs-dir, if any.",
         show_default=False,
         rich_help_panel=MODELS_PANEL,
     ),
