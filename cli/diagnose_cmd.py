@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cli.options import (
     AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, JsonOption, MalModelOption, Precision,
-    QuietOption, RunsDirOption, SegModelOption,
+    QuietOption, RunsDirOption, SegModelOption, TrustModelOption,
 )  # fmt: skip
 from cli.output import EXIT_SOME_FAILED, console, print_json
 from cli.progress import ProgressDisplay
@@ -47,6 +47,7 @@ def diagnose_command(
     seg_model: SegModelOption = None,
     cls_model: ClsModelOption = None,
     mal_model: MalModelOption = None,
+    trust_model: TrustModelOption = False,
     runs_dir: RunsDirOption = Path("runs"),
     threshold: Annotated[
         float,
@@ -424,7 +425,7 @@ def _configs(options: dict):
         inference = InferenceOptions.book_style(device=options["device"])
         if options["workers"] is not None:
             inference = dataclasses.replace(inference, workers=options["workers"])
-        inference = dataclasses.replace(inference, threads=options["threads"])
+        inference = dataclasses.replace(inference, threads=options["threads"], trust_model=options["trust_model"])
         return DiagnosisConfig.book_style(**tuning), inference
     config = DiagnosisConfig(
         merge_fraction=options["merge_fraction"], restrict_to_lungs=options["lung_mask"],
@@ -433,7 +434,7 @@ def _configs(options: dict):
     return config, InferenceOptions(
         device=options["device"], precision=options["precision"].value, workers=options["workers"],
         classifier_precision=options["cls_precision"].value if options["cls_precision"] is not None else None,
-        threads=options["threads"],
+        threads=options["threads"], trust_model=options["trust_model"],
     )
 
 

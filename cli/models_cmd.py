@@ -1,7 +1,8 @@
-"""Commands about model checkpoints: `ct models import-book`, `ct models info`."""
+"""Commands about model checkpoints: `ct models import-book`, `ct models info`, `ct models export`."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -92,6 +93,51 @@ def info(
         for key, value in _flatten(summary[group]).items():
             table.add_row(f"{group}.{key}", str(value))
     console().print(table)
+
+
+class ExportFormat(str, enum.Enum):
+    """The formats ``ct models export`` writes."""
+
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@models_app.command(
+    "export",
+    epilog="Examples: ct models export models/seg_book.ckpt --format onnx -o models/seg.onnx | "
+    "ct models export models/cls_book.ckpt --format torchscript -o models/cls.pt",
+)
+def export(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CKPT", help="A project checkpoint.", show_default=False)],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="torchscript (torch.jit.load) or onnx (onnxruntime; needs the \\[onnx] extra).", show_default=False),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Write a checkpoint's network as TorchScript or ONNX, to run without ct's training code.
+
+    The file keeps ct's metadata (kind, input shape, HU range, the checkpoint's SHA-256, the ct, torch and opset versions); `ct diagnose --seg-model FILE --cls-model FILE` runs it. Any batch size works.
+    """
+    from ct_pipeline.atomic import check_writable
+    from ct_pipeline.models import KIND_NAMES
+    from ct_pipeline.models.export import export_model  # torch: imported when used
+    from ct_pipeline.outputs import Place, refuse_overlaps
+
+    refuse_overlaps([Place("--output", output)], [Place("CKPT", checkpoint_path)])
+    check_writable(output, "--output")
+    metadata = export_model(checkpoint_path, fmt.value, output, overwrite=force)
+    if json_output:
+        print_json({"output": str(output), **dataclasses.asdict(metadata)})
+        return
+    shape = "(" + ", ".join("N" if n is None else str(n) for n in metadata.input_shape) + ")"
+    typer.echo(
+        f"wrote {output}: {KIND_NAMES[metadata.kind]} as {metadata.format}"
+        f"{f' (opset {metadata.opset})' if metadata.opset else ''}, input {shape}, "
+        f"from checkpoint sha256 {metadata.checkpoint_sha256[:12]}"
+    )
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, object]:

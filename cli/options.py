@@ -57,19 +57,29 @@ def checkpoint_option(kind: str, text: str):
     """``--seg-model`` / ``--cls-model``: a checkpoint, by default the newest of its kind."""
     return typer.Option(
         f"--{kind}-model",
-        help=f"{text} checkpoint. Default: the newest best.ckpt of that kind under --runs-dir.",
+        help=f"{text} checkpoint, or a file from `ct models export` (.onnx, TorchScript). "
+        "Default: the newest best.ckpt of that kind under --runs-dir.",
         show_default=False,
         rich_help_panel=MODELS_PANEL,
     )
 
 
+TrustModelOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model",
+        help="Run a TorchScript model that `ct models export` did not write (TorchScript runs its code when loaded).",
+        rich_help_panel=MODELS_PANEL,
+    ),
+]
 SegModelOption = Annotated[Optional[Path], checkpoint_option("seg", "Segmentation U-Net")]
 ClsModelOption = Annotated[Optional[Path], checkpoint_option("cls", "Nodule classifier")]
 MalModelOption = Annotated[
     Optional[Path],
     typer.Option(
         "--mal-model",
-        help="Malignancy classifier checkpoint. Default: the newest one under --runs-dir, if any.",
+        help="Malignancy classifier checkpoint, or a file from `ct models export`. Default: the newest one under "
+        "--runs-dir, if any.",
         show_default=False,
         rich_help_panel=MODELS_PANEL,
     ),

@@ -139,6 +139,7 @@ class InferenceOptions:
         release_memory: while the networks run, let freed activations go back to the system
             and trim the heaps between stages (glibc only; see :mod:`ct_pipeline.diagnosis.runtime`):
             ~0.2 GB less peak memory on the real 512x512 test CT for ~4 s of page faults.
+        trust_model: load a TorchScript model that ``ct models export`` did not write (it runs its code).
     """
 
     device: str = "auto"
@@ -149,6 +150,7 @@ class InferenceOptions:
     workers: int | None = None
     threads: int | None = None
     release_memory: bool = True
+    trust_model: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -3,7 +3,9 @@
 By default the checkpoints are the newest ``best.ckpt`` of each kind that the training apps
 wrote under the runs folder (``ct train-seg/train-cls --out runs/...``); explicit paths win.
 Every file is loaded with ``weights_only=True`` and its kind checked, so a classifier given as
-``--seg-model`` is refused with a message that says so.
+``--seg-model`` is refused with a message that says so. A file written by ``ct models export``
+(ONNX or TorchScript) is run through :mod:`ct_pipeline.models.exported` instead, in fp32 on the
+CPU: it is already what it will run as, so precision, memory format and folding do not apply.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from pathlib import Path
 from ct_pipeline.devices import resolve_device, resolve_precision
 from ct_pipeline.diagnosis.config import InferenceOptions
 from ct_pipeline.diagnosis.fast_unet import fold_unet
-from ct_pipeline.errors import BadCheckpointError, CtError, NotFoundError
+from ct_pipeline.errors import BadCheckpointError, BadInputError, CtError, NotFoundError
 from ct_pipeline.models import InferenceModel, build_model, load_checkpoint, prepare_for_inference
 from ct_pipeline.models.checkpoint_path import checkpoint_file
 from ct_pipeline.models.checkpoints import KIND_NAMES
+from ct_pipeline.models.exported import ExportedModel, exported_format, load_exported
 from ct_pipeline.threads import capped_workers, thread_budget
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,9 @@ class DiagnosisModels:
         release_memory: return the U-Net's freed activations to the system (see ``runtime``).
     """
 
-    seg: InferenceModel
-    cls: InferenceModel | None
-    mal: InferenceModel | None
+    seg: InferenceModel | ExportedModel
+    cls: InferenceModel | ExportedModel | None
+    mal: InferenceModel | ExportedModel | None
     context_slices: int
     crop_shape_irc: tuple[int, int, int]
     paths: dict[str, str]
@@ -105,14 +108,29 @@ def load_diagnosis_models(
         BadInputError: bad device or precision.
     """
     device = resolve_device(options.device)
-    checkpoints = {
-        kind: load_checkpoint(path, expected_kind=kind, option=_OPTION_OF_KIND[kind])
-        for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path))
-        if path is not None
-    }
-    prepared: dict[str, InferenceModel] = {}
+    paths = {kind: path for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path is not None}
+    workers = (
+        capped_workers(options.workers, "--workers")
+        if options.workers
+        else (1 if device.type == "cuda" else thread_budget(options.threads).threads)
+    )
+    exported = {kind: path for kind, path in paths.items() if exported_format(path) is not None}
+    if exported and (options.precision not in ("auto", "fp32") or options.classifier_precision not in (None, "auto", "fp32")):
+        raise BadInputError(
+            f"{next(iter(exported.values()))} is an exported model, which runs in fp32; leave out --precision/"
+            "--cls-precision or give checkpoints."
+        )
+    prepared: dict[str, InferenceModel | ExportedModel] = {}
     precision: dict[str, str] = {}
-    for kind, checkpoint in checkpoints.items():
+    configs: dict[str, dict] = {}
+    for kind, path in paths.items():
+        if kind in exported:
+            # One onnxruntime thread per worker when batches run side by side, as torch's are.
+            threads = 1 if workers > 1 else thread_budget(options.threads).threads
+            model = load_exported(path, kind, option=_OPTION_OF_KIND[kind], trust=options.trust_model, threads=threads)
+            prepared[kind], precision[kind], configs[kind] = model, "fp32", model.model_config
+            continue
+        checkpoint = load_checkpoint(path, expected_kind=kind, option=_OPTION_OF_KIND[kind])
         network = build_model(checkpoint, "cpu")
         if kind == "seg" and options.fold_batchnorm:
             network = fold_unet(network)
@@ -120,12 +138,13 @@ def load_diagnosis_models(
         precision[kind] = resolve_precision(requested, device, kind)
         channels_last = True if options.channels_last is None else options.channels_last
         prepared[kind] = prepare_for_inference(network, device, precision[kind], channels_last)
-    seg_config = checkpoints["seg"].model_config
-    classifier_config = checkpoints["cls"].model_config if "cls" in checkpoints else {}
+        configs[kind] = checkpoint.model_config
+    seg_config = configs["seg"]
+    classifier_config = configs.get("cls", {})
     crop = tuple(classifier_config.get("crop_shape_irc", (32, 48, 48)))
-    if "mal" in checkpoints and tuple(checkpoints["mal"].model_config.get("crop_shape_irc", crop)) != crop:
+    if "mal" in configs and tuple(configs["mal"].get("crop_shape_irc", crop)) != crop:
         raise BadCheckpointError(
-            f"{mal_path} takes crops of {checkpoints['mal'].model_config['crop_shape_irc']} voxels but {cls_path} "
+            f"{mal_path} takes crops of {configs['mal']['crop_shape_irc']} voxels but {cls_path} "
             f"takes {list(crop)}; use a malignancy model fine-tuned from this nodule classifier."
         )
     in_channels = int(seg_config.get("in_channels", 7))
@@ -140,12 +159,8 @@ def load_diagnosis_models(
         mal=prepared.get("mal"),
         context_slices=in_channels // 2,
         crop_shape_irc=crop,  # type: ignore[arg-type]
-        paths={
-            kind: os.fspath(path) for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path
-        },
+        paths={kind: os.fspath(path) for kind, path in paths.items()},
         precision=precision,
-        workers=capped_workers(options.workers, "--workers")
-        if options.workers
-        else (1 if device.type == "cuda" else thread_budget(options.threads).threads),
+        workers=workers,
         release_memory=options.release_memory and device.type == "cpu",
     )

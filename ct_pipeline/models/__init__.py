@@ -8,6 +8,8 @@ Read in this order:
    with ``weights_only=True`` and explains refusals.
 4. ``book``         -- ``import_book_checkpoint``: the book's ``*.state`` files -> project checkpoints.
 5. ``inference``    -- ``prepare_for_inference``: eval mode, channels-last, bf16 autocast.
+6. ``export``       -- ``export_model``: a checkpoint's network as TorchScript or ONNX, ct's metadata inside.
+7. ``exported``     -- ``load_exported``: such a file checked and run like an ``InferenceModel`` (torch.jit, onnxruntime).
 """
 
 from ct_pipeline.models.book import import_book_checkpoint

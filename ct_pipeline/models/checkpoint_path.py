@@ -1,8 +1,10 @@
-"""The checkpoint file a user named: a folder is the usual slip (a run's folder for its best.ckpt)."""
+"""The checkpoint file a user named: a folder is the usual slip (a run's folder for its best.ckpt); an
+exported model (``ct models export``) is told apart from a checkpoint before anything loads it."""
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 from ct_pipeline.errors import NotFoundError
@@ -33,3 +35,20 @@ def checkpoint_file(path: os.PathLike | str, option: str) -> Path:
     if not path.is_file():
         raise NotFoundError(f"{option} {path}: no such file; give a checkpoint path")
     return path
+
+
+def exported_format(path: os.PathLike | str) -> str | None:
+    """"onnx" for a ``.onnx`` file, "torchscript" for a TorchScript archive, None for anything else
+    (a checkpoint, which :func:`~ct_pipeline.models.load_checkpoint` then reads or explains)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if path.is_file() and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                # torch.save archives hold data.pkl and data/; only TorchScript ones hold code/.
+                if any("/code/" in name for name in archive.namelist()):
+                    return "torchscript"
+        except (zipfile.BadZipFile, OSError):
+            return None
+    return None

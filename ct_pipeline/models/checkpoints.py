@@ -29,7 +29,7 @@ from torch import nn
 from ct_pipeline import __version__
 from ct_pipeline.atomic import atomic_path, write_failure
 from ct_pipeline.errors import BadCheckpointError
-from ct_pipeline.models.checkpoint_path import checkpoint_file
+from ct_pipeline.models.checkpoint_path import checkpoint_file, exported_format
 from ct_pipeline.models.classifier import CLASSIFIER_ARCH, ClassifierConfig, LunaClassifier
 from ct_pipeline.models.safe_load import load_torch_file
 from ct_pipeline.models.unet import UNET_ARCH, SegmentationUNet, UNetConfig
@@ -197,6 +197,13 @@ def load_checkpoint(
     path = Path(path)
     if path.is_dir():
         checkpoint_file(path, option or "checkpoint")  # says which checkpoint inside to pass
+    fmt = exported_format(path)
+    if fmt is not None:  # torch.load would call a TorchScript archive "pickled code", which misleads
+        where = f"{option} needs" if option else "this command needs"
+        raise BadCheckpointError(
+            f"{path} is an exported {fmt} model (`ct models export`), not a checkpoint, and {where} a checkpoint; "
+            "`ct diagnose` runs exported files, other commands take the .ckpt it was exported from."
+        )
     data = load_torch_file(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadCheckpointError(_not_ours_message(path, data))
