@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ct_pipeline.precision import PRECISIONS
+
 DataRootsOption = Annotated[
     Optional[list[Path]],
     typer.Option(
@@ -41,13 +43,9 @@ AllowUnevenOption = Annotated[
 ]
 
 
-class Precision(str, enum.Enum):
-    """--precision of the training and diagnosis commands (what each "auto" means is theirs)."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+# --precision of the training and diagnosis commands (what each "auto" means is theirs): the
+# library's names, so that a new precision needs no edit here.
+Precision = enum.Enum("Precision", [(name, name) for name in PRECISIONS], type=str)
 
 
 MODELS_PANEL = "Models"

@@ -20,10 +20,10 @@ from typing import Any
 
 from ct_pipeline.datasets.augmentation import AugmentationConfig
 from ct_pipeline.errors import BadInputError
+from ct_pipeline.precision import PRECISIONS
 
 TASKS = ("cls", "mal", "seg")
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 # The classifier's modules that hold parameters, input side first (the book's "blocks"):
 # --finetune-depth N trains the last N of them.
