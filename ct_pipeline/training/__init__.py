@@ -12,6 +12,14 @@ Read in this order:
 """
 
 from ct_pipeline.training.config import TASK_DEFAULTS, TASKS, TrainConfig
-from ct_pipeline.training.loop import TrainResult, train
+
+
+def __getattr__(name: str):
+    # The loop (and torch) load on first use: the CLI builds its help from the config alone.
+    if name in ("TrainResult", "train"):
+        from ct_pipeline.training import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["TASKS", "TASK_DEFAULTS", "TrainConfig", "TrainResult", "train"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ct_pipeline.datasets.augmentation import AugmentationConfig
+from ct_pipeline.datasets.augmentation_config import AugmentationConfig
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.precision import PRECISIONS
 
