@@ -28,7 +28,7 @@ def _torchrun(data: Path, out: Path, hashes: Path, cache: Path, *extra: str) -> 
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
         "-m", "cli", "train-cls", "--data-root", str(data), "--out", str(out), "--epochs", str(EPOCHS),
-        "--epoch-size", "16", "--batch-size", "4", "--val-stride", "3", "--num-workers", "0", "--device", "cpu",
+        "--epoch-size", "16", "--batch-size", "4", "--val-stride", "3", "--workers", "0", "--device", "cpu",
         *extra,
     ]  # fmt: skip
 

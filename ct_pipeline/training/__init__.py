@@ -2,7 +2,7 @@
 
 Read in this order:
 
-1. ``config``      -- ``TrainConfig``: every option, validated; per-app defaults (the book's).
+1. ``config``      -- ``TrainConfig``: shared options and per-task sections, validated; ``TaskDefaults`` (the book's).
 2. ``loop``        -- ``train(config)``: devices, DDP, precision, resume, the epoch loop.
 3. ``tasks``       -- what differs per app: model, datasets, loss, metrics.
 4. ``metrics``     -- precision/recall/F1/ROC AUC/confusion; pixel Dice; per-nodule recall.
@@ -11,7 +11,14 @@ Read in this order:
 7. ``run_log``     -- TensorBoard, the per-epoch console line, progress.
 """
 
-from ct_pipeline.training.config import TASK_DEFAULTS, TASKS, TrainConfig
+from ct_pipeline.training.config import (
+    TASKS,
+    ClassificationTraining,
+    MalignancyTraining,
+    SegmentationTraining,
+    TaskDefaults,
+    TrainConfig,
+)
 
 
 def __getattr__(name: str):
@@ -22,4 +29,13 @@ def __getattr__(name: str):
         return getattr(loop, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["TASKS", "TASK_DEFAULTS", "TrainConfig", "TrainResult", "train"]
+__all__ = [
+    "TASKS",
+    "ClassificationTraining",
+    "MalignancyTraining",
+    "SegmentationTraining",
+    "TaskDefaults",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+]

@@ -116,8 +116,8 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
     """
     budget = thread_budget(config.threads)
     check_inputs_kept(config)
-    if config.num_workers > 1:
-        config = replace(config, num_workers=capped_workers(config.num_workers, "--num-workers"))
+    if config.workers > 1:
+        config = replace(config, workers=capped_workers(config.workers, "--workers"))
     check_writable(config.out_dir, "--out", is_folder=True)  # now, not when the first epoch ends
     ctx = setup_distributed(config.device)
     try:
@@ -130,7 +130,7 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
             closing(CropCache(resolve_cache_dir(config.cache_dir))) as cache,
         ):
             run_log = RunLog(config.out_dir, enabled=ctx.is_main, out=log_out, log_file=log_file)
-            run_log.message(budget.describe(config.num_workers, "loader worker"))
+            run_log.message(budget.describe(config.workers, "loader worker"))
             try:
                 return _train(config, ctx, run_log, stop, cache)
             finally:
@@ -173,7 +173,7 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopReq
     cache_dir = resolve_cache_dir(config.cache_dir)
     if not ctx.is_main:
         barrier(ctx)  # wait here until rank 0 has built its datasets
-    catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir, config.extra_candidates).excluding(
+    catalog = open_catalog(resolve_data_roots(config.data_roots), cache_dir, config.classification.extra_candidates).excluding(
         config.exclude_series
     )
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
@@ -189,9 +189,9 @@ def _train(config: TrainConfig, ctx: DistContext, run_log: RunLog, stop: StopReq
     if ctx.is_main and ctx.is_distributed:
         barrier(ctx)  # let the other ranks go
     loader_options: dict[str, Any] = {
-        "num_workers": config.num_workers,
+        "num_workers": config.workers,
         "pin_memory": ctx.device.type == "cuda",
-        "worker_init_fn": configure_worker_threads if config.num_workers else None,
+        "worker_init_fn": configure_worker_threads if config.workers else None,
         "collate_fn": task.collate_fn,
     }
     # The datasets draw each epoch's order themselves (set_epoch), so the loaders never shuffle.
