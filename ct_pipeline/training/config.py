@@ -97,9 +97,6 @@ class ClassificationTraining:
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_candidates", tuple(Path(p) for p in self.extra_candidates))
         _check_range("balance_ratio", self.balance_ratio, 0.0, 1000.0)
-        for path in self.extra_candidates:
-            if not path.is_file():
-                raise BadInputError(f"--extra-candidates {path}: no such file")
 
 
 @dataclass(frozen=True)
@@ -243,10 +240,6 @@ class TrainConfig:
         finetune = self.malignancy.finetune
         if finetune is not None and self.task != "mal":
             raise BadInputError(f"--finetune {finetune} starts a malignancy model from a nodule model; add --malignancy")
-        if finetune is not None:
-            from ct_pipeline.models.checkpoint_path import checkpoint_file  # torch: imported when used
-
-            checkpoint_file(finetune, "--finetune")
         if not self.data_roots:
             raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
 
@@ -282,6 +275,21 @@ class TrainConfig:
     def kind(self) -> str:
         """The checkpoint kind the run writes ("cls", "mal" or "seg")."""
         return self.task
+
+    def check_inputs_exist(self) -> None:
+        """Refuse a run whose input files are missing. Not on construction: a config may describe
+        a run whose inputs an earlier run writes (the recipe's fine-tune, its hard negatives).
+
+        Raises:
+            BadInputError, NotFoundError: naming the option and the file.
+        """
+        for path in self.classification.extra_candidates:
+            if not path.is_file():
+                raise BadInputError(f"--extra-candidates {path}: no such file")
+        if self.malignancy.finetune is not None:
+            from ct_pipeline.models.checkpoint_path import checkpoint_file  # torch: imported when used
+
+            checkpoint_file(self.malignancy.finetune, "--finetune")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -114,6 +114,7 @@ def train(config: TrainConfig, log_out=None) -> TrainResult:
         Terminated: SIGTERM or SIGUSR1 arrived (called from the main thread); the run stopped
             after its current step, and ``last.ckpt`` holds the last complete epoch.
     """
+    config.check_inputs_exist()
     budget = thread_budget(config.threads)
     check_inputs_kept(config)
     if config.workers > 1:

@@ -29,6 +29,7 @@ from torch import nn
 from ct_pipeline.errors import BadCheckpointError, BadInputError
 from ct_pipeline.models import Checkpoint, load_checkpoint, save_checkpoint
 from ct_pipeline.models.checkpoints import load_state_checked, to_plain_data
+from ct_pipeline.training.command import option_of_field
 from ct_pipeline.training.config import (
     RESUMABLE_CHANGES,
     ClassificationTraining,
@@ -92,18 +93,6 @@ def open_resume_checkpoint(config: TrainConfig) -> Checkpoint:
             f"{current[key]!r}; repeat the original options (only {may_change} may change)"
         )
     return checkpoint
-
-
-# Config fields whose command-line option is not ``--`` + the field name with dashes.
-_OPTION_OF_FIELD = {
-    "data_roots": "--data-root", "out_dir": "--out",
-    "task": "the command (train-cls, train-cls --malignancy or train-seg)", "augmentation": "the --aug-* options",
-}
-
-
-def option_of_field(name: str) -> str:
-    """The `ct train-*` option that sets TrainConfig field ``name``, as a user would type it."""
-    return _OPTION_OF_FIELD.get(name, "--" + name.replace("_", "-"))
 
 
 def _plain_defaults() -> dict:
