@@ -22,6 +22,7 @@ from ct_pipeline.errors import BadInputError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import UID_MAX_LEN
 from ct_pipeline.pose import rotation_matrix
+from ct_pipeline.synth.streams import Stream, dataset_rng, series_rng
 from ct_pipeline.synth.style import STYLES, SynthStyle
 
 SizeName = Literal["small", "medium", "full"]
@@ -187,7 +188,7 @@ def series_uid_for(seed: int, index: int) -> str:
     Leaves room for a ".<slice>" suffix of up to 4 digits within the 64-character limit.
     """
     prefix = f"{UID_ROOT}.{seed}.{index + 1}."
-    digits = np.random.default_rng([seed, index, 7919]).integers(0, 10, size=UID_MAX_LEN)
+    digits = series_rng(seed, index, Stream.UID_DIGITS).integers(0, 10, size=UID_MAX_LEN)
     room = UID_MAX_LEN - 5 - len(prefix)
     tail = "".join(str(d) for d in digits[: max(room, 1)])
     tail = str(int(tail[0]) % 9 + 1) + tail[1:]  # no leading zero in a component
@@ -199,7 +200,7 @@ def direction_kinds(config: SynthConfig) -> list[tuple[bool, tuple[bool, bool, b
     n = config.n_series
     n_oblique = math.ceil(config.oblique_fraction * n - 1e-9) if config.oblique_fraction > 0 else 0
     n_flipped = round(config.flip_fraction * n)
-    order = np.random.default_rng([config.seed, 104729]).permutation(n)
+    order = dataset_rng(config.seed, Stream.DIRECTION_ORDER).permutation(n)
     oblique = set(order[:n_oblique].tolist())
     flipped = order[n - n_flipped :].tolist() if n_flipped else []
     kinds: list[tuple[bool, tuple[bool, bool, bool]]] = [(i in oblique, (False, False, False)) for i in range(n)]
@@ -211,7 +212,7 @@ def direction_kinds(config: SynthConfig) -> list[tuple[bool, tuple[bool, bool, b
 def plan_series(config: SynthConfig, index: int, oblique: bool, flips_irc: tuple[bool, bool, bool]) -> SeriesLayout:
     """Draw one series' grid size, spacing, origin and direction from its own random stream."""
     preset = config.preset
-    rng = np.random.default_rng([config.seed, index, 1])
+    rng = series_rng(config.seed, index, Stream.LAYOUT)
     fov_mm = float(round(rng.uniform(*preset.fov_mm)))
     spacing_xy = fov_mm / preset.cols  # integer / power of two: exact in binary, like 0.703125
     spacing_z = float(rng.choice(preset.slice_spacings_mm))

@@ -45,6 +45,7 @@ from ct_pipeline.synth.followup import (
 from ct_pipeline.synth.manifest import SynthManifest, clear_previous_output
 from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules, shape_volume_mm3
 from ct_pipeline.synth.phantom import Phantom, render_phantom, sample_anatomy
+from ct_pipeline.synth.streams import Stream, series_rng
 from ct_pipeline.synth.style import SynthStyle, juxtavascular_center, restyle_nodules
 from ct_pipeline.synth.vessels import draw_vessels, grow_vessel_trees
 
@@ -135,26 +136,26 @@ def generate_series(config: SynthConfig, layout: SeriesLayout, follow_up: Follow
     the same anatomy with the plan's nodules, pose and a fresh noise draw, under its own UID.
     """
     seed, index, style = config.seed, layout.index, config.style_spec
-    anatomy = sample_anatomy(np.random.default_rng([seed, index, 2]), layout)
-    if not style.is_standard:  # the style's draws come from their own streams (8-10)
-        anatomy = dataclasses.replace(anatomy, hu=style.anatomy_hu(np.random.default_rng([seed, index, 8]), anatomy.hu))
+    anatomy = sample_anatomy(series_rng(seed, index, Stream.ANATOMY), layout)
+    if not style.is_standard:  # the style's draws come from their own streams
+        anatomy = dataclasses.replace(anatomy, hu=style.anatomy_hu(series_rng(seed, index, Stream.STYLE_ANATOMY), anatomy.hu))
     phantom = render_phantom(anatomy, layout)
-    segments = grow_vessel_trees(np.random.default_rng([seed, index, 3]), phantom, layout, style)
+    segments = grow_vessel_trees(series_rng(seed, index, Stream.VESSELS), phantom, layout, style)
     draw_vessels(phantom.volume_hu, layout, phantom, segments)
-    nodules = sample_nodules(np.random.default_rng([seed, index, 4]), phantom, layout)
-    nodules = _restyle(style, np.random.default_rng([seed, index, 9]), phantom, layout, segments, nodules)
-    noise_stream = 6
+    nodules = sample_nodules(series_rng(seed, index, Stream.NODULES), phantom, layout)
+    nodules = _restyle(style, series_rng(seed, index, Stream.STYLE_NODULES), phantom, layout, segments, nodules)
+    noise_stream = Stream.NOISE
     if follow_up is not None:
-        nodules = follow_up.revise(np.random.default_rng([seed, index, 12]), phantom, layout, nodules)
+        nodules = follow_up.revise(series_rng(seed, index, Stream.FOLLOW_UP_NODULES), phantom, layout, nodules)
         phantom, nodules = _reposed(phantom, layout, follow_up.pose), [moved(n, layout, follow_up.pose) for n in nodules]
-        noise_stream = 13
+        noise_stream = Stream.FOLLOW_UP_NOISE
     draw_nodules(phantom.volume_hu, layout, phantom, nodules)
     if not style.is_standard:
-        style.reconstruct(np.random.default_rng([seed, index, 10]), phantom.volume_hu, layout)
-    rng = np.random.default_rng([seed, index, 5])
+        style.reconstruct(series_rng(seed, index, Stream.STYLE_KERNEL), phantom.volume_hu, layout)
+    rng = series_rng(seed, index, Stream.CANDIDATES)
     n_negative = int(rng.integers(*config.preset.candidates_per_series, endpoint=True))
     candidates = make_candidates(rng, phantom, layout, segments, nodules, n_negative)
-    hu = _add_noise(phantom.volume_hu, layout, np.random.default_rng([seed, index, noise_stream]), anatomy.hu["noise_sd"])
+    hu = _add_noise(phantom.volume_hu, layout, series_rng(seed, index, noise_stream), anatomy.hu["noise_sd"])
     if follow_up is not None:
         layout = dataclasses.replace(layout, series_uid=follow_up.series_uid)
     return SyntheticSeries(
