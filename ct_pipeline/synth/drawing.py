@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.config import SeriesLayout
+from ct_pipeline.synth.layout import SeriesLayout
 
 
 @dataclass(frozen=True)

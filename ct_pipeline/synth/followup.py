@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ct_pipeline.pose import RigidPose
-from ct_pipeline.synth.config import SeriesLayout, SynthConfig, series_uid_for
+from ct_pipeline.synth.config import SynthConfig, series_uid_for
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.nodules import Nodule, clear_of, sample_nodules, shape_volume_mm3
 from ct_pipeline.synth.streams import Stream, series_rng
 
