@@ -31,7 +31,6 @@ def _digest(folder: Path) -> str:
 
 # Written with numpy 2.4 and scipy 1.17 on x86-64. If an upgrade of either changes these, the data
 # sets changed for every user: say so in the release notes, then re-pin.
-@pytest.mark.numeric
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
