@@ -33,20 +33,24 @@ _MACHINE_PATH = re.compile(r"(^|[\s=`])/(work|tmp|home|root)/")
         ("ct synth OUT --series 3 2>/dev/null; see https://luna16.grand-challenge.org/Data/",
          "ct synth OUT --series 3 2>/dev/null; see https://luna16.grand-challenge.org/Data/"),
     ],
-)  # fmt: skip
+)
 def test_a_recorded_command_is_typed_with_placeholders_and_relative_paths(recorded, typed):
     assert typed_command(recorded) == typed
 
 
 def test_the_renderer_writes_an_absolute_path_in_the_placeholder_form(tmp_path, monkeypatch):
     """A record saved before ``typed_command`` existed (or written by hand) renders clean too."""
+    command = "python -m benchmarks.followup --record /work/exp/fu-std /work/exp/q/standard-0/out/runs"
     record = {
-        "key": "followup", "title": "Follow-up", "setup": "s", "expectation": "", "figures": [],
-        "command": "python -m benchmarks.followup --record /work/exp/fu-std /work/exp/q/standard-0/out/runs "
-                   "--data-root /tmp/pytest-7/data",
+        "key": "followup",
+        "title": "Follow-up",
+        "setup": "s",
+        "expectation": "",
+        "figures": [],
+        "command": command + " --data-root /tmp/pytest-7/data",
         "measured_at": "2026-12-02 07:40 UTC",
         "machine": {"cpu": "cpu", "cores": "2", "python": "3.11", "torch": "2", "numpy": "2", "os": "linux"},
-    }  # fmt: skip
+    }
     (tmp_path / "followup.json").write_text(json.dumps(record))
     monkeypatch.setattr(benchmarks.run, "RESULTS_DIR", tmp_path)
     text = benchmarks.run.render()

@@ -81,8 +81,9 @@ def _module_imports(library: Path = LIBRARY) -> dict[str, set[str]]:
     A type-only import back is still a cycle for the reader: neither module can be read, or moved,
     without the other (``synth/config.py`` <-> ``synth/style.py`` was one).
     """
-    modules = {".".join(p for p in path.relative_to(library.parent).with_suffix("").parts if p != "__init__"): path
-               for path in library.rglob("*.py")}  # fmt: skip
+    modules = {}
+    for path in library.rglob("*.py"):
+        modules[".".join(p for p in path.relative_to(library.parent).with_suffix("").parts if p != "__init__")] = path
     edges: dict[str, set[str]] = defaultdict(set)
     for module, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
