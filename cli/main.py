@@ -14,6 +14,7 @@ import os
 import sys
 
 import typer
+from typer import _click
 from typer.core import TyperGroup
 
 from ct_pipeline.atomic import write_failure
@@ -22,11 +23,27 @@ from ct_pipeline.preemption import Terminated
 from ct_pipeline.threads import OMP_WAIT_POLICY, cap_omp_num_threads
 
 DISCLAIMER = "Research software, not a medical device: never use it for clinical decisions."
+HELP_OPTION_NAMES = ["-h", "--help"]
 _DISK_FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def _without_flag_types(command: _click.Command) -> None:
+    """Flags take no value, so their help shows no ``<bool>`` (typer prints the type unless a
+    metavar is set). Walks ``command`` and its subcommands once, when the tree is built."""
+    context = _click.Context(command, help_option_names=HELP_OPTION_NAMES)
+    for param in command.get_params(context):  # with the help option, which it creates and keeps
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for subcommand in getattr(command, "commands", {}).values():
+        _without_flag_types(subcommand)
 
 
 class _ErrorMappingGroup(TyperGroup):
     """Turns library errors into one line and an exit code instead of a traceback."""
+
+    def __init__(self, **attrs) -> None:
+        super().__init__(**attrs)
+        _without_flag_types(self)
 
     def invoke(self, ctx: typer.Context):  # noqa: D102
         debug = bool(ctx.params.get("debug")) or os.environ.get("CT_DEBUG") == "1"
@@ -68,7 +85,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": HELP_OPTION_NAMES},
 )
 
 
