@@ -11,7 +11,7 @@ import typer
 from cli.options import CacheDirOption, DataRootsOption, JsonOption, WorkersOption
 from cli.output import EXIT_SOME_FAILED, console, print_json
 from cli.progress import ProgressDisplay
-from ct_pipeline.cache import DEFAULT_SIZE_LIMIT_GB
+from ct_pipeline.paths import DEFAULT_SIZE_LIMIT_GB
 
 # The commands import the library's heavy parts (pandas, the catalog) when they run, so that
 # `ct --help` and the other commands start quickly.
