@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.table import Table
 
+from cli.option_names import name_options
 from cli.output import console, print_json
 from cli.progress import ProgressDisplay
 
@@ -38,7 +39,7 @@ def show_events(request, log_file, stop, *, json_output: bool, quiet: bool):
 
 def _show_outcome(outcome, threshold: float, has_malignancy: bool, json_output: bool) -> None:
     if outcome.status == "failed":
-        typer.echo(f"failed {outcome.item.label}: {outcome.message}", err=True)
+        typer.echo(f"failed {outcome.item.label}: {name_options(outcome.message)}", err=True)
         return
     if outcome.status == "done" and outcome.message:
         typer.echo(f"redid {outcome.item.label}: {outcome.message}", err=True)

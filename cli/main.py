@@ -17,6 +17,7 @@ import typer
 from typer import _click
 from typer.core import TyperGroup
 
+from cli.option_names import name_options, name_options_in_logs
 from ct_pipeline.atomic import write_failure
 from ct_pipeline.errors import CtError
 from ct_pipeline.preemption import Terminated
@@ -54,7 +55,7 @@ class _ErrorMappingGroup(TyperGroup):
         except CtError as err:
             if debug:
                 raise
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {name_options(str(err))}", err=True)
             raise typer.Exit(2) from None
         except Terminated as err:  # SIGTERM/SIGUSR1 from a batch system: stopped at a safe point
             typer.echo(f"{err}: stopped cleanly; finished results are kept", err=True)
@@ -102,6 +103,7 @@ def _global_options(
         stream=sys.stderr,
         force=True,
     )
+    name_options_in_logs()  # the library's warnings name its settings; the user typed options
     cap_omp_num_threads()  # also before torch: OpenMP reads it when it loads (after the logging set-up: it may warn)
 
 
