@@ -156,7 +156,7 @@ def _checked_device(value: str) -> str:
     from ct_pipeline.errors import BadInputError
 
     if not _DEVICE.fullmatch(value):
-        raise BadInputError(f"--device {value!r} is not a device; use cpu, cuda, cuda:N, mps or auto")
+        raise BadInputError(f"--device {value!r} is not a device ct runs on; use cpu, cuda, cuda:N, mps or auto")
     return value
 
 
