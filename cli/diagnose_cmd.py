@@ -80,28 +80,18 @@ def diagnose_command(
         configure_process_memory()  # first: before torch allocates anything
 
     from ct_pipeline.apps.diagnose import DiagnoseRequest
-    from ct_pipeline.diagnosis.config import InferenceOptions
     from ct_pipeline.loading import LoadOptions
     from ct_pipeline.paths import resolve_data_roots
     from ct_pipeline.sharding import Shard
 
-    sizes = {
-        name: value for name, value in (("seg_batch_size", batch_size), ("cls_batch_size", cls_batch_size)) if value
-    }
-    if book_style:
-        config = DiagnosisConfig.book_style(seg_threshold=seg_threshold, nodule_threshold=threshold, **sizes)
-        inference = dataclasses.replace(
-            InferenceOptions.book_style(device), workers=concurrent_batches or 1, threads=threads, trust_model=trust_model
-        )
-    else:
-        config = DiagnosisConfig(
-            seg_threshold=seg_threshold, nodule_threshold=threshold, merge_fraction=merge_fraction,
-            restrict_to_lungs=lung_mask, lung_margin_mm=lung_margin, **sizes,
-        )  # fmt: skip
-        inference = InferenceOptions(
-            device=device, precision=precision.value, workers=concurrent_batches, threads=threads,
-            classifier_precision=None if cls_precision is None else cls_precision.value, trust_model=trust_model,
-        )  # fmt: skip
+    config = _config(
+        book_style, seg_threshold=seg_threshold, threshold=threshold, merge_fraction=merge_fraction, lung_mask=lung_mask,
+        lung_margin=lung_margin, batch_size=batch_size, cls_batch_size=cls_batch_size,
+    )  # fmt: skip
+    inference = _inference(
+        book_style, device=device, precision=precision, cls_precision=cls_precision,
+        concurrent_batches=concurrent_batches, threads=threads, trust_model=trust_model,
+    )  # fmt: skip
     request = DiagnoseRequest(
         sources=tuple(series or ()), series_file=series_file, all_series=all_series,
         data_roots=tuple(resolve_data_roots(data_root)), cache_dir=cache_dir,
@@ -110,6 +100,37 @@ def diagnose_command(
         inference=inference, out=out, report=report, csv_path=csv_path, dicom_out=dicom_out,
     )  # fmt: skip
     _run(request, log_file, annotations if evaluate else None, evaluate=evaluate, json_output=json_output, quiet=quiet)
+
+
+def _config(
+    book_style: bool, *, seg_threshold: float, threshold: float, merge_fraction: float, lung_mask: bool,
+    lung_margin: float, batch_size: Optional[int], cls_batch_size: Optional[int],
+) -> DiagnosisConfig:
+    """What is computed: --book-style's presets (thresholds and batch sizes as given), else the options."""
+    sizes = {name: size for name, size in (("seg_batch_size", batch_size), ("cls_batch_size", cls_batch_size)) if size}
+    if book_style:
+        return DiagnosisConfig.book_style(seg_threshold=seg_threshold, nodule_threshold=threshold, **sizes)
+    return DiagnosisConfig(
+        seg_threshold=seg_threshold, nodule_threshold=threshold, merge_fraction=merge_fraction,
+        restrict_to_lungs=lung_mask, lung_margin_mm=lung_margin, **sizes,
+    )  # fmt: skip
+
+
+def _inference(
+    book_style: bool, *, device: str, precision: Precision, cls_precision: Optional[Precision],
+    concurrent_batches: Optional[int], threads: Optional[int], trust_model: bool,
+):
+    """How the networks run: --book-style's way (one batch at a time unless told), else the options."""
+    from ct_pipeline.diagnosis.config import InferenceOptions
+
+    if book_style:
+        return dataclasses.replace(
+            InferenceOptions.book_style(device), workers=concurrent_batches or 1, threads=threads, trust_model=trust_model
+        )
+    return InferenceOptions(
+        device=device, precision=precision.value, workers=concurrent_batches, threads=threads,
+        classifier_precision=None if cls_precision is None else cls_precision.value, trust_model=trust_model,
+    )  # fmt: skip
 
 
 def _run(request, log_file: Optional[Path], annotations: Optional[Path], *, evaluate: bool, json_output: bool, quiet: bool) -> None:
