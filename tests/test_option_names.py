@@ -4,7 +4,6 @@ that set them, from the one table in cli/option_names.py."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import typer
 
