@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cli.options import CacheDirOption, DataRootsOption, Precision
+from cli.options import RESOURCES_PANEL, CacheDirOption, DataRootsOption, DeviceOption, Precision
 from ct_pipeline.datasets.augmentation_config import AugmentationConfig
 from ct_pipeline.paths import resolve_data_roots
 from ct_pipeline.training.config import (
@@ -27,7 +27,7 @@ from ct_pipeline.training.config import (
     TrainConfig,
 )
 
-RUN, OPTIMIZER, AUGMENT, SPEED = "Run", "Optimizer", "Augmentation", "Speed"
+RUN, OPTIMIZER, AUGMENT, SPEED = "Run", "Optimizer", "Augmentation", RESOURCES_PANEL
 
 SCOPE_NOTE = (
     "--batch-size is per process (rank): with torchrun --nproc-per-node=N the global batch is N x batch-size. "
@@ -76,9 +76,6 @@ MomentumOption = Annotated[float, _option("--momentum", "SGD momentum.", OPTIMIZ
 WeightDecayOption = Annotated[float, _option("--weight-decay", "L2 penalty (0: off).", OPTIMIZER)]
 NoAugmentOption = Annotated[bool, _flag("--no-augment", "Switch every augmentation off.", AUGMENT)]
 MirrorOption = Annotated[bool, _flag("--aug-mirror/--no-aug-mirror", "Random flips of each spatial axis.", AUGMENT)]
-DeviceOption = Annotated[
-    str, _option("--device", "cpu, cuda, cuda:N, mps or auto (cuda when torch sees a GPU, else cpu).", SPEED)
-]
 PrecisionOption = Annotated[
     Precision,
     _option(
