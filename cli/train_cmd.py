@@ -119,7 +119,9 @@ AUG_HELP = (
     ("--aug-rotate", "Largest rotation about the slice axis, degrees (0: off).", lambda a: a.rotation_deg),
     ("--aug-noise", "Gaussian noise standard deviation, HU (0: off).", lambda a: a.noise_hu),
 )
-_CLS_AUG = [_option(name, text, AUGMENT, _cls_default(lambda d, r=read: r(d.augmentation))) for name, text, read in AUG_HELP]
+_CLS_AUG = [
+    _option(name, text, AUGMENT, _cls_default(lambda d, r=read: r(d.augmentation))) for name, text, read in AUG_HELP
+]
 _SEG_AUG = [_option(name, text, AUGMENT) for name, text, _ in AUG_HELP]
 
 
@@ -199,10 +201,13 @@ def train_cls(
     epochs: EpochsOption = TrainConfig.epochs,
     epoch_size: Annotated[
         Optional[int],
-        _option("--epoch-size", "Training samples per epoch, over all ranks.", RUN, _cls_default(lambda d: d.epoch_size)),
+        _option(
+            "--epoch-size", "Training samples per epoch, over all ranks.", RUN, _cls_default(lambda d: d.epoch_size)
+        ),
     ] = None,
     batch_size: Annotated[
-        Optional[int], _option("--batch-size", "Samples per step on EACH rank.", RUN, _cls_default(lambda d: d.batch_size))
+        Optional[int],
+        _option("--batch-size", "Samples per step on EACH rank.", RUN, _cls_default(lambda d: d.batch_size)),
     ] = None,
     balance_ratio: Annotated[
         float, _option("--balance-ratio", "Negatives (benign) per positive (malignant) in training epochs; 0: unbalanced.", RUN)
@@ -250,7 +255,9 @@ def train_cls(
         run_name=run_name, epochs=epochs, epoch_size=_given(epoch_size, defaults.epoch_size),
         batch_size=_given(batch_size, defaults.batch_size), optimizer=_given(optimizer, defaults.optimizer),
         lr=_given(lr, defaults.lr), momentum=momentum, weight_decay=weight_decay,
-        augmentation=_augmentation(defaults.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise),
+        augmentation=_augmentation(
+            defaults.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
+        ),
         seed=seed, device=device, precision=precision.value, channels_last=channels_last,
         workers=_workers(workers, num_workers), threads=threads, resume=resume, val_every=val_every,
         val_stride=val_stride, exclude_series=_excluded(exclude_series),

@@ -70,7 +70,9 @@ def _fast_cls(epochs: int, epoch_size: int, workers: int, val_every: int = 1) ->
     )
 
 
-def _mal(epochs: int, epoch_size: int, workers: int, depth: int = MalignancyTraining.finetune_depth, **shared) -> TrainConfig:
+def _mal(
+    epochs: int, epoch_size: int, workers: int, depth: int = MalignancyTraining.finetune_depth, **shared
+) -> TrainConfig:
     """The malignancy fine-tune of the recipe's nodule classifier; ``shared``: TrainConfig options."""
     return TrainConfig.for_task(
         "mal", data_roots=_DATA, out_dir=_RUNS / "mal", epochs=epochs, epoch_size=epoch_size, workers=workers,
@@ -150,7 +152,8 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
 
     cls = placed("cls", recipe.cls)
     if recipe.hard_negatives:
-        cls = cls.replace(classification=dataclasses.replace(cls.classification, extra_candidates=(layout.hard_negatives,)))
+        mined = dataclasses.replace(cls.classification, extra_candidates=(layout.hard_negatives,))
+        cls = cls.replace(classification=mined)
     mal = placed("mal", recipe.mal)
     mal = mal.replace(malignancy=dataclasses.replace(mal.malignancy, finetune=layout.best("cls")))
     return {"seg": placed("seg", recipe.seg), "cls": cls, "mal": mal}

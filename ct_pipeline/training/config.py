@@ -225,7 +225,8 @@ class TrainConfig:
     def for_task(cls, task: str, **options: Any) -> TrainConfig:
         """A config with ``task``'s defaults (:class:`TaskDefaults`), overridden by ``options``."""
         defaults = TaskDefaults.of(task)
-        return cls(task=task, **{**{f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}, **options})
+        per_task = {field.name: getattr(defaults, field.name) for field in dataclasses.fields(defaults)}
+        return cls(task=task, **{**per_task, **options})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_roots", tuple(Path(p) for p in self.data_roots))
@@ -239,7 +240,9 @@ class TrainConfig:
         self._check_numbers()
         finetune = self.malignancy.finetune
         if finetune is not None and self.task != "mal":
-            raise BadInputError(f"--finetune {finetune} starts a malignancy model from a nodule model; add --malignancy")
+            raise BadInputError(
+                f"--finetune {finetune} starts a malignancy model from a nodule model; add --malignancy"
+            )
         if not self.data_roots:
             raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
 

@@ -213,7 +213,9 @@ def _build_learner(config: TrainConfig, run: EpochContext, checkpoint: Checkpoin
     return _Learner(model, model, optimizer, scaler, sum(p.numel() for p in trainable))
 
 
-def _restore(config: TrainConfig, checkpoint: Checkpoint, learner: _Learner, run_log: RunLog, ctx: DistContext) -> RunState:
+def _restore(
+    config: TrainConfig, checkpoint: Checkpoint, learner: _Learner, run_log: RunLog, ctx: DistContext
+) -> RunState:
     """Weights, optimizer and where the run stood, from ``checkpoint``."""
     state = restore(checkpoint, learner.model, learner.optimizer, learner.scaler, ctx.world_size)
     run_log.message(f"resuming {config.out_dir} after epoch {state.epoch} ({state.samples_seen:,} samples)")
@@ -230,12 +232,12 @@ def _wrap_for_ranks(learner: _Learner, ctx: DistContext) -> _Learner:
 
 
 def _datasets(config: TrainConfig, task: Task, ctx: DistContext, cache: CropCache) -> tuple[Any, Any]:
-    """The training and validation sets; rank 0 first, so that missing cache entries are filled once, not by every rank."""
+    """The training and validation sets; rank 0 first, so that missing cache entries are filled
+    once, not by every rank."""
     if not ctx.is_main:
         barrier(ctx)  # wait here until rank 0 has built its datasets
-    catalog = open_catalog(
-        resolve_data_roots(config.data_roots), resolve_cache_dir(config.cache_dir), config.classification.extra_candidates
-    ).excluding(config.exclude_series)
+    roots, cache_dir = resolve_data_roots(config.data_roots), resolve_cache_dir(config.cache_dir)
+    catalog = open_catalog(roots, cache_dir, config.classification.extra_candidates).excluding(config.exclude_series)
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
     if ctx.is_main:
         _fill_cache(config, train_set, val_set)
@@ -255,7 +257,9 @@ def _fill_cache(config: TrainConfig, train_set: Any, val_set: Any) -> None:
         raise BadDataError(_unreadable_message(unreadable, config.out_dir))
 
 
-def _loaders(config: TrainConfig, task: Task, ctx: DistContext, train_set: Any, val_set: Any) -> tuple[DataLoader, DataLoader]:
+def _loaders(
+    config: TrainConfig, task: Task, ctx: DistContext, train_set: Any, val_set: Any
+) -> tuple[DataLoader, DataLoader]:
     loader_options: dict[str, Any] = {
         "num_workers": config.workers,
         "pin_memory": ctx.device.type == "cuda",
@@ -343,9 +347,8 @@ def _save_checkpoints(
     config: TrainConfig, learner: _Learner, state: RunState, metrics: dict, ctx: DistContext, is_best: bool
 ) -> None:
     for name in (LAST, BEST) if is_best else (LAST,):
-        save_run_checkpoint(
-            config.out_dir / name, learner.model, learner.optimizer, learner.scaler, config, state, metrics, ctx.world_size
-        )
+        model, optimizer, scaler = learner.model, learner.optimizer, learner.scaler
+        save_run_checkpoint(config.out_dir / name, model, optimizer, scaler, config, state, metrics, ctx.world_size)
 
 
 # -- helpers ---------------------------------------------------------------------------------
