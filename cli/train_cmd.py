@@ -27,7 +27,7 @@ from ct_pipeline.training.config import (
     TrainConfig,
 )
 
-RUN, OPTIMIZER, AUGMENT, SPEED = "Run", "Optimizer", "Augmentation", RESOURCES_PANEL
+RUN, OPTIMIZER, AUGMENT = "Run", "Optimizer", "Augmentation"
 
 SCOPE_NOTE = (
     "--batch-size is per process (rank): with torchrun --nproc-per-node=N the global batch is N x batch-size. "
@@ -82,14 +82,16 @@ PrecisionOption = Annotated[
         "--precision",
         "Autocast precision. auto: bf16 on GPUs with bf16 and on CPUs with AMX, else fp32 (without AMX, "
         "bf16 training is slower than fp32 on the CPU). fp16: GPUs only.",
-        SPEED,
+        RESOURCES_PANEL,
     ),
 ]
 ChannelsLastOption = Annotated[
-    bool, _flag("--channels-last/--no-channels-last", "Channels-last memory format (faster convolutions).", SPEED)
+    bool,
+    _flag("--channels-last/--no-channels-last", "Channels-last memory format (faster convolutions).", RESOURCES_PANEL),
 ]
 WorkersOption = Annotated[
-    int, _option("--workers", "DataLoader processes per rank (0: load in the training process).", SPEED)
+    int,
+    _option("--workers", "DataLoader processes per rank (0: load in the training process).", RESOURCES_PANEL),
 ]
 # The option's name before `--workers` meant DataLoader processes in every command; kept for old scripts.
 NumWorkersAlias = Annotated[Optional[int], typer.Option("--num-workers", hidden=True)]
@@ -108,7 +110,7 @@ ThreadsOption = Annotated[
         "--threads",
         "CPU threads per rank (--workers processes run one each beside them). Default: the allocation "
         "(OMP_NUM_THREADS, else the least of SLURM_CPUS_PER_TASK, the cgroup quota and the CPU affinity).",
-        SPEED, False, min=1,
+        RESOURCES_PANEL, False, min=1,
     ),
 ]
 OPTIMIZER_HELP = "sgd (with --momentum) or adam."
