@@ -85,7 +85,7 @@ def _run_ours(
     config = TrainConfig.for_task(
         bench.task, data_roots=(data_root,), cache_dir=cache_dir, out_dir=out, epochs=epochs, epoch_size=epoch_size,
         val_stride=bench.val_stride, device="cpu",
-        **{"batch_size": bench.batch, "num_workers": bench.workers, **options},  # a variant may set its own batch
+        **{"batch_size": bench.batch, "workers": bench.workers, **options},  # a variant may set its own batch
     )
     return train(config, log_out=io.StringIO())
 

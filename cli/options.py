@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ct_pipeline.diagnosis.config import DiagnosisConfig  # no torch: the defaults shown in help
+from ct_pipeline.precision import PRECISIONS
 
 DATA_PANEL = "Data"
 MODELS_PANEL = "Models"
@@ -56,13 +57,9 @@ AllowUnevenOption = Annotated[
 ]
 
 
-class Precision(str, enum.Enum):
-    """--precision of the training and diagnosis commands (what each "auto" means is theirs)."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+# --precision of the training and diagnosis commands (what each "auto" means is theirs): the
+# library's names, so that a new precision needs no edit here.
+Precision = enum.Enum("Precision", [(name, name) for name in PRECISIONS], type=str)
 
 
 def checkpoint_option(kind: str, text: str):

@@ -1,42 +1,62 @@
 """`ct train-cls` and `ct train-seg`: list the options, build a TrainConfig, call the loop.
 
-Both commands take the same options (they share one loop); only the defaults differ, and those
-come from ``ct_pipeline.training.TASK_DEFAULTS`` (an option left unset means "the task's default").
+Both commands take the same shared options (they share one loop) and their task's section.
+Every default, and every default the help shows, is the library's: the fields of
+``ct_pipeline.training.TrainConfig`` and its sections, and ``TaskDefaults`` for what differs per
+task (an option of ``train-cls`` left unset means "the task's default", which --malignancy changes).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from cli.options import CacheDirOption, DataRootsOption, Precision
+from cli.options import RESOURCES_PANEL, CacheDirOption, DataRootsOption, DeviceOption, Precision
+from ct_pipeline.datasets.augmentation_config import AugmentationConfig
 from ct_pipeline.paths import resolve_data_roots
+from ct_pipeline.training.config import (
+    OPTIMIZERS,
+    ClassificationTraining,
+    MalignancyTraining,
+    SegmentationTraining,
+    TaskDefaults,
+    TrainConfig,
+)
 
-RUN, OPTIMIZER, AUGMENT, SPEED = "Run", "Optimizer", "Augmentation", "Speed"
+RUN, OPTIMIZER, AUGMENT = "Run", "Optimizer", "Augmentation"
 
 SCOPE_NOTE = (
     "--batch-size is per process (rank): with torchrun --nproc-per-node=N the global batch is N x batch-size. "
     "--epoch-size counts samples over all ranks. --lr is used as given, whatever N."
 )
 
-
-class Device(str, enum.Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class OptimizerName(str, enum.Enum):
-    sgd = "sgd"
-    adam = "adam"
+OptimizerName = enum.Enum("OptimizerName", [(name, name) for name in OPTIMIZERS], type=str)
+# The per-task defaults as the help shows them: read from the library, never retyped here.
+NODULE, MALIGNANCY, SEGMENTATION = TaskDefaults.nodule(), TaskDefaults.malignancy(), TaskDefaults.segmentation()
 
 
 def _option(name: str, help: str, panel: str, shown: str | bool = True, **extra: Any) -> Any:
     """A typer option in ``panel``; ``shown`` is the default as displayed (text for task-dependent ones)."""
     return typer.Option(name, help=help, rich_help_panel=panel, show_default=shown, **extra)
+
+
+def _flag(name: str, help: str, panel: str) -> Any:
+    """An on/off option: no value, so no type in the help (metavar "")."""
+    return typer.Option(name, help=help, rich_help_panel=panel, metavar="")
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _cls_default(read: Callable[[TaskDefaults], Any]) -> str:
+    """The default of a task-dependent `train-cls` option, as its help shows it."""
+    nodule, malignancy = _shown(read(NODULE)), _shown(read(MALIGNANCY))
+    return nodule if nodule == malignancy else f"{nodule}; {malignancy} with --malignancy"
 
 
 # -- options both commands share ---------------------------------------------------------------
@@ -49,29 +69,32 @@ EpochsOption = Annotated[int, _option("--epochs", "Epochs in all (a resumed run 
 ValEveryOption = Annotated[int, _option("--val-every", "Validate every N epochs (and after the last).", RUN)]
 ValStrideOption = Annotated[int, _option("--val-stride", "Every N-th series (sorted by UID) is validation.", RUN)]
 ResumeOption = Annotated[
-    bool, _option("--resume", "Continue the run in --out from its last.ckpt (same options; --epochs may grow).", RUN)
+    bool, _flag("--resume", "Continue the run in --out from its last.ckpt (same options; --epochs may grow).", RUN)
 ]
 SeedOption = Annotated[int, _option("--seed", "Fixes initial weights, sample order and augmentation.", RUN)]
 MomentumOption = Annotated[float, _option("--momentum", "SGD momentum.", OPTIMIZER)]
 WeightDecayOption = Annotated[float, _option("--weight-decay", "L2 penalty (0: off).", OPTIMIZER)]
-NoAugmentOption = Annotated[bool, _option("--no-augment", "Switch every augmentation off.", AUGMENT)]
-MirrorOption = Annotated[bool, _option("--aug-mirror/--no-aug-mirror", "Random flips of each spatial axis.", AUGMENT)]
-DeviceOption = Annotated[Device, _option("--device", "auto: cuda when torch sees a GPU, else cpu.", SPEED)]
+NoAugmentOption = Annotated[bool, _flag("--no-augment", "Switch every augmentation off.", AUGMENT)]
+MirrorOption = Annotated[bool, _flag("--aug-mirror/--no-aug-mirror", "Random flips of each spatial axis.", AUGMENT)]
 PrecisionOption = Annotated[
     Precision,
     _option(
         "--precision",
         "Autocast precision. auto: bf16 on GPUs with bf16 and on CPUs with AMX, else fp32 (without AMX, "
         "bf16 training is slower than fp32 on the CPU). fp16: GPUs only.",
-        SPEED,
+        RESOURCES_PANEL,
     ),
 ]
 ChannelsLastOption = Annotated[
-    bool, _option("--channels-last/--no-channels-last", "Channels-last memory format (faster convolutions).", SPEED)
+    bool,
+    _flag("--channels-last/--no-channels-last", "Channels-last memory format (faster convolutions).", RESOURCES_PANEL),
 ]
 WorkersOption = Annotated[
-    int, _option("--num-workers", "DataLoader processes per rank (0: load in the training process).", SPEED)
+    int,
+    _option("--workers", "DataLoader processes per rank (0: load in the training process).", RESOURCES_PANEL),
 ]
+# The option's name before `--workers` meant DataLoader processes in every command; kept for old scripts.
+NumWorkersAlias = Annotated[Optional[int], typer.Option("--num-workers", hidden=True)]
 ExcludeSeriesOption = Annotated[
     Optional[Path],
     _option(
@@ -85,64 +108,63 @@ ThreadsOption = Annotated[
     Optional[int],
     _option(
         "--threads",
-        "CPU threads per rank (--num-workers processes run one each beside them). Default: the allocation "
+        "CPU threads per rank (--workers processes run one each beside them). Default: the allocation "
         "(OMP_NUM_THREADS, else the least of SLURM_CPUS_PER_TASK, the cgroup quota and the CPU affinity).",
-        SPEED, False, min=1,
+        RESOURCES_PANEL, False, min=1,
     ),
 ]
+OPTIMIZER_HELP = "sgd (with --momentum) or adam."
+LR_HELP = "Learning rate (not scaled with the number of ranks)."
+AUG_HELP = (
+    ("--aug-shift", "Largest shift, fraction of half the side (0: off).", lambda a: a.shift_fraction),
+    ("--aug-scale", "Largest magnification change, fraction (0: off).", lambda a: a.scale_fraction),
+    ("--aug-rotate", "Largest rotation about the slice axis, degrees (0: off).", lambda a: a.rotation_deg),
+    ("--aug-noise", "Gaussian noise standard deviation, HU (0: off).", lambda a: a.noise_hu),
+)
+_CLS_AUG = [
+    _option(name, text, AUGMENT, _cls_default(lambda d, r=read: r(d.augmentation))) for name, text, read in AUG_HELP
+]
+_SEG_AUG = [_option(name, text, AUGMENT) for name, text, _ in AUG_HELP]
 
 
-def _optimizer_option(default: str) -> Any:
-    return _option("--optimizer", "sgd (with --momentum) or adam.", OPTIMIZER, default)
+def _given(value: Any, default: Any) -> Any:
+    """An option's value, or the task's default where it was left unset."""
+    return default if value is None else value.value if isinstance(value, enum.Enum) else value
 
 
-def _lr_option(default: str) -> Any:
-    return _option("--lr", "Learning rate (not scaled with the number of ranks).", OPTIMIZER, default)
-
-
-def _augment_options(shift: str, scale: str, rotate: str, noise: str) -> tuple[Any, Any, Any, Any]:
-    return (
-        _option("--aug-shift", "Largest shift, fraction of half the side (0: off).", AUGMENT, shift),
-        _option("--aug-scale", "Largest magnification change, fraction (0: off).", AUGMENT, scale),
-        _option("--aug-rotate", "Largest rotation about the slice axis, degrees (0: off).", AUGMENT, rotate),
-        _option("--aug-noise", "Gaussian noise standard deviation, HU (0: off).", AUGMENT, noise),
-    )
-
-
-_CLS_AUG = _augment_options("0.1", "0.2", "180", "25")
-_SEG_AUG = _augment_options("0.03", "0.2", "180", "25")
-
-
-def _augmentation(task: str, no_augment: bool, mirror: bool, shift, scale, rotate, noise):
-    from ct_pipeline.datasets import AugmentationConfig
-    from ct_pipeline.training import TASK_DEFAULTS
-
-    if no_augment:
+def _augmentation(base: AugmentationConfig, off: bool, mirror: bool, shift, scale, rotate, noise) -> AugmentationConfig:
+    if off:
         return AugmentationConfig.off()
-    base: AugmentationConfig = TASK_DEFAULTS[task]["augmentation"]
     return AugmentationConfig(
         mirror=mirror,
-        shift_fraction=base.shift_fraction if shift is None else shift,
-        scale_fraction=base.scale_fraction if scale is None else scale,
-        rotation_deg=base.rotation_deg if rotate is None else rotate,
-        noise_hu=base.noise_hu if noise is None else noise,
+        shift_fraction=_given(shift, base.shift_fraction),
+        scale_fraction=_given(scale, base.scale_fraction),
+        rotation_deg=_given(rotate, base.rotation_deg),
+        noise_hu=_given(noise, base.noise_hu),
     )
 
 
-def _excluded(path: Path | None) -> tuple[str, ...] | None:
+def _workers(workers: int, old_name: int | None) -> int:
+    if old_name is None:
+        return workers
+    typer.echo("warning: --num-workers is now called --workers; the old name will go", err=True)
+    return old_name
+
+
+def _excluded(path: Path | None) -> tuple[str, ...]:
     from ct_pipeline.paths import read_series_list
 
-    return None if path is None else tuple(read_series_list(path, "--exclude-series"))
+    return () if path is None else tuple(read_series_list(path, "--exclude-series"))
 
 
-def _run(task: str, out: Path | None, options: dict[str, Any]) -> None:
-    """Build the config (unset options take the task's defaults), train, print where the results are."""
-    from ct_pipeline.training import TrainConfig, train
+def _out(out: Path | None, task: str) -> Path:
+    return out or Path("runs") / f"train-{task}"
 
-    given = {
-        key: value.value if isinstance(value, enum.Enum) else value for key, value in options.items() if value is not None
-    }
-    config = TrainConfig.for_task(task, out_dir=out or Path("runs") / f"train-{task}", **given)
+
+def _run(config: TrainConfig) -> None:
+    """Train, print where the results are."""
+    from ct_pipeline.training import train
+
     result = train(config)
     if result.best_epoch:
         typer.echo(
@@ -155,56 +177,65 @@ def train_cls(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     out: OutOption = None,
-    run_name: RunNameOption = "",
+    run_name: RunNameOption = TrainConfig.run_name,
     malignancy: Annotated[
         bool,
-        _option("--malignancy", "Train benign vs malignant on annotated nodules instead of nodule vs non-nodule.", RUN),
+        _flag("--malignancy", "Train benign vs malignant on annotated nodules instead of nodule vs non-nodule.", RUN),
     ] = False,
     finetune: Annotated[
         Optional[Path],
         _option("--finetune", "With --malignancy: start from this nodule-classifier checkpoint, new head.", RUN, False,
                 dir_okay=False),
-    ] = None,
+    ] = MalignancyTraining.finetune,
     finetune_depth: Annotated[
         int, _option("--finetune-depth", "With --finetune: train the last N blocks (1: head only; 2: + block4; ... 6: all).", RUN)
-    ] = 1,
+    ] = MalignancyTraining.finetune_depth,
     block_batchnorm: Annotated[
         bool,
-        _option("--block-batchnorm", "A BatchNorm after every convolution: not the book's shape, but it learns in far "
-                "fewer steps (a --finetune keeps its source's shape).", RUN),
-    ] = False,
+        _flag("--block-batchnorm", "A BatchNorm after every convolution: not the book's shape, but it learns in far "
+              "fewer steps (a --finetune keeps its source's shape).", RUN),
+    ] = ClassificationTraining.block_batchnorm,
     centre_head: Annotated[
         bool,
-        _option("--centre-head", "The head also sees the central cells of blocks 2 and 3: not the book's shape, but "
-                "it learns from far fewer samples (a --finetune keeps its source's shape).", RUN),
-    ] = False,
-    epochs: EpochsOption = 10,
+        _flag("--centre-head", "The head also sees the central cells of blocks 2 and 3: not the book's shape, but "
+              "it learns from far fewer samples (a --finetune keeps its source's shape).", RUN),
+    ] = ClassificationTraining.centre_head,
+    epochs: EpochsOption = TrainConfig.epochs,
     epoch_size: Annotated[
-        Optional[int], _option("--epoch-size", "Training samples per epoch, over all ranks.", RUN, "20000; 2000 with --malignancy")
+        Optional[int],
+        _option(
+            "--epoch-size", "Training samples per epoch, over all ranks.", RUN, _cls_default(lambda d: d.epoch_size)
+        ),
     ] = None,
-    batch_size: Annotated[Optional[int], _option("--batch-size", "Samples per step on EACH rank.", RUN, "32")] = None,
+    batch_size: Annotated[
+        Optional[int],
+        _option("--batch-size", "Samples per step on EACH rank.", RUN, _cls_default(lambda d: d.batch_size)),
+    ] = None,
     balance_ratio: Annotated[
         float, _option("--balance-ratio", "Negatives (benign) per positive (malignant) in training epochs; 0: unbalanced.", RUN)
-    ] = 1.0,
-    val_every: ValEveryOption = 1,
-    val_stride: ValStrideOption = 10,
-    resume: ResumeOption = False,
-    seed: SeedOption = 0,
-    optimizer: Annotated[Optional[OptimizerName], _optimizer_option("sgd")] = None,
-    lr: Annotated[Optional[float], _lr_option("0.001; 0.003 with --malignancy")] = None,
-    momentum: MomentumOption = 0.99,
-    weight_decay: WeightDecayOption = 0.0,
+    ] = ClassificationTraining.balance_ratio,
+    val_every: ValEveryOption = TrainConfig.val_every,
+    val_stride: ValStrideOption = TrainConfig.val_stride,
+    resume: ResumeOption = TrainConfig.resume,
+    seed: SeedOption = TrainConfig.seed,
+    optimizer: Annotated[
+        Optional[OptimizerName], _option("--optimizer", OPTIMIZER_HELP, OPTIMIZER, _cls_default(lambda d: d.optimizer))
+    ] = None,
+    lr: Annotated[Optional[float], _option("--lr", LR_HELP, OPTIMIZER, _cls_default(lambda d: d.lr))] = None,
+    momentum: MomentumOption = TrainConfig.momentum,
+    weight_decay: WeightDecayOption = TrainConfig.weight_decay,
     no_augment: NoAugmentOption = False,
-    aug_mirror: MirrorOption = True,
+    aug_mirror: MirrorOption = NODULE.augmentation.mirror,
     aug_shift: Annotated[Optional[float], _CLS_AUG[0]] = None,
     aug_scale: Annotated[Optional[float], _CLS_AUG[1]] = None,
     aug_rotate: Annotated[Optional[float], _CLS_AUG[2]] = None,
     aug_noise: Annotated[Optional[float], _CLS_AUG[3]] = None,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    channels_last: ChannelsLastOption = True,
-    num_workers: WorkersOption = 1,
-    threads: ThreadsOption = None,
+    device: DeviceOption = TrainConfig.device,
+    precision: PrecisionOption = Precision(TrainConfig.precision),
+    channels_last: ChannelsLastOption = TrainConfig.channels_last,
+    workers: WorkersOption = TrainConfig.workers,
+    num_workers: NumWorkersAlias = None,
+    threads: ThreadsOption = TrainConfig.threads,
     exclude_series: ExcludeSeriesOption = None,
     extra_candidates: Annotated[
         Optional[list[Path]],
@@ -220,63 +251,74 @@ def train_cls(
     OUT/last.ckpt is saved every epoch, OUT/best.ckpt at the best validation ROC AUC; TensorBoard logs in OUT/tensorboard.
     """
     task = "mal" if malignancy else "cls"
-    _run(task, out, {
-        "data_roots": tuple(resolve_data_roots(data_root)), "cache_dir": cache_dir, "run_name": run_name,
-        "finetune": finetune, "finetune_depth": finetune_depth,
-        "block_batchnorm": block_batchnorm, "centre_head": centre_head, "epochs": epochs, "epoch_size": epoch_size,
-        "batch_size": batch_size, "balance_ratio": balance_ratio, "val_every": val_every, "val_stride": val_stride,
-        "resume": resume, "seed": seed, "optimizer": optimizer, "lr": lr, "momentum": momentum,
-        "weight_decay": weight_decay,
-        "augmentation": _augmentation(task, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise),
-        "device": device, "precision": precision, "channels_last": channels_last, "num_workers": num_workers,
-        "threads": threads, "exclude_series": _excluded(exclude_series),
-        "extra_candidates": tuple(extra_candidates or ()),
-    })
+    defaults = TaskDefaults.of(task)
+    _run(TrainConfig(
+        task=task, data_roots=tuple(resolve_data_roots(data_root)), out_dir=_out(out, task), cache_dir=cache_dir,
+        run_name=run_name, epochs=epochs, epoch_size=_given(epoch_size, defaults.epoch_size),
+        batch_size=_given(batch_size, defaults.batch_size), optimizer=_given(optimizer, defaults.optimizer),
+        lr=_given(lr, defaults.lr), momentum=momentum, weight_decay=weight_decay,
+        augmentation=_augmentation(
+            defaults.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
+        ),
+        seed=seed, device=device, precision=precision.value, channels_last=channels_last,
+        workers=_workers(workers, num_workers), threads=threads, resume=resume, val_every=val_every,
+        val_stride=val_stride, exclude_series=_excluded(exclude_series),
+        classification=ClassificationTraining(
+            balance_ratio=balance_ratio, block_batchnorm=block_batchnorm, centre_head=centre_head,
+            extra_candidates=tuple(extra_candidates or ()),
+        ),
+        malignancy=MalignancyTraining(finetune=finetune, finetune_depth=finetune_depth),
+    ))
 
 
 def train_seg(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     out: OutOption = None,
-    run_name: RunNameOption = "",
-    epochs: EpochsOption = 10,
-    epoch_size: Annotated[Optional[int], _option("--epoch-size", "Training crops per epoch, over all ranks.", RUN, "3000")] = None,
-    batch_size: Annotated[Optional[int], _option("--batch-size", "Crops per step on EACH rank.", RUN, "16")] = None,
+    run_name: RunNameOption = TrainConfig.run_name,
+    epochs: EpochsOption = TrainConfig.epochs,
+    epoch_size: Annotated[
+        int, _option("--epoch-size", "Training crops per epoch, over all ranks.", RUN)
+    ] = SEGMENTATION.epoch_size,
+    batch_size: Annotated[int, _option("--batch-size", "Crops per step on EACH rank.", RUN)] = SEGMENTATION.batch_size,
     fn_loss_weight: Annotated[
         float,
         _option("--fn-loss-weight", "Weight of the false-negative Dice term (book: 8): missing nodule pixels cost more.", RUN),
-    ] = 8.0,
+    ] = SegmentationTraining.fn_loss_weight,
     bce_loss_weight: Annotated[
         float,
         _option("--bce-loss-weight", "Weight of an added per-pixel cross-entropy term (0: the book's Dice-only loss); 1 learns a selective mask sooner.", RUN),
-    ] = 0.0,
+    ] = SegmentationTraining.bce_loss_weight,
     background_share: Annotated[
         float,
         _option("--background-share", "Share of training crops centred on non-nodule candidates (vessels, pleura) "
                 "instead of nodules (0: the book's); teaches the mask to leave them out.", RUN),
-    ] = 0.0,
+    ] = SegmentationTraining.background_share,
     seg_threshold: Annotated[
-        float, _option("--threshold", "Probability above which a pixel is nodule (metrics).", RUN)
-    ] = 0.5,
-    val_every: ValEveryOption = 1,
-    val_stride: ValStrideOption = 10,
-    resume: ResumeOption = False,
-    seed: SeedOption = 0,
-    optimizer: Annotated[Optional[OptimizerName], _optimizer_option("adam")] = None,
-    lr: Annotated[Optional[float], _lr_option("0.001")] = None,
-    momentum: MomentumOption = 0.99,
-    weight_decay: WeightDecayOption = 0.0,
+        float, _option("--seg-threshold", "Probability above which a pixel is nodule (metrics).", RUN)
+    ] = SegmentationTraining.seg_threshold,
+    val_every: ValEveryOption = TrainConfig.val_every,
+    val_stride: ValStrideOption = TrainConfig.val_stride,
+    resume: ResumeOption = TrainConfig.resume,
+    seed: SeedOption = TrainConfig.seed,
+    optimizer: Annotated[
+        OptimizerName, _option("--optimizer", OPTIMIZER_HELP, OPTIMIZER)
+    ] = OptimizerName(SEGMENTATION.optimizer),
+    lr: Annotated[float, _option("--lr", LR_HELP, OPTIMIZER)] = SEGMENTATION.lr,
+    momentum: MomentumOption = TrainConfig.momentum,
+    weight_decay: WeightDecayOption = TrainConfig.weight_decay,
     no_augment: NoAugmentOption = False,
-    aug_mirror: MirrorOption = True,
-    aug_shift: Annotated[Optional[float], _SEG_AUG[0]] = None,
-    aug_scale: Annotated[Optional[float], _SEG_AUG[1]] = None,
-    aug_rotate: Annotated[Optional[float], _SEG_AUG[2]] = None,
-    aug_noise: Annotated[Optional[float], _SEG_AUG[3]] = None,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
-    channels_last: ChannelsLastOption = True,
-    num_workers: WorkersOption = 1,
-    threads: ThreadsOption = None,
+    aug_mirror: MirrorOption = SEGMENTATION.augmentation.mirror,
+    aug_shift: Annotated[float, _SEG_AUG[0]] = SEGMENTATION.augmentation.shift_fraction,
+    aug_scale: Annotated[float, _SEG_AUG[1]] = SEGMENTATION.augmentation.scale_fraction,
+    aug_rotate: Annotated[float, _SEG_AUG[2]] = SEGMENTATION.augmentation.rotation_deg,
+    aug_noise: Annotated[float, _SEG_AUG[3]] = SEGMENTATION.augmentation.noise_hu,
+    device: DeviceOption = TrainConfig.device,
+    precision: PrecisionOption = Precision(TrainConfig.precision),
+    channels_last: ChannelsLastOption = TrainConfig.channels_last,
+    workers: WorkersOption = TrainConfig.workers,
+    num_workers: NumWorkersAlias = None,
+    threads: ThreadsOption = TrainConfig.threads,
     exclude_series: ExcludeSeriesOption = None,
 ) -> None:
     """Train the 2D segmentation U-Net on 64x64 crops around nodules (7 slices in, mask out).
@@ -285,15 +327,21 @@ def train_seg(
 
     OUT/last.ckpt is saved every epoch, OUT/best.ckpt at the best validation Dice; TensorBoard logs in OUT/tensorboard.
     """
-    _run("seg", out, {
-        "data_roots": tuple(resolve_data_roots(data_root)), "cache_dir": cache_dir, "run_name": run_name,
-        "epochs": epochs, "epoch_size": epoch_size, "batch_size": batch_size, "fn_loss_weight": fn_loss_weight,
-        "bce_loss_weight": bce_loss_weight, "background_share": background_share, "seg_threshold": seg_threshold, "val_every": val_every, "val_stride": val_stride, "resume": resume,
-        "seed": seed, "optimizer": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-        "augmentation": _augmentation("seg", no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise),
-        "device": device, "precision": precision, "channels_last": channels_last, "num_workers": num_workers,
-        "threads": threads, "exclude_series": _excluded(exclude_series),
-    })
+    _run(TrainConfig(
+        task="seg", data_roots=tuple(resolve_data_roots(data_root)), out_dir=_out(out, "seg"), cache_dir=cache_dir,
+        run_name=run_name, epochs=epochs, epoch_size=epoch_size, batch_size=batch_size, optimizer=optimizer.value,
+        lr=lr, momentum=momentum, weight_decay=weight_decay,
+        augmentation=_augmentation(
+            SEGMENTATION.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
+        ),
+        seed=seed, device=device, precision=precision.value, channels_last=channels_last,
+        workers=_workers(workers, num_workers), threads=threads, resume=resume, val_every=val_every,
+        val_stride=val_stride, exclude_series=_excluded(exclude_series),
+        segmentation=SegmentationTraining(
+            fn_loss_weight=fn_loss_weight, bce_loss_weight=bce_loss_weight, seg_threshold=seg_threshold,
+            background_share=background_share,
+        ),
+    ))
 
 
 def register(app: typer.Typer) -> None:

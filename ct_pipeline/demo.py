@@ -1,6 +1,7 @@
 """`ct demo`: the whole pipeline on synthetic data, as the `ct` commands a user would type.
 
-`ct synth`, then the recommended recipe (:mod:`ct_pipeline.recipe`) as `ct` command lines;
+`ct synth`, then the recommended recipe (:mod:`ct_pipeline.recipe`: its training configs, rendered
+as the `ct` command lines that build them);
 :func:`run_demo` runs them through the runner it is given (`ct demo`: a fresh process per step,
 exactly as a user would), and every step reuses what an earlier run left behind. The figures it reaches are
 gathered by :func:`demo_summary` into ``OUT/summary.json``.

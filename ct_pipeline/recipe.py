@@ -1,9 +1,12 @@
-"""The recommended training recipe, as the `ct` command lines a user would type: one source of truth.
+"""The recommended training recipe, as the configs of its three runs: one source of truth.
 
 `ct demo` runs it on data it synthesises, ``python -m benchmarks.quality`` on any LUNA16-layout
-folder, and the README prints it. Steps: fill the cache, train the U-Net, mine its false positives
-on the training series (``ct hard-negatives``; off in the recommended recipe, see below), train
-the nodule classifier (with them as extra negatives), fine-tune it for malignancy, diagnose the validation series, evaluate (LUNA16 FROC).
+folder, and the README prints it. Each run is a :class:`~ct_pipeline.training.TrainConfig`; the
+`ct` command lines a user would type, and that `ct demo` runs, are rendered from those configs
+(:func:`~ct_pipeline.training.command.train_argv`). Steps: fill the cache, train the U-Net, mine
+its false positives on the training series (``ct hard-negatives``; off in the recommended recipe,
+see below), train the nodule classifier (with them as extra negatives), fine-tune it for
+malignancy, diagnose the validation series, evaluate (LUNA16 FROC).
 
 Every step reuses what an earlier run left: finished training runs resume to "already trained",
 the hard negatives are kept, diagnosed series are skipped.
@@ -11,7 +14,9 @@ the hard negatives are kept, diagnosed series are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,21 +24,28 @@ from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.errors import BadInputError, CtError
+from ct_pipeline.training.command import train_argv
+from ct_pipeline.training.config import (
+    ClassificationTraining,
+    MalignancyTraining,
+    SegmentationTraining,
+    TaskDefaults,
+    TrainConfig,
+)
+
+# Where a recipe's configs are written for, until recipe_steps places them in a RecipeLayout.
+_DATA, _RUNS = (Path("DATA"),), Path("OUT") / "runs"
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How much training and which options: ``seg``/``cls``/``mal`` are (epochs, samples per epoch),
-    ``*_options`` the extra `ct train-*` options of each; ``hard_negatives`` adds the mining step
-    (`ct hard-negatives`, then `ct train-cls --extra-candidates`)."""
+    """The recipe's three training runs (data, cache, out folder, --val-stride, --seed and
+    --resume are set where it runs, by :func:`recipe_steps`); ``hard_negatives`` adds the mining
+    step (`ct hard-negatives`, then `ct train-cls --extra-candidates`)."""
 
-    seg: tuple[int, int]
-    cls: tuple[int, int]
-    mal: tuple[int, int]
-    workers: int = 1
-    seg_options: tuple[str, ...] = ()
-    cls_options: tuple[str, ...] = ()
-    mal_options: tuple[str, ...] = ()
+    seg: TrainConfig
+    cls: TrainConfig
+    mal: TrainConfig
     hard_negatives: bool = False
 
 
@@ -43,32 +55,53 @@ class Recipe:
 # book's Dice loss with false negatives weighted 2x rather than 8x, the classifier's centre head,
 # Adam, small batches, the whole network fine-tuned for malignancy, and validation only at the
 # end (it costs as much as an epoch).
-_FAST_SEG = ("--bce-loss-weight", "1", "--fn-loss-weight", "2")
-_FAST_CLS = ("--centre-head", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "16")
-# No scale augmentation for malignancy: it rescales the nodule by up to 20 %, and size is the strongest cue.
-_FAST_MAL = ("--finetune-depth", "6", "--aug-scale", "0", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "16")
+def _fast_seg(epochs: int, epoch_size: int, workers: int, val_every: int = 1) -> TrainConfig:
+    return TrainConfig.for_task(
+        "seg", data_roots=_DATA, out_dir=_RUNS / "seg", epochs=epochs, epoch_size=epoch_size, workers=workers,
+        val_every=val_every, segmentation=SegmentationTraining(bce_loss_weight=1.0, fn_loss_weight=2.0),
+    )
+
+
+def _fast_cls(epochs: int, epoch_size: int, workers: int, val_every: int = 1) -> TrainConfig:
+    return TrainConfig.for_task(
+        "cls", data_roots=_DATA, out_dir=_RUNS / "cls", epochs=epochs, epoch_size=epoch_size, workers=workers,
+        val_every=val_every, optimizer="adam", lr=1e-3, batch_size=16,
+        classification=ClassificationTraining(centre_head=True),
+    )
+
+
+def _mal(
+    epochs: int, epoch_size: int, workers: int, depth: int = MalignancyTraining.finetune_depth, **shared
+) -> TrainConfig:
+    """The malignancy fine-tune of the recipe's nodule classifier; ``shared``: TrainConfig options."""
+    return TrainConfig.for_task(
+        "mal", data_roots=_DATA, out_dir=_RUNS / "mal", epochs=epochs, epoch_size=epoch_size, workers=workers,
+        malignancy=MalignancyTraining(finetune=_RUNS / "cls" / "best.ckpt", finetune_depth=depth), **shared,
+    )
+
 
 RECIPES = {
     # The recommended recipe: about 20 minutes on a 2-core CPU for 40-60 series of 256x256.
     "recommended": Recipe(
-        seg=(10, 1600), cls=(12, 960), mal=(8, 320),
-        seg_options=_FAST_SEG + ("--val-every", "10"), cls_options=_FAST_CLS + ("--val-every", "12"),
-        mal_options=_FAST_MAL,
+        seg=_fast_seg(10, 1600, workers=1, val_every=10),
+        cls=_fast_cls(12, 960, workers=1, val_every=12),
+        # No scale augmentation for malignancy: it rescales the nodule by up to 20 %, and size is the strongest cue.
+        mal=_mal(
+            8, 320, workers=1, depth=6, optimizer="adam", lr=1e-3, batch_size=16,
+            augmentation=dataclasses.replace(TaskDefaults.malignancy().augmentation, scale_fraction=0.0),
+        ),
     ),
     # Every step on a handful of tiny series, in seconds (the smoke test of `make test`).
-    "tiny": Recipe(
-        seg=(1, 32), cls=(1, 64), mal=(1, 32), workers=0,
-        seg_options=_FAST_SEG, cls_options=_FAST_CLS, mal_options=("--finetune-depth", "1"),
-    ),
+    "tiny": Recipe(seg=_fast_seg(1, 32, workers=0), cls=_fast_cls(1, 64, workers=0), mal=_mal(1, 32, workers=0)),
 }
 
 
 @dataclass(frozen=True)
 class RecipeLayout:
-    """Where a recipe run reads and writes: the data root, the cache and the run's folder."""
+    """Where a recipe run reads and writes: the data root, the cache (None: the default one) and the run's folder."""
 
     data_root: Path
-    cache_dir: Path
+    cache_dir: Path | None
     out_dir: Path
 
     @property
@@ -93,42 +126,58 @@ class RecipeLayout:
 
 @dataclass(frozen=True)
 class RecipeStep:
-    """One `ct` command of the recipe (``argv`` without the leading `ct`)."""
+    """One `ct` command of the recipe (``argv`` without the leading `ct`); ``config``: a training
+    step's run, which ``argv`` builds."""
 
     name: str
     argv: tuple[str, ...]
+    config: TrainConfig | None = None
+
+    @property
+    def command_line(self) -> str:
+        """The step as a user types it in a shell."""
+        return f"ct {shlex.join(self.argv)}"
+
+
+def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: int = 0) -> dict[str, TrainConfig]:
+    """The recipe's training runs ("seg", "cls", "mal") placed in ``layout``, given what is already there."""
+
+    def placed(name: str, config: TrainConfig) -> TrainConfig:
+        run_dir = layout.runs / name
+        return config.replace(
+            data_roots=(layout.data_root,), cache_dir=layout.cache_dir, out_dir=run_dir, run_name="",
+            val_stride=val_stride, seed=seed,
+            resume=(run_dir / "last.ckpt").is_file(),  # finished: "already trained"; killed: continues
+        )
+
+    cls = placed("cls", recipe.cls)
+    if recipe.hard_negatives:
+        mined = dataclasses.replace(cls.classification, extra_candidates=(layout.hard_negatives,))
+        cls = cls.replace(classification=mined)
+    mal = placed("mal", recipe.mal)
+    mal = mal.replace(malignancy=dataclasses.replace(mal.malignancy, finetune=layout.best("cls")))
+    return {"seg": placed("seg", recipe.seg), "cls": cls, "mal": mal}
 
 
 def recipe_steps(
     layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: int = 0, report: bool = False
 ) -> list[RecipeStep]:
     """The recipe's `ct` commands for ``layout``, given what is already there."""
-    common = ("--data-root", str(layout.data_root), "--cache-dir", str(layout.cache_dir))
-    steps = [RecipeStep("prepcache", ("prepcache", *common, "--workers", "2"))]
+    common = ("--data-root", str(layout.data_root))
+    if layout.cache_dir is not None:
+        common += ("--cache-dir", str(layout.cache_dir))
+    runs = recipe_configs(layout, recipe, val_stride, seed)
 
-    def train(name: str, command: tuple[str, ...], epochs_size: tuple[int, int], options: tuple[str, ...]) -> RecipeStep:
-        run_dir = layout.runs / name
-        argv = (
-            *command, *options, *common, "--out", str(run_dir), "--epochs", str(epochs_size[0]),
-            "--epoch-size", str(epochs_size[1]), "--val-stride", str(val_stride),
-            "--num-workers", str(recipe.workers), "--seed", str(seed),
-        )
-        if (run_dir / "last.ckpt").is_file():
-            argv += ("--resume",)  # finished: "already trained"; killed: continues
-        return RecipeStep(f"train-{name}", argv)
+    def train(name: str) -> RecipeStep:
+        return RecipeStep(f"train-{name}", train_argv(runs[name]), runs[name])
 
-    steps.append(train("seg", ("train-seg",), recipe.seg, recipe.seg_options))
-    cls_options = recipe.cls_options
-    if recipe.hard_negatives:
-        if not layout.hard_negatives.is_file():
-            steps.append(RecipeStep("hard-negatives", (
-                "hard-negatives", "--seg-model", str(layout.best("seg")), *common,
-                "--val-stride", str(val_stride), "--out", str(layout.hard_negatives),
-            )))
-        cls_options += ("--extra-candidates", str(layout.hard_negatives))
-    steps.append(train("cls", ("train-cls",), recipe.cls, cls_options))
-    mal_command = ("train-cls", "--malignancy", "--finetune", str(layout.best("cls")))
-    steps.append(train("mal", mal_command, recipe.mal, recipe.mal_options))
+    steps = [RecipeStep("prepcache", ("prepcache", *common, "--workers", "2")), train("seg")]
+    if recipe.hard_negatives and not layout.hard_negatives.is_file():
+        steps.append(RecipeStep("hard-negatives", (
+            "hard-negatives", "--seg-model", str(layout.best("seg")), *common,
+            "--val-stride", str(val_stride), "--out", str(layout.hard_negatives),
+        )))
+    steps += [train("cls"), train("mal")]
     out = layout.out_dir
     steps.append(RecipeStep("diagnose", (
         "diagnose", *common, "--series-file", str(layout.val_series),

@@ -25,7 +25,7 @@ from tests.training_data import write_training_luna
 
 def _train_args(root: Path, out: Path, epochs: int) -> list[str]:
     return [str(a) for a in ("train-cls", "--data-root", root, "--out", out, "--epochs", epochs, "--epoch-size", 8,
-                             "--batch-size", 8, "--val-stride", 2, "--num-workers", 0, "--device", "cpu", "--seed", 3)]  # fmt: skip
+                             "--batch-size", 8, "--val-stride", 2, "--workers", 0, "--device", "cpu", "--seed", 3)]  # fmt: skip
 
 
 def _error_lines(stderr: str) -> list[str]:

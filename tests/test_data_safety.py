@@ -126,7 +126,7 @@ def test_training_refuses_unreadable_series_at_start_and_runs_without_them_when_
     bad = _truncate_raw(root, 1)
     out = tmp_path / "run"
     args = ("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--epochs", 1, "--epoch-size", 16,
-            "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
+            "--batch-size", 8, "--val-stride", 3, "--workers", 0)  # fmt: skip
 
     refused = run_ct(*args, "--out", out)
 
@@ -157,7 +157,7 @@ def test_a_validation_split_without_a_nodule_is_refused_at_start(tmp_path):
         lines = (root / name).read_text().splitlines()
         (root / name).write_text("\n".join(line for line in lines if line.split(",")[0] not in val) + "\n")
     result = run_ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run",
-                 "--epochs", 1, "--epoch-size", 16, "--val-stride", 2, "--num-workers", 0)  # fmt: skip
+                 "--epochs", 1, "--epoch-size", 16, "--val-stride", 2, "--workers", 0)  # fmt: skip
     assert result.exit_code == 2, result.output
     assert error_line(result) == (
         "error: the validation split (every 2-th series: 2 series) holds no nodule candidate, so validation "
@@ -193,7 +193,7 @@ def test_a_deleted_data_file_is_a_corrupt_entry_that_prepcache_and_training_refi
     path.unlink()
     cache.close()
     trained = run_ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
-                  "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
+                  "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--workers", 0)  # fmt: skip
     assert trained.exit_code == 0, trained.output
 
 
@@ -262,7 +262,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss_with_exit_2(tmp_path
     root = write_training_luna(tmp_path / "luna")
     out = tmp_path / "run"
     result = run_ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", out, "--epochs", 3,
-                 "--epoch-size", 64, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0, "--lr", 10)  # fmt: skip
+                 "--epoch-size", 64, "--batch-size", 8, "--val-stride", 3, "--workers", 0, "--lr", 10)  # fmt: skip
     assert result.exit_code == 2, result.output
     line = error_line(result)
     assert re.match(r"error: training diverged at epoch \d+, step \d+: the loss is (nan|inf); the learning rate \(--lr 10\)", line)

@@ -89,22 +89,45 @@ def test_demo_smoke_every_step_on_tiny_data_then_a_second_run_reuses_it(tmp_path
     assert again["detection"] == summary["detection"]
 
 
-def test_the_readme_prints_the_recommended_recipe():
-    """README's synthetic-data block is the recipe `ct demo` and `benchmarks.quality` run."""
+def _configs_built_by(argv_lines, monkeypatch) -> list:
+    """The TrainConfig each `ct train-*` command line builds (parsed by the CLI, not trained)."""
+    import shlex
+
+    import cli.train_cmd
+
+    built = []
+    monkeypatch.setattr(cli.train_cmd, "_run", built.append)
+    for line in argv_lines:
+        argv = shlex.split(line) if isinstance(line, str) else list(line)
+        result = CliRunner().invoke(app, argv[1:] if argv[0] == "ct" else argv)
+        assert result.exit_code == 0, (line, result.output)
+    return built
+
+
+def test_the_recipes_command_lines_build_exactly_its_configs(tmp_path, monkeypatch):
+    from ct_pipeline.recipe import RECIPES, RecipeLayout, recipe_steps
+
+    (tmp_path / "data").mkdir()
+    for name, recipe in RECIPES.items():
+        layout = RecipeLayout(tmp_path / "data", tmp_path / "cache", tmp_path / name)
+        steps = [step for step in recipe_steps(layout, recipe, val_stride=3, seed=5) if step.config is not None]
+        assert [step.name for step in steps] == ["train-seg", "train-cls", "train-mal"]
+        assert _configs_built_by([step.argv for step in steps], monkeypatch)[-3:] == [step.config for step in steps]
+
+
+def test_the_readme_prints_the_recommended_recipe(tmp_path, monkeypatch):
+    """README's synthetic-data block is the recipe `ct demo` and `benchmarks.quality` run: its
+    `ct train-*` lines build exactly the recipe's configs, placed where the block puts them."""
     from pathlib import Path
 
-    from ct_pipeline.recipe import RECIPES
+    from ct_pipeline.recipe import RECIPES, RecipeLayout, recipe_configs
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index("With synthetic data, in minutes on a CPU") :]
     block = block[block.index("```bash") : block.index("```", block.index("```bash") + 3)].replace("\\\n", " ")
-    lines = {line.split(" --data-root")[0].strip(): " ".join(line.split()) for line in block.splitlines() if line.startswith("ct train")}
-    recipe = RECIPES["recommended"]
-    for command, (epochs, size), options in (
-        ("ct train-seg", recipe.seg, recipe.seg_options),
-        ("ct train-cls", recipe.cls, recipe.cls_options),
-        ("ct train-cls --malignancy --finetune runs/cls/best.ckpt", recipe.mal, recipe.mal_options),
-    ):
-        line = lines[command]
-        assert f"--epochs {epochs} --epoch-size {size}" in line, command
-        assert " ".join(options) in line, command
+    lines = [line for line in block.splitlines() if line.startswith("ct train")]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "synth_data").mkdir()
+    layout = RecipeLayout(data_root=(tmp_path / "synth_data").resolve(), cache_dir=None, out_dir=Path("."))
+    expected = recipe_configs(layout, RECIPES["recommended"], val_stride=4)
+    assert _configs_built_by(lines, monkeypatch) == [expected["seg"], expected["cls"], expected["mal"]]

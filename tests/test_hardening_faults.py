@@ -81,7 +81,7 @@ def test_training_killed_mid_epoch_resumes_from_its_last_complete_checkpoint(tmp
     root = write_training_luna(tmp_path / "luna", n_series=4)
     out = tmp_path / "run"
     args = ["train-cls", "--data-root", root, "--out", out, "--epochs", "2", "--epoch-size", "8", "--batch-size", "8",
-            "--val-stride", "2", "--num-workers", "0", "--device", "cpu", "--seed", "3"]  # fmt: skip
+            "--val-stride", "2", "--workers", "0", "--device", "cpu", "--seed", "3"]  # fmt: skip
     victim = _start(tmp_path, *args)
     _kill_when(lambda: (out / "last.ckpt").exists(), victim)  # epoch 1 is saved; epoch 2 is running
 

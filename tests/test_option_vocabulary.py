@@ -141,11 +141,6 @@ KNOWN_SYNONYMS: dict[str, str] = {
     "--output": "--out",  # ct models' -o; renaming it to --out is beyond #27's decided renames
 }
 
-# Task B (#27) renames train's --num-workers to --workers, --threshold to --seg-threshold and uses the
-# shared --device; until that lands, the train commands fail here (strict: the marks go when it passes).
-_TRAIN_PENDING = pytest.mark.xfail(strict=True, reason="train_cmd's option renames land with task B of #27")
-
-
 def _commands(command, path=()):
     for name, sub in getattr(command, "commands", {}).items():
         yield from _commands(sub, (*path, name))
@@ -186,11 +181,7 @@ def _problems(command_name: str) -> list[str]:
     return problems
 
 
-def _marked(name: str):
-    return pytest.param(name, marks=_TRAIN_PENDING) if name.startswith("train-") else name
-
-
-@pytest.mark.parametrize("command_name", [_marked(name) for name in COMMANDS])
+@pytest.mark.parametrize("command_name", list(COMMANDS))
 def test_each_option_name_has_its_one_declared_meaning(command_name):
     assert _problems(command_name) == []
 

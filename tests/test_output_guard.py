@@ -88,7 +88,7 @@ def test_train_out_over_its_finetune_checkpoint_is_refused(tmp_path, data, model
     before = tree_digest(data, run)
     result = run_ct(
         "train-cls", "--malignancy", "--finetune", run / "best.ckpt", "--out", run, "--data-root", data,
-        "--epochs", 1, "--epoch-size", 8, "--batch-size", 4, "--num-workers", 0, "--device", "cpu",
+        "--epochs", 1, "--epoch-size", 8, "--batch-size", 4, "--workers", 0, "--device", "cpu",
     )  # fmt: skip
     _refused(
         result,
@@ -106,7 +106,7 @@ def test_train_out_over_extra_candidates_is_refused(tmp_path, data):
     before = tree_digest(data, run)
     result = run_ct(
         "train-cls", "--extra-candidates", extra, "--out", run, "--data-root", data, "--epochs", 1, "--epoch-size", 8,
-        "--batch-size", 4, "--num-workers", 0, "--device", "cpu",
+        "--batch-size", 4, "--workers", 0, "--device", "cpu",
     )  # fmt: skip
     _refused(
         result, f"--out {run} would overwrite {extra}, which this command reads (--extra-candidates {extra}); choose another --out"

@@ -73,7 +73,7 @@ def test_sigterm_stops_training_after_a_step_with_the_end_line_exit_143_and_no_p
     out = tmp_path / "run"
     process = _start(
         tmp_path, "train-cls", "--data-root", root, "--out", out, "--epochs", 1000, "--epoch-size", 64,
-        "--batch-size", 8, "--val-stride", 3, "--val-every", 1000, "--num-workers", 2,
+        "--batch-size", 8, "--val-stride", 3, "--val-every", 1000, "--workers", 2,
     )  # fmt: skip
     # Signal once the first epoch is checkpointed and its workers are up for the next one.
     _wait_for(lambda: (out / "last.ckpt").exists() and len(_children(process.pid)) >= 2, process)

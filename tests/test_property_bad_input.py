@@ -379,7 +379,7 @@ TRAIN_ACCEPTED = {
     "--epochs": ["1", "3"], "--epoch-size": ["8", "100"], "--batch-size": ["1", "4"], "--val-every": ["1", "2"],
     "--val-stride": ["2", "10"], "--seed": ["0", "7"], "--lr": ["0.001", "0.1"], "--momentum": ["0", "0.9"],
     "--weight-decay": ["0", "0.0001"], "--aug-shift": ["0", "0.1"], "--aug-scale": ["0", "0.2"],
-    "--aug-rotate": ["0", "90"], "--aug-noise": ["0", "25"], "--num-workers": ["0", "1"], "--threads": ["1", "2"],
+    "--aug-rotate": ["0", "90"], "--aug-noise": ["0", "25"], "--workers": ["0", "1"], "--threads": ["1", "2"],
     "--device": ["cpu", "auto"], "--precision": ["auto", "fp32"],
 }  # fmt: skip
 TRAIN_ODD = {

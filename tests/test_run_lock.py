@@ -51,7 +51,7 @@ def data_root(tmp_path_factory):
     return write_training_luna(tmp_path_factory.mktemp("luna") / "data")
 
 
-TRAIN = ("--epoch-size", 8, "--batch-size", 4, "--num-workers", 0, "--device", "cpu", "--val-stride", 3)
+TRAIN = ("--epoch-size", 8, "--batch-size", 4, "--workers", 0, "--device", "cpu", "--val-stride", 3)
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def test_a_linked_subset_is_listed_cached_trained_on_and_diagnosed(linked_root, 
     assert "3 filled" in words(filled.stdout)
 
     trained = run_ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
-                  "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--num-workers", 0)  # fmt: skip
+                  "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--workers", 0)  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert (tmp_path / "run" / "last.ckpt").is_file()
 

@@ -97,7 +97,7 @@ def test_every_command_refuses_a_negative_annotated_diameter_with_the_same_line(
     models = write_models(tmp_path / "models")
     common = ["--data-root", root]
     train = ["--out", out / "run", "--epochs", 1, "--epoch-size", 4, "--batch-size", 4, "--val-stride", 2,
-             "--num-workers", 0, "--device", "cpu"]  # fmt: skip
+             "--workers", 0, "--device", "cpu"]  # fmt: skip
     args = {
         "evaluate": ["evaluate", _findings(tmp_path), "--annotations", annotations, "--bootstrap", 0],
         "prepcache": ["prepcache", *common],

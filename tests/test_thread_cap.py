@@ -73,13 +73,13 @@ def test_prepcache_caps_workers_beyond_the_cpus_with_one_warning(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option", ["--threads", "--num-workers"])
+@pytest.mark.parametrize("option", ["--threads", "--workers"])
 def test_training_caps_threads_and_loader_workers_beyond_the_cpus_with_one_warning(option, tmp_path):
     root = write_tiny_luna(tmp_path / "luna")
     out = tmp_path / "run"
     result = _ct(
         tmp_path, "train-cls", "--data-root", root, "--out", out, "--epochs", 1, "--epoch-size", 4, "--batch-size", 4,
-        "--val-stride", 2, "--device", "cpu", *(["--num-workers", 0] if option == "--threads" else []),
+        "--val-stride", 2, "--device", "cpu", *(["--workers", 0] if option == "--threads" else []),
         option, _too_many(option),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -86,7 +86,7 @@ def test_training_runs_on_its_budget_logs_it_once_and_restores_the_callers_threa
     out = io.StringIO()
     config = TrainConfig.for_task(
         "cls", data_roots=(root,), out_dir=tmp_path / "run", epochs=1, epoch_size=8, batch_size=8,
-        val_stride=3, num_workers=0, threads=1,
+        val_stride=3, workers=0, threads=1,
     )  # fmt: skip
     train(config, log_out=out)
     lines = out.getvalue().splitlines()

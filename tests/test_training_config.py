@@ -9,7 +9,12 @@ import torch
 
 from ct_pipeline.datasets import AugmentationConfig
 from ct_pipeline.errors import BadInputError
-from ct_pipeline.training import TrainConfig
+from ct_pipeline.training import (
+    ClassificationTraining,
+    MalignancyTraining,
+    SegmentationTraining,
+    TrainConfig,
+)
 from ct_pipeline.devices import resolve_device, resolve_precision
 from ct_pipeline.training.distributed import setup_distributed
 from ct_pipeline.training.tasks import ClassifierTask, SegmentationTask, make_task
@@ -19,12 +24,15 @@ ROOTS = (Path("/data"),)
 
 def test_task_defaults_are_the_books():
     cls = TrainConfig.for_task("cls", data_roots=ROOTS, out_dir=Path("runs/a"))
-    assert (cls.optimizer, cls.lr, cls.momentum, cls.batch_size, cls.balance_ratio) == ("sgd", 1e-3, 0.99, 32, 1.0)
-    assert cls.augmentation == AugmentationConfig() and cls.run_name == "a" and cls.kind == "cls"
-    mal = TrainConfig.for_task("mal", data_roots=ROOTS, out_dir=Path("runs/b"), lr=0.01)
-    assert (mal.lr, mal.optimizer) == (0.01, "sgd")
+    assert (cls.optimizer, cls.lr, cls.momentum, cls.batch_size, cls.epoch_size) == ("sgd", 1e-3, 0.99, 32, 20_000)
+    assert cls.classification == ClassificationTraining(balance_ratio=1.0, block_batchnorm=False, centre_head=False)
+    assert cls.augmentation == AugmentationConfig() and cls.run_name == "a" and cls.kind == "cls" and cls.epochs == 10
+    mal = TrainConfig.for_task("mal", data_roots=ROOTS, out_dir=Path("runs/b"))
+    assert (mal.lr, mal.optimizer, mal.epoch_size, mal.malignancy.finetune_depth) == (3e-3, "sgd", 2_000, 1)
+    assert TrainConfig.for_task("mal", data_roots=ROOTS, out_dir=Path("runs/b"), lr=0.01).lr == 0.01
     seg = TrainConfig.for_task("seg", data_roots=ROOTS, out_dir=Path("runs/c"))
-    assert (seg.optimizer, seg.batch_size, seg.fn_loss_weight) == ("adam", 16, 8.0)
+    assert (seg.optimizer, seg.batch_size, seg.epoch_size) == ("adam", 16, 3_000)
+    assert (seg.segmentation.fn_loss_weight, seg.segmentation.bce_loss_weight, seg.segmentation.seg_threshold) == (8.0, 0.0, 0.5)
     assert seg.augmentation == AugmentationConfig.book_segmentation()
     assert isinstance(make_task(seg), SegmentationTask) and isinstance(make_task(mal), ClassifierTask)
 
@@ -36,19 +44,58 @@ def test_task_defaults_are_the_books():
         ({"optimizer": "rmsprop"}, r"^--optimizer 'rmsprop' is not one of sgd, adam$"),
         ({"batch_size": 0}, r"^--batch-size 0: expected a whole number >= 1$"),
         ({"epoch_size": 2.5}, r"^--epoch-size 2\.5: expected a whole number >= 1$"),
-        ({"num_workers": -1}, r"^--num-workers -1: expected 0"),
+        ({"workers": -1}, r"^--workers -1: expected 0"),
         ({"val_stride": 1}, r"^--val-stride 1: expected 2 or more"),
         ({"momentum": 1.5}, r"^--momentum 1\.5: expected a number from 0\.0 up to 1\.0$"),
         ({"lr": float("nan")}, r"^--lr nan: expected a number above 0\.0 up to 10\.0$"),
-        ({"finetune_depth": 7}, r"^--finetune-depth 7: expected 1 \(head only\) to 6"),
         ({"data_roots": ()}, r"^no data roots: pass --data-root DIR or set CT_DATA_ROOT$"),
-        ({"device": "tpu"}, r"^--device 'tpu' is not one of auto, cpu, cuda$"),
+        ({"device": ""}, r"^--device '' is not a device; use cpu, cuda, cuda:N, mps or auto$"),
+        ({"precision": "fp16", "device": "cpu"}, r"^--precision fp16 is for GPUs"),
     ],
 )
 def test_bad_values_are_refused_with_one_line(changes, message):
     options = {"data_roots": ROOTS, "out_dir": Path("runs/x"), **changes}
     with pytest.raises(BadInputError, match=message):
-        TrainConfig(**{"task": "cls", **options})
+        TrainConfig.for_task(options.pop("task", "cls"), **options)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: MalignancyTraining(finetune_depth=7), r"^--finetune-depth 7: expected 1 \(head only\) to 6"),
+        (lambda: SegmentationTraining(seg_threshold=0.0), r"^--seg-threshold 0\.0: expected a number above 0\.0 up to 1\.0$"),
+        (lambda: SegmentationTraining(background_share=1.0), r"^--background-share 1\.0: expected a number from 0\.0 up to 0\.99$"),
+        (lambda: ClassificationTraining(balance_ratio=-1.0), r"^--balance-ratio -1\.0: expected a number from 0\.0"),
+    ],
+)
+def test_each_section_refuses_its_bad_values_with_one_line(make, message):
+    with pytest.raises(BadInputError, match=message):
+        make()
+
+
+def test_a_finetune_needs_the_malignancy_task():
+    with pytest.raises(BadInputError, match=r"^--finetune x\.ckpt starts a malignancy model .* add --malignancy$"):
+        TrainConfig.for_task("cls", data_roots=ROOTS, out_dir=Path("r"), malignancy=MalignancyTraining(finetune=Path("x.ckpt")))
+
+
+def test_missing_input_files_are_refused_when_the_run_starts_not_when_it_is_described(tmp_path):
+    from ct_pipeline.errors import CtError
+
+    missing = ClassificationTraining(extra_candidates=(tmp_path / "nope.csv",))
+    config = TrainConfig.for_task("cls", data_roots=ROOTS, out_dir=Path("r"), classification=missing)
+    with pytest.raises(BadInputError, match=r"^--extra-candidates .*nope\.csv: no such file$"):
+        config.check_inputs_exist()
+    later = MalignancyTraining(finetune=tmp_path / "runs" / "cls" / "best.ckpt")  # an earlier run writes it
+    config = TrainConfig.for_task("mal", data_roots=ROOTS, out_dir=Path("r"), malignancy=later)
+    with pytest.raises(CtError, match=r"--finetune .*best\.ckpt"):
+        config.check_inputs_exist()
+
+
+def test_a_device_is_a_string_checked_when_the_run_starts():
+    config = TrainConfig.for_task("cls", data_roots=ROOTS, out_dir=Path("r"), device="cuda:3")
+    assert config.device == "cuda:3"  # accepted here; resolve_device knows the machine
+    with pytest.raises(BadInputError, match=r"^--device 'tpu' is not a device; use cpu, cuda, cuda:N, mps or auto$"):
+        resolve_device("tpu")
 
 
 def test_device_and_precision_choice():
@@ -68,3 +115,68 @@ def test_single_process_without_torchrun_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     ctx = setup_distributed("cpu")
     assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.is_distributed) == (0, 1, True, False)
+
+
+def _help(command: str) -> str:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_train_commands_show_the_librarys_defaults_and_no_type_for_flags():
+    from ct_pipeline.training import TaskDefaults
+
+    seg, nodule, malignancy = TaskDefaults.segmentation(), TaskDefaults.nodule(), TaskDefaults.malignancy()
+    seg_help, cls_help = _help("train-seg"), _help("train-cls")
+    assert f"[default: {seg.epoch_size}]" in seg_help and f"[default: {seg.augmentation.shift_fraction}]" in seg_help
+    assert f"[default: ({nodule.epoch_size}; {malignancy.epoch_size} with --malignancy)]" in cls_help
+    assert f"[default: ({nodule.lr:g}; {malignancy.lr:g} with --malignancy)]" in cls_help
+    assert f"[default: ({nodule.augmentation.shift_fraction:g})]" in cls_help
+    for text in (seg_help, cls_help):
+        assert "--workers" in text and "--num-workers" not in text  # the old name is a hidden alias
+        flags = [line for line in text.splitlines() if line.lstrip("│ ").startswith(("--resume ", "--no-augment "))]
+        assert len(flags) == 2 and not any("<bool>" in line for line in flags), flags
+    assert "--seg-threshold" in seg_help and "--threshold " not in seg_help
+
+
+def test_the_old_num_workers_name_still_reaches_the_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["train-seg", "--data-root", str(tmp_path), "--num-workers", "-1"])
+    assert result.exit_code == 2
+    assert "--num-workers is now called --workers" in result.output and "--workers -1: expected 0" in result.output
+
+
+@pytest.mark.parametrize("task", ["cls", "mal", "seg"])
+def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    import cli.train_cmd
+    from cli.main import app
+    from ct_pipeline.training.command import train_argv
+
+    (tmp_path / "a.csv").write_text("x")
+    config = TrainConfig.for_task(
+        task, data_roots=(tmp_path,), out_dir=tmp_path / "run", cache_dir=tmp_path / "cache", epochs=3, workers=0,
+        threads=2, channels_last=False, precision="bf16", device="cuda:1", seed=9, momentum=0.5, lr=0.25,
+        augmentation=AugmentationConfig.off() if task == "seg" else replace(AugmentationConfig(), mirror=False, noise_hu=5.0),
+        segmentation=SegmentationTraining(seg_threshold=0.25, background_share=0.5) if task == "seg" else SegmentationTraining(),
+        classification=ClassificationTraining(centre_head=True, extra_candidates=(tmp_path / "a.csv",) * 2)
+        if task == "cls" else ClassificationTraining(),
+        malignancy=MalignancyTraining(finetune=tmp_path / "n.ckpt", finetune_depth=3) if task == "mal" else MalignancyTraining(),
+    )
+    argv = train_argv(config)
+    assert "--no-channels-last" in argv and ("--no-augment" in argv) == (task == "seg")
+    built = []
+    monkeypatch.setattr(cli.train_cmd, "_run", built.append)
+    result = CliRunner().invoke(app, list(argv))
+    assert result.exit_code == 0, result.output
+    assert built == [config]

@@ -1,5 +1,7 @@
 """Two DDP ranks (gloo on the CPU) under torchrun: identical weights, one writer, metrics over both,
-a log file per rank, and a run killed after its first epoch that resumes to the same weights."""
+a log file per rank, and a run killed after its first epoch that resumes to the same weights.
+
+Each rank's final weights digest comes from ``tests/ddp_train.py``, which runs `ct` and records them."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from ct_pipeline.cache import CropCache
 from ct_pipeline.models import build_model, load_checkpoint
-from ct_pipeline.training.loop import WEIGHTS_HASH_DIR_ENV, weights_digest
+from ct_pipeline.training.epoch import weights_digest
 from tests.training_data import write_training_luna
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,16 +29,15 @@ EPOCHS = 2
 def _torchrun(data: Path, out: Path, hashes: Path, cache: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        "-m", "cli", "train-cls", "--data-root", str(data), "--out", str(out), "--epochs", str(EPOCHS),
-        "--epoch-size", "16", "--batch-size", "4", "--val-stride", "3", "--num-workers", "0", "--device", "cpu",
+        "-m", "tests.ddp_train", str(hashes), "train-cls", "--data-root", str(data), "--out", str(out), "--epochs", str(EPOCHS),
+        "--epoch-size", "16", "--batch-size", "4", "--val-stride", "3", "--workers", "0", "--device", "cpu",
         *extra,
     ]  # fmt: skip
 
 
-def _env(hashes: Path, cache: Path) -> dict[str, str]:
+def _env(cache: Path) -> dict[str, str]:
     return {
         **os.environ,
-        WEIGHTS_HASH_DIR_ENV: str(hashes),
         "CT_CACHE_DIR": str(cache),
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(ROOT),
@@ -45,7 +46,7 @@ def _env(hashes: Path, cache: Path) -> dict[str, str]:
 
 def _run(data, out, hashes, cache, *extra) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        _torchrun(data, out, hashes, cache, *extra), env=_env(hashes, cache), cwd=ROOT,
+        _torchrun(data, out, hashes, cache, *extra), env=_env(cache), cwd=ROOT,
         capture_output=True, text=True, timeout=110,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -120,7 +121,7 @@ def test_killed_two_rank_run_resumes_to_the_weights_of_the_uninterrupted_run(uni
     data, cache, whole, whole_hashes, _ = uninterrupted
     out, hashes = tmp_path / "run", tmp_path / "hashes"
     launcher = subprocess.Popen(
-        _torchrun(data, out, hashes, cache), env=_env(hashes, cache), cwd=ROOT,
+        _torchrun(data, out, hashes, cache), env=_env(cache), cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from cli.main import app
 from ct_pipeline.errors import BadCheckpointError, BadInputError
 from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint, save_checkpoint
-from ct_pipeline.training import TrainConfig, train
+from ct_pipeline.training import MalignancyTraining, TrainConfig, train
 from tests.training_data import write_training_luna
 
-TINY = {"epoch_size": 16, "batch_size": 8, "val_stride": 3, "num_workers": 0}
+TINY = {"epoch_size": 16, "batch_size": 8, "val_stride": 3, "workers": 0}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def test_malignancy_finetune_trains_only_the_last_blocks(data_root, tmp_path, de
     torch.manual_seed(1)
     source = save_checkpoint(tmp_path / "nodule.ckpt", LunaClassifier(), kind="cls")
     config = TrainConfig.for_task(
-        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1, finetune=source, finetune_depth=depth, **TINY
+        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1,
+        malignancy=MalignancyTraining(finetune=source, finetune_depth=depth), **TINY,
     )
     result = train(config, log_out=io.StringIO())
     before = load_checkpoint(source).model_state
@@ -97,7 +98,8 @@ def test_a_finetune_keeps_the_shape_of_its_source(data_root, tmp_path):
         tmp_path / "nodule.ckpt", LunaClassifier(ClassifierConfig(block_batchnorm=True, centre_head=True)), kind="cls"
     )
     config = TrainConfig.for_task(
-        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1, finetune=source, finetune_depth=1, **TINY
+        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1,
+        malignancy=MalignancyTraining(finetune=source, finetune_depth=1), **TINY,
     )
     result = train(config, log_out=io.StringIO())
     after = load_checkpoint(result.last_checkpoint, "mal")
@@ -108,7 +110,9 @@ def test_a_finetune_keeps_the_shape_of_its_source(data_root, tmp_path):
 
 def test_finetune_from_the_wrong_kind_of_checkpoint_is_refused(data_root, tmp_path):
     seg = save_checkpoint(tmp_path / "seg.ckpt", SegmentationUNet(), kind="seg")
-    config = TrainConfig.for_task("mal", data_roots=(data_root,), out_dir=tmp_path / "mal", finetune=seg, **TINY)
+    config = TrainConfig.for_task(
+        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", malignancy=MalignancyTraining(finetune=seg), **TINY
+    )
     with pytest.raises(BadCheckpointError, match=r"seg\.ckpt is a segmentation checkpoint .* --finetune needs a nodule classifier"):
         train(config, log_out=io.StringIO())
 
@@ -117,7 +121,9 @@ def test_finetune_from_a_classifier_of_another_shape_is_refused(data_root, tmp_p
     from ct_pipeline.models import ClassifierConfig
 
     narrow = save_checkpoint(tmp_path / "narrow.ckpt", LunaClassifier(ClassifierConfig(conv_channels=4)), kind="cls")
-    config = TrainConfig.for_task("mal", data_roots=(data_root,), out_dir=tmp_path / "mal", finetune=narrow, **TINY)
+    config = TrainConfig.for_task(
+        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", malignancy=MalignancyTraining(finetune=narrow), **TINY
+    )
     with pytest.raises(BadCheckpointError, match=r"narrow\.ckpt has model_config .*'conv_channels': 4.* but training builds"):
         train(config, log_out=io.StringIO())
 
@@ -142,7 +148,7 @@ def test_a_finished_run_is_not_overwritten_and_resume_needs_a_run(data_root, tmp
 def test_cli_train_cls_runs(data_root, tmp_path):
     result = CliRunner().invoke(app, [
         "train-cls", "--data-root", str(data_root), "--out", str(tmp_path / "cli"), "--epochs", "1",
-        "--epoch-size", "16", "--batch-size", "8", "--val-stride", "3", "--num-workers", "0", "--no-augment",
+        "--epoch-size", "16", "--batch-size", "8", "--val-stride", "3", "--workers", "0", "--no-augment",
     ])
     assert result.exit_code == 0, result.output
     assert "epoch 1/1 | train loss" in result.output

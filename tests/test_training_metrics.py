@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ct_pipeline.training.loop import epoch_seed, weights_digest
+from ct_pipeline.training.epoch import epoch_seed, weights_digest
 from ct_pipeline.training.metrics import (
     SegmentationMeter,
     classification_metrics,

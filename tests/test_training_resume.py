@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 
+from ct_pipeline.errors import BadInputError
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.training import TrainConfig, train
 from tests.training_data import write_training_luna
@@ -29,7 +30,7 @@ def _flatten(value, prefix=""):
 def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tmp_path, task):
     root = write_training_luna(tmp_path / "luna")
     # augmentation on (the default) and a worker process: both must replay exactly
-    options = {"data_roots": (root,), "epoch_size": 16, "batch_size": 8, "val_stride": 3, "num_workers": 1, "seed": 7}
+    options = {"data_roots": (root,), "epoch_size": 16, "batch_size": 8, "val_stride": 3, "workers": 1, "seed": 7}
     whole = train(TrainConfig.for_task(task, out_dir=tmp_path / "whole", epochs=2, **options), log_out=io.StringIO())
     first = TrainConfig.for_task(task, out_dir=tmp_path / "parts", epochs=1, **options)
     train(first, log_out=io.StringIO())
@@ -51,3 +52,43 @@ def test_resumed_run_matches_uninterrupted_run_bit_for_bit(tmp_path, task):
     # and epoch 2 did change the weights: the comparison is not between two idle models
     assert after_epoch_1.epoch == 1
     assert any(not torch.equal(after_epoch_1.model_state[n], b.model_state[n]) for n in b.model_state)
+
+
+def _run_folder(tmp_path, config_data: dict):
+    """``last.ckpt`` of a finished epoch whose checkpoint stores ``config_data`` as its config."""
+    from ct_pipeline.models import LunaClassifier, save_checkpoint
+
+    save_checkpoint(tmp_path / "run" / "last.ckpt", LunaClassifier(), kind="cls",
+                    optimizer_state={"optimizer": {}}, epoch=1, config=config_data)  # fmt: skip
+
+
+def test_a_run_saved_before_the_config_had_sections_resumes_and_its_options_still_count(tmp_path):
+    from ct_pipeline.models.checkpoints import to_plain_data
+    from ct_pipeline.training import ClassificationTraining
+    from ct_pipeline.training.config import flat_fields
+    from ct_pipeline.training.state import open_resume_checkpoint
+
+    config = TrainConfig.for_task("cls", data_roots=(tmp_path,), out_dir=tmp_path / "run", resume=True)
+    # how checkpoints stored it before: every field flat, the loader processes called num_workers
+    old = flat_fields(to_plain_data(config))
+    old["num_workers"] = old.pop("workers")
+    assert "balance_ratio" in old and "classification" not in old
+    _run_folder(tmp_path, old)
+    assert open_resume_checkpoint(config.replace(workers=3)).epoch == 1
+    changed = config.replace(classification=ClassificationTraining(balance_ratio=2.0))
+    with pytest.raises(BadInputError, match=r"^--resume: .* was trained with --balance-ratio 1\.0, but this run asks for 2\.0"):
+        open_resume_checkpoint(changed)
+
+
+def test_a_sectioned_config_refuses_a_changed_section_option_by_its_option_name(tmp_path):
+    from ct_pipeline.models.checkpoints import to_plain_data
+    from ct_pipeline.training import SegmentationTraining
+    from ct_pipeline.training.state import open_resume_checkpoint
+
+    config = TrainConfig.for_task("cls", data_roots=(tmp_path,), out_dir=tmp_path / "run", resume=True)
+    stored = to_plain_data(config)
+    assert stored["segmentation"]["seg_threshold"] == 0.5  # checkpoints keep the sections
+    _run_folder(tmp_path, stored)
+    assert open_resume_checkpoint(config).epoch == 1
+    with pytest.raises(BadInputError, match=r"was trained with --seg-threshold 0\.5, but this run asks for 0\.7"):
+        open_resume_checkpoint(config.replace(segmentation=SegmentationTraining(seg_threshold=0.7)))

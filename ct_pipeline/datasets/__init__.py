@@ -9,10 +9,24 @@ Read in this order:
 5. ``augmentation``   -- ``augment_batch``: mirror, shift, scale, rotation, noise on the training device.
 """
 
-from ct_pipeline.datasets.augmentation import AugmentationConfig, SampleTransforms, apply_transforms, augment_batch, sample_transforms
-from ct_pipeline.datasets.classification import ClassificationDataset, ClassificationDatasetConfig, CropBatch, collate_crops
-from ct_pipeline.datasets.masks import NoduleMask, book_box_mask, nodule_mask, nodule_mask_box
-from ct_pipeline.datasets.segmentation import WHOLE_VOLUME_SPEC, SegmentationDataset, SegmentationDatasetConfig
+from importlib import import_module
+
+# Names -> the module that defines them, imported on first use: the training configuration (and
+# so the CLI's help) reads AugmentationConfig without loading torch with the datasets.
+_HOMES = {
+    "AugmentationConfig": "augmentation_config",
+    **dict.fromkeys(("SampleTransforms", "apply_transforms", "augment_batch", "sample_transforms"), "augmentation"),
+    **dict.fromkeys(("ClassificationDataset", "ClassificationDatasetConfig", "CropBatch", "collate_crops"), "classification"),
+    **dict.fromkeys(("NoduleMask", "book_box_mask", "nodule_mask", "nodule_mask_box"), "masks"),
+    **dict.fromkeys(("WHOLE_VOLUME_SPEC", "SegmentationDataset", "SegmentationDatasetConfig"), "segmentation"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "WHOLE_VOLUME_SPEC",

@@ -18,8 +18,7 @@ import math
 from dataclasses import dataclass, replace
 
 from ct_pipeline.errors import BadInputError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from ct_pipeline.precision import PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from ct_pipeline.devices import autocast
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from ct_pipeline.precision import RESOLVED_PRECISIONS
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,8 +72,8 @@ def prepare_for_inference(
         ValueError: unknown precision, or fp16 on the CPU.
     """
     device = torch.device(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in RESOLVED_PRECISIONS:
+        raise ValueError(f"precision must be one of {RESOLVED_PRECISIONS}, got {precision!r}")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 autocast is for GPUs; use precision 'bf16' or 'fp32' on the CPU")
     is_3d = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in model.modules())

@@ -29,7 +29,15 @@ from torch import nn
 from ct_pipeline.errors import BadCheckpointError, BadInputError
 from ct_pipeline.models import Checkpoint, load_checkpoint, save_checkpoint
 from ct_pipeline.models.checkpoints import load_state_checked, to_plain_data
-from ct_pipeline.training.config import RESUMABLE_CHANGES, TrainConfig
+from ct_pipeline.training.command import option_of_field
+from ct_pipeline.training.config import (
+    RESUMABLE_CHANGES,
+    ClassificationTraining,
+    MalignancyTraining,
+    SegmentationTraining,
+    TrainConfig,
+    flat_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +82,8 @@ def open_resume_checkpoint(config: TrainConfig) -> Checkpoint:
     if checkpoint.optimizer_state is None or "optimizer" not in checkpoint.optimizer_state:
         raise BadCheckpointError(f"{path} holds no training state to resume from; start a new run with another --out")
     # An option newer than the checkpoint was, in effect, at its default when it was trained.
-    stored = {**_plain_defaults(config), **checkpoint.config}
-    current = to_plain_data(config)
+    stored = {**_plain_defaults(), **flat_fields(checkpoint.config)}
+    current = flat_fields(to_plain_data(config))
     changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and stored.get(key) != current[key])
     if changed:
         key = changed[0]
@@ -87,24 +95,13 @@ def open_resume_checkpoint(config: TrainConfig) -> Checkpoint:
     return checkpoint
 
 
-# Config fields whose command-line option is not ``--`` + the field name with dashes.
-_OPTION_OF_FIELD = {
-    "data_roots": "--data-root", "out_dir": "--out", "seg_threshold": "--threshold",
-    "task": "the command (train-cls, train-cls --malignancy or train-seg)", "augmentation": "the --aug-* options",
-}
-
-
-def option_of_field(name: str) -> str:
-    """The `ct train-*` option that sets TrainConfig field ``name``, as a user would type it."""
-    return _OPTION_OF_FIELD.get(name, "--" + name.replace("_", "-"))
-
-
-def _plain_defaults(config: TrainConfig) -> dict:
-    """Fields with a plain default (not the task's own), as :func:`to_plain_data` writes them."""
+def _plain_defaults() -> dict:
+    """Fields with a default that is not the task's own, flat, as :func:`to_plain_data` writes them."""
     defaults = {}
-    for field in dataclasses.fields(config):
-        if field.default is not dataclasses.MISSING:
-            defaults[field.name] = to_plain_data({field.name: field.default})[field.name]
+    for owner in (TrainConfig, SegmentationTraining, ClassificationTraining, MalignancyTraining):
+        for field in dataclasses.fields(owner):
+            if field.default is not dataclasses.MISSING:
+                defaults[field.name] = to_plain_data({field.name: field.default})[field.name]
     return defaults
 
 

@@ -116,11 +116,10 @@ class ClassifierTask:
     def build_model(self) -> nn.Module:
         """A fresh LunaClassifier; for a fine-tune, the nodule model's weights with a new head and
         all but the last ``finetune_depth`` blocks frozen (book ch. 14)."""
-        if self.config.finetune is None:
-            return LunaClassifier(
-                ClassifierConfig(block_batchnorm=self.config.block_batchnorm, centre_head=self.config.centre_head)
-            )
-        source = load_checkpoint(self.config.finetune, "cls", option="--finetune")
+        shape, malignancy = self.config.classification, self.config.malignancy
+        if malignancy.finetune is None:
+            return LunaClassifier(ClassifierConfig(block_batchnorm=shape.block_batchnorm, centre_head=shape.centre_head))
+        source = load_checkpoint(malignancy.finetune, "cls", option="--finetune")
         model = LunaClassifier(
             ClassifierConfig(**{name: bool(source.model_config.get(name, False)) for name in _SOURCE_SHAPE_OPTIONS})
         )
@@ -132,7 +131,7 @@ class ClassifierTask:
             )
         fresh_head = {name: t for name, t in model.state_dict().items() if name.startswith("head_linear.")}
         load_state_checked(model, {**source.model_state, **fresh_head}, str(source.path))
-        trained = CLASSIFIER_BLOCKS[-self.config.finetune_depth :]
+        trained = CLASSIFIER_BLOCKS[-malignancy.finetune_depth :]
         self.frozen = tuple(name for name in CLASSIFIER_BLOCKS if name not in trained)
         for name, parameter in model.named_parameters():
             if name.split(".")[0] in self.frozen:
@@ -149,7 +148,7 @@ class ClassifierTask:
         common = {
             "mode": "malignancy" if self.kind == "mal" else "nodule",
             "crop_irc": ClassifierConfig().crop_shape_irc,  # the network's input, as diagnosis cuts it
-            "negatives_per_positive": self.config.balance_ratio,
+            "negatives_per_positive": self.config.classification.balance_ratio,
             **_sampling_options(self.config, ctx),
         }
         train = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="train", **common))
@@ -226,7 +225,7 @@ class SegmentationTask:
         common = _sampling_options(self.config, ctx)
         train = SegmentationDataset(
             catalog, cache,
-            SegmentationDatasetConfig(split="train", background_share=self.config.background_share, **common),
+            SegmentationDatasetConfig(split="train", background_share=self.config.segmentation.background_share, **common),
         )
         val = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="val", **common))
         # Every rank counts all validation nodules (it validates a share of the slices, but any
@@ -261,13 +260,14 @@ class SegmentationTask:
         return Batch(inputs, targets, batch.meta)
 
     def losses(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return segmentation_loss(outputs.float(), batch.targets, self.config.fn_loss_weight, self.config.bce_loss_weight)
+        weights = self.config.segmentation
+        return segmentation_loss(outputs.float(), batch.targets, weights.fn_loss_weight, weights.bce_loss_weight)
 
     def new_meter(self, device: torch.device, split: str, keep_examples: bool) -> SegmentationMeter:
         return SegmentationMeter(device, find_nodules=split == "val", n_examples=N_EXAMPLE_IMAGES if keep_examples else 0)
 
     def record(self, meter: SegmentationMeter, outputs: torch.Tensor, batch: Batch, losses: torch.Tensor) -> None:
-        predicted = outputs > self.config.seg_threshold
+        predicted = outputs > self.config.segmentation.seg_threshold
         labels = batch.targets > 0.5
         meter.update(predicted, labels, losses)
         if meter.find_nodules:
