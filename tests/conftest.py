@@ -50,7 +50,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
 
 
 def pytest_configure(config) -> None:
-    """Hypothesis profiles for the property tests (tests/test_property_bad_input.py).
+    """Hypothesis profiles for the property tests (tests/cli/test_property_bad_input.py).
 
     CI (CI=true, as `.ci/run` sets it) runs the same examples every time (derandomized, no
     example database), so a red build is a change in the code, never a new draw. Elsewhere the

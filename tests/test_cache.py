@@ -11,7 +11,7 @@ import pytest
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.prepcache import PrepcacheConfig, key_for, prepcache
-from tests.tiny_luna import SERIES, SHAPE_IRC, coded_volume, write_tiny_luna
+from tests.helpers.tiny_luna import SERIES, SHAPE_IRC, coded_volume, write_tiny_luna
 
 
 @pytest.fixture()

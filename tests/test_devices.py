@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 from ct_pipeline.devices import available_devices
-from tests.cli_process import run_ct
-from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.folder_digest import tree_digest
-from tests.tiny_luna import write_tiny_luna
+from tests.helpers.cli_process import run_ct
+from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.tiny_luna import write_tiny_luna
 
 
 def _expected(device: str) -> str:

@@ -23,10 +23,10 @@ from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading import load_ct
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.prepcache import PrepcacheConfig, key_for, prepcache
-from tests.cli_process import run_ct, start_cli, wait_until, words
-from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.tiny_luna import SERIES, coded_volume, write_tiny_luna
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import run_ct, start_cli, wait_until, words
+from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
+from tests.helpers.tiny_luna import SERIES, coded_volume, write_tiny_luna
+from tests.helpers.training_data import write_training_luna
 
 N_SERIES = 12
 

@@ -14,7 +14,7 @@ from cli.main import app
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.logfile import LOGGERS, NO_LOG_FILE, open_log_file
 from ct_pipeline.sharding import Shard
-from tests.tiny_luna import SERIES, write_tiny_luna
+from tests.helpers.tiny_luna import SERIES, write_tiny_luna
 
 ROOT = Path(__file__).resolve().parent.parent
 

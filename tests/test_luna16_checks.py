@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.cli_process import run_ct
-from tests.diagnosis_tiny import write_models
-from tests.folder_digest import tree_digest
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import run_ct
+from tests.helpers.diagnosis_tiny import write_models
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.training_data import write_training_luna
 
 PRED_HEADER = "seriesuid,coordX,coordY,coordZ,probability"
 ANNOT_HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm"

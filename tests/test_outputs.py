@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 from ct_pipeline.dicom_writer import write_dicom_series
-from tests.cli_process import run_ct
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
-from tests.folder_digest import tree_digest
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import run_ct
+from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.training_data import write_training_luna
 
 
 def _refused(result, message: str) -> None:

@@ -20,9 +20,9 @@ import pytest
 from ct_pipeline.cache import CropCache
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.preemption import StopRequests, Terminated
-from tests.cli_process import start_cli, wait_until
-from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import start_cli, wait_until
+from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
+from tests.helpers.training_data import write_training_luna
 
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from ct_pipeline.models import load_checkpoint
-from tests.cli_process import REPO, cli_env, run_ct, start_cli, wait_until
-from tests.diagnosis_tiny import write_models
-from tests.folder_digest import tree_digest
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import REPO, cli_env, run_ct, start_cli, wait_until
+from tests.helpers.diagnosis_tiny import write_models
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.training_data import write_training_luna
 
 
 def _busy(folder: Path, pid: int) -> str:

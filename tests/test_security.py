@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(REPO / "ct_pipeline").rglob("*.py"), *(REPO / "cli").rglob("*.py")])

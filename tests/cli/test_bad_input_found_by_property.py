@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_process import run_ct
-from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.folder_digest import tree_digest
-from tests.test_property_bad_dicom import DICOM_UID, write_small_series
-from tests.test_property_bad_input import UID, _header, _write_mhd_case
+from tests.helpers.cli_process import run_ct
+from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
+from tests.helpers.folder_digest import tree_digest
+from tests.cli.test_property_bad_dicom import DICOM_UID, write_small_series
+from tests.cli.test_property_bad_input import UID, _header, _write_mhd_case
 
 
 def _mhd(tmp_path: Path, raw_size: int = 240, **values: str) -> list[str]:

@@ -12,7 +12,7 @@ from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading.mhd import write_mhd
-from tests.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
+from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
 
 UID = "1.2.826.0.1.3680043.8.498.7001"
 
@@ -218,7 +218,7 @@ def test_nothing_to_diagnose_exits_2(models):
 
 def test_empty_segmentation_reports_zero_findings_and_exits_0(dicom_dir, tmp_path):
     from ct_pipeline.models import save_checkpoint
-    from tests.diagnosis_tiny import constant_classifier, threshold_unet
+    from tests.helpers.diagnosis_tiny import constant_classifier, threshold_unet
 
     save_checkpoint(tmp_path / "seg.ckpt", threshold_unet(level_hu=900.0), kind="seg")  # nothing is that bright
     save_checkpoint(tmp_path / "cls.ckpt", constant_classifier(0.9), kind="cls")

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading.mhd import write_mhd
-from tests.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
+from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UIDS = [f"1.2.826.0.1.3680043.8.498.{k}" for k in (21, 22, 23, 24, 25)]
 
 

@@ -17,9 +17,9 @@ from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import save_checkpoint
-from tests.diagnosis_tiny import constant_classifier, write_models
-from tests.hardening_files import write_non_image_dicom
-from tests.tiny_luna import SERIES, write_tiny_luna
+from tests.helpers.diagnosis_tiny import constant_classifier, write_models
+from tests.helpers.hardening_files import write_non_image_dicom
+from tests.helpers.tiny_luna import SERIES, write_tiny_luna
 
 UID = "1.2.826.0.1.3680043.8.498.7"
 UID2 = "1.2.826.0.1.3680043.8.498.8"

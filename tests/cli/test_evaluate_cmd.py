@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.cli_process import run_ct
+from tests.helpers.cli_process import run_ct
 
 
 A, B, C = "1.2.3.1", "1.2.3.2", "1.2.3.3"

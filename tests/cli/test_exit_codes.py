@@ -1,6 +1,6 @@
 """Inputs that must NOT stop a command (exit 0), and the exit codes of internal failures.
 
-The bad inputs that stop a command with exit code 2 are in tests/test_cli_errors.py.
+The bad inputs that stop a command with exit code 2 are in tests/cli/test_errors.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import save_checkpoint
 from ct_pipeline.prepcache import key_for
-from tests.diagnosis_tiny import constant_classifier, phantom_chest, phantom_geometry, threshold_unet
-from tests.tiny_luna import SERIES, coded_volume, geometry, write_tiny_luna
+from tests.helpers.diagnosis_tiny import constant_classifier, phantom_chest, phantom_geometry, threshold_unet
+from tests.helpers.tiny_luna import SERIES, coded_volume, geometry, write_tiny_luna
 
 UID = "1.2.826.0.1.3680043.8.498.7"
 

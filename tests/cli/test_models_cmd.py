@@ -33,7 +33,7 @@ def imported(book_weights_dir, tmp_path_factory):
 
 
 def test_imported_checkpoints_hold_the_books_weights_bit_for_bit(imported, book_weights_dir):
-    # With the same weights, the outputs are those of tests/test_models_networks.py, which checks
+    # With the same weights, the outputs are those of tests/models/test_networks.py, which checks
     # them against the book's reference outputs (once, with tolerances that hold on any CPU).
     for kind, name in (("seg", SEG_STATE), ("cls", CLS_STATE)):
         book = torch.load(book_weights_dir / name, weights_only=True, map_location="cpu")["model_state"]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.geometry import Geometry
-from tests.test_property_bad_input import COSTLY, _workdir, check_outcome
+from tests.cli.test_property_bad_input import COSTLY, _workdir, check_outcome
 
 
 DICOM_UID = "1.2.826.0.1.3680043.8.498.9"

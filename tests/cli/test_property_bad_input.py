@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.tiny_luna import SERIES, write_tiny_luna
+from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
+from tests.helpers.tiny_luna import SERIES, write_tiny_luna
 
 UID = "1.2.826.0.1.3680043.8.498.7"
 SIZE_XYZ = (6, 5, 4)  # the valid header's DimSize: 120 voxels, 240 bytes as MET_SHORT
@@ -339,7 +339,7 @@ def test_prepcache_of_any_luna_table_is_clean(tmp_path_factory, tiny_luna_templa
 # -- option values -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def diagnose_inputs(tmp_path_factory) -> dict[str, Path]:
-    """A phantom chest under ``root`` and threshold/constant models (tests.diagnosis_tiny)."""
+    """A phantom chest under ``root`` and threshold/constant models (tests.helpers.diagnosis_tiny)."""
     folder = tmp_path_factory.mktemp("diagnose-inputs")
     uid = write_phantom_luna(folder / "luna", 1)[0]
     return {"root": folder / "luna", "uid": Path(uid), **write_models(folder / "models")}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SLURM_DIR = ROOT / "cli" / "slurm"
 SCRIPTS = sorted(SLURM_DIR.glob("*.sbatch"))
 

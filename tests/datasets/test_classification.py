@@ -10,7 +10,7 @@ from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.datasets.classification import ClassificationDataset, ClassificationDatasetConfig, collate_crops
 from ct_pipeline.errors import BadDataError, BadInputError
-from tests.tiny_luna import SERIES, coded_volume, geometry, write_tiny_luna
+from tests.helpers.tiny_luna import SERIES, coded_volume, geometry, write_tiny_luna
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.datasets.segmentation import SegmentationDataset, SegmentationDatasetConfig
 from ct_pipeline.errors import BadDataError, BadInputError
-from tests.tiny_luna import SERIES, SHAPE_IRC, coded_volume, write_tiny_luna
+from tests.helpers.tiny_luna import SERIES, SHAPE_IRC, coded_volume, write_tiny_luna
 
 NODULE_IRC = (20, 32, 32)  # every tiny series has its 6 mm nodule here; voxels 0.8 x 0.8 x 2.0 mm
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.diagnosis.hard_negatives import HardNegativeConfig, far_from_nodules
-from tests.diagnosis_tiny import NODULES_IRC, phantom_geometry, write_models, write_phantom_luna
+from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_geometry, write_models, write_phantom_luna
 
 
 def _centre_xyz(irc) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from ct_pipeline.diagnosis.lungs import COARSE, find_lung_region
-from tests.diagnosis_tiny import SPACING_XYZ, phantom_chest
+from tests.helpers.diagnosis_tiny import SPACING_XYZ, phantom_chest
 
 SPACING_IRC = SPACING_XYZ[::-1]
 

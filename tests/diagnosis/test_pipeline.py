@@ -14,7 +14,7 @@ from ct_pipeline.diagnosis.pipeline import diagnose
 from ct_pipeline.errors import BadCheckpointError, BadDataError, BadInputError, NotFoundError
 from ct_pipeline.models import save_checkpoint
 from ct_pipeline.volume import CtVolume
-from tests.diagnosis_tiny import (
+from tests.helpers.diagnosis_tiny import (
     NODULES_IRC,
     constant_classifier,
     phantom_chest,

@@ -93,7 +93,7 @@ def test_dicom_seg_of_the_real_ct_converts_with_dcmqi_to_our_mask_and_the_sr_rea
     from ct_pipeline.diagnosis.networks import load_diagnosis_models
     from ct_pipeline.diagnosis.pipeline import diagnose
     from ct_pipeline.reports.dicom_findings import label_map, write_findings_objects
-    from tests.test_reports_dicom_findings import reference_image, segment_images_on_grid
+    from tests.reports.test_dicom_findings import reference_image, segment_images_on_grid
 
     seg, cls = book_models
     result = diagnose(volume, load_diagnosis_models(seg, cls, None, InferenceOptions(device="cpu")), DiagnosisConfig())

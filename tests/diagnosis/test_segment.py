@@ -11,7 +11,7 @@ from ct_pipeline.diagnosis.lungs import find_lung_region
 from ct_pipeline.diagnosis.segment import HALO, context_input, plan_batches, region_pixel_fraction, segment_volume
 from ct_pipeline.models import prepare_for_inference
 from ct_pipeline.models.unet import SegmentationUNet, UNetConfig
-from tests.diagnosis_tiny import SPACING_XYZ, phantom_chest, threshold_unet
+from tests.helpers.diagnosis_tiny import SPACING_XYZ, phantom_chest, threshold_unet
 
 
 def _randomised(config: UNetConfig, seed: int = 0) -> SegmentationUNet:

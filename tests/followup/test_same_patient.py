@@ -20,8 +20,8 @@ from ct_pipeline.followup.comparison import SAME_PATIENT_OVERLAP, same_patient_w
 from ct_pipeline.followup.registration import Registration
 from ct_pipeline.loading import load_ct
 from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
-from tests.cli_process import run_ct
-from tests.folder_digest import tree_digest
+from tests.helpers.cli_process import run_ct
+from tests.helpers.folder_digest import tree_digest
 
 PATIENT_ID_WARNING = "WARNING: PRIOR's PatientID 'SYNTH-7-1' differs from CURRENT's 'SYNTH-7-2': ct compare follows one"
 OVERLAP_WARNING = "WARNING: the lungs overlap only "

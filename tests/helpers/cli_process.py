@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_ct(*args: object, input: str | None = None):

@@ -1,4 +1,4 @@
-"""Hand-made MetaImage files for the loaders' bad-input tests (running `ct`: tests/cli_process.py)."""
+"""Hand-made MetaImage files for the loaders' bad-input tests (running `ct`: tests/helpers/cli_process.py)."""
 
 from __future__ import annotations
 

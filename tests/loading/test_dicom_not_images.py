@@ -18,7 +18,7 @@ from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading import LoadOptions, load_ct
 from ct_pipeline.loading.dicom import discover_series, read_slice_header
 from ct_pipeline.loading.dicom_tags import MODALITY, SERIES_INSTANCE_UID, read_top_level_tags
-from tests.hardening_files import write_non_image_dicom
+from tests.helpers.hardening_files import write_non_image_dicom
 
 CT_UID = "1.2.826.0.1.3680043.8.498.31"
 SR_UID = "1.2.826.0.1.3680043.8.498.32"

@@ -16,9 +16,9 @@ import pytest
 
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.models import save_checkpoint
-from tests.cli_process import error_line, run_ct
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, threshold_unet, write_models, write_phantom_luna
-from tests.folder_digest import tree_digest
+from tests.helpers.cli_process import error_line, run_ct
+from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, threshold_unet, write_models, write_phantom_luna
+from tests.helpers.folder_digest import tree_digest
 
 
 def _flip_last_byte_keeping_mtime(path: Path) -> None:

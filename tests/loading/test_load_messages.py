@@ -8,9 +8,9 @@ import SimpleITK as sitk
 
 from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import save_checkpoint
-from tests.cli_process import error_line, run_ct
-from tests.diagnosis_tiny import constant_classifier, phantom_chest, phantom_geometry, write_models
-from tests.folder_digest import tree_digest
+from tests.helpers.cli_process import error_line, run_ct
+from tests.helpers.diagnosis_tiny import constant_classifier, phantom_chest, phantom_geometry, write_models
+from tests.helpers.folder_digest import tree_digest
 
 UID = "1.2.826.0.1.3680043.8.498.2620"
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from ct_pipeline.dicom_writer import write_dicom_series
-from tests.cli_process import error_line, run_ct
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
-from tests.folder_digest import tree_digest
-from tests.loading_cases import write_raw_mhd
+from tests.helpers.cli_process import error_line, run_ct
+from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.loading_cases import write_raw_mhd
 
 UID = "1.2.826.0.1.3680043.8.498.2610"
 GIB = 1 << 30

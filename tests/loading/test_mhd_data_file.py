@@ -11,9 +11,9 @@ import numpy as np
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.prepcache import key_for
-from tests.cli_process import run_ct
-from tests.folder_digest import tree_digest
-from tests.tiny_luna import SERIES, coded_volume, write_tiny_luna
+from tests.helpers.cli_process import run_ct
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.tiny_luna import SERIES, coded_volume, write_tiny_luna
 
 
 def _rename_data_file(root, uid, name):

@@ -13,10 +13,10 @@ import SimpleITK as sitk
 
 from cli.output import print_json
 from ct_pipeline.errors import BadDataError
-from tests.cli_process import error_line, run_ct
-from tests.diagnosis_tiny import phantom_chest, write_models
-from tests.folder_digest import tree_digest
-from tests.loading_cases import write_raw_mhd
+from tests.helpers.cli_process import error_line, run_ct
+from tests.helpers.diagnosis_tiny import phantom_chest, write_models
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.loading_cases import write_raw_mhd
 
 UID = "1.2.826.0.1.3680043.8.498.26"
 

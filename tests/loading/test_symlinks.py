@@ -12,10 +12,10 @@ import json
 import pytest
 
 from ct_pipeline.dicom_writer import write_dicom_series
-from tests.cli_process import error_line, run_ct, words
-from tests.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
-from tests.folder_digest import tree_digest
-from tests.training_data import series_uid, write_training_luna
+from tests.helpers.cli_process import error_line, run_ct, words
+from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.training_data import series_uid, write_training_luna
 
 
 @pytest.fixture()

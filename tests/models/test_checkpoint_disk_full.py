@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from ct_pipeline import atomic
-from tests.cli_process import REPO, cli_env, run_ct
-from tests.folder_digest import tree_digest
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import REPO, cli_env, run_ct
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.training_data import write_training_luna
 
 
 def _train_args(root: Path, out: Path, epochs: int) -> list[str]:
@@ -76,7 +76,7 @@ from pathlib import Path
 mount, report = Path(sys.argv[1]), Path(sys.argv[2])
 args = json.loads(sys.argv[3])
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-from tests.folder_digest import tree_digest
+from tests.helpers.folder_digest import tree_digest
 first = subprocess.run([sys.executable, "-m", "cli", *args[0]], capture_output=True, text=True)
 before = {str(path): digest for path, digest in tree_digest(mount / "run").items()}  # JSON keys are text
 # Shrink the disk to what epoch 1 left plus a little: room for the log lines and TensorBoard

@@ -1,7 +1,7 @@
 """``ct models export``: TorchScript and ONNX files with ct's metadata, run by diagnosis like checkpoints.
 
-Hand-set tiny networks (tests/diagnosis_tiny.py) keep these fast; the book's weights on the real
-CT are in tests/test_models_export_numeric.py.
+Hand-set tiny networks (tests/helpers/diagnosis_tiny.py) keep these fast; the book's weights on the real
+CT are in tests/models/test_export_numeric.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ct_pipeline.models import save_checkpoint
 from ct_pipeline.models.export import ONNX_OPSET, export_model
 from ct_pipeline.models.exported import ExportedModel, exported_format, load_exported, read_metadata
 from ct_pipeline.volume import CtVolume
-from tests.diagnosis_tiny import NODULES_IRC, constant_classifier, phantom_chest, phantom_geometry, random_classifier, threshold_unet
+from tests.helpers.diagnosis_tiny import NODULES_IRC, constant_classifier, phantom_chest, phantom_geometry, random_classifier, threshold_unet
 
 FAST = InferenceOptions(device="cpu", workers=1)
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}

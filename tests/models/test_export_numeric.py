@@ -1,7 +1,7 @@
 """The book's weights exported to TorchScript and ONNX reproduce the book's outputs, and diagnose the
 real CT as the checkpoints do.
 
-Tolerances are tests/test_models_networks.py's (derived there from fp32 summation order); onnxruntime
+Tolerances are tests/models/test_networks.py's (derived there from fp32 summation order); onnxruntime
 uses its own kernels (MLAS), which differ from torch's only in that order too.
 """
 
@@ -18,7 +18,7 @@ from cli.main import app
 from ct_pipeline.models import build_model, import_book_checkpoint, load_checkpoint
 from ct_pipeline.models.export import export_model
 from ct_pipeline.models.exported import load_exported
-from tests.test_models_networks import CLS_LOGIT_ATOL, CLS_PROBABILITY_ATOL, CLS_STATE, SEG_PROBABILITY_ATOL, SEG_STATE
+from tests.models.test_networks import CLS_LOGIT_ATOL, CLS_PROBABILITY_ATOL, CLS_STATE, SEG_PROBABILITY_ATOL, SEG_STATE
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -81,7 +81,7 @@ def test_the_real_ct_from_exported_files_has_the_checkpoints_findings(real_dicom
     """~1 minute per run on a 2-core CPU: the checkpoints, then ONNX for both networks, then TorchScript.
 
     Not a numeric test: under the capped ISA the networks' parity (above) and the phantom's
-    diagnosis from exports (test_models_export.py) run again; this end-to-end run is once, to
+    diagnosis from exports (tests/models/test_export.py) run again; this end-to-end run is once, to
     keep CI short (it passed capped too, in 4 min 44 s, when it was written)."""
     records = {}
     for fmt in ("ckpt", "onnx", "torchscript"):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.loading.mhd import write_mhd
-from tests.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
+from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
 
 UID = "1.2.826.0.1.3680043.8.498.7301"
 

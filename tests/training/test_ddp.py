@@ -18,9 +18,9 @@ from cli.main import app
 from ct_pipeline.cache import CropCache
 from ct_pipeline.models import build_model, load_checkpoint
 from ct_pipeline.training.loop import WEIGHTS_HASH_DIR_ENV, weights_digest
-from tests.training_data import write_training_luna
+from tests.helpers.training_data import write_training_luna
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 2
 
 

@@ -14,7 +14,7 @@ from cli.main import app
 from ct_pipeline.errors import BadCheckpointError, BadInputError
 from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint, save_checkpoint
 from ct_pipeline.training import TrainConfig, train
-from tests.training_data import write_training_luna
+from tests.helpers.training_data import write_training_luna
 
 TINY = {"epoch_size": 16, "batch_size": 8, "val_stride": 3, "num_workers": 0}
 

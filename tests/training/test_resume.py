@@ -9,7 +9,7 @@ import torch
 
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.training import TrainConfig, train
-from tests.training_data import write_training_luna
+from tests.helpers.training_data import write_training_luna
 
 
 def _flatten(value, prefix=""):
