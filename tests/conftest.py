@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ct_pipeline.cache import CropCache
+from ct_pipeline.catalog import open_catalog
+from tests.helpers.tiny_luna import write_tiny_luna
+
 SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
 
 
@@ -40,6 +44,16 @@ def book_weights_dir() -> Path:
 @pytest.fixture(scope="session")
 def luna16_tables_dir() -> Path:
     return _shared_path("data", "luna16")
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    """(data root, catalog, crop cache) of tests/helpers/tiny_luna.py's 3 coded series, in ``tmp_path``."""
+    root = write_tiny_luna(tmp_path / "luna")
+    catalog = open_catalog([root], tmp_path / "cache")
+    cache = CropCache(tmp_path / "cache")
+    yield root, catalog, cache
+    cache.close()
 
 
 @pytest.fixture(autouse=True)

@@ -13,15 +13,6 @@ from ct_pipeline.errors import BadDataError, BadInputError
 from tests.helpers.tiny_luna import SERIES, coded_volume, geometry, write_tiny_luna
 
 
-@pytest.fixture()
-def tiny(tmp_path):
-    root = write_tiny_luna(tmp_path / "luna")
-    catalog = open_catalog([root], tmp_path / "cache")
-    cache = CropCache(tmp_path / "cache")
-    yield catalog, cache
-    cache.close()
-
-
 def _config(**fields):
     return ClassificationDatasetConfig(**({"split": "all", "epoch_size": 40} | fields))
 
@@ -40,7 +31,7 @@ def _center_irc(catalog, row):
 
 
 def test_items_are_the_clipped_crops_of_the_raw_volume_with_their_labels(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(split="val", val_stride=2))  # series 0 and 2
     assert len(dataset) == len(catalog.candidates[catalog.candidates["series_uid"].isin([SERIES[0], SERIES[2]])])
     for index in range(len(dataset)):
@@ -53,7 +44,7 @@ def test_items_are_the_clipped_crops_of_the_raw_volume_with_their_labels(tiny):
 
 
 def test_a_crop_past_the_volume_faces_is_padded_with_air(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(negatives_per_positive=0.0, epoch_size=0))
     rows = dataset.rows.tolist()
     # the candidate at voxel (2, 3, 60) sticks out of the index-low, row-low and col-high faces
@@ -68,7 +59,7 @@ def test_a_crop_past_the_volume_faces_is_padded_with_air(tiny):
 
 @pytest.mark.parametrize("ratio, window", [(1.0, 2), (3.0, 4), (0.5, 3), (2.5, 7)])
 def test_balanced_epochs_hold_the_ratio_in_every_window(tiny, ratio, window):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(negatives_per_positive=ratio, epoch_size=140))
     labels = dataset.labels
     positives_per_window = window / (1 + ratio)
@@ -83,7 +74,7 @@ def test_balanced_epochs_hold_the_ratio_in_every_window(tiny, ratio, window):
 
 
 def test_unbalanced_training_draws_candidates_at_their_natural_rate(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(negatives_per_positive=0.0, epoch_size=100))
     counts = np.bincount(dataset.rows, minlength=len(catalog.candidates))
     assert counts.sum() == 100 and counts.max() - counts.min() <= 1
@@ -92,7 +83,7 @@ def test_unbalanced_training_draws_candidates_at_their_natural_rate(tiny):
 
 
 def test_epochs_are_reproducible_and_differ_from_each_other(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     first = ClassificationDataset(catalog, cache, _config(seed=7))
     again = ClassificationDataset(catalog, cache, _config(seed=7))
     assert np.array_equal(first.rows, again.rows)
@@ -105,7 +96,7 @@ def test_epochs_are_reproducible_and_differ_from_each_other(tiny):
 
 
 def test_ranks_get_disjoint_equal_blocks_that_keep_the_balance(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     whole = ClassificationDataset(catalog, cache, _config(epoch_size=42))
     shares = [ClassificationDataset(catalog, cache, _config(epoch_size=42, rank=r, world_size=4)) for r in range(4)]
     assert [len(s) for s in shares] == [10, 10, 10, 10]
@@ -115,7 +106,7 @@ def test_ranks_get_disjoint_equal_blocks_that_keep_the_balance(tiny):
 
 
 def test_validation_is_every_candidate_of_the_val_series_once_in_order(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="val", val_stride=3))
     expected = catalog.candidates.index[catalog.candidates["series_uid"] == SERIES[0]].tolist()
     assert dataset.rows.tolist() == expected
@@ -125,7 +116,7 @@ def test_validation_is_every_candidate_of_the_val_series_once_in_order(tiny):
 
 
 def test_malignancy_mode_uses_annotated_nodules_with_a_known_malignancy(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(mode="malignancy", epoch_size=8))
     table = catalog.candidates
     assert set(dataset.rows) <= set(table.index[table["is_nodule"]])
@@ -144,7 +135,7 @@ def test_malignancy_without_the_malignancy_table_is_a_clear_error(tmp_path):
 
 
 def test_a_missing_region_is_filled_on_first_use(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(split="val", val_stride=3))
     key = dataset.regions.key(SERIES[0])
     assert not cache.contains(key)
@@ -154,7 +145,7 @@ def test_a_missing_region_is_filled_on_first_use(tiny):
 
 
 def test_batched_fetch_equals_single_items_and_the_dataset_pickles(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(epoch_size=12))
     batch = dataset.__getitems__(list(range(12)))
     clone = pickle.loads(pickle.dumps(dataset))
@@ -164,7 +155,7 @@ def test_batched_fetch_equals_single_items_and_the_dataset_pickles(tiny):
 
 
 def test_two_workers_give_the_same_batches_as_none(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(epoch_size=24))
     dataset.set_epoch(3)
 
@@ -181,7 +172,7 @@ def test_two_workers_give_the_same_batches_as_none(tiny):
 
 
 def test_persistent_workers_follow_set_epoch(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(epoch_size=8))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=4, num_workers=2, persistent_workers=True, collate_fn=collate_crops
@@ -196,7 +187,7 @@ def test_persistent_workers_follow_set_epoch(tiny):
 
 
 def test_collate_crops_hands_the_batch_on_as_the_default_collate_would(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = ClassificationDataset(catalog, cache, _config(epoch_size=6))
     crops, labels, rows = collate_crops(dataset.__getitems__(list(range(6))))
     default = torch.utils.data.default_collate([dataset[i] for i in range(6)])

@@ -13,15 +13,6 @@ from tests.helpers.tiny_luna import SERIES, SHAPE_IRC, coded_volume, write_tiny_
 NODULE_IRC = (20, 32, 32)  # every tiny series has its 6 mm nodule here; voxels 0.8 x 0.8 x 2.0 mm
 
 
-@pytest.fixture()
-def tiny(tmp_path):
-    root = write_tiny_luna(tmp_path / "luna")
-    catalog = open_catalog([root], tmp_path / "cache")
-    cache = CropCache(tmp_path / "cache")
-    yield catalog, cache
-    cache.close()
-
-
 def _window(series_index, slice_index, top_left, size, context=3):
     """The expected image: clipped coded HU, air beyond the volume."""
     pad = 64
@@ -31,7 +22,7 @@ def _window(series_index, slice_index, top_left, size, context=3):
 
 
 def test_nodule_masks_cover_the_annotated_sphere(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="all"))
     mask, centers = dataset.nodule_masks(SERIES[0])
     assert mask.shape == SHAPE_IRC
@@ -43,7 +34,7 @@ def test_nodule_masks_cover_the_annotated_sphere(tiny):
 
 
 def test_training_items_are_crops_around_a_nodule_with_its_mask(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="all", epoch_size=30))
     slices, offsets = set(), set()
     for index in range(len(dataset)):
@@ -67,7 +58,7 @@ def test_training_items_are_crops_around_a_nodule_with_its_mask(tiny):
 
 
 def test_training_draws_are_reproducible_per_seed_and_epoch(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     config = SegmentationDatasetConfig(split="all", epoch_size=12, seed=4)
     first = SegmentationDataset(catalog, cache, config)
     again = SegmentationDataset(catalog, cache, config)
@@ -80,7 +71,7 @@ def test_training_draws_are_reproducible_per_seed_and_epoch(tiny):
 
 
 def test_validation_is_whole_slices_with_every_mask_slice_and_a_sample_of_others(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="val", val_stride=3, val_other_slice_stride=8))
     # series 0 only; mask slices 19-21, other slices 0, 8, 16, 24, 32
     assert [dataset.sample_window(i)[1] for i in range(len(dataset))] == [0, 8, 16, 19, 20, 21, 24, 32]
@@ -103,14 +94,14 @@ def region_is_whole_volume(dataset):
 
 
 def test_fewer_context_slices_give_fewer_channels(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="all", context_slices=1, epoch_size=2))
     image, _, uid, slice_index = dataset[0]
     assert image.shape == (3, 64, 64)
 
 
 def test_two_workers_give_the_same_batches_as_none(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     dataset = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="all", epoch_size=16))
     dataset.set_epoch(2)
 
@@ -146,7 +137,7 @@ def test_training_reads_the_entries_that_ct_prepcache_fills():
 
 
 def test_background_crops_are_centred_on_non_nodule_candidates(tiny):
-    catalog, cache = tiny
+    _, catalog, cache = tiny
     config = SegmentationDatasetConfig(split="all", epoch_size=40, seed=3, background_share=0.5)
     dataset = SegmentationDataset(catalog, cache, config)
     others = catalog.candidates[~catalog.candidates["is_nodule"] & catalog.candidates["series_uid"].isin(dataset.series_uids)]
