@@ -6,18 +6,17 @@ import dataclasses
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.demo import DEMO_SCALES, demo_steps, run_demo
 from ct_pipeline.errors import CtError
+from tests.helpers.cli_process import run_ct
 
 TINY = DEMO_SCALES["tiny"]
 
 
 def _in_process(argv) -> int:
     """Run a step through the CLI in this process (the demo's default starts a process per step)."""
-    result = CliRunner().invoke(app, list(argv))
+    result = run_ct(*argv)
     if result.exit_code != 0:
         print(result.output)
     return result.exit_code

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.logfile import LOGGERS, NO_LOG_FILE, open_log_file
 from ct_pipeline.sharding import Shard
+from tests.helpers.cli_process import run_ct
 from tests.helpers.tiny_luna import SERIES, write_tiny_luna
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +78,7 @@ def test_prepcache_shard_writes_its_own_log_and_a_rerun_appends(tmp_path):
     args = ["prepcache", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache"), "--shard", "0/2"]
     before = _handlers()
     for _ in range(2):
-        result = CliRunner().invoke(app, [*args, "--log-file", str(log)])
+        result = run_ct(*args, "--log-file", str(log))
         assert result.exit_code == 0, result.output
     assert _handlers() == before  # nothing left behind by the command
     mine = Shard(0, 2).select(SERIES)

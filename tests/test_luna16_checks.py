@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+
+from ct_pipeline.evaluation.tables import ANNOTATION_HEADER as ANNOT_HEADER
+from ct_pipeline.evaluation.tables import PREDICTION_HEADER as PRED_HEADER
 from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import write_models
 from tests.helpers.folder_digest import tree_digest
 from tests.helpers.training_data import write_training_luna
 
-PRED_HEADER = "seriesuid,coordX,coordY,coordZ,probability"
-ANNOT_HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm"
 UIDS = [f"1.2.3.{k}" for k in range(1, 5)]
 # Eight nodules on four scans, 10 mm each, 100 mm apart.
 NODULES = [(uid, 100.0 * k, 0.0, 0.0, 10.0) for uid in UIDS for k in range(2)]

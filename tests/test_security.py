@@ -13,10 +13,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,7 +123,7 @@ def test_hostile_series_uid_from_a_dicom_file_stays_text(tmp_path, no_network):
     out, report = work / "out", work / "report"
     args = ["diagnose", str(scan), "--seg-model", str(models["seg"]), "--cls-model", str(models["cls"]),
             "--out", str(out), "--report", str(report), "--json"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = run_ct(*args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[0])["series_uid"] == hostile
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
@@ -147,7 +146,7 @@ def test_commands_run_without_any_network_access(tmp_path, no_network):
         ["diagnose", str(scan), "--seg-model", str(models["seg"]), "--cls-model", str(models["cls"]),
          "--report", str(tmp_path / "report")],
     ):  # fmt: skip
-        result = CliRunner().invoke(app, args)
+        result = run_ct(*args)
         assert result.exit_code == 0, (args, result.output)
     assert no_network == []
     # the guard itself works: a connection attempt is seen and refused

@@ -12,18 +12,17 @@ import csv
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
 from ct_pipeline.diagnosis.result_files import write_result_file
 from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 from ct_pipeline.loading import load_ct
 from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
+from tests.helpers.cli_process import run_ct
 
 
 def _run(*args):
-    return CliRunner().invoke(app, ["compare", *[str(a) for a in args]])
+    return run_ct("compare", *args)
 
 
 def _truth_result(volume, rows, when: str) -> DiagnosisResult:

@@ -6,19 +6,18 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading.mhd import write_mhd
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
 
 UID = "1.2.826.0.1.3680043.8.498.7001"
 
 
 def _run(*args):
-    return CliRunner().invoke(app, ["diagnose", *[str(a) for a in args]])
+    return run_ct("diagnose", *args)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.evaluation import read_findings
 from ct_pipeline.loading.mhd import write_mhd
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,9 +76,7 @@ def test_two_concurrent_shards_cover_every_series_once_and_merge(batch, tmp_path
         assert f"finished: {len(printed[k])} done, 0 skipped, 0 failed of {len(printed[k])} series" in text
         assert len(read_findings(out / f"findings.shard-{k}-of-2.csv")) == 2 * len(printed[k])
 
-    merged = CliRunner().invoke(
-        app, ["diagnose", "--merge", str(out), "--evaluate", "--annotations", str(annotations), "--json"]
-    )
+    merged = run_ct("diagnose", "--merge", str(out), "--evaluate", "--annotations", str(annotations), "--json")
     assert merged.exit_code == 0, merged.output
     assert merged.stderr.strip() == f"wrote {out / 'findings.csv'}: 10 candidates of 5 series"  # stdout: JSON only
     table = read_findings(out / "findings.csv")
@@ -95,7 +92,7 @@ def test_rerun_of_a_shard_redoes_only_the_missing_series_and_appends_to_its_log(
     out = tmp_path / "out"
 
     def shard_1() -> list[str]:
-        result = CliRunner().invoke(app, ["diagnose", "--all", "--shard", "1/2", "--out", str(out), *options, "--json"])
+        result = run_ct("diagnose", "--all", "--shard", "1/2", "--out", str(out), *options, "--json")
         assert result.exit_code == 0, result.output
         return [json.loads(line)["series_uid"] for line in result.stdout.splitlines()]
 

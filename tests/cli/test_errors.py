@@ -10,13 +10,13 @@ import re
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import save_checkpoint
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import constant_classifier, write_models
 from tests.helpers.hardening_files import write_non_image_dicom
 from tests.helpers.tiny_luna import SERIES, write_tiny_luna
@@ -233,7 +233,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_exits_2_with_one_line(tmp_path, name):
-    result = CliRunner().invoke(app, _case(tmp_path, name))
+    result = run_ct(*_case(tmp_path, name))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -243,7 +243,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, name):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = CliRunner().invoke(app, ["--debug", *_case(tmp_path, "empty folder")])
+    result = run_ct("--debug", *_case(tmp_path, "empty folder"))
     assert result.exit_code != 0
     assert result.exception is not None and "no DICOM files" in str(result.exception)
 
@@ -264,12 +264,11 @@ def _all_command_paths():
 
 
 def test_help_of_every_command_has_an_example():
-    runner = CliRunner()
-    top = runner.invoke(app, ["--help"])
+    top = run_ct("--help")
     assert top.exit_code == 0 and "not a medical device" in top.output
     paths = _all_command_paths()
     assert ["info"] in paths and ["series", "list"] in paths
     for args in paths:
-        result = runner.invoke(app, [*args, "--help"])
+        result = run_ct(*args, "--help")
         assert result.exit_code == 0, (args, result.output)
         assert "Example" in result.output, f"`ct {' '.join(args)} --help` shows no example"

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from ct_pipeline.evaluation.tables import ANNOTATION_HEADER as ANNOT_HEADER
+from ct_pipeline.evaluation.tables import PREDICTION_HEADER as PRED_HEADER
 from tests.helpers.cli_process import run_ct
 
 
 A, B, C = "1.2.3.1", "1.2.3.2", "1.2.3.3"
-PRED_HEADER = "seriesuid,coordX,coordY,coordZ,probability"
-ANNOT_HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm"
 
 
 def _csv(path, header, rows):

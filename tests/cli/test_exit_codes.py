@@ -9,15 +9,14 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import save_checkpoint
 from ct_pipeline.prepcache import key_for
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import constant_classifier, phantom_chest, phantom_geometry, threshold_unet
 from tests.helpers.tiny_luna import SERIES, coded_volume, geometry, write_tiny_luna
 
@@ -33,7 +32,7 @@ def test_candidates_outside_the_volume_are_skipped_with_a_warning_and_counted(tm
         handle.write(f"{SERIES[1]},{far_xyz[0]},{far_xyz[1]},{far_xyz[2]},0\n")
     cache_dir = tmp_path / "cache"
     args = ["prepcache", "--data-root", str(root), "--cache-dir", str(cache_dir)]
-    result = CliRunner().invoke(app, args)
+    result = run_ct(*args)
     assert result.exit_code == 0, result.output
     assert f"series {SERIES[0]}: 1 of 4 candidates lie outside the volume and are skipped" in result.stderr
     assert f"series {SERIES[1]}: 1 of 5 candidates lie outside the volume and are skipped" in result.stderr
@@ -48,7 +47,7 @@ def test_candidates_outside_the_volume_are_skipped_with_a_warning_and_counted(tm
             assert np.array_equal(region.crop((20, 32, 32), (4, 6, 6)), coded_volume(n)[18:22, 29:35, 29:35])
     finally:
         cache.close()
-    again = CliRunner().invoke(app, args)
+    again = run_ct(*args)
     assert again.exit_code == 0 and "0 filled, 3 already cached" in " ".join(again.stdout.split())
 
 
@@ -58,7 +57,7 @@ def test_scan_smaller_than_the_classifier_crop_is_padded_and_diagnosed(tmp_path)
     scan = tmp_path / f"{UID}.mhd"
     write_mhd(phantom_chest(shape_irc=(9, 30, 34), nodules_irc=((4, 14, 9),)), phantom_geometry(), scan)
     args = ["diagnose", str(scan), "--seg-model", str(tmp_path / "seg.ckpt"), "--cls-model", str(tmp_path / "cls.ckpt")]
-    result = CliRunner().invoke(app, [*args, "--no-lung-mask", "--json"])
+    result = run_ct(*args, "--no-lung-mask", "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["shape_irc"] == [9, 30, 34]
@@ -73,7 +72,7 @@ def test_scan_where_segmentation_finds_nothing_prints_zero_findings(tmp_path):
     write_mhd(phantom_chest(), phantom_geometry(), scan)
     csv_path = tmp_path / "findings.csv"
     args = ["diagnose", str(scan), "--seg-model", str(tmp_path / "seg.ckpt"), "--cls-model", str(tmp_path / "cls.ckpt")]
-    result = CliRunner().invoke(app, [*args, "--csv", str(csv_path)])
+    result = run_ct(*args, "--csv", str(csv_path))
     assert result.exit_code == 0, result.output
     assert f"series {UID}: 0 finding(s) at nodule probability >= 0.5" in result.stdout
     assert csv_path.read_text().splitlines() == ["seriesuid,coordX,coordY,coordZ,probability"]
@@ -92,7 +91,7 @@ def _failing_load(*args, **kwargs):
 
 def test_internal_failure_exits_1_with_one_line_and_a_hint(tmp_path, monkeypatch):
     monkeypatch.setattr("cli.data.load_ct", _failing_load)
-    result = CliRunner().invoke(app, _info_args(tmp_path))
+    result = run_ct(*_info_args(tmp_path))
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "internal error: ZeroDivisionError: float division by zero (rerun with --debug for the traceback)"
@@ -108,7 +107,7 @@ def test_debug_lets_the_traceback_through(tmp_path, monkeypatch, how):
         args = ["--debug", *args]
     else:
         monkeypatch.setenv("CT_DEBUG", "1")
-    result = CliRunner().invoke(app, args)
+    result = run_ct(*args)
     assert result.exit_code != 0
     assert isinstance(result.exception, ZeroDivisionError)
     assert "internal error" not in result.stderr
@@ -119,5 +118,5 @@ def test_interrupt_exits_130(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("cli.data.load_ct", interrupted)
-    result = CliRunner().invoke(app, _info_args(tmp_path))
+    result = run_ct(*_info_args(tmp_path))
     assert result.exit_code == 130 and result.stderr.strip() == "interrupted"

@@ -7,12 +7,11 @@ import re
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.errors import BadCheckpointError
 from ct_pipeline.models import build_model, load_checkpoint, save_checkpoint
 from ct_pipeline.loading.fingerprint import sha256_of_file
+from tests.helpers.cli_process import run_ct
 
 SEG_STATE = "seg_2020-01-26_19.45.12_w4d3c1-bal_1_nodupe-label_pos-d1_fn8-adam.best.state"
 CLS_STATE = "cls_2020-02-06_14.16.55_final-nodule-nonnodule.best.state"
@@ -26,7 +25,7 @@ def imported(book_weights_dir, tmp_path_factory):
     for kind, name in (("seg", SEG_STATE), ("cls", CLS_STATE)):
         paths[kind] = out / f"{kind}.ckpt"
         args = ["models", "import-book", str(book_weights_dir / name), "--kind", kind, "-o", str(paths[kind])]
-        result = CliRunner().invoke(app, args)
+        result = run_ct(*args)
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith(f"wrote {paths[kind]}: ")
     return paths
@@ -57,7 +56,7 @@ def test_import_records_provenance(imported, book_weights_dir):
 
 
 def test_info_json(imported):
-    result = CliRunner().invoke(app, ["models", "info", str(imported["cls"]), "--json", "--kind", "cls"])
+    result = run_ct("models", "info", str(imported["cls"]), "--json", "--kind", "cls")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["kind"], summary["arch"], summary["epoch"]) == ("cls", "luna-classifier", 90)
@@ -67,7 +66,7 @@ def test_info_json(imported):
 
 
 def test_info_table(imported):
-    result = CliRunner().invoke(app, ["models", "info", str(imported["seg"])], env={"COLUMNS": "200"})
+    result = run_ct("models", "info", str(imported["seg"]), env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert re.search(r"kind_name\s+│ segmentation", result.stdout)
     assert re.search(r"parameter_count\s+│ 118,271", result.stdout)
@@ -76,7 +75,7 @@ def test_info_table(imported):
 
 def test_help_has_examples():
     for command in ("import-book", "info"):
-        result = CliRunner().invoke(app, ["models", command, "--help"])
+        result = run_ct("models", command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, result.output
 
 
@@ -154,7 +153,7 @@ BAD_CASES = {
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
 def test_bad_checkpoint_exits_2_with_one_line(tmp_path, imported, book_weights_dir, case):
-    result = CliRunner().invoke(app, _bad_file(tmp_path, imported, book_weights_dir, case))
+    result = run_ct(*_bad_file(tmp_path, imported, book_weights_dir, case))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -165,7 +164,7 @@ def test_bad_checkpoint_exits_2_with_one_line(tmp_path, imported, book_weights_d
 def test_pickle_with_code_is_not_executed(tmp_path, imported, book_weights_dir):
     marker = tmp_path / "code-ran"
     args = _bad_file(tmp_path, imported, book_weights_dir, "pickle with code")
-    result = CliRunner().invoke(app, args)
+    result = run_ct(*args)
     assert result.exit_code == 2 and "refused for safety" in result.stderr
     assert not marker.exists()
     with pytest.raises(BadCheckpointError, match="refused for safety"):
@@ -180,7 +179,7 @@ def test_import_force_overwrites_and_output_loads(tmp_path, book_weights_dir):
     out = tmp_path / "cls.ckpt"
     out.write_bytes(b"old")
     args = ["models", "import-book", str(book_weights_dir / CLS_STATE), "--kind", "mal", "-o", str(out), "--force"]
-    result = CliRunner().invoke(app, args)
+    result = run_ct(*args)
     assert result.exit_code == 0, result.output
     assert "malignancy classifier (luna-classifier), epoch 90, 4,500,000 samples seen" in result.stdout
     assert load_checkpoint(out, expected_kind="mal").kind == "mal"
@@ -191,7 +190,7 @@ def test_saved_checkpoint_is_reported_by_info(tmp_path, imported):
     path = save_checkpoint(
         tmp_path / "trained.ckpt", model, kind="cls", epoch=7, samples_seen=70, metrics={"auc": 0.91}
     )
-    result = CliRunner().invoke(app, ["models", "info", str(path), "--json"])
+    result = run_ct("models", "info", str(path), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["epoch"], summary["samples_seen"], summary["metrics"]) == (7, 70, {"auc": 0.91})

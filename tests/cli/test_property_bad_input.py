@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from cli.main import app
+from ct_pipeline.evaluation.tables import ANNOTATION_HEADER, PREDICTION_HEADER
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
 from tests.helpers.tiny_luna import SERIES, write_tiny_luna
 
@@ -56,7 +56,7 @@ def _strict_json(text: str) -> object:
 
 def check_outcome(args: list[str], json_output: bool = False):
     """Run `ct ARGS` in process and assert the property; return the result."""
-    result = CliRunner().invoke(app, args)
+    result = run_ct(*args)
     shown = f"ct {' '.join(args)}\nexit {result.exit_code}\nstdout: {result.stdout[-800:]}\n"
     shown += f"stderr: {result.stderr[-1500:]}"
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -219,9 +219,9 @@ def test_info_of_any_mhd_header_is_clean(tmp_path_factory, case):
 
 
 # -- tables ------------------------------------------------------------------------------------
-FINDINGS = ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
+FINDINGS = PREDICTION_HEADER.split(",")
 DIAMETERS = ("6.0", "12", "3.5", "0.99")
-ANNOTATIONS = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
+ANNOTATIONS = ANNOTATION_HEADER.split(",")
 CANDIDATES = ["seriesuid", "coordX", "coordY", "coordZ", "class"]
 
 _cells = st.one_of(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
+from tests.helpers.cli_process import run_ct
 
 
 def test_synth_small(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["synth", str(out), "--series", "2", "--size", "small", "--seed", "4"])
+    result = run_ct("synth", str(out), "--series", "2", "--size", "small", "--seed", "4")
     assert result.exit_code == 0, result.output
     match = re.search(r"wrote 2 series \((\d+) nodules, (\d+) candidates\) to (.+) in [\d.]+ s", result.output)
     assert match, result.output
@@ -33,7 +32,7 @@ def test_synth_small(tmp_path):
     ],
 )
 def test_bad_options_exit_2(tmp_path, args, message):
-    result = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--size", "small", *args])
+    result = run_ct("synth", str(tmp_path / "x"), "--size", "small", *args)
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and re.match(rf"^error: {message}", lines[0]), result.output
@@ -42,7 +41,7 @@ def test_bad_options_exit_2(tmp_path, args, message):
 
 def test_non_empty_folder_exit_2(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    result = CliRunner().invoke(app, ["synth", str(tmp_path), "--size", "small", "--series", "1"])
+    result = run_ct("synth", str(tmp_path), "--size", "small", "--series", "1")
     assert result.exit_code == 2
     assert "is not empty; pick a new folder or pass --overwrite" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

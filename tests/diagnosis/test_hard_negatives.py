@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.diagnosis.hard_negatives import HardNegativeConfig, far_from_nodules
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_geometry, write_models, write_phantom_luna
 
 
@@ -38,10 +37,10 @@ def test_the_unannotated_bright_sphere_is_a_hard_negative_of_the_training_series
     ).to_csv(root / "candidates.csv", index=False)
     models = write_models(tmp_path / "models")
     out = tmp_path / "hard.csv"
-    result = CliRunner().invoke(app, [
+    result = run_ct(
         "hard-negatives", "--seg-model", str(models["seg"]), "--data-root", str(root),
         "--cache-dir", str(tmp_path / "cache"), "--val-stride", "2", "--out", str(out),
-    ])
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     catalog = open_catalog([root], tmp_path / "cache")

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.diagnosis.classify import extract_crop
 from ct_pipeline.diagnosis.lungs import COARSE, find_lung_region
 from ct_pipeline.diagnosis.segment import context_input
 from ct_pipeline.loading import load_ct
 from ct_pipeline.models import import_book_checkpoint
+from tests.helpers.cli_process import run_ct
 
 SEG_STATE = "seg_2020-01-26_19.45.12_w4d3c1-bal_1_nodupe-label_pos-d1_fn8-adam.best.state"
 CLS_STATE = "cls_2020-02-06_14.16.55_final-nodule-nonnodule.best.state"
@@ -50,19 +49,16 @@ def test_network_inputs_are_exactly_what_the_books_code_fed_its_models(volume, b
 def test_book_weights_find_a_confident_nodule_in_the_lungs(real_dicom_dir, book_models, volume, tmp_path):
     seg, cls = book_models
     report = tmp_path / "report"
-    result = CliRunner().invoke(
-        app,
-        [
-            "diagnose",
-            str(real_dicom_dir),
-            "--seg-model",
-            str(seg),
-            "--cls-model",
-            str(cls),
-            "--json",
-            "--report",
-            str(report),
-        ],
+    result = run_ct(
+        "diagnose",
+        str(real_dicom_dir),
+        "--seg-model",
+        str(seg),
+        "--cls-model",
+        str(cls),
+        "--json",
+        "--report",
+        str(report),
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[0])
@@ -126,10 +122,10 @@ def test_compare_with_a_reposed_copy_pairs_every_confident_finding_with_its_volu
     copy = tmp_path / "1.2.826.0.1.3680043.8.498.7777.mhd"
     write_mhd(moved, volume.geometry, copy)
     seg, cls = book_models
-    result = CliRunner().invoke(app, [
+    result = run_ct(
         "compare", str(real_dicom_dir), str(copy), "--seg-model", str(seg), "--cls-model", str(cls),
         "--interval-days", "30", "--json", "--device", "cpu",
-    ])  # fmt: skip
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["registration"]["rigid_angle_deg"] == pytest.approx(3.0, abs=0.2)

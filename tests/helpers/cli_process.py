@@ -18,9 +18,10 @@ from cli.main import app
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_ct(*args: object, input: str | None = None):
-    """`ct ARGS` in process, ``input`` on its stdin; the result has exit_code, stdout and stderr."""
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+def run_ct(*args: object, input: str | None = None, env: dict[str, str] | None = None):
+    """`ct ARGS` in process, ``input`` on its stdin, ``env`` added to the environment; the result has
+    exit_code, stdout and stderr (apart: the result's ``output`` is both)."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=input, env=env)
 
 
 def words(text: str) -> str:
@@ -65,3 +66,32 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen, point: 
             process.kill()
             pytest.fail(f"the command did not reach {point} in time")
         time.sleep(0.005)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in /proc (R running, S sleeping, T stopped, Z zombie...); None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may hold spaces and ')': the fields start after the last ')'.
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def descendants(pid: int, *, direct: bool = False) -> set[int]:
+    """The live processes below ``pid`` (Linux /proc): its children only when ``direct``, else every generation."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended while the listing was read
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+        if direct:
+            break
+    return found

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ct_pipeline.evaluation.tables import ANNOTATION_HEADER
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.mhd import write_mhd
 
@@ -28,7 +29,7 @@ def write_tiny_luna(root: Path) -> Path:
     """3 series (the third with a rotated direction), 3-5 candidates each, and the CSVs."""
     (root / "subset0").mkdir(parents=True, exist_ok=True)
     candidates = ["seriesuid,coordX,coordY,coordZ,class"]
-    annotations = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
+    annotations = [ANNOTATION_HEADER]
     malignancy = ["seriesuid,coordX,coordY,coordZ,diameter_mm,mal_bool"]
     for n, uid in enumerate(SERIES):
         geo = geometry(n)

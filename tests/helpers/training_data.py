@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ct_pipeline.evaluation.tables import ANNOTATION_HEADER
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading.mhd import write_mhd
 
@@ -27,7 +28,7 @@ def write_training_luna(root: Path, n_series: int = 6, nodules_per_series: int =
     rng = np.random.default_rng(seed)
     (root / "subset0").mkdir(parents=True, exist_ok=True)
     candidates = ["seriesuid,coordX,coordY,coordZ,class"]
-    annotations = ["seriesuid,coordX,coordY,coordZ,diameter_mm"]
+    annotations = [ANNOTATION_HEADER]
     malignancy = ["seriesuid,coordX,coordY,coordZ,diameter_mm,mal_bool"]
     i, r, c = np.indices(SHAPE_IRC)
     for n in range(n_series):

@@ -9,15 +9,14 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.loading import LoadOptions, load_ct
 from ct_pipeline.loading.dicom import discover_series, read_slice_header
 from ct_pipeline.loading.dicom_tags import MODALITY, SERIES_INSTANCE_UID, read_top_level_tags
+from tests.helpers.cli_process import run_ct
 from tests.helpers.hardening_files import write_non_image_dicom
 
 CT_UID = "1.2.826.0.1.3680043.8.498.31"
@@ -77,13 +76,13 @@ def test_report_beside_its_ct_is_a_second_series_and_the_ct_still_reads(tmp_path
     assert found == [(CT_UID, "CT", 6), (SR_UID, "SR", 1)]  # not merged into the CT it refers to
     assert np.array_equal(load_ct(tmp_path / "exam", options=LoadOptions(series_uid=CT_UID)).hu, hu)
 
-    listing = CliRunner().invoke(app, ["series", "list", "--data-root", str(tmp_path / "exam"), "--json"])
+    listing = run_ct("series", "list", "--data-root", str(tmp_path / "exam"), "--json")
     assert listing.exit_code == 0, listing.output
     assert sorted((s["series_uid"], s["modality"]) for s in json.loads(listing.stdout)) == [(CT_UID, "CT"), (SR_UID, "SR")]
-    result = CliRunner().invoke(app, ["info", str(tmp_path / "exam")])
+    result = run_ct("info", str(tmp_path / "exam"))
     assert result.exit_code == 2
     assert f"holds 2 series ({CT_UID} (CT, 6 files); {SR_UID} (SR, 1 files)); name one with --series UID" in result.stderr
-    picked = CliRunner().invoke(app, ["info", str(tmp_path / "exam"), "--series", SR_UID])
+    picked = run_ct("info", str(tmp_path / "exam"), "--series", SR_UID)
     assert picked.exit_code == 2
     assert picked.stderr.strip() == f"error: series {SR_UID} is modality SR, not CT; ct reads CT series only"
 

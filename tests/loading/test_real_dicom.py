@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import SimpleITK as sitk
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.loading import load_ct
+from tests.helpers.cli_process import run_ct
 
 REAL_UID = "1.3.6.1.4.1.14519.5.2.1.7085.2626.242193282649561899185427104083"
 
@@ -26,7 +25,7 @@ def test_real_ct_volume_matches_gdcm_reading(real_dicom_dir):
 
 
 def test_ct_info_json_reports_the_real_series_exactly(real_dicom_dir):
-    result = CliRunner().invoke(app, ["info", str(real_dicom_dir), "--json"])
+    result = run_ct("info", str(real_dicom_dir), "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["series_uid"] == REAL_UID
@@ -39,11 +38,10 @@ def test_ct_info_json_reports_the_real_series_exactly(real_dicom_dir):
 
 
 def test_real_series_found_by_uid_under_a_data_root(real_dicom_dir):
-    runner = CliRunner()
-    listed = runner.invoke(app, ["series", "list", "--data-root", str(real_dicom_dir.parent), "--json"])
+    listed = run_ct("series", "list", "--data-root", str(real_dicom_dir.parent), "--json")
     assert listed.exit_code == 0, listed.output
     assert [e["series_uid"] for e in json.loads(listed.stdout)] == [REAL_UID]
     # second time the headers come from the cache; the answer is the same
-    info = runner.invoke(app, ["info", REAL_UID, "--data-root", str(real_dicom_dir.parent), "--json"])
+    info = run_ct("info", REAL_UID, "--data-root", str(real_dicom_dir.parent), "--json")
     assert info.exit_code == 0, info.output
     assert json.loads(info.stdout)["shape_irc"] == [99, 512, 512]

@@ -12,9 +12,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline import __version__
 from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
 from ct_pipeline.diagnosis.networks import load_diagnosis_models
@@ -27,6 +25,7 @@ from ct_pipeline.models import save_checkpoint
 from ct_pipeline.models.export import ONNX_OPSET, export_model
 from ct_pipeline.models.exported import ExportedModel, exported_format, load_exported, read_metadata
 from ct_pipeline.volume import CtVolume
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import NODULES_IRC, constant_classifier, phantom_chest, phantom_geometry, random_classifier, threshold_unet
 
 FAST = InferenceOptions(device="cpu", workers=1)
@@ -209,7 +208,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_exits_2_with_one_line(exports, tmp_path, name):
-    result = CliRunner().invoke(app, _cases(tmp_path, exports, name))
+    result = run_ct(*_cases(tmp_path, exports, name))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -227,7 +226,7 @@ def test_missing_onnxruntime_is_one_line(exports, tmp_path, monkeypatch, command
         if command == "export"
         else ["diagnose", str(_scan(tmp_path)), "--seg-model", str(exports["seg", "onnx"]), "--cls-model", str(exports["cls", "ckpt"])]
     )
-    result = CliRunner().invoke(app, args)
+    result = run_ct(*args)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
         "error: ONNX models need onnxruntime, which is not installed; install the ONNX extra with "
@@ -238,7 +237,7 @@ def test_missing_onnxruntime_is_one_line(exports, tmp_path, monkeypatch, command
 
 def test_export_cli_prints_what_it_wrote(exports, tmp_path):
     output = tmp_path / "models" / "cls.pt"
-    result = CliRunner().invoke(app, ["models", "export", str(exports["cls", "ckpt"]), "--format", "torchscript", "-o", str(output)])
+    result = run_ct("models", "export", str(exports["cls", "ckpt"]), "--format", "torchscript", "-o", str(output))
     assert result.exit_code == 0, result.output
     sha = sha256_of_file(exports["cls", "ckpt"])[:12]
     assert result.stdout == f"wrote {output}: nodule classifier as torchscript, input (N, 1, 16, 16, 16), from checkpoint sha256 {sha}\n"

@@ -12,12 +12,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.models import build_model, import_book_checkpoint, load_checkpoint
 from ct_pipeline.models.export import export_model
 from ct_pipeline.models.exported import load_exported
+from tests.helpers.cli_process import run_ct
 from tests.models.test_networks import CLS_LOGIT_ATOL, CLS_PROBABILITY_ATOL, CLS_STATE, SEG_PROBABILITY_ATOL, SEG_STATE
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -86,7 +85,7 @@ def test_the_real_ct_from_exported_files_has_the_checkpoints_findings(real_dicom
     records = {}
     for fmt in ("ckpt", "onnx", "torchscript"):
         args = ["diagnose", str(real_dicom_dir), "--json", "--seg-model", str(book_exports["seg", fmt])]
-        result = CliRunner().invoke(app, [*args, "--cls-model", str(book_exports["cls", fmt])])
+        result = run_ct(*args, "--cls-model", str(book_exports["cls", fmt]))
         assert result.exit_code == 0, result.output
         records[fmt] = json.loads(result.stdout.strip().splitlines()[0])
     expected = _findings(records["ckpt"])

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.loading.mhd import write_mhd
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_chest, phantom_geometry, write_models
 
 UID = "1.2.826.0.1.3680043.8.498.7301"
@@ -63,7 +62,7 @@ def written(models, tmp_path_factory):
     root = tmp_path_factory.mktemp("dicom")
     write_dicom_series(phantom_chest(), phantom_geometry(), root / "scan", UID)
     out = root / "objects"
-    result = CliRunner().invoke(app, ["diagnose", str(root / "scan"), *map(str, models), "--dicom-out", str(out), "--json", "-q"])
+    result = run_ct("diagnose", str(root / "scan"), *map(str, models), "--dicom-out", str(out), "--json", "-q")
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout.splitlines()[0]), root
 
@@ -120,7 +119,7 @@ def test_an_image_file_gets_a_label_map_in_its_geometry_and_the_json(models, tmp
     geometry = phantom_geometry()
     write_mhd(phantom_chest(), geometry, tmp_path / f"{UID}.mhd")
     out = tmp_path / "objects"
-    result = CliRunner().invoke(app, ["diagnose", str(tmp_path / f"{UID}.mhd"), *map(str, models), "--dicom-out", str(out), "-q"])
+    result = run_ct("diagnose", str(tmp_path / f"{UID}.mhd"), *map(str, models), "--dicom-out", str(out), "-q")
     assert result.exit_code == 0, result.output
     assert not list(out.glob("*.dcm"))
     labels = sitk.ReadImage(str(out / f"{UID}.findings.nrrd"))
@@ -137,9 +136,7 @@ def test_an_image_file_gets_a_label_map_in_its_geometry_and_the_json(models, tmp
 def test_an_image_file_whose_name_is_no_uid_gets_a_safe_file_name(models, tmp_path):
     write_mhd(phantom_chest(), phantom_geometry(), tmp_path / "patient 1 (baseline).mhd")
     out = tmp_path / "objects"
-    result = CliRunner().invoke(
-        app, ["diagnose", str(tmp_path / "patient 1 (baseline).mhd"), *map(str, models), "--dicom-out", str(out), "-q"]
-    )
+    result = run_ct("diagnose", str(tmp_path / "patient 1 (baseline).mhd"), *map(str, models), "--dicom-out", str(out), "-q")
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 2 and all(" " not in name and "(" not in name for name in written)

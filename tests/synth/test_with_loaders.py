@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
+from tests.helpers.cli_process import run_ct
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +17,7 @@ def synth_root(tmp_path_factory):
 
 
 def test_series_list_finds_every_synthetic_series(synth_root):
-    result = CliRunner().invoke(app, ["series", "list", "--data-root", str(synth_root / "subset0"), "--json"])
+    result = run_ct("series", "list", "--data-root", str(synth_root / "subset0"), "--json")
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
     expected = sorted(p.stem for p in (synth_root / "subset0").glob("*.mhd"))
@@ -27,10 +26,9 @@ def test_series_list_finds_every_synthetic_series(synth_root):
 
 
 def test_info_of_mhd_and_dicom_agree(synth_root):
-    runner = CliRunner()
     uid = sorted(p.stem for p in (synth_root / "subset0").glob("*.mhd"))[0]
-    by_uid = runner.invoke(app, ["info", uid, "--data-root", str(synth_root / "subset0"), "--json"])
-    by_dicom = runner.invoke(app, ["info", str(synth_root / "dicom" / uid), "--json"])
+    by_uid = run_ct("info", uid, "--data-root", str(synth_root / "subset0"), "--json")
+    by_dicom = run_ct("info", str(synth_root / "dicom" / uid), "--json")
     assert by_uid.exit_code == 0 and by_dicom.exit_code == 0, (by_uid.output, by_dicom.output)
     mhd, dcm = json.loads(by_uid.stdout), json.loads(by_dicom.stdout)
     assert (mhd["format"], dcm["format"]) == ("mhd", "dicom")

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.cache import CropCache
 from ct_pipeline.models import build_model, load_checkpoint
 from ct_pipeline.training.loop import WEIGHTS_HASH_DIR_ENV, weights_digest
+from tests.helpers.cli_process import descendants, run_ct
 from tests.helpers.training_data import write_training_luna
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +58,7 @@ def uninterrupted(tmp_path_factory):
     data, cache = write_training_luna(tmp / "luna"), tmp / "cache"
     # Filled first, as on a cluster (prepcache, then train), so that the run below reads the cache
     # and the check after it can tell that training filled nothing.
-    filled = CliRunner().invoke(app, ["prepcache", "--data-root", str(data), "--cache-dir", str(cache)])
+    filled = run_ct("prepcache", "--data-root", str(data), "--cache-dir", str(cache))
     assert filled.exit_code == 0, filled.output
     regions = _regions(cache)
     done = _run(data, tmp / "run", tmp / "hashes", cache)
@@ -163,7 +162,4 @@ def test_killed_two_rank_run_resumes_to_the_weights_of_the_uninterrupted_run(uni
 
 def _children(pid: int) -> list[int]:
     """The training processes torchrun ``pid`` started (Linux /proc)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [c for c in children if b"train-cls" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [c for c in descendants(pid, direct=True) if b"train-cls" in Path(f"/proc/{c}/cmdline").read_bytes()]

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.errors import BadCheckpointError, BadInputError
 from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint, save_checkpoint
 from ct_pipeline.training import TrainConfig, train
+from tests.helpers.cli_process import run_ct
 from tests.helpers.training_data import write_training_luna
 
 TINY = {"epoch_size": 16, "batch_size": 8, "val_stride": 3, "num_workers": 0}
@@ -140,10 +139,10 @@ def test_a_finished_run_is_not_overwritten_and_resume_needs_a_run(data_root, tmp
 
 @pytest.mark.slow
 def test_cli_train_cls_runs(data_root, tmp_path):
-    result = CliRunner().invoke(app, [
+    result = run_ct(
         "train-cls", "--data-root", str(data_root), "--out", str(tmp_path / "cli"), "--epochs", "1",
         "--epoch-size", "16", "--batch-size", "8", "--val-stride", "3", "--num-workers", "0", "--no-augment",
-    ])
+    )
     assert result.exit_code == 0, result.output
     assert "epoch 1/1 | train loss" in result.output
     assert f"last: {tmp_path / 'cli' / 'last.ckpt'} (1 epochs, 16 samples)" in result.output
@@ -166,7 +165,7 @@ def test_cli_train_cls_runs(data_root, tmp_path):
 )
 def test_cli_bad_options_exit_2_with_one_line(data_root, tmp_path, args, message):
     args = [a.replace("{root}", str(data_root)) for a in args]
-    result = CliRunner().invoke(app, [*args, "--data-root", str(data_root), "--out", str(tmp_path / "x"), "--val-stride", "3"])
+    result = run_ct(*args, "--data-root", str(data_root), "--out", str(tmp_path / "x"), "--val-stride", "3")
     assert result.exit_code == 2, result.output
     error_lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1
