@@ -2,6 +2,9 @@
 
 Each case asserts the exit code, the one-line message and that no file outside the command's own
 outputs changed.
+
+At the top level, not in a package's folder: its cases cross every stage (loading, the cache,
+training, diagnosis, evaluation), each reached through its command.
 """
 
 from __future__ import annotations

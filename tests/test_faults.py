@@ -4,6 +4,8 @@ The kills are real: the command runs as `python -m cli ...` in a subprocess and 
 (no clean-up runs) once it has finished part of its work; the re-run is then checked for what it
 skipped, what it redid and what it produced. Two processes filling one cache at once and a
 corrupt entry read by a fresh process are in tests/test_cache.py.
+
+At the top level: the kills land in the cache, training, diagnosis and evaluation alike.
 """
 
 from __future__ import annotations

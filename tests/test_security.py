@@ -3,6 +3,7 @@
 Two kinds of check: a scan of the source (every torch.load passes weights_only=True, no network
 module is imported) so that a new call cannot slip in untested, and end-to-end runs with hostile
 input (a DICOM series whose UID is a path and a script; sockets that refuse to connect).
+At the top level: the promises hold for the whole source tree, not one package.
 """
 
 from __future__ import annotations
