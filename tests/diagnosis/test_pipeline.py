@@ -57,7 +57,7 @@ def test_finds_the_phantom_nodules_with_probabilities_and_timings(models_dir):
         "malignancy",
     ]
     assert all(t >= 0 for t in result.timings_s.values())
-    assert 0 < result.region_fraction <= 1
+    assert result.region_fraction == 1.0  # the phantom is so small that the U-Net runs on every pixel
     assert result.shape_irc == (24, 64, 64) and result.n_candidates_before_merge == 2
 
 
