@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR
+from benchmarks.common import RESULTS_DIR, typed_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "batch", "contention", "quality", "volumetry", "followup"]
@@ -51,7 +51,7 @@ def render() -> str:
         lines += [
             f"## {record['title']}",
             "",
-            f"Command: `{record['command']}`  ",
+            f"Command: `{typed_command(record['command'])}`  ",  # also records saved before typed_command
             f"Measured: {record['measured_at']} on {machine['cpu']} ({machine['cores']} cores), "
             f"Python {machine['python']}, torch {machine['torch']}, numpy {machine['numpy']}  ",
             f"Set-up: {record['setup']}",

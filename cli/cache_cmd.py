@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.options import CacheDirOption, DataRootsOption, JsonOption
+from cli.options import CacheDirOption, DataRootsOption, JsonOption, WorkersOption
 from cli.output import EXIT_SOME_FAILED, console, print_json
-from ct_pipeline.cache import DEFAULT_SIZE_LIMIT_GB
+from cli.progress import ProgressDisplay
+from ct_pipeline.paths import DEFAULT_SIZE_LIMIT_GB
 
 # The commands import the library's heavy parts (pandas, the catalog) when they run, so that
 # `ct --help` and the other commands start quickly.
@@ -28,7 +29,7 @@ def prepcache_command(
     split: Annotated[str, typer.Option(help="Which series: all, train or val (split by series).")] = "all",
     series: Annotated[list[str] | None, typer.Option("--series", help="Only these series UIDs (repeatable).")] = None,
     shard: Annotated[str | None, typer.Option(help="K/N: this array task's share of the series (K from 0).")] = None,
-    workers: Annotated[int, typer.Option(help="Processes reading CTs in parallel.")] = 1,
+    workers: WorkersOption = 1,
     val_stride: Annotated[int, typer.Option(help="Every N-th series (sorted by UID) is validation.")] = 10,
     size_limit_gb: SizeLimitOption = DEFAULT_SIZE_LIMIT_GB,
     log_file: Annotated[
@@ -72,7 +73,7 @@ def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) ->
     total = len(selected_series(catalog, config))
     out = console()
     try:
-        results = _fill_with_progress(catalog, cache, config, total, out, log, stop)
+        results = _fill_with_progress(catalog, cache, config, total, log, stop)
     finally:
         cache.close()
     failed = [r.series_uid for r in results if r.failed]
@@ -90,22 +91,26 @@ def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) ->
     return len(failed)
 
 
-def _fill_with_progress(catalog, cache, config, total: int, out, log, stop) -> list:
+def _fill_with_progress(catalog, cache, config, total: int, log, stop) -> list:
     """prepcache with a progress bar on a terminal; each failure named on stderr as it happens."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ct_pipeline.prepcache import prepcache
 
-    columns = (TextColumn("prepcache"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=out, disable=not out.is_terminal) as progress:
-        task = progress.add_task("series", total=total)
+    progress = ProgressDisplay.on_stderr(quiet=False)
+    finished = 0
 
-        def on_result(result):
-            if result.failed:
-                typer.echo(f"failed {result.series_uid}: {result.error}", err=True)
-            progress.advance(task)
+    def on_result(result):
+        nonlocal finished
+        finished += 1
+        if result.failed:
+            progress.pause()
+            typer.echo(f"failed {result.series_uid}: {result.error}", err=True)
+        progress.count("prepcache", finished, total)
 
+    progress.count("prepcache", 0, total)
+    try:
         return prepcache(catalog, cache, config, progress=on_result, log_file=log, stop=stop)
+    finally:
+        progress.pause()
 
 
 @cache_app.command("info", epilog="Example: ct cache info --json")

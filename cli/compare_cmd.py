@@ -9,9 +9,10 @@ import typer
 from rich.table import Table
 
 from cli.options import (
-    AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, JsonOption, MalModelOption, QuietOption,
-    RunsDirOption, SegModelOption,
+    AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, DeviceOption, JsonOption, MalModelOption,
+    QuietOption, RunsDirOption, SegModelOption, ThreadsOption, ThresholdOption,
 )  # fmt: skip
+from ct_pipeline.diagnosis.config import DiagnosisConfig
 from cli.output import console, print_json
 from cli.progress import ProgressDisplay
 
@@ -45,9 +46,7 @@ def compare_command(
             help="Days between the scans, for the doubling time. Default: from both scans' DICOM StudyDate.",
         ),
     ] = None,  # fmt: skip
-    threshold: Annotated[
-        float, typer.Option("--threshold", min=0.0, max=1.0, help="Nodule probability at or above which a finding is compared.")
-    ] = 0.5,
+    threshold: ThresholdOption = DiagnosisConfig().nodule_threshold,
     max_distance: Annotated[
         float,
         typer.Option(
@@ -59,10 +58,8 @@ def compare_command(
     cls_model: ClsModelOption = None,
     mal_model: MalModelOption = None,
     runs_dir: RunsDirOption = Path("runs"),
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
-    threads: Annotated[
-        Optional[int], typer.Option("--threads", min=1, show_default=False, help="CPU threads this command may use.")
-    ] = None,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
     json_output: JsonOption = False,
     report: Annotated[
         Optional[Path],
@@ -78,9 +75,23 @@ def compare_command(
 
     Research software, not a medical device: measurements are not for clinical decisions.
     """
-    from ct_pipeline.apps.compare import run_compare
+    from ct_pipeline.apps.compare import CompareRequest, run_compare
+    from ct_pipeline.apps.diagnose import DiagnoseRequest
+    from ct_pipeline.diagnosis.config import InferenceOptions
+    from ct_pipeline.followup.matching import MatchConfig
+    from ct_pipeline.loading import LoadOptions
+    from ct_pipeline.paths import resolve_data_roots
 
-    request = _request(dict(locals()))
+    diagnose = DiagnoseRequest(
+        data_roots=tuple(resolve_data_roots(data_root)), cache_dir=cache_dir,
+        load=LoadOptions(allow_uneven_spacing=allow_uneven_spacing), seg_model=seg_model, cls_model=cls_model,
+        mal_model=mal_model, runs_dir=runs_dir, config=DiagnosisConfig(nodule_threshold=threshold),
+        inference=InferenceOptions(device=device, threads=threads),
+    )  # fmt: skip
+    request = CompareRequest(
+        prior=prior, current=current, diagnose=diagnose, prior_results=prior_results, current_results=current_results,
+        interval_days=interval_days, report=report, matching=MatchConfig(max_distance_mm=max_distance),
+    )  # fmt: skip
     progress = ProgressDisplay.on_stderr(quiet)
     comparison = run_compare(request, progress)
     progress.pause()
@@ -92,28 +103,6 @@ def compare_command(
         _print_comparison(comparison)
     if report is not None:
         typer.echo(f"wrote {report / 'index.html'}", err=json_output)
-
-
-def _request(options: dict):
-    from ct_pipeline.apps.compare import CompareRequest
-    from ct_pipeline.apps.diagnose import DiagnoseRequest
-    from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
-    from ct_pipeline.followup.matching import MatchConfig
-    from ct_pipeline.loading import LoadOptions
-    from ct_pipeline.paths import resolve_data_roots
-
-    diagnose = DiagnoseRequest(
-        data_roots=tuple(resolve_data_roots(options["data_root"])), cache_dir=options["cache_dir"],
-        load=LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"]), seg_model=options["seg_model"],
-        cls_model=options["cls_model"], mal_model=options["mal_model"], runs_dir=options["runs_dir"],
-        config=DiagnosisConfig(nodule_threshold=options["threshold"]),
-        inference=InferenceOptions(device=options["device"], threads=options["threads"]),
-    )  # fmt: skip
-    return CompareRequest(
-        prior=options["prior"], current=options["current"], diagnose=diagnose, prior_results=options["prior_results"],
-        current_results=options["current_results"], interval_days=options["interval_days"], report=options["report"],
-        matching=MatchConfig(max_distance_mm=options["max_distance"]),
-    )  # fmt: skip
 
 
 def _volume(finding) -> str:

@@ -9,9 +9,6 @@ from rich.table import Table
 
 from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
 from cli.output import console, print_json
-from ct_pipeline.loading import LoadOptions, load_ct
-from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
-from ct_pipeline.loading.series_index import require_some_series, scan_roots
 
 series_app = typer.Typer(help="Find CT series under the data roots.", no_args_is_help=True)
 
@@ -23,6 +20,9 @@ def series_list(
     json_output: JsonOption = False,
 ) -> None:
     """List every series under the data roots (LUNA16 .mhd, DICOM, image files)."""
+    from ct_pipeline.loading.series_index import require_some_series, scan_roots  # SimpleITK: when it runs
+    from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+
     roots = resolve_data_roots(data_root)
     if not roots:
         from ct_pipeline.errors import BadInputError
@@ -52,6 +52,9 @@ def info(
     json_output: JsonOption = False,
 ) -> None:
     """Describe one CT: size, spacing, origin, direction, HU range."""
+    from ct_pipeline.loading import LoadOptions, load_ct  # SimpleITK: when it runs
+    from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+
     volume = load_ct(
         series,
         data_roots=resolve_data_roots(data_root),

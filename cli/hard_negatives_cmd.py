@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from cli.options import CacheDirOption, DataRootsOption
+from cli.options import (
+    CacheDirOption, DataRootsOption, DeviceOption, RunsDirOption, SegModelOption, ThreadsOption,
+)  # fmt: skip
 from cli.output import console
 
 
 def hard_negatives_command(
-    seg_model: Annotated[Path, typer.Option("--seg-model", help="The U-Net checkpoint (`ct train-seg`'s best.ckpt).", dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", help="The candidates.csv-format file to write.", dir_okay=False)],
+    seg_model: SegModelOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     val_stride: Annotated[int, typer.Option(help="Every N-th series (sorted by UID) is validation: never mined.")] = 10,
     max_per_series: Annotated[int, typer.Option(help="At most this many per series, largest components first.")] = 400,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: the process's allocation).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    threads: ThreadsOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Write the U-Net's candidates on the TRAINING series that are far from every annotated nodule,
     as class-0 rows: pass the file to `ct train-cls --extra-candidates` so the classifier learns
@@ -28,12 +31,15 @@ def hard_negatives_command(
     from ct_pipeline.catalog import open_catalog
     from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
     from ct_pipeline.diagnosis.hard_negatives import HardNegativeConfig, mine_hard_negatives
-    from ct_pipeline.diagnosis.networks import load_diagnosis_models
+    from ct_pipeline.diagnosis.networks import load_diagnosis_models, resolve_checkpoint
     from ct_pipeline.outputs import Place, data_root_places, refuse_overlaps
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
 
     config = HardNegativeConfig(max_per_series=max_per_series)
     roots = resolve_data_roots(data_root)
+    if seg_model is None:  # picked from --runs-dir: said, never a surprise (as ct diagnose does)
+        seg_model = resolve_checkpoint(None, "seg", runs_dir)
+        typer.echo(f"using --seg-model {seg_model}", err=True)
     refuse_overlaps([Place("--out", out)], [*data_root_places(roots), Place("--seg-model", seg_model)])
     check_writable(out, "--out")
     catalog = open_catalog(roots, resolve_cache_dir(cache_dir))
@@ -50,6 +56,6 @@ def hard_negatives_command(
 def register(app: typer.Typer) -> None:
     app.command(
         "hard-negatives",
-        epilog="Example: ct hard-negatives --seg-model runs/seg/best.ckpt --data-root data --val-stride 4 "
+        epilog="Example: ct hard-negatives --seg-model runs/train-seg/best.ckpt --data-root data --val-stride 4 "
         "--out runs/hard_negatives.csv && ct train-cls --extra-candidates runs/hard_negatives.csv ...",
     )(hard_negatives_command)

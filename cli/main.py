@@ -14,19 +14,37 @@ import os
 import sys
 
 import typer
+from typer import _click
 from typer.core import TyperGroup
 
+from cli.option_names import name_options, name_options_in_logs
 from ct_pipeline.atomic import write_failure
 from ct_pipeline.errors import CtError
 from ct_pipeline.preemption import Terminated
 from ct_pipeline.threads import OMP_WAIT_POLICY, cap_omp_num_threads
 
 DISCLAIMER = "Research software, not a medical device: never use it for clinical decisions."
+HELP_OPTION_NAMES = ["-h", "--help"]
 _DISK_FULL_OR_READ_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def _without_flag_types(command: _click.Command) -> None:
+    """Flags take no value, so their help shows no ``<bool>`` (typer prints the type unless a
+    metavar is set). Walks ``command`` and its subcommands once, when the tree is built."""
+    context = _click.Context(command, help_option_names=HELP_OPTION_NAMES)
+    for param in command.get_params(context):  # with the help option, which it creates and keeps
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for subcommand in getattr(command, "commands", {}).values():
+        _without_flag_types(subcommand)
 
 
 class _ErrorMappingGroup(TyperGroup):
     """Turns library errors into one line and an exit code instead of a traceback."""
+
+    def __init__(self, **attrs) -> None:
+        super().__init__(**attrs)
+        _without_flag_types(self)
 
     def invoke(self, ctx: typer.Context):  # noqa: D102
         debug = bool(ctx.params.get("debug")) or os.environ.get("CT_DEBUG") == "1"
@@ -37,7 +55,7 @@ class _ErrorMappingGroup(TyperGroup):
         except CtError as err:
             if debug:
                 raise
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {name_options(str(err))}", err=True)
             raise typer.Exit(2) from None
         except Terminated as err:  # SIGTERM/SIGUSR1 from a batch system: stopped at a safe point
             typer.echo(f"{err}: stopped cleanly; finished results are kept", err=True)
@@ -68,7 +86,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": HELP_OPTION_NAMES},
 )
 
 
@@ -85,6 +103,7 @@ def _global_options(
         stream=sys.stderr,
         force=True,
     )
+    name_options_in_logs()  # the library's warnings name its settings; the user typed options
     cap_omp_num_threads()  # also before torch: OpenMP reads it when it loads (after the logging set-up: it may warn)
 
 
@@ -92,13 +111,13 @@ def _register() -> None:
     # Each module imports the heavy libraries (torch, pandas) inside its commands, so that
     # `ct --help` and the quick commands start fast.
     from cli import (
-        cache_cmd, compare_cmd, data, demo_cmd, diagnose_cmd, evaluate_cmd, hard_negatives_cmd, models_cmd, synth_cmd,
-        train_cmd,
+        cache_cmd, compare_cmd, data, demo_cmd, diagnose_cmd, evaluate_cmd, hard_negatives_cmd, merge_cmd, models_cmd,
+        synth_cmd, train_cmd,
     )
 
     modules = (
-        data, synth_cmd, cache_cmd, train_cmd, hard_negatives_cmd, models_cmd, diagnose_cmd, compare_cmd, evaluate_cmd,
-        demo_cmd,
+        data, synth_cmd, cache_cmd, train_cmd, hard_negatives_cmd, models_cmd, diagnose_cmd, merge_cmd, compare_cmd,
+        evaluate_cmd, demo_cmd,
     )
     for module in modules:
         module.register(app)

@@ -1,12 +1,27 @@
-"""Option types shared by several commands, so each is spelled and documented once."""
+"""Options shared by several commands, each spelled, validated and documented once.
+
+One word, one meaning (the README's command table lists them): ``--threads`` CPU threads,
+``--workers`` processes, ``--threshold`` a nodule probability, ``--seg-threshold`` the U-Net's pixel
+probability, ``--device`` one device spelling everywhere. ``tests/test_option_vocabulary.py`` holds
+every command to it.
+"""
 
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from ct_pipeline.diagnosis.config import DiagnosisConfig  # no torch: the defaults shown in help
+
+DATA_PANEL = "Data"
+MODELS_PANEL = "Models"
+RESOURCES_PANEL = "Resources"
+
+_DIAGNOSIS = DiagnosisConfig()
 
 DataRootsOption = Annotated[
     Optional[list[Path]],
@@ -15,7 +30,7 @@ DataRootsOption = Annotated[
         help="Folder with CT series (LUNA16 subset*/ layout, DICOM folders, image files). Repeatable. "
         "Default: $CT_DATA_ROOT (os.pathsep-separated).",
         show_default=False,
-        rich_help_panel="Data",
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 
@@ -25,7 +40,7 @@ CacheDirOption = Annotated[
         "--cache-dir",
         help="Cache folder. Default: $CT_CACHE_DIR, else data_cache/ of the checkout. Keep it on a local disk.",
         show_default=False,
-        rich_help_panel="Data",
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 
@@ -36,7 +51,7 @@ AllowUnevenOption = Annotated[
     typer.Option(
         "--allow-uneven-spacing",
         help="Read DICOM series with missing slices or uneven spacing by resampling onto a regular grid.",
-        rich_help_panel="Data",
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 
@@ -48,9 +63,6 @@ class Precision(str, enum.Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
-
-
-MODELS_PANEL = "Models"
 
 
 def checkpoint_option(kind: str, text: str):
@@ -95,3 +107,65 @@ QuietOption = Annotated[
     ),
 ]
 
+ThresholdOption = Annotated[
+    float,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Nodule probability at or above which a candidate is a finding: listed, compared, estimated for "
+        "malignancy, drawn in the report. JSON and CSV keep every candidate.",
+    ),
+]
+SegThresholdOption = Annotated[
+    float,
+    typer.Option(
+        "--seg-threshold",
+        min=0.0,
+        max=1.0,
+        help=f"U-Net probability above which a pixel is nodule (book: {_DIAGNOSIS.seg_threshold:g}).",
+    ),
+]
+
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads this command may use. Default: its allocation (OMP_NUM_THREADS, else the least of "
+        "SLURM_CPUS_PER_TASK, the cgroup quota and the CPU affinity).",
+        show_default=False,
+        rich_help_panel=RESOURCES_PANEL,
+    ),
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Worker processes run side by side (one CPU each).",
+        rich_help_panel=RESOURCES_PANEL,
+    ),
+]
+
+# Spelling only: whether this machine has the device is known once torch loads (resolve_device).
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _checked_device(value: str) -> str:
+    from ct_pipeline.errors import BadInputError
+
+    if not _DEVICE.fullmatch(value):
+        raise BadInputError(f"--device {value!r} is not a device ct runs on; use cpu, cuda, cuda:N, mps or auto")
+    return value
+
+
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        callback=_checked_device,
+        help="cpu, cuda, cuda:N, mps or auto (auto: a GPU when torch sees one, else the CPU).",
+        rich_help_panel=RESOURCES_PANEL,
+    ),
+]

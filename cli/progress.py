@@ -1,7 +1,8 @@
-"""What `ct diagnose` is doing, on stderr: a progress bar on a terminal, a line per stage otherwise.
+"""What a long command is doing, on stderr: a progress bar on a terminal, a line per stage otherwise.
 
-A batch job's log then reads ``[3/20] UID: classification (3568 candidates)``; a person at a
-terminal sees the stage, the series and a bar over the U-Net's slices and the candidates.
+`ct diagnose` and `ct compare`: a batch job's log then reads ``[3/20] UID: classification (3568
+candidates)``; a person at a terminal sees the stage, the series and a bar over the U-Net's slices and
+the candidates. `ct prepcache`: a bar over the series on a terminal (its log file has a line per series).
 """
 
 from __future__ import annotations
@@ -38,7 +39,20 @@ class ProgressDisplay:
         elif self.mode == "bar":
             self._show(event)
 
+    def count(self, description: str, done: int, total: int) -> None:
+        """``done`` of ``total`` items (e.g. prepcache's series): a bar on a terminal, nothing otherwise
+        (the command prints its own summary and failures, its --log-file a line per item)."""
+        if self.mode == "bar":
+            self._draw((0, description, True), description, done, total, "")
+
     def _show(self, event: SeriesProgress) -> None:
+        label = event.label if len(event.label) <= 16 else "..." + event.label[-13:]
+        self._draw(
+            (event.position, event.stage, event.total > 0), f"{event.position}/{event.n_series} {label} {event.stage}",
+            event.done, event.total, event.unit if event.total else "",
+        )  # fmt: skip
+
+    def _draw(self, stage: tuple[int, str, bool], description: str, done: int, total: int, unit: str) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -50,17 +64,12 @@ class ProgressDisplay:
             )  # fmt: skip
             self._bar.start()
             self._stage = None
-        stage = (event.position, event.stage, event.total > 0)
         if stage != self._stage:  # a task per stage: its own total and clock
             if self._task is not None:
                 self._bar.remove_task(self._task)
-            label = event.label if len(event.label) <= 16 else "..." + event.label[-13:]
-            self._task = self._bar.add_task(
-                f"{event.position}/{event.n_series} {label} {event.stage}", total=event.total or None,
-                unit=event.unit if event.total else "",
-            )  # fmt: skip
+            self._task = self._bar.add_task(description, total=total or None, unit=unit)
             self._stage = stage
-        self._bar.update(self._task, completed=event.done)
+        self._bar.update(self._task, completed=done)
 
     def pause(self) -> None:
         """Take the bar off the screen (before printing results); the next record brings it back."""

@@ -39,7 +39,7 @@ import numpy as np
 
 from ct_pipeline.atomic import write_failure
 from ct_pipeline.geometry import Geometry
-from ct_pipeline.paths import network_filesystem_warning
+from ct_pipeline.paths import DEFAULT_SIZE_LIMIT_GB, network_filesystem_warning
 from ct_pipeline.crops import crop_start_irc, cut_crop
 from ct_pipeline.volume import HU_AIR
 
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 # Bump when what is stored changes (layout, dtype, clipping, region rule): old entries are then
 # never read again and age out through eviction.
 CACHE_FORMAT_VERSION = 1
-DEFAULT_SIZE_LIMIT_GB = 500.0
 CACHE_SUBDIR = "crops"
 
 

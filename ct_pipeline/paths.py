@@ -9,6 +9,10 @@ from pathlib import Path
 
 from ct_pipeline.errors import BadInputError
 
+# The crop cache's size cap (GB) unless told otherwise; here, not in cache.py, so that the CLI's help
+# reads it without loading numpy and diskcache.
+DEFAULT_SIZE_LIMIT_GB = 500.0
+
 DATA_ROOT_ENV = "CT_DATA_ROOT"
 CACHE_DIR_ENV = "CT_CACHE_DIR"
 

@@ -123,7 +123,7 @@ class PrepcacheConfig:
         if self.workers < 1:
             from ct_pipeline.errors import BadInputError
 
-            raise BadInputError(f"--workers {self.workers}: need at least 1")
+            raise BadInputError(f"PrepcacheConfig.workers {self.workers}: need at least 1")
 
 
 def _fill_one(args) -> FillResult:
@@ -178,7 +178,7 @@ def prepcache(
             check()
             finished(fill_or_report(cache, *job[2:]))
     else:
-        _fill_in_processes(jobs, min(capped_workers(config.workers, "--workers"), len(jobs)), finished, check)
+        _fill_in_processes(jobs, min(capped_workers(config.workers, "PrepcacheConfig.workers"), len(jobs)), finished, check)
     filled = sum(r.filled for r in results)
     failed = sum(r.failed for r in results)
     failures = f", {failed} failed" if failed else ""

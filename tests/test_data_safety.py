@@ -289,7 +289,7 @@ def diagnose_setup(tmp_path):
 
 def _diagnose(root, models, out, *extra):
     return run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-               "--cls-model", models["cls"], "--workers", 1, *extra)  # fmt: skip
+               "--cls-model", models["cls"], "--concurrent-batches", 1, *extra)  # fmt: skip
 
 
 def test_results_record_what_made_them_and_a_rerun_redoes_only_what_was_made_differently(diagnose_setup, tmp_path):
@@ -326,18 +326,18 @@ def test_merge_refuses_results_made_with_different_models_unless_allowed(diagnos
     assert _diagnose(root, models, out, "--series-file", _series_file(tmp_path, uids[:1])).exit_code == 0
     # the other series with the other classifier, as a second array task might have run it
     second = run_ct("diagnose", uids[1], "--data-root", root, "--out", out, "--seg-model", models["seg"],
-                 "--cls-model", other["cls"], "--workers", 1)  # fmt: skip
+                 "--cls-model", other["cls"], "--concurrent-batches", 1)  # fmt: skip
     assert second.exit_code == 0, second.output
     before = _snapshot(out)
 
-    refused = run_ct("diagnose", "--merge", out)
+    refused = run_ct("merge", out)
     assert refused.exit_code == 2
     assert error_line(refused) == (
-        f"error: --merge: {out} holds results made in 2 different ways ({uids[0]} and {uids[1]} differ in the cls "
+        f"error: ct merge: {out} holds results made in 2 different ways ({uids[0]} and {uids[1]} differ in the cls "
         "model); re-run ct diagnose with one set of models and options, or pass --allow-mixed to merge them anyway"
     )
     assert _snapshot(out) == before
-    assert run_ct("diagnose", "--merge", out, "--allow-mixed").exit_code == 0
+    assert run_ct("merge", out, "--allow-mixed").exit_code == 0
 
 
 def _series_file(tmp_path: Path, uids: list[str]) -> Path:

@@ -16,11 +16,11 @@ from tests.helpers.tiny_luna import write_tiny_luna
 
 
 def _expected(device: str) -> str:
+    if device == "meta":  # a torch device, but not one ct runs on: refused by its spelling, before torch loads
+        return "error: --device 'meta' is not a device ct runs on; use cpu, cuda, cuda:N, mps or auto"
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "mps":
         why = "this machine has no Apple GPU" if torch.backends.mps.is_built() else "this torch build has no MPS support"
-    elif device == "meta":
-        why = "the pipeline runs on cpu, cuda and mps only"
     elif n_gpus == 0:
         why = "torch sees no GPU here"
     else:

@@ -105,7 +105,7 @@ def test_diagnose_batch_killed_midway_skips_the_finished_series_and_redoes_the_r
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
     args = ["diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-            "--cls-model", models["cls"], "--workers", "1"]  # fmt: skip
+            "--cls-model", models["cls"], "--concurrent-batches", "1"]  # fmt: skip
     victim = _start(tmp_path, *args)
     _kill_when(lambda: any(out.glob("1.*.json")), victim)
 

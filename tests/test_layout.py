@@ -75,18 +75,18 @@ def test_no_cli_function_has_a_body_over_30_lines():
     assert not long, long
 
 
-def _module_imports() -> dict[str, set[str]]:
-    """Module -> library modules it imports at run time (``if TYPE_CHECKING:`` blocks left out)."""
-    modules = {".".join(p for p in path.relative_to(LIBRARY.parent).with_suffix("").parts if p != "__init__"): path
-               for path in LIBRARY.rglob("*.py")}  # fmt: skip
+def _module_imports(library: Path = LIBRARY) -> dict[str, set[str]]:
+    """Module -> modules of ``library`` it imports: in function bodies and ``if TYPE_CHECKING:`` blocks too.
+
+    A type-only import back is still a cycle for the reader: neither module can be read, or moved,
+    without the other (``synth/config.py`` <-> ``synth/style.py`` was one).
+    """
+    modules = {}
+    for path in library.rglob("*.py"):
+        modules[".".join(p for p in path.relative_to(library.parent).with_suffix("").parts if p != "__init__")] = path
     edges: dict[str, set[str]] = defaultdict(set)
     for module, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
-                       for child in node.body for n in ast.walk(child)}  # fmt: skip
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
@@ -96,9 +96,8 @@ def _module_imports() -> dict[str, set[str]]:
     return edges
 
 
-def test_no_import_cycle_between_modules():
-    """Not even inside a package, and not hidden in a function: a module never needs itself back."""
-    edges = _module_imports()
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle found by a depth-first walk, each as ``[a, b, ..., a]``."""
     cycles, done = [], set()
 
     def visit(module: str, path: list[str]) -> None:
@@ -107,10 +106,34 @@ def test_no_import_cycle_between_modules():
             return
         if module in done:
             return
-        for imported in sorted(edges[module]):
+        for imported in sorted(edges.get(module, ())):
             visit(imported, path + [module])
         done.add(module)
 
     for module in sorted(edges):
         visit(module, [])
+    return cycles
+
+
+def test_no_import_cycle_between_modules():
+    """Not even inside a package, nor hidden in a function or behind TYPE_CHECKING."""
+    cycles = _cycles(_module_imports())
     assert not cycles, cycles[:3]
+
+
+def test_the_cycle_check_sees_a_cycle_inside_a_package(tmp_path):
+    """The check above must not pass by looking away: a cycle two modules deep in a package, through a
+    type-only import and one inside a function, is found (the shape config <-> style had)."""
+    package = tmp_path / "lib" / "pkg"
+    package.mkdir(parents=True)
+    for folder in (tmp_path / "lib", package):
+        (folder / "__init__.py").write_text("")
+    (package / "config.py").write_text("from lib.pkg.style import STYLES\n")
+    (package / "style.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lib.pkg.config import Layout\n"
+    )
+    (package / "writer.py").write_text("def write():\n    from lib.pkg import config\n")
+    (package / "clean.py").write_text("import lib.pkg.writer\n")
+    edges = _module_imports(tmp_path / "lib")
+    assert edges["lib.pkg.clean"] == {"lib.pkg.writer"} and edges["lib.pkg.writer"] == {"lib.pkg", "lib.pkg.config"}
+    assert _cycles(edges) == [["lib.pkg.config", "lib.pkg.style", "lib.pkg.config"]]

@@ -41,7 +41,7 @@ def test_diagnose_csv_over_the_data_roots_annotations_is_refused(tmp_path, data,
     target = data / "annotations.csv"
     result = run_ct(
         "diagnose", "--all", "--data-root", data, "--csv", target, *evaluate,
-        "--seg-model", models["seg"], "--cls-model", models["cls"], "--workers", 1,
+        "--seg-model", models["seg"], "--cls-model", models["cls"], "--concurrent-batches", 1,
     )  # fmt: skip
     _refused(result, f"--csv {target} is a file this command reads (--data-root {data}); choose another --csv")
     assert tree_digest(data, models["seg"].parent) == before
@@ -172,7 +172,7 @@ def test_merge_writes_to_out_and_leaves_the_merged_folder_as_it_was(tmp_path, da
     results = _diagnosed(tmp_path, data, models)
     before = tree_digest(results)
     other = tmp_path / "merged"
-    merged = run_ct("diagnose", "--merge", results, "--out", other)
+    merged = run_ct("merge", results, "--out", other)
     assert merged.exit_code == 0, merged.output
     assert merged.stdout.startswith(f"wrote {other / 'findings.csv'}: ")
     assert "candidates of 2 series" in merged.stdout
@@ -186,8 +186,8 @@ def test_merge_csv_over_a_result_file_is_refused(tmp_path, data, models):
     results = _diagnosed(tmp_path, data, models)
     before = tree_digest(results)
     victim = sorted(results.glob("*.json"))[0]
-    merged = run_ct("diagnose", "--merge", results, "--csv", victim)
-    _refused(merged, f"--csv {victim} is a file this command reads (--merge {results}); choose another --csv")
+    merged = run_ct("merge", results, "--csv", victim)
+    _refused(merged, f"--csv {victim} is a file this command reads (DIR {results}); choose another --csv")
     assert tree_digest(results) == before
 
 

@@ -101,7 +101,7 @@ def test_sigterm_stops_a_diagnose_batch_between_series_leaving_only_whole_result
     out = tmp_path / "out"
     process = _start(
         tmp_path, "diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-        "--cls-model", models["cls"], "--workers", 1,
+        "--cls-model", models["cls"], "--concurrent-batches", 1,
     )  # fmt: skip
     _wait_for(lambda: any(out.glob("1.*.json")), process)
     err = _terminate(process)

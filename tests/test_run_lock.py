@@ -80,7 +80,7 @@ def test_second_training_into_the_same_out_is_refused_and_a_killed_holder_leaves
 @pytest.fixture()
 def models(tmp_path):
     paths = write_models(tmp_path / "models", nodule_prob=0.8)
-    return ("--seg-model", paths["seg"], "--cls-model", paths["cls"], "--workers", 1)
+    return ("--seg-model", paths["seg"], "--cls-model", paths["cls"], "--concurrent-batches", 1)
 
 
 def test_second_diagnose_into_the_same_out_is_refused_other_shards_run_and_a_killed_holder_is_no_obstacle(

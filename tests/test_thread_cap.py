@@ -43,7 +43,7 @@ def _warning(option: str, requested: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option", ["--threads", "--workers", "OMP_NUM_THREADS"])
+@pytest.mark.parametrize("option", ["--threads", "--concurrent-batches", "OMP_NUM_THREADS"])
 def test_diagnose_caps_threads_and_workers_beyond_the_cpus_with_one_warning(option, tmp_path):
     models = write_models(tmp_path / "models", nodule_prob=0.8)
     root = tmp_path / "luna"

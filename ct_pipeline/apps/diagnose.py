@@ -175,14 +175,22 @@ def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ..
             check_writable(path, option, is_folder)
 
 
-# What --merge writes in --out: the merged table and its provenance side file.
+def log_path(request: DiagnoseRequest, log_file: Path | None) -> Path | None:
+    """``log_file``, else one log per shard under ``request.out`` (a re-run of the task appends to it)."""
+    if log_file is not None or request.out is None:
+        return log_file
+    shard = request.shard
+    return request.out / "logs" / ("diagnose.log" if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}.log")
+
+
+# What `ct merge` writes in --out: the merged table and its provenance side file.
 OUT_MERGE_WRITES = ("findings.csv", "findings.csv.provenance")
 
 
 def merge_results(
     merge_dir: Path, csv_path: Path | None, out: Path | None, allow_mixed: bool, also_read: tuple[Place, ...] = ()
 ) -> list[tuple[Path, int, int]]:
-    """``ct diagnose --merge``: ``merge_dir``'s results as one table in ``csv_path`` and/or
+    """``ct merge``: ``merge_dir``'s results as one table in ``csv_path`` and/or
     ``out/findings.csv`` (neither: ``merge_dir/findings.csv``), after refusing any output over an input.
 
     Returns:
@@ -192,7 +200,7 @@ def merge_results(
 
     refuse_overlaps(
         [None if csv_path is None else Place("--csv", csv_path), None if out is None else Place("--out", out, OUT_MERGE_WRITES)],
-        [Place("--merge", merge_dir, ("*.json",)), *also_read],
+        [Place("DIR", merge_dir, ("*.json",)), *also_read],
     )
     # --out names the folder of the merged findings.csv, as it does for a run's own table.
     targets = [target for target in (csv_path, out and out / "findings.csv") if target is not None] or [None]

@@ -11,7 +11,7 @@ Read in this order:
 7. ``candidates``  -- erosion, 3D components, centres and diameters; merging duplicates.
 8. ``classify``    -- the classifiers' crops (``ct_pipeline.crops``) and batched classification.
 9. ``pipeline``    -- ``diagnose(volume, models, config)``, timing each stage.
-10. ``result_files`` -- JSON Lines, per-series result files, the LUNA16 CSV, ``--merge``.
+10. ``result_files`` -- JSON Lines, per-series result files, the LUNA16 CSV, ``ct merge``.
 11. ``provenance`` -- which models and settings a result came from.
 12. ``batch``      -- many series: selection, sharding, resumable per-series results, failures.
 13. ``hard_negatives`` -- stages 1-3 on training series: the U-Net's false positives for the classifier.

@@ -77,10 +77,11 @@ class DiagnosisConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hu_range", tuple(float(v) for v in self.hu_range))
-        for name in ("seg_threshold", "nodule_threshold"):
-            value = getattr(self, name)
+        for setting, value in (
+            ("DiagnosisConfig.seg_threshold", self.seg_threshold), ("DiagnosisConfig.nodule_threshold", self.nodule_threshold)
+        ):  # the setting's full name: the CLI names its option instead (cli/option_names.py)
             if not 0.0 <= value <= 1.0:
-                raise BadInputError(f"{name} = {value} is not a probability; give a value in [0, 1], e.g. 0.5")
+                raise BadInputError(f"{setting} {value} is not a probability; give a value in [0, 1], e.g. 0.5")
         if self.erosion_iterations < 0:
             raise BadInputError(f"erosion_iterations = {self.erosion_iterations} must be >= 0 (the book uses 1)")
         # `not x >= 0` also refuses NaN; an infinite reach would merge every candidate into one.
@@ -160,9 +161,9 @@ class InferenceOptions:
                 f"--cls-precision {self.classifier_precision!r} is not one of {', '.join(PRECISIONS)}"
             )
         if self.workers is not None and self.workers < 1:
-            raise BadInputError(f"workers = {self.workers} must be >= 1")
+            raise BadInputError(f"InferenceOptions.workers {self.workers}: expected a whole number >= 1")
         if self.threads is not None and self.threads < 1:
-            raise BadInputError(f"--threads {self.threads}: expected a whole number of CPU threads >= 1")
+            raise BadInputError(f"InferenceOptions.threads {self.threads}: expected a whole number of CPU threads >= 1")
 
     @classmethod
     def book_style(cls, device: str = "auto") -> InferenceOptions:

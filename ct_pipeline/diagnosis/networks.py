@@ -110,7 +110,7 @@ def load_diagnosis_models(
     device = resolve_device(options.device)
     paths = {kind: path for kind, path in (("seg", seg_path), ("cls", cls_path), ("mal", mal_path)) if path is not None}
     workers = (
-        capped_workers(options.workers, "--workers")
+        capped_workers(options.workers, "InferenceOptions.workers")
         if options.workers
         else (1 if device.type == "cuda" else thread_budget(options.threads).threads)
     )

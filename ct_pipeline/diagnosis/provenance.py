@@ -4,7 +4,7 @@ and the content fingerprint of the source's files; and whether two results were 
 Every result carries this record (per-series JSON, ``--json``, report pages, and a side file
 beside ``--csv``), so a result can always be traced to its models. A batch re-run into the same
 ``--out`` skips a series only when its recorded models, settings and source all match the
-current ones (:func:`differences`), and ``--merge`` refuses to mix results made differently.
+current ones (:func:`differences`), and ``ct merge`` refuses to mix results made differently.
 The source counts by the bytes of every file the loader reads
 (:mod:`ct_pipeline.loading.fingerprint`), so a file changed in place is never taken for the same.
 """

@@ -1,6 +1,6 @@
 """What ``diagnose`` returns: findings and per-stage timings, as frozen dataclasses and plain dicts.
 
-No torch here, so reports and ``--merge`` can read results without loading the models.
+No torch here, so reports and ``ct merge`` can read results without loading the models.
 The dict form is the ``--json`` record and the per-series result file of a batch::
 
     {"series_uid": str, "source": str,

@@ -131,7 +131,7 @@ def check_same_settings(results: list[DiagnosisResult], where: Path) -> None:
         first, second = list(by_key.values())[:2]
         changed = differences(first.provenance, second.provenance, source=False)
         raise BadInputError(
-            f"--merge: {where} holds results made in {len(by_key)} different ways ({first.series_uid} and "
+            f"ct merge: {where} holds results made in {len(by_key)} different ways ({first.series_uid} and "
             f"{second.series_uid} differ in {', '.join(changed) or 'how they were recorded'}); re-run ct diagnose with "
             "one set of models and options, or pass --allow-mixed to merge them anyway"
         )

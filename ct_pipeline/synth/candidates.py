@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.config import SeriesLayout
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import lookup, unit_vectors
 from ct_pipeline.synth.nodules import Nodule
 from ct_pipeline.synth.phantom import Phantom, hilum_mm, random_lung_points
@@ -79,8 +79,7 @@ def _in_body(rng: np.random.Generator, phantom: Phantom, layout: SeriesLayout, n
     ax, ay = phantom.anatomy.body_axes_mm
     radius = np.sqrt(rng.uniform(0.0, 0.8, n))
     angle = rng.uniform(0.0, 2 * np.pi, n)
-    z_top = (layout.shape_irc[0] - 1) * layout.spacing_xyz[2] - layout.body_center_mm[2]
-    z = rng.uniform(-layout.body_center_mm[2], z_top, n)
+    z = rng.uniform(*layout.slice_z_range_mm, n)
     return np.column_stack([ax * radius * np.cos(angle), ay * radius * np.sin(angle), z])
 
 

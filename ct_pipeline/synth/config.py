@@ -1,11 +1,7 @@
-"""What to generate: the config, the two size presets, and each series' grid and geometry.
+"""What to generate: the config, and each series' UID, grid and geometry drawn from it.
 
-Every series is drawn in an upright "anatomy frame" (x to the patient's left, y posterior,
-z toward the head, in mm from the body axis at the lung base) on a canonical voxel grid whose
-axes follow that frame. The stored series differs from the canonical one in two ways only:
-a small rotation (an oblique series: the patient lies tilted in patient space) and a flip of two
-array axes (the direction has -1 entries, the anatomy stays upright in patient space). Both keep
-the direction right-handed, so every series is also representable as DICOM.
+The grid types and the frames they relate (anatomy, canonical, stored, patient) are in
+:mod:`~ct_pipeline.synth.layout`; :func:`plan_series` draws one :class:`SeriesLayout` per series.
 """
 
 from __future__ import annotations
@@ -22,6 +18,8 @@ from ct_pipeline.errors import BadInputError
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import UID_MAX_LEN
 from ct_pipeline.pose import rotation_matrix
+from ct_pipeline.synth.layout import SIZES, SeriesLayout, SizePreset
+from ct_pipeline.synth.streams import Stream, dataset_rng, series_rng
 from ct_pipeline.synth.style import STYLES, SynthStyle
 
 SizeName = Literal["small", "medium", "full"]
@@ -29,33 +27,6 @@ UID_ROOT = "1.3.6.1.4.1.14519.5.2.1.99999"  # LUNA16's TCIA root with a made-up 
 MAX_SEED = 2**32 - 1
 # Axis flips (z, y, x) allowed for non-identity series: always two axes, so det(direction) = +1.
 _FLIPS: tuple[tuple[bool, bool, bool], ...] = ((False, True, True), (True, True, False), (True, False, True))
-
-
-@dataclass(frozen=True)
-class SizePreset:
-    """Grid limits of one size: in-plane voxels, field of view and slice ranges (mm)."""
-
-    cols: int
-    fov_mm: tuple[float, float]
-    slice_spacings_mm: tuple[float, ...]
-    slices: tuple[int, int]
-    coverage_mm: tuple[float, float]
-    candidates_per_series: tuple[int, int]
-
-
-SIZES: dict[str, SizePreset] = {
-    # 128 x 128 over a real chest's 280-350 mm field of view: 2.2-2.7 mm voxels, 3-4.5 mm slices.
-    "small": SizePreset(128, (280.0, 350.0), (3.0, 3.25, 3.5, 3.75, 4.0, 4.5), (40, 80), (230.0, 310.0), (80, 220)),
-    # 256 x 256 at 1.1-1.4 mm, 1.25-2.5 mm slices: nodules 4-25 voxels wide, enough for the book's
-    # voxel-sized crops to see them (on "small" a 5 mm nodule is 2 voxels), at a sixth of "full"'s size.
-    "medium": SizePreset(
-        256, (280.0, 350.0), (1.25, 1.5, 1.75, 2.0, 2.5), (90, 250), (230.0, 310.0), (200, 500)
-    ),
-    # 512 x 512 at 0.55-0.88 mm, slice spacings seen in LUNA16.
-    "full": SizePreset(
-        512, (280.0, 450.0), (0.625, 0.7, 0.75, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5), (100, 300), (240.0, 340.0), (300, 900)
-    ),
-}
 
 
 def _is_whole(value: object) -> bool:
@@ -122,72 +93,13 @@ class SynthConfig:
         return self.style_spec.preset(self.size, SIZES[self.size])
 
 
-@dataclass(frozen=True)
-class SeriesLayout:
-    """One series' grid: canonical (anatomy-aligned) shape and the stored geometry.
-
-    Attributes:
-        index: 0-based position in the data set.
-        series_uid: valid DICOM UID.
-        shape_irc: array shape (index, row, col).
-        geometry: the stored series' geometry (after flips and rotation).
-        flips_irc: which array axes of the canonical array are reversed on storage.
-        oblique: the direction includes a small rotation.
-        body_center_mm: anatomy-frame origin (body axis at the lung base) in canonical grid mm,
-            (x, y, z) from voxel (0, 0, 0).
-        lung_height_mm: lung base to apex.
-    """
-
-    index: int
-    series_uid: str
-    shape_irc: tuple[int, int, int]
-    geometry: Geometry
-    flips_irc: tuple[bool, bool, bool]
-    oblique: bool
-    body_center_mm: tuple[float, float, float]
-    lung_height_mm: float
-
-    @property
-    def spacing_xyz(self) -> tuple[float, float, float]:
-        return self.geometry.spacing_xyz
-
-    def anatomy_mm_to_canonical_irc(self, points_xyz: np.ndarray) -> np.ndarray:
-        """Anatomy-frame mm (..., 3) in xyz order -> continuous canonical irc (..., 3)."""
-        grid_mm = np.asarray(points_xyz, dtype=np.float64) + np.asarray(self.body_center_mm)
-        return (grid_mm / np.asarray(self.spacing_xyz))[..., ::-1]
-
-    def canonical_irc_to_stored_irc(self, irc: np.ndarray) -> np.ndarray:
-        """Continuous irc of the canonical array -> irc of the stored (flipped) array."""
-        irc = np.array(irc, dtype=np.float64)
-        for axis, flipped in enumerate(self.flips_irc):
-            if flipped:
-                irc[..., axis] = (self.shape_irc[axis] - 1) - irc[..., axis]
-        return irc
-
-    def anatomy_mm_to_xyz(self, points_xyz: np.ndarray) -> np.ndarray:
-        """Anatomy-frame mm (..., 3) -> patient xyz mm of the stored series, via its geometry."""
-        stored_irc = self.canonical_irc_to_stored_irc(self.anatomy_mm_to_canonical_irc(points_xyz))
-        return self.geometry.irc_to_xyz(stored_irc)
-
-    def xyz_to_anatomy_mm(self, points_xyz: np.ndarray) -> np.ndarray:
-        """Patient xyz mm (..., 3) of the stored series -> anatomy-frame mm: the inverse of
-        :meth:`anatomy_mm_to_xyz`."""
-        canonical_irc = self.canonical_irc_to_stored_irc(self.geometry.xyz_to_irc(points_xyz))  # its own inverse
-        return canonical_irc[..., ::-1] * np.asarray(self.spacing_xyz) - np.asarray(self.body_center_mm)
-
-    def to_stored(self, canonical: np.ndarray) -> np.ndarray:
-        """The canonical (index, row, col) array as stored: flipped axes reversed (a view)."""
-        slices = tuple(slice(None, None, -1) if flipped else slice(None) for flipped in self.flips_irc)
-        return canonical[slices]
-
-
 def series_uid_for(seed: int, index: int) -> str:
     """Deterministic LUNA16-looking UID: root.seed.(index+1).<digits from the seed>, <= 64 chars.
 
     Leaves room for a ".<slice>" suffix of up to 4 digits within the 64-character limit.
     """
     prefix = f"{UID_ROOT}.{seed}.{index + 1}."
-    digits = np.random.default_rng([seed, index, 7919]).integers(0, 10, size=UID_MAX_LEN)
+    digits = series_rng(seed, index, Stream.UID_DIGITS).integers(0, 10, size=UID_MAX_LEN)
     room = UID_MAX_LEN - 5 - len(prefix)
     tail = "".join(str(d) for d in digits[: max(room, 1)])
     tail = str(int(tail[0]) % 9 + 1) + tail[1:]  # no leading zero in a component
@@ -199,7 +111,7 @@ def direction_kinds(config: SynthConfig) -> list[tuple[bool, tuple[bool, bool, b
     n = config.n_series
     n_oblique = math.ceil(config.oblique_fraction * n - 1e-9) if config.oblique_fraction > 0 else 0
     n_flipped = round(config.flip_fraction * n)
-    order = np.random.default_rng([config.seed, 104729]).permutation(n)
+    order = dataset_rng(config.seed, Stream.DIRECTION_ORDER).permutation(n)
     oblique = set(order[:n_oblique].tolist())
     flipped = order[n - n_flipped :].tolist() if n_flipped else []
     kinds: list[tuple[bool, tuple[bool, bool, bool]]] = [(i in oblique, (False, False, False)) for i in range(n)]
@@ -211,7 +123,7 @@ def direction_kinds(config: SynthConfig) -> list[tuple[bool, tuple[bool, bool, b
 def plan_series(config: SynthConfig, index: int, oblique: bool, flips_irc: tuple[bool, bool, bool]) -> SeriesLayout:
     """Draw one series' grid size, spacing, origin and direction from its own random stream."""
     preset = config.preset
-    rng = np.random.default_rng([config.seed, index, 1])
+    rng = series_rng(config.seed, index, Stream.LAYOUT)
     fov_mm = float(round(rng.uniform(*preset.fov_mm)))
     spacing_xy = fov_mm / preset.cols  # integer / power of two: exact in binary, like 0.703125
     spacing_z = float(rng.choice(preset.slice_spacings_mm))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.config import SeriesLayout
+from ct_pipeline.synth.layout import AnatomyMm, SeriesLayout
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,10 @@ def axis_mm(layout: SeriesLayout, axis_irc: int, start: int, stop: int) -> np.nd
     return (np.arange(start, stop, dtype=np.float32) * np.float32(spacing) - np.float32(center)).astype(np.float32)
 
 
-def window(layout: SeriesLayout, low_xyz_mm: np.ndarray, high_xyz_mm: np.ndarray) -> Window | None:
+def window(layout: SeriesLayout, low_mm: AnatomyMm, high_mm: AnatomyMm) -> Window | None:
     """The canonical voxels whose centres may lie in the mm box, or None when it is off the grid."""
-    low_irc = np.floor(layout.anatomy_mm_to_canonical_irc(np.asarray(low_xyz_mm))).astype(int)
-    high_irc = np.ceil(layout.anatomy_mm_to_canonical_irc(np.asarray(high_xyz_mm))).astype(int) + 1
+    low_irc = np.floor(layout.anatomy_mm_to_canonical_irc(np.asarray(low_mm))).astype(int)
+    high_irc = np.ceil(layout.anatomy_mm_to_canonical_irc(np.asarray(high_mm))).astype(int) + 1
     starts = np.maximum(low_irc, 0)
     stops = np.minimum(high_irc, layout.shape_irc)
     if np.any(stops <= starts):
@@ -99,15 +99,15 @@ def draw_tube(
     blend(volume, win, tube_fraction(win, p0, p1, r0_mm, r1_mm, edge), value_hu, limit)
 
 
-def lookup(mask: np.ndarray, layout: SeriesLayout, points_xyz_mm: np.ndarray) -> np.ndarray:
+def lookup(mask: np.ndarray, layout: SeriesLayout, points_mm: AnatomyMm) -> np.ndarray:
     """``mask`` at the nearest canonical voxel of each point (N, 3); False off the grid."""
-    irc = np.rint(layout.anatomy_mm_to_canonical_irc(np.asarray(points_xyz_mm, dtype=np.float64))).astype(np.int64)
+    irc = np.rint(layout.anatomy_mm_to_canonical_irc(np.asarray(points_mm, dtype=np.float64))).astype(np.int64)
     irc = irc.reshape(-1, 3)
     inside = np.all((irc >= 0) & (irc < np.asarray(layout.shape_irc)), axis=1)
     result = np.zeros(len(irc), dtype=bool)
     good = irc[inside]
     result[inside] = mask[good[:, 0], good[:, 1], good[:, 2]]
-    return result.reshape(np.shape(points_xyz_mm)[:-1])
+    return result.reshape(np.shape(points_mm)[:-1])
 
 
 def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:

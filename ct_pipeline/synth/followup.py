@@ -22,8 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ct_pipeline.pose import RigidPose
-from ct_pipeline.synth.config import SeriesLayout, SynthConfig, series_uid_for
+from ct_pipeline.synth.config import SynthConfig, series_uid_for
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.nodules import Nodule, clear_of, sample_nodules, shape_volume_mm3
+from ct_pipeline.synth.streams import Stream, series_rng
 
 FOLLOW_UP_DIR = "followup"
 _UID_OFFSET = 10_000  # follow-up of series k is named like series k + 10000 (at most 10000 series)
@@ -104,7 +106,7 @@ def follow_up_uid(seed: int, index: int) -> str:
 
 def plan_follow_up(config: SynthConfig, layout: SeriesLayout, nodules: list[Nodule]) -> FollowUpPlan:
     """Draw the pose, the interval and each nodule's change from the series' own stream 11."""
-    rng = np.random.default_rng([config.seed, layout.index, 11])
+    rng = series_rng(config.seed, layout.index, Stream.FOLLOW_UP_PLAN)
     axis = rng.normal(size=3)
     shift_direction = rng.normal(size=3)
     shift = shift_direction / np.linalg.norm(shift_direction) * rng.uniform(3.0, 8.0)

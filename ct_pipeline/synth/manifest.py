@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from ct_pipeline.atomic import atomic_write_text
+from ct_pipeline.atomic import atomic_write_text, check_writable
 from ct_pipeline.errors import BadInputError
 
 MANIFEST_NAME = ".ct-synth-manifest.json"
@@ -74,6 +74,26 @@ class SynthManifest:
     def _save(self) -> None:
         text = json.dumps({"format": FORMAT, "files": self.files, "pending": sorted(self.pending)}, indent=0)
         atomic_write_text(self.out_dir / MANIFEST_NAME, text)
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> SynthManifest:
+    """An empty output folder (``overwrite``: after deleting what an earlier ``ct synth`` wrote), with a new manifest.
+
+    Raises:
+        BadInputError: ``out_dir`` is a file, is not writable, or is not empty without ``overwrite``.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"output {str(out_dir)!r} is a file; give a folder (new or empty)")
+    check_writable(out_dir, "output folder", is_folder=True)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise BadInputError(
+                f"output folder {str(out_dir)!r} is not empty; "
+                "pick a new folder or pass --overwrite to replace a data set"
+            )
+        clear_previous_output(out_dir)  # refuses, deleting nothing, unless everything there is ours
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return SynthManifest(out_dir)
 
 
 def clear_previous_output(out_dir: Path) -> int:

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from ct_pipeline.synth.config import SeriesLayout
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import draw_tube, lookup, partial_volume_mm, unit_vectors, window
 from ct_pipeline.synth.phantom import Phantom, random_lung_points
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.config import SeriesLayout
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import axis_mm, draw_tube, lookup
 
 HU_AIR = -1000.0
@@ -344,8 +344,8 @@ def random_lung_points(
     lungs are (almost) outside the scan.
     """
     cav_x, cav_y = phantom.anatomy.cavity_axes_mm
-    z_low = max(0.0, -layout.body_center_mm[2] + margin_z_mm)
-    z_top = (layout.shape_irc[0] - 1) * layout.spacing_xyz[2] - layout.body_center_mm[2]
+    z_first, z_top = layout.slice_z_range_mm
+    z_low = max(0.0, z_first + margin_z_mm)
     z_high = min(phantom.anatomy.lung_height_mm, z_top - margin_z_mm)
     if z_high <= z_low or n <= 0:
         return np.zeros((0, 3))

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy import ndimage
 
-if TYPE_CHECKING:  # config imports this module for the styles
-    from ct_pipeline.synth.config import SeriesLayout, SizePreset
+from ct_pipeline.synth.layout import SeriesLayout, SizePreset
 
 
 @dataclass(frozen=True)

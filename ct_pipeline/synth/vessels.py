@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.config import SeriesLayout
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import draw_tube, lookup
 from ct_pipeline.synth.phantom import Phantom, hilum_mm
 from ct_pipeline.synth.style import STANDARD, SynthStyle, min_vessel_radius_mm

@@ -23,7 +23,7 @@ def _run(*args):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = write_models(tmp_path_factory.mktemp("models"), nodule_prob=0.8, malignancy_prob=0.6)
-    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--workers", "1"]
+    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--concurrent-batches", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_shards_split_the_series_and_merge_gathers_them(models, luna_root, tmp_p
         done.append({json.loads(line)["series_uid"] for line in result.stdout.strip().splitlines()})
         assert (out / f"findings.shard-{shard[0]}-of-2.csv").is_file()
     assert done[0] and done[1] and not (done[0] & done[1]) and done[0] | done[1] == set(uids)
-    merged = _run("--merge", out, "--csv", tmp_path / "all.csv")
+    merged = run_ct("merge", str(out), "--csv", str(tmp_path / "all.csv"))
     assert merged.exit_code == 0, merged.output
     assert merged.stdout.strip() == f"wrote {tmp_path / 'all.csv'}: 6 candidates of 3 series"
     assert sorted(set(read_findings(tmp_path / "all.csv").series_uid)) == uids
@@ -194,10 +194,10 @@ def test_evaluate_prints_the_confusion_table(models, luna_root, tmp_path):
         (["--seg-model", "{seg}", "--cls-model", "{cls}", "--shard", "3/2"], "--shard '3/2'"),
         (
             ["--seg-model", "{seg}", "--cls-model", "{cls}", "--merge", "{tmp}"],
-            "--merge DIR only gathers existing results",
+            "ct diagnose --merge is now its own command: ct merge {tmp} (same --csv, --out, --allow-mixed, --evaluate)",
         ),
     ],
-    ids=["classifier-as-seg-model", "no-default-checkpoint", "missing-file", "bad-shard", "merge-with-series"],
+    ids=["classifier-as-seg-model", "no-default-checkpoint", "missing-file", "bad-shard", "merge-moved"],
 )
 def test_bad_input_exits_2_with_one_line(args, message, models, dicom_dir, tmp_path):
     paths = {"seg": models[1], "cls": models[3], "tmp": tmp_path, "empty": tmp_path / "runs"}

@@ -1,5 +1,5 @@
 """`ct diagnose` as an array job: two shards run at the same time into one --out folder, each with its
-own log file; --merge gathers every series exactly once; a re-run of a task redoes only what is missing."""
+own log file; ct merge gathers every series exactly once; a re-run of a task redoes only what is missing."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def batch(tmp_path):
     annotations.write_text("\n".join(rows) + "\n")
     paths = write_models(tmp_path / "models", nodule_prob=0.8)
     options = ["--data-root", str(root), "--seg-model", str(paths["seg"]), "--cls-model", str(paths["cls"])]
-    return options + ["--workers", "1", "--threads", "1"], annotations
+    return options + ["--concurrent-batches", "1", "--threads", "1"], annotations
 
 
 def _logged(log: Path, status: str) -> list[str]:
@@ -76,7 +76,7 @@ def test_two_concurrent_shards_cover_every_series_once_and_merge(batch, tmp_path
         assert f"finished: {len(printed[k])} done, 0 skipped, 0 failed of {len(printed[k])} series" in text
         assert len(read_findings(out / f"findings.shard-{k}-of-2.csv")) == 2 * len(printed[k])
 
-    merged = run_ct("diagnose", "--merge", str(out), "--evaluate", "--annotations", str(annotations), "--json")
+    merged = run_ct("merge", str(out), "--evaluate", "--annotations", str(annotations), "--json")
     assert merged.exit_code == 0, merged.output
     assert merged.stderr.strip() == f"wrote {out / 'findings.csv'}: 10 candidates of 5 series"  # stdout: JSON only
     table = read_findings(out / "findings.csv")

@@ -348,12 +348,12 @@ def diagnose_inputs(tmp_path_factory) -> dict[str, Path]:
 DIAGNOSE_ACCEPTED = {
     "--threshold": ["0", "0.3", "1"], "--seg-threshold": ["0", "0.5", "1"], "--merge-fraction": ["0", "0.75", "3"],
     "--lung-margin": ["0", "15", "100"], "--batch-size": ["1", "7"], "--cls-batch-size": ["1", "64"],
-    "--workers": ["1", "2"], "--threads": ["1", "2"], "--device": ["cpu", "auto"], "--precision": ["auto", "fp32"],
+    "--concurrent-batches": ["1", "2"], "--threads": ["1", "2"], "--device": ["cpu", "auto"], "--precision": ["auto", "fp32"],
     "--csv": ["new/findings.csv"],
 }  # fmt: skip
 DIAGNOSE_ODD = {
     **{option: _ODD_NUMBERS for option in ("--threshold", "--seg-threshold", "--merge-fraction", "--lung-margin")},
-    **{option: _ODD_NUMBERS for option in ("--batch-size", "--cls-batch-size", "--workers")},
+    **{option: _ODD_NUMBERS for option in ("--batch-size", "--cls-batch-size", "--concurrent-batches")},
     # Threads stay few: thousands would start thousands of threads in the test process (the
     # runtime item of #26 caps them; a subprocess test covers it there).
     "--threads": ["0", "-1", "x", "1.5"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 
@@ -35,13 +37,17 @@ def test_the_unannotated_bright_sphere_is_a_hard_negative_of_the_training_series
     pd.DataFrame(
         [{"seriesuid": uid, "coordX": 0.0, "coordY": 0.0, "coordZ": -80.0, "class": 0} for uid in uids]
     ).to_csv(root / "candidates.csv", index=False)
-    models = write_models(tmp_path / "models")
+    # No --seg-model: the newest U-Net under --runs-dir, as in every command with models
+    best = tmp_path / "runs" / "train-seg" / "best.ckpt"
+    best.parent.mkdir(parents=True)
+    shutil.copy(write_models(tmp_path / "models")["seg"], best)
     out = tmp_path / "hard.csv"
     result = run_ct(
-        "hard-negatives", "--seg-model", str(models["seg"]), "--data-root", str(root),
+        "hard-negatives", "--runs-dir", str(tmp_path / "runs"), "--data-root", str(root),
         "--cache-dir", str(tmp_path / "cache"), "--val-stride", "2", "--out", str(out),
     )
     assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == f"using --seg-model {best}"
     table = pd.read_csv(out)
     catalog = open_catalog([root], tmp_path / "cache")
     train, val = catalog.split(2)
@@ -57,3 +63,10 @@ def test_the_unannotated_bright_sphere_is_a_hard_negative_of_the_training_series
     added = extended.candidates[~extended.candidates["is_nodule"]]
     assert len(added) == len(catalog.candidates[~catalog.candidates["is_nodule"]]) + len(table)
     assert extended.candidates["is_nodule"].sum() == catalog.candidates["is_nodule"].sum()
+
+
+def test_without_a_seg_model_or_one_under_runs_dir_it_says_what_to_pass(tmp_path):
+    result = run_ct("hard-negatives", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "hard.csv"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: no segmentation checkpoint found under {tmp_path / 'runs'}; pass --seg-model PATH")
+    assert not (tmp_path / "hard.csv").exists()

@@ -37,7 +37,7 @@ def models(tmp_path):
 
 
 def _diagnose(models, out: Path, *sources: object):
-    return run_ct("diagnose", *sources, "--out", out, "--seg-model", models["seg"], "--cls-model", models["cls"], "--workers", 1)
+    return run_ct("diagnose", *sources, "--out", out, "--seg-model", models["seg"], "--cls-model", models["cls"], "--concurrent-batches", 1)
 
 
 def _rerun_sees_the_change(models, out: Path, root: Path, uid: str, changed: Path, *sources: object) -> None:

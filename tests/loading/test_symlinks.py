@@ -50,7 +50,7 @@ def test_a_linked_subset_is_listed_cached_trained_on_and_diagnosed(linked_root, 
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
     diagnosed = run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-                    "--cls-model", models["cls"], "--workers", 1)  # fmt: skip
+                    "--cls-model", models["cls"], "--concurrent-batches", 1)  # fmt: skip
     assert diagnosed.exit_code == 0, diagnosed.output
     assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{series_uid(n)}.json" for n in range(3))
     assert tree_digest(root) == before
@@ -78,7 +78,7 @@ def test_a_link_loop_among_dicom_files_is_an_unreadable_file_and_a_folder_loop_i
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
     diagnosed = run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-                    "--cls-model", models["cls"], "--workers", 1)  # fmt: skip
+                    "--cls-model", models["cls"], "--concurrent-batches", 1)  # fmt: skip
     assert diagnosed.exit_code == 0, diagnosed.output
     assert warning in words(diagnosed.stderr)
     assert [p.name for p in out.glob("*.json")] == [f"{uid}.json"]

@@ -54,7 +54,7 @@ def reference_image(shape_irc, geometry) -> sitk.Image:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = write_models(tmp_path_factory.mktemp("models"), nodule_prob=0.8, malignancy_prob=0.6)
-    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--workers", "1"]
+    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--concurrent-batches", "1"]
 
 
 @pytest.fixture(scope="module")

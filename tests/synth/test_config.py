@@ -100,6 +100,17 @@ def test_flips_and_rotation_keep_the_patient_upright():
     assert back_minus_front[0, 1] - back_minus_front[1, 1] > 180  # posterior stays at +y (LPS)
 
 
+def test_the_slice_z_range_is_the_first_and_last_slice_in_the_anatomy_frame():
+    layout = plan_series(_config(), 1, True, (True, True, False))
+    first_mm, last_mm = layout.slice_z_range_mm
+    assert first_mm < 0.0 < layout.lung_height_mm < last_mm + layout.spacing_xyz[2]  # this series holds the whole lung
+    ends_irc = layout.anatomy_mm_to_canonical_irc(np.array([[0.0, 0.0, first_mm], [0.0, 0.0, last_mm]]))
+    np.testing.assert_allclose(ends_irc[:, 0], [0.0, layout.shape_irc[0] - 1], atol=1e-9)
+    # Back through patient space (flips and rotation) to the same anatomy-frame point.
+    point_mm = np.array([10.0, -20.0, last_mm])
+    np.testing.assert_allclose(layout.xyz_to_anatomy_mm(layout.anatomy_mm_to_xyz(point_mm)), point_mm, atol=1e-9)
+
+
 def test_replace_revalidates():
     with pytest.raises(BadInputError):
         replace(_config(), n_series=-3)

@@ -17,7 +17,7 @@ from ct_pipeline.paths import is_series_uid
 from ct_pipeline.synth import SynthConfig, generate_series, write_synthetic_dataset
 from ct_pipeline.synth.config import direction_kinds, plan_series
 from ct_pipeline.synth.nodules import shape_volume_mm3
-from ct_pipeline.synth.writer import ANNOTATION_HEADER, CANDIDATE_HEADER, MALIGNANCY_HEADER, TRUTH_HEADER
+from ct_pipeline.synth.tables import ANNOTATION_HEADER, CANDIDATE_HEADER, MALIGNANCY_HEADER, TRUTH_HEADER
 
 
 def _config(out_dir: Path, **kwargs) -> SynthConfig:
