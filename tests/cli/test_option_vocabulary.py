@@ -176,7 +176,7 @@ def _problems(command_name: str) -> list[str]:
         if meaning is None:
             problems.append(
                 f"ct {command_name} {name} is not declared: add {name!r}: Meaning('what it means') to MEANINGS in "
-                "tests/test_option_vocabulary.py, or use the name MEANINGS already has for that meaning"
+                "tests/cli/test_option_vocabulary.py, or use the name MEANINGS already has for that meaning"
             )
         elif meaning.says and meaning.says.lower() not in help_text.lower():
             problems.append(f"ct {command_name} {name} means {meaning.text!r}, but its help does not say "

@@ -16,7 +16,7 @@ from ct_pipeline.synth import SynthConfig, write_synthetic_dataset
 from ct_pipeline.synth.manifest import MANIFEST_NAME
 from ct_pipeline.synth.streams import DATASET_STREAMS, Stream, dataset_rng, series_rng
 
-SYNTH_DIR = Path(__file__).resolve().parent.parent / "ct_pipeline" / "synth"
+SYNTH_DIR = Path(__file__).resolve().parents[2] / "ct_pipeline" / "synth"
 
 
 def _digest(folder: Path) -> str:
