@@ -90,7 +90,7 @@ def _failing_load(*args, **kwargs):
 
 
 def test_internal_failure_exits_1_with_one_line_and_a_hint(tmp_path, monkeypatch):
-    monkeypatch.setattr("cli.data.load_ct", _failing_load)
+    monkeypatch.setattr("ct_pipeline.loading.load_ct", _failing_load)
     result = run_ct(*_info_args(tmp_path))
     assert result.exit_code == 1
     assert result.stderr.strip() == (
@@ -101,7 +101,7 @@ def test_internal_failure_exits_1_with_one_line_and_a_hint(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("how", ["--debug", "CT_DEBUG=1"])
 def test_debug_lets_the_traceback_through(tmp_path, monkeypatch, how):
-    monkeypatch.setattr("cli.data.load_ct", _failing_load)
+    monkeypatch.setattr("ct_pipeline.loading.load_ct", _failing_load)
     args = _info_args(tmp_path)
     if how == "--debug":
         args = ["--debug", *args]
@@ -117,6 +117,6 @@ def test_interrupt_exits_130(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cli.data.load_ct", interrupted)
+    monkeypatch.setattr("ct_pipeline.loading.load_ct", interrupted)
     result = run_ct(*_info_args(tmp_path))
     assert result.exit_code == 130 and result.stderr.strip() == "interrupted"

@@ -134,7 +134,7 @@ def test_a_full_or_read_only_disk_met_anywhere_is_one_line_and_exit_2(tmp_path, 
         raise OSError(code, os.strerror(code), str(event_file))
 
     monkeypatch.setattr(ct_pipeline.loading, "load_ct", full_disk)
-    monkeypatch.setattr("cli.data.load_ct", full_disk)
+    monkeypatch.setattr("ct_pipeline.loading.load_ct", full_disk)
     result = run_ct("info", tmp_path / "scan.mhd")
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
@@ -146,7 +146,7 @@ def test_any_other_os_error_is_still_an_internal_error(tmp_path, monkeypatch):
     def broken(*_args, **_kwargs):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr("cli.data.load_ct", broken)
+    monkeypatch.setattr("ct_pipeline.loading.load_ct", broken)
     result = run_ct("info", tmp_path / "scan.mhd")
     assert result.exit_code == 1
     assert result.stderr.startswith("internal error: OSError:")
