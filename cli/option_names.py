@@ -3,7 +3,7 @@ option names in what the CLI prints (error lines, warnings, the log file).
 
 The library names a setting as its config field, ``InferenceOptions.workers``, which a Python caller
 recognises and which no option rename can make stale; the CLI says ``--concurrent-batches`` instead.
-Renaming an option means changing it here; ``tests/test_option_names.py`` checks that every option
+Renaming an option means changing it here; ``tests/cli/test_option_names.py`` checks that every option
 named here exists and every setting is still one the library names.
 """
 

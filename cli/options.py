@@ -2,7 +2,7 @@
 
 One word, one meaning (the README's command table lists them): ``--threads`` CPU threads,
 ``--workers`` processes, ``--threshold`` a nodule probability, ``--seg-threshold`` the U-Net's pixel
-probability, ``--device`` one device spelling everywhere. ``tests/test_option_vocabulary.py`` holds
+probability, ``--device`` one device spelling everywhere. ``tests/cli/test_option_vocabulary.py`` holds
 every command to it.
 """
 

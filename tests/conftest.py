@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ct_pipeline.cache import CropCache
+from ct_pipeline.catalog import open_catalog
+from tests.helpers.tiny_luna import write_tiny_luna
+
 SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
 
 
@@ -42,6 +46,16 @@ def luna16_tables_dir() -> Path:
     return _shared_path("data", "luna16")
 
 
+@pytest.fixture()
+def tiny(tmp_path):
+    """(data root, catalog, crop cache) of tests/helpers/tiny_luna.py's 3 coded series, in ``tmp_path``."""
+    root = write_tiny_luna(tmp_path / "luna")
+    catalog = open_catalog([root], tmp_path / "cache")
+    cache = CropCache(tmp_path / "cache")
+    yield root, catalog, cache
+    cache.close()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
     """No test reads the developer's CT_DATA_ROOT or writes the checkout's data_cache/."""
@@ -50,7 +64,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
 
 
 def pytest_configure(config) -> None:
-    """Hypothesis profiles for the property tests (tests/test_property_bad_input.py).
+    """Hypothesis profiles for the property tests (tests/cli/test_property_bad_input.py).
 
     CI (CI=true, as `.ci/run` sets it) runs the same examples every time (derandomized, no
     example database), so a red build is a change in the code, never a new draw. Elsewhere the

@@ -9,18 +9,8 @@ import numpy as np
 import pytest
 
 from ct_pipeline.cache import CropCache, RegionSpec
-from ct_pipeline.catalog import open_catalog
 from ct_pipeline.prepcache import PrepcacheConfig, key_for, prepcache
-from tests.tiny_luna import SERIES, SHAPE_IRC, coded_volume, write_tiny_luna
-
-
-@pytest.fixture()
-def tiny(tmp_path):
-    root = write_tiny_luna(tmp_path / "luna")
-    catalog = open_catalog([root], tmp_path / "cache")
-    cache = CropCache(tmp_path / "cache")
-    yield root, catalog, cache
-    cache.close()
+from tests.helpers.tiny_luna import SERIES, SHAPE_IRC, coded_volume
 
 
 def _region(catalog, cache, uid):

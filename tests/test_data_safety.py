@@ -2,6 +2,9 @@
 
 Each case asserts the exit code, the one-line message and that no file outside the command's own
 outputs changed.
+
+At the top level, not in a package's folder: its cases cross every stage (loading, the cache,
+training, diagnosis, evaluation), each reached through its command.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from ct_pipeline.errors import OutputError
 from ct_pipeline.models import LunaClassifier, save_checkpoint
 from ct_pipeline.loading.fingerprint import sha256_of_file
 from ct_pipeline.prepcache import key_for
-from tests.cli_process import error_line, run_ct, words
-from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.training_data import series_uid, write_training_luna
+from tests.helpers.cli_process import error_line, run_ct, words
+from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
+from tests.helpers.training_data import series_uid, write_training_luna
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:

@@ -6,18 +6,17 @@ import dataclasses
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from ct_pipeline.demo import DEMO_SCALES, demo_steps, run_demo
 from ct_pipeline.errors import CtError
+from tests.helpers.cli_process import run_ct
 
 TINY = DEMO_SCALES["tiny"]
 
 
 def _in_process(argv) -> int:
     """Run a step through the CLI in this process (the demo's default starts a process per step)."""
-    result = CliRunner().invoke(app, list(argv))
+    result = run_ct(*argv)
     if result.exit_code != 0:
         print(result.output)
     return result.exit_code
@@ -74,9 +73,15 @@ def test_demo_smoke_every_step_on_tiny_data_then_a_second_run_reuses_it(tmp_path
     ]
     assert (out / "report" / "index.html").is_file() and (out / "froc.png").is_file()
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert 0.0 <= summary["detection"]["cpm"] <= 1.0 and summary["detection"]["nodules"] > 0
-    assert 0.0 <= summary["nodule_classifier"]["roc_auc"] <= 1.0
-    assert summary["malignancy_classifier"]["size_only_auc"] is not None
+    # The tiny scale checks the plumbing, not learning: measured, its CPM is 0.0 (no nodule found
+    # at 8 false positives per scan) and the nodule classifier's AUC 0.64, near chance and free to
+    # move with fp32 rounding on another CPU (learning's floor: tests/training/test_loop.py, val
+    # AUC >= 0.9). What the data fixes is pinned, and CPM must be the mean of its seven sensitivities.
+    detection = summary["detection"]
+    assert (detection["scans"], detection["nodules"], summary["candidate_recall"]["nodules"]) == (2, 3, 3)
+    assert detection["cpm"] == pytest.approx(sum(detection["sensitivity_at_fp_per_scan"].values()) / 7)
+    assert 0.0 <= summary["nodule_classifier"]["roc_auc"] <= 1.0  # a number (NaN fails), not a floor
+    assert summary["malignancy_classifier"]["size_only_auc"] == 1.0  # from the validation nodules' sizes and labels
     assert summary["segmentation"]["nodule_recall_4mm"] is not None
     checkpoints = sorted((out / "runs").glob("*/best.ckpt"))
     assert len(checkpoints) == 3

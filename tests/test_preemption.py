@@ -20,45 +20,20 @@ import pytest
 from ct_pipeline.cache import CropCache
 from ct_pipeline.models import load_checkpoint
 from ct_pipeline.preemption import StopRequests, Terminated
-from tests.cli_process import start_cli, wait_until
-from tests.diagnosis_tiny import write_models, write_phantom_luna
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import descendants, process_state, start_cli, wait_until
+from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
+from tests.helpers.training_data import write_training_luna
 
 
 
 _start = start_cli
 
 
-def _children(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _lingering(pids: set[int], grace_s: float = 2.0) -> list[int]:
     """The processes of ``pids`` still alive ``grace_s`` after the command ended (one that is
     exiting when the command's own exit is seen needs a moment to be gone)."""
     deadline = time.monotonic() + grace_s
-    while (alive := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+    while (alive := [pid for pid in pids if process_state(pid) not in (None, "Z")]) and time.monotonic() < deadline:
         time.sleep(0.05)
     return alive
 
@@ -76,8 +51,8 @@ def test_sigterm_stops_training_after_a_step_with_the_end_line_exit_143_and_no_p
         "--batch-size", 8, "--val-stride", 3, "--val-every", 1000, "--workers", 2,
     )  # fmt: skip
     # Signal once the first epoch is checkpointed and its workers are up for the next one.
-    _wait_for(lambda: (out / "last.ckpt").exists() and len(_children(process.pid)) >= 2, process)
-    workers = _children(process.pid)
+    _wait_for(lambda: (out / "last.ckpt").exists() and len(descendants(process.pid)) >= 2, process)
+    workers = descendants(process.pid)
     process.send_signal(signal.SIGTERM)
     try:
         _, err = process.communicate(timeout=60)
@@ -150,7 +125,7 @@ def test_sigterm_stops_prepcache_with_two_workers_after_the_series_in_progress(t
     process = _start(tmp_path, "prepcache", "--data-root", root, "--cache-dir", cache_dir, "--workers", 2,
                      "--log-file", log_path)  # fmt: skip
     _wait_for(lambda: log_path.exists() and " filled 1." in log_path.read_text(), process)
-    workers = _children(process.pid)
+    workers = descendants(process.pid)
     err = _terminate(process)
 
     assert process.returncode == 143, err

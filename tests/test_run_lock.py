@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from ct_pipeline.models import load_checkpoint
-from tests.cli_process import REPO, cli_env, run_ct, start_cli, wait_until
-from tests.diagnosis_tiny import write_models
-from tests.folder_digest import tree_digest
-from tests.training_data import write_training_luna
+from tests.helpers.cli_process import REPO, cli_env, process_state, run_ct, start_cli, wait_until
+from tests.helpers.diagnosis_tiny import write_models
+from tests.helpers.folder_digest import tree_digest
+from tests.helpers.training_data import write_training_luna
 
 
 def _busy(folder: Path, pid: int) -> str:
@@ -34,7 +34,7 @@ def _stopped(process: subprocess.Popen):
     """The holder paused (SIGSTOP) so that its folder holds still while another run tries it."""
     os.kill(process.pid, signal.SIGSTOP)
     # The signal lands between system calls: wait until the kernel reports it stopped (state T).
-    wait_until(lambda: Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T", process, "the stop", 10)
+    wait_until(lambda: process_state(process.pid) == "T", process, "the stop", 10)
     try:
         yield
     finally:

@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from ct_pipeline.threads import cpu_limit
-from tests.cli_process import REPO, cli_env
-from tests.diagnosis_tiny import NODULES_IRC, write_models, write_phantom_luna
-from tests.tiny_luna import SERIES, write_tiny_luna
+from tests.helpers.cli_process import REPO, cli_env
+from tests.helpers.diagnosis_tiny import NODULES_IRC, write_models, write_phantom_luna
+from tests.helpers.tiny_luna import SERIES, write_tiny_luna
 
 
 def _ct(tmp_path, *args: object, omp_num_threads: str | None = None) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import torch
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.threads import ThreadBudget, cgroup_cpu_quota, thread_budget
 from ct_pipeline.training import TrainConfig, train
-from tests.training_data import write_training_luna
+from tests.helpers.training_data import write_training_luna
 
 AFFINITY = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 

@@ -7,7 +7,7 @@ CPU time of one batch (1 thread, median of 5; AVX-512-bf16 Xeon, torch 2.13 CPU 
     classifier: fp32 1.3 s   channels-last 0.8 s   bf16 1.6 s   bf16 + channels-last 1.1 s
 
 hence channels-last by default. bf16 gains ~10% on the U-Net only, and moves a few mask-border
-pixels (tests/test_models_networks.py states the tolerances), so fp32 stays the default.
+pixels (tests/models/test_networks.py states the tolerances), so fp32 stays the default.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ that changing one (say, the vessels) leaves every other draw, and so every other
 
 Adding a stream: give it the next free number (14 now; 7 was never used and may stay so), use it
 through :func:`series_rng` or :func:`dataset_rng`, and never renumber or reuse one: the numbers are
-part of every data set already written (``tests/test_synth_digest.py`` pins one). ``@unique``
+part of every data set already written (``tests/synth/test_digest.py`` pins one). ``@unique``
 refuses a number given twice.
 """
 
