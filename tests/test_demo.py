@@ -104,7 +104,7 @@ def _configs_built_by(argv_lines, monkeypatch) -> list:
     monkeypatch.setattr(cli.train_cmd, "_run", built.append)
     for line in argv_lines:
         argv = shlex.split(line) if isinstance(line, str) else list(line)
-        result = CliRunner().invoke(app, argv[1:] if argv[0] == "ct" else argv)
+        result = run_ct(*(argv[1:] if argv[0] == "ct" else argv))
         assert result.exit_code == 0, (line, result.output)
     return built
 
