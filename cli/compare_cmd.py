@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from cli.dicomweb_options import CaBundleOption, DicomwebOption, dicomweb_server
 from cli.options import (
     AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, JsonOption, MalModelOption, QuietOption,
     RunsDirOption, SegModelOption,
@@ -72,6 +73,8 @@ def compare_command(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     allow_uneven_spacing: AllowUnevenOption = False,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
     """Compare two scans of one patient: register CURRENT to PRIOR on the lungs, pair their nodules, and report
     each pair's volume change and doubling time, and the new and vanished ones.
@@ -104,7 +107,11 @@ def _request(options: dict):
 
     diagnose = DiagnoseRequest(
         data_roots=tuple(resolve_data_roots(options["data_root"])), cache_dir=options["cache_dir"],
-        load=LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"]), seg_model=options["seg_model"],
+        load=LoadOptions(
+            allow_uneven_spacing=options["allow_uneven_spacing"],
+            dicomweb=dicomweb_server(options["dicomweb"], options["ca_bundle"]),
+        ),
+        seg_model=options["seg_model"],
         cls_model=options["cls_model"], mal_model=options["mal_model"], runs_dir=options["runs_dir"],
         config=DiagnosisConfig(nodule_threshold=options["threshold"]),
         inference=InferenceOptions(device=options["device"], threads=options["threads"]),

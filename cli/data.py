@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.dicomweb_options import CaBundleOption, DicomwebOption, dicomweb_server
 from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
 from cli.output import console, print_json
 from ct_pipeline.loading import LoadOptions, load_ct
@@ -50,13 +51,17 @@ def info(
     ] = None,
     allow_uneven_spacing: AllowUnevenOption = False,
     json_output: JsonOption = False,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
     """Describe one CT: size, spacing, origin, direction, HU range."""
     volume = load_ct(
         series,
         data_roots=resolve_data_roots(data_root),
         cache_dir=resolve_cache_dir(cache_dir),
-        options=LoadOptions(allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid),
+        options=LoadOptions(
+            allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid, dicomweb=dicomweb_server(dicomweb, ca_bundle)
+        ),
     )
     description = volume.describe()
     if json_output:

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from cli.dicomweb_options import CaBundleOption, DicomwebOption, StoreOption, dicomweb_server
 from cli.options import (
     AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, JsonOption, MalModelOption, Precision,
     QuietOption, RunsDirOption, SegModelOption, TrustModelOption,
@@ -277,6 +278,9 @@ def diagnose_command(
         typer.Option("--series", help="Which series, when a DICOM folder holds several.", rich_help_panel="Data"),
     ] = None,
     allow_uneven_spacing: AllowUnevenOption = False,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
+    store: StoreOption = False,
 ) -> None:
     """Find lung nodules: segment the slices, group candidates, classify them, merge duplicates, report.
 
@@ -332,7 +336,11 @@ def _request(options: dict):
     return DiagnoseRequest(
         sources=tuple(options["series"] or ()), series_file=options["series_file"], all_series=options["all_series"],
         data_roots=tuple(resolve_data_roots(options["data_root"])), cache_dir=options["cache_dir"],
-        load=LoadOptions(allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"]),
+        load=LoadOptions(
+            allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"],
+            dicomweb=dicomweb_server(options["dicomweb"], options["ca_bundle"]),
+        ),
+        store=options["store"],
         shard=Shard.parse(options["shard"]), seg_model=options["seg_model"], cls_model=options["cls_model"],
         mal_model=options["mal_model"], runs_dir=options["runs_dir"], config=config, inference=inference,
         out=options["out"], report=options["report"], csv_path=options["csv_path"], dicom_out=options["dicom_out"],

@@ -62,3 +62,12 @@ def pytest_configure(config) -> None:
     settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
     settings.register_profile("dev", print_blob=True)
     settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with DICOMweb on free localhost ports, for the whole session (see tests/orthanc_server.py)."""
+    from tests.orthanc_server import running_orthanc
+
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server

@@ -40,6 +40,7 @@ class DiagnoseRequest:
         report: HTML report folder; csv_path: one LUNA16 CSV of every candidate.
         dicom_out: DICOM Segmentation and Structured Report of each series' nodules (label map
             and JSON for non-DICOM input; see :mod:`ct_pipeline.reports.dicom_findings`).
+        store: send the SEG and SR in ``dicom_out`` to ``load.dicomweb`` (STOW-RS), each once.
     """
 
     sources: tuple[str, ...] = ()
@@ -59,6 +60,7 @@ class DiagnoseRequest:
     report: Path | None = None
     csv_path: Path | None = None
     dicom_out: Path | None = None
+    store: bool = False
 
     @property
     def names_one_series(self) -> bool:
@@ -163,7 +165,8 @@ def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ..
     from ct_pipeline.devices import resolve_device
 
     resolve_device(request.inference.device)
-
+    if request.store and (request.dicom_out is None or request.load.dicomweb is None):
+        raise BadInputError("--store sends the --dicom-out files to the --dicomweb server; give both with it")
     if request.out is not None and request.out.exists() and not request.out.is_dir():
         raise BadInputError(f"--out {request.out} exists and is not a folder; give a folder for the per-series results")
     refuse_overlaps(written_places(request) + also_written, read_places(request) + also_read)

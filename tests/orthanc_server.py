@@ -1,0 +1,126 @@
+"""A real Orthanc with its DICOMweb plugin, for the PACS tests: started on free localhost ports
+with a throw-away storage folder, stopped at the end.
+
+Orthanc comes from Debian's ``orthanc`` and ``orthanc-dicomweb`` packages (``.ci/run`` installs
+them). Without them the tests skip, except under ``CI``, where they fail: a PACS test that never
+runs in CI is a test that cannot fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
+
+
+def _require(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI is set: `.ci/run` installs orthanc and orthanc-dicomweb with apt)")
+    pytest.skip(message + "; apt-get install orthanc orthanc-dicomweb to run it")
+
+
+def dicomweb_plugin() -> Path | None:
+    """The DICOMweb plugin's shared object, as Debian's orthanc-dicomweb package installs it."""
+    try:
+        listed = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        listed = ""
+    candidates = [Path(line) for line in listed.splitlines() if "DicomWeb" in line and ".so" in line]
+    candidates += [p for d in PLUGIN_DIRS if d.is_dir() for p in sorted(d.glob("libOrthancDicomWeb.so*"))]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Orthanc:
+    """A running Orthanc: its REST root (``url``) and its DICOMweb root (``dicomweb``)."""
+
+    url: str
+    auth: tuple[str, str] | None = None
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicom-web"
+
+    def upload(self, paths: Iterable[Path]) -> int:
+        """POST each DICOM file to /instances; how many were stored."""
+        n = 0
+        for path in paths:
+            answer = requests.post(self.url + "/instances", data=Path(path).read_bytes(), auth=self.auth, timeout=30)
+            answer.raise_for_status()
+            n += 1
+        return n
+
+    def clear(self) -> None:
+        """Delete every patient, so that a test starts from an empty archive."""
+        for patient in requests.get(self.url + "/patients", auth=self.auth, timeout=30).json():
+            requests.delete(f"{self.url}/patients/{patient}", auth=self.auth, timeout=30).raise_for_status()
+
+    def series_of_modality(self, modality: str) -> list[dict]:
+        """QIDO-RS series of ``modality`` (raw JSON), as any DICOMweb client would see them."""
+        answer = requests.get(f"{self.dicomweb}/series", params={"Modality": modality}, auth=self.auth, timeout=30)
+        answer.raise_for_status()
+        return answer.json() if answer.content else []
+
+
+@contextlib.contextmanager
+def running_orthanc(work: Path, users: dict[str, str] | None = None) -> Iterator[Orthanc]:
+    """Orthanc on free ports with its storage in ``work``; ``users``: basic-auth accounts (then required)."""
+    executable = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").is_file() else None)
+    plugin = dicomweb_plugin()
+    if executable is None or plugin is None:
+        _require("Orthanc or its DICOMweb plugin is not installed")
+    http_port, dicom_port = _free_port(), _free_port()
+    config = {
+        "Name": "ct-tests", "StorageDirectory": str(work / "db"), "IndexDirectory": str(work / "db"),
+        "HttpPort": http_port, "DicomPort": dicom_port, "RemoteAccessAllowed": False, "HttpTimeout": 60,
+        "AuthenticationEnabled": bool(users), "RegisteredUsers": users or {}, "Plugins": [str(plugin)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
+        "StableAge": 1, "HttpCompressionEnabled": False,
+    }  # fmt: skip
+    (work / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
+    log = open(work / "orthanc.log", "wb")
+    process = subprocess.Popen([executable, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    server = Orthanc(f"http://127.0.0.1:{http_port}", auth=next(iter(users.items())) if users else None)
+    try:
+        _wait_for_system(server, process, work)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_for_system(server: Orthanc, process: subprocess.Popen, work: Path, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {process.returncode}: {(work / 'orthanc.log').read_text()[-2000:]}")
+        try:
+            if requests.get(server.url + "/system", auth=server.auth, timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"Orthanc did not answer /system within {timeout_s:g} s")
