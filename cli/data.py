@@ -12,32 +12,31 @@ from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, Json
 from cli.output import console, print_json
 from ct_pipeline.loading import LoadOptions, load_ct
 from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
-from ct_pipeline.loading.series_index import require_some_series, scan_roots
 
 series_app = typer.Typer(help="Find CT series under the data roots.", no_args_is_help=True)
 
 
-@series_app.command("list", epilog="Example: ct series list --data-root /data/luna16 --json")
+@series_app.command("list", epilog="Example: ct series list --data-root /data/luna16 --json | ct series list --dicomweb http://pacs:8042/dicom-web")
 def series_list(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     json_output: JsonOption = False,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
-    """List every series under the data roots (LUNA16 .mhd, DICOM, image files)."""
-    roots = resolve_data_roots(data_root)
-    if not roots:
-        from ct_pipeline.errors import BadInputError
+    """List every series under the data roots (LUNA16 .mhd, DICOM, image files), and the CT series on --dicomweb."""
+    from ct_pipeline.loading.series_index import list_series_everywhere
 
-        raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
-    entries = scan_roots(roots, resolve_cache_dir(cache_dir))
-    require_some_series(entries, roots)
+    entries = list_series_everywhere(
+        resolve_data_roots(data_root), resolve_cache_dir(cache_dir), dicomweb_server(dicomweb, ca_bundle)
+    )
     if json_output:
-        print_json([e.summary() for e in entries.values()])
+        print_json([e.summary() for e in entries])
         return
     table = Table(title=f"{len(entries)} series")
     for column in ("series UID", "format", "modality", "files", "path"):
         table.add_column(column, overflow="fold")
-    for entry in entries.values():
+    for entry in entries:
         table.add_row(entry.series_uid, entry.format, entry.modality, str(entry.n_files), entry.path)
     console().print(table)
 

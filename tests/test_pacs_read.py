@@ -72,3 +72,25 @@ def test_a_uid_on_disk_is_read_from_disk_without_asking_the_server(on_server, do
     result = run_ct("info", UID, "--data-root", on_server[0].parent, "--dicomweb", "http://127.0.0.1:9/dicom-web", "--json")
     assert result.exit_code == 0, result.output
     assert downloads == []
+
+
+def test_series_list_shows_the_servers_ct_series_beside_the_data_roots(orthanc, on_server, tmp_path):
+    result = run_ct("series", "list", "--dicomweb", orthanc.dicomweb, "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert [(e["series_uid"], e["format"], e["n_files"], e["path"]) for e in listed] == [
+        (UID, "dicomweb", SHAPE_IRC[0], orthanc.dicomweb)
+    ]
+    # On disk too: listed once, as the disk's copy.
+    result = run_ct("series", "list", "--data-root", on_server[0].parent, "--dicomweb", orthanc.dicomweb, "--json")
+    assert [(e["series_uid"], e["format"]) for e in json.loads(result.stdout)] == [(UID, "dicom")]
+
+
+def test_prepcache_fetches_a_named_series_from_the_server(orthanc, on_server, downloads, tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "candidates.csv").write_text(f"seriesuid,coordX,coordY,coordZ,class\n{UID},0.0,0.0,-80.0,1\n{UID},5.0,5.0,-80.0,0\n")
+    result = run_ct("prepcache", "--data-root", tables, "--series", UID, "--dicomweb", orthanc.dicomweb, "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert "1 filled" in result.output
+    assert downloads == [UID]
