@@ -24,6 +24,19 @@ import requests
 
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 
+# Instances of this study are accepted, but the SEG and SR derived from them are refused: a PACS
+# whose policy rejects a STOW, for the test of a refused store.
+REFUSING_STUDY_UID = "1.2.826.0.1.3680043.8.498.9999"
+_REFUSE_LUA = f"""
+function ReceivedInstanceFilter(dicom, origin, info)
+  local modality = string.gsub(dicom.Modality or '', '%s', '')  -- DICOM pads odd-length values
+  if dicom.StudyInstanceUID == '{REFUSING_STUDY_UID}' and (modality == 'SEG' or modality == 'SR') then
+    return false
+  end
+  return true
+end
+"""
+
 
 def _require(message: str) -> None:
     if os.environ.get("CI"):
@@ -95,6 +108,8 @@ def running_orthanc(work: Path, users: dict[str, str] | None = None) -> Iterator
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
         "StableAge": 1, "HttpCompressionEnabled": False,
     }  # fmt: skip
+    (work / "refuse.lua").write_text(_REFUSE_LUA, encoding="utf-8")
+    config["LuaScripts"] = [str(work / "refuse.lua")]
     (work / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
     log = open(work / "orthanc.log", "wb")
     process = subprocess.Popen([executable, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)

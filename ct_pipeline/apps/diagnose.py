@@ -21,6 +21,7 @@ from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading import LoadOptions
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.outputs import ANYTHING, Place, data_root_places, refuse_overlaps
+from ct_pipeline.pacs.store import StoreOutcome
 from ct_pipeline.preemption import StopRequests
 from ct_pipeline.sharding import Shard
 
@@ -94,6 +95,14 @@ class FileWritten:
     n_series: int = 0
 
 
+@dataclass(frozen=True)
+class FilesStored:
+    """Objects sent to the DICOMweb server after a series (``--store``): what it accepted now, and
+    what an earlier run had stored already."""
+
+    outcomes: tuple[StoreOutcome, ...]
+
+
 @dataclass
 class DiagnoseSummary:
     """The last event: every result kept, and how many series ended how."""
@@ -107,7 +116,7 @@ class DiagnoseSummary:
         return self.counts["failed"]
 
 
-DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | DiagnoseSummary
+DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | FilesStored | DiagnoseSummary
 
 
 # What a run writes in --out: per-series results, the findings tables, logs, the run locks.
@@ -276,14 +285,18 @@ def run_diagnose(
     yield loaded
     report = ReportWriter(request.report, request.config.nodule_threshold) if request.report is not None else None
     summary = DiagnoseSummary(n_series=len(items))
+    dicom_writer = _dicom_writer(request)
     batch = run_batch(
-        items, models, request.config, out_dir=request.out, key_options=request.load, after=_after_each(request, report),
-        log_file=log_file, stop=stop, progress=progress,
+        items, models, request.config, out_dir=request.out, key_options=request.load,
+        after=_after_each(report, dicom_writer), log_file=log_file, stop=stop, progress=progress,
     )  # fmt: skip
     for outcome in batch:
         summary.counts[outcome.status] += 1
         if outcome.status != "failed":
             summary.results.append(outcome.result)
+        if dicom_writer is not None and dicom_writer.stored:
+            yield FilesStored(tuple(dicom_writer.stored))
+            dicom_writer.stored.clear()
         yield SeriesOutcome(outcome)
     yield from _write_outputs(request, summary.results, report)
     log_file.line(f"finished: {', '.join(f'{n} {status}' for status, n in summary.counts.items())} of {len(items)} series")
@@ -292,13 +305,19 @@ def run_diagnose(
     yield summary
 
 
-def _after_each(request: DiagnoseRequest, report):
-    """What is written per series once it is diagnosed: the report's pages, the DICOM objects."""
-    steps = [report] if report is not None else []
-    if request.dicom_out is not None:
-        from ct_pipeline.reports.dicom_findings import DicomFindingsWriter
+def _dicom_writer(request: DiagnoseRequest):
+    """The writer of the DICOM objects (and their sender, with ``--store``); None without --dicom-out."""
+    if request.dicom_out is None:
+        return None
+    from ct_pipeline.reports.dicom_findings import DicomFindingsWriter
 
-        steps.append(DicomFindingsWriter(request.dicom_out, request.config.nodule_threshold))
+    store = request.load.dicomweb if request.store else None
+    return DicomFindingsWriter(request.dicom_out, request.config.nodule_threshold, store)
+
+
+def _after_each(report, dicom_writer):
+    """What is written per series once it is diagnosed: the report's pages, the DICOM objects."""
+    steps = [step for step in (report, dicom_writer) if step is not None]
     if not steps:
         return None
 
