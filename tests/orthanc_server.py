@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -67,6 +70,7 @@ class Orthanc:
 
     url: str
     auth: tuple[str, str] | None = None
+    verify: str | bool = True
 
     @property
     def dicomweb(self) -> str:
@@ -76,7 +80,9 @@ class Orthanc:
         """POST each DICOM file to /instances; how many were stored."""
         n = 0
         for path in paths:
-            answer = requests.post(self.url + "/instances", data=Path(path).read_bytes(), auth=self.auth, timeout=30)
+            answer = requests.post(
+                self.url + "/instances", data=Path(path).read_bytes(), auth=self.auth, timeout=30, verify=self.verify
+            )
             answer.raise_for_status()
             n += 1
         return n
@@ -127,15 +133,78 @@ def running_orthanc(work: Path, users: dict[str, str] | None = None) -> Iterator
         log.close()
 
 
+def self_signed_pem(folder: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1 (PEM files): (key, certificate)."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+@contextlib.contextmanager
+def tls_front(server: Orthanc, key: Path, cert: Path) -> Iterator[Orthanc]:
+    """``server`` behind https on a free port, as a TLS-terminating proxy in front of a PACS would put it.
+
+    Orthanc's own https cannot be used: Debian's Orthanc 1.10 crashes (SIGSEGV) at start when
+    SslEnabled is set and the DICOMweb plugin is loaded.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    upstream_port = int(server.url.rsplit(":", 1)[1])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=_relay, args=(context, conn, upstream_port), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield Orthanc(f"https://127.0.0.1:{listener.getsockname()[1]}", auth=server.auth, verify=str(cert))
+    finally:
+        listener.close()
+
+
+def _relay(context: ssl.SSLContext, conn: socket.socket, upstream_port: int) -> None:
+    try:
+        tls = context.wrap_socket(conn, server_side=True)
+    except (ssl.SSLError, OSError):
+        conn.close()  # the client did not trust us: what the test wants to see
+        return
+    upstream = socket.create_connection(("127.0.0.1", upstream_port))
+    with tls, upstream, selectors.DefaultSelector() as selector:
+        selector.register(tls, selectors.EVENT_READ)
+        selector.register(upstream, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select(timeout=60):
+                source = key.fileobj
+                target = upstream if source is tls else tls
+                try:
+                    data = source.recv(65536)
+                    while source is tls and tls.pending():  # bytes TLS decrypted but select cannot see
+                        data += tls.recv(65536)
+                except (ssl.SSLError, OSError):
+                    return
+                if not data:
+                    return
+                target.sendall(data)
+
+
 def _wait_for_system(server: Orthanc, process: subprocess.Popen, work: Path, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"Orthanc exited with {process.returncode}: {(work / 'orthanc.log').read_text()[-2000:]}")
         try:
-            if requests.get(server.url + "/system", auth=server.auth, timeout=2).ok:
+            if requests.get(server.url + "/system", auth=server.auth, timeout=2, verify=server.verify).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.SSLError):
             pass
         time.sleep(0.2)
     raise RuntimeError(f"Orthanc did not answer /system within {timeout_s:g} s")
