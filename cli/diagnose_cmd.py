@@ -11,7 +11,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.dicomweb_options import CaBundleOption, DicomwebOption, StoreOption, dicomweb_server
+from cli.dicomweb_options import (
+    CaBundleOption, DicomwebOption, ModalityOption, StoreOption, StudyDateOption, dicomweb_server, series_query,
+)  # fmt: skip
 from cli.options import (
     AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, JsonOption, MalModelOption, Precision,
     QuietOption, RunsDirOption, SegModelOption, TrustModelOption,
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 EPILOG = (
     "Examples: ct diagnose /data/dicom/patient1 --seg-model seg.ckpt --cls-model cls.ckpt --report report/ | "
     "ct diagnose --all --data-root /data/luna16 --out results/ --shard 0/8 --json | "
-    "ct diagnose --merge results/ --csv all.csv. "
+    "ct diagnose --merge results/ --csv all.csv | "
+    "ct diagnose --all --dicomweb http://pacs:8042/dicom-web --study-date 20240101-20241231 --shard 0/8 --out results/ "
+    "--dicom-out objects/ --store. "
     "Exit codes: 0 done, 2 bad input, 3 some series failed (the others are done). "
     "Research software, not a medical device."
 )
@@ -212,7 +216,11 @@ def diagnose_command(
         ),
     ] = None,
     all_series: Annotated[
-        bool, typer.Option("--all", help="Diagnose every series under the data roots.", rich_help_panel=_BATCH)
+        bool,
+        typer.Option(
+            "--all", help="Diagnose every series under the data roots (and, with --dicomweb, every series the server "
+            "lists for --modality and --study-date).", rich_help_panel=_BATCH,
+        ),  # fmt: skip
     ] = False,
     series_file: Annotated[
         Optional[Path],
@@ -281,6 +289,8 @@ def diagnose_command(
     dicomweb: DicomwebOption = None,
     ca_bundle: CaBundleOption = None,
     store: StoreOption = False,
+    modality: ModalityOption = "CT",
+    study_date: StudyDateOption = None,
 ) -> None:
     """Find lung nodules: segment the slices, group candidates, classify them, merge duplicates, report.
 
@@ -340,7 +350,7 @@ def _request(options: dict):
             allow_uneven_spacing=options["allow_uneven_spacing"], series_uid=options["series_uid"],
             dicomweb=dicomweb_server(options["dicomweb"], options["ca_bundle"]),
         ),
-        store=options["store"],
+        store=options["store"], query=series_query(options["modality"], options["study_date"]),
         shard=Shard.parse(options["shard"]), seg_model=options["seg_model"], cls_model=options["cls_model"],
         mal_model=options["mal_model"], runs_dir=options["runs_dir"], config=config, inference=inference,
         out=options["out"], report=options["report"], csv_path=options["csv_path"], dicom_out=options["dicom_out"],

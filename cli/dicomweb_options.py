@@ -44,6 +44,30 @@ StoreOption = Annotated[
 ]
 
 
+ModalityOption = Annotated[
+    str,
+    typer.Option("--modality", help="With --all --dicomweb: the series of this modality on the server.", rich_help_panel=_PANEL),
+]
+
+StudyDateOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--study-date",
+        help="With --all --dicomweb: only series of studies dated FROM-TO (YYYYMMDD-YYYYMMDD, inclusive; "
+        "either end may be left out).",
+        show_default=False,
+        rich_help_panel=_PANEL,
+    ),
+]
+
+
+def series_query(modality: str, study_date: Optional[str]):
+    """The library's query of a server's series, from --modality and --study-date."""
+    from ct_pipeline.pacs.fetch import SeriesQuery
+
+    return SeriesQuery(modality=modality, study_date=study_date)
+
+
 def dicomweb_server(url: Optional[str], ca_bundle: Optional[Path] = None):
     """The library's server description for ``--dicomweb`` (None when not given)."""
     from ct_pipeline.pacs.server import DicomwebServer

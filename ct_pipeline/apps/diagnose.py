@@ -21,6 +21,7 @@ from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading import LoadOptions
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.outputs import ANYTHING, Place, data_root_places, refuse_overlaps
+from ct_pipeline.pacs.fetch import SeriesQuery
 from ct_pipeline.pacs.store import StoreOutcome
 from ct_pipeline.preemption import StopRequests
 from ct_pipeline.sharding import Shard
@@ -42,6 +43,7 @@ class DiagnoseRequest:
         dicom_out: DICOM Segmentation and Structured Report of each series' nodules (label map
             and JSON for non-DICOM input; see :mod:`ct_pipeline.reports.dicom_findings`).
         store: send the SEG and SR in ``dicom_out`` to ``load.dicomweb`` (STOW-RS), each once.
+        query: with ``all_series`` and ``load.dicomweb``: which of the server's series to walk.
     """
 
     sources: tuple[str, ...] = ()
@@ -62,6 +64,7 @@ class DiagnoseRequest:
     csv_path: Path | None = None
     dicom_out: Path | None = None
     store: bool = False
+    query: SeriesQuery = SeriesQuery()
 
     @property
     def names_one_series(self) -> bool:
@@ -224,7 +227,7 @@ def out_dir_lock(request: DiagnoseRequest):
 
 
 def _items(request: DiagnoseRequest) -> list:
-    from ct_pipeline.diagnosis.batch import items_from_roots, items_from_sources, select_shard
+    from ct_pipeline.diagnosis.batch import items_from_roots, items_from_server, items_from_sources, select_shard
     from ct_pipeline.paths import read_series_list, resolve_cache_dir
 
     cache_dir = resolve_cache_dir(request.cache_dir)
@@ -232,8 +235,11 @@ def _items(request: DiagnoseRequest) -> list:
     if request.series_file is not None:
         sources += read_series_list(request.series_file)
     items = items_from_sources(sources, request.data_roots, cache_dir, request.load)
-    if request.all_series:
+    server = request.load.dicomweb
+    if request.all_series and (request.data_roots or server is None):
         items += items_from_roots(request.data_roots, cache_dir, request.load)
+    if request.all_series and server is not None:
+        items += items_from_server(server, request.query, request.data_roots, cache_dir, request.load)
     if not items:
         raise BadInputError("nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file")
     return select_shard(items, request.shard)

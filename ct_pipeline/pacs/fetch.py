@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ct_pipeline.errors import BadDataError, NotFoundError
+from ct_pipeline.errors import BadDataError, BadInputError, NotFoundError
 from ct_pipeline.pacs.server import DicomwebServer, open_client, talking_to
 
 MANIFEST = ".manifest.json"  # hidden: the DICOM walk skips it
@@ -171,14 +172,43 @@ def _replace(staging: Path, folder: Path) -> None:
         os.replace(staging, folder)
 
 
-def list_series(
-    server: DicomwebServer, modality: str = "CT", study_dates: tuple[str, str] | None = None
-) -> list[RemoteSeries]:
-    """Every series of ``modality`` on the server (QIDO-RS at series level), optionally only those of
-    studies dated ``study_dates`` (YYYYMMDD, inclusive), sorted by UID."""
-    filters = {"Modality": modality} if modality else {}
-    if study_dates is not None:
-        filters["StudyDate"] = f"{study_dates[0]}-{study_dates[1]}"
+_DATE_RANGE = re.compile(r"^(\d{8})?(-)?(\d{8})?$")
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    """Which series of a server a batch walks (QIDO-RS at series level).
+
+    Attributes:
+        modality: DICOM Modality to match ("CT").
+        study_date: a DICOM date or range, YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD
+            (inclusive); None: any date.
+    """
+
+    modality: str = "CT"
+    study_date: str | None = None
+
+    def __post_init__(self) -> None:
+        match = _DATE_RANGE.match(self.study_date or "")
+        if self.study_date is not None and (not match or not (match.group(1) or match.group(3))):
+            raise BadInputError(
+                f"--study-date {self.study_date!r} is not a date range; give FROM-TO as YYYYMMDD-YYYYMMDD "
+                "(either end may be left out, e.g. 20240101-)"
+            )
+        if not re.fullmatch(r"[A-Z]{2,16}", self.modality):
+            raise BadInputError(f"--modality {self.modality!r} is not a DICOM modality (e.g. CT)")
+
+    @property
+    def filters(self) -> dict[str, str]:
+        found = {"Modality": self.modality}
+        if self.study_date is not None:
+            found["StudyDate"] = self.study_date
+        return found
+
+
+def list_series(server: DicomwebServer, query: SeriesQuery = SeriesQuery()) -> list[RemoteSeries]:
+    """Every series on the server that ``query`` matches (QIDO-RS at series level), sorted by UID."""
+    filters = query.filters
     client = open_client(server)
     with talking_to(server, "listing series"):
         found = client.search_for_series(
@@ -194,4 +224,4 @@ def list_series(
     return sorted(series, key=lambda s: s.series_uid)
 
 
-__all__: Sequence[str] = ["RemoteSeries", "look_up_series", "fetch_series", "list_series", "series_folder"]
+__all__: Sequence[str] = ["RemoteSeries", "SeriesQuery", "look_up_series", "fetch_series", "list_series", "series_folder"]
