@@ -113,7 +113,12 @@ def fetch_series(server: DicomwebServer, series_uid: str, cache_dir: Path) -> Pa
     try:
         _download(client, server, remote, staging)
         _write_manifest(staging, server, remote)
-        _replace(staging, folder)
+        try:
+            _replace(staging, folder)
+        except OSError:
+            # Another process (a shard on the same node) renamed the same series in first: use its copy.
+            if _manifest_fingerprint(folder) != remote.fingerprint:
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; after a failure, the half
     return folder
