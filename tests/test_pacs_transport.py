@@ -30,10 +30,8 @@ def locked(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _no_credentials(monkeypatch, tmp_path):
-    for name in ("CT_DICOMWEB_USER", "CT_DICOMWEB_PASSWORD", "CT_DICOMWEB_TOKEN", "CT_DICOMWEB_NETRC", "CT_DICOMWEB"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc of the developer's
+def _no_netrc(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc of the developer's (conftest clears CT_DICOMWEB_*)
 
 
 def test_without_credentials_the_server_refuses_with_401(locked, tmp_path):
