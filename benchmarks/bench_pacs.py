@@ -52,8 +52,8 @@ def _measure_all(models: list[str], url: str, folder: Path, tmp: Path) -> dict[s
         times["first"].append(measure([*ct, "diagnose", REAL_UID, *models, "--dicomweb", url, "--cache-dir", str(cold)])["wall_s"])
         times["second"].append(measure([*ct, "diagnose", REAL_UID, *models, "--dicomweb", url, "--cache-dir", str(warm_cache)])["wall_s"])
         fetch_cache = tmp / f"fetch-cache-{repeat}"
-        times["fetch"].append(measure([*ct, "info", REAL_UID, "--dicomweb", url, "--cache-dir", str(fetch_cache), "--json"])["wall_s"])
-        times["info_disk"].append(measure([*ct, "info", str(folder), "--json"])["wall_s"])
+        times["fetch"].append(measure([*ct, "info", REAL_UID, "--dicomweb", url, "--cache-dir", str(fetch_cache), "--json"], json_output=False)["wall_s"])
+        times["info_disk"].append(measure([*ct, "info", str(folder), "--json"], json_output=False)["wall_s"])
     return times
 
 
