@@ -94,3 +94,17 @@ def test_prepcache_fetches_a_named_series_from_the_server(orthanc, on_server, do
     assert result.exit_code == 0, result.output
     assert "1 filled" in result.output
     assert downloads == [UID]
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), (None, pytest.skip.Exception)])
+def test_without_orthanc_the_pacs_tests_fail_under_ci_and_skip_elsewhere(ci, outcome, monkeypatch, tmp_path):
+    from tests import orthanc_server
+
+    monkeypatch.setattr(orthanc_server, "dicomweb_plugin", lambda: None)
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="Orthanc or its DICOMweb plugin is not installed"):
+        with orthanc_server.running_orthanc(tmp_path):
+            pass
