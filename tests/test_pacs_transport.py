@@ -145,3 +145,27 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(failures, expect
     assert result.exit_code == 2
     assert handler.seen == expected_seen  # 1 try + at most 3 retries (DicomwebServer.retries)
     assert expected_end in error_line(result)
+
+
+class _Forbidding(http.server.BaseHTTPRequestHandler):
+    """A gateway in front of a PACS that knows the account but does not let it read: 403 (Orthanc itself has no 403)."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(403)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_403_is_answered_as_forbidden_without_retrying(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidding)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/dicom-web"
+        result = run_ct("info", UID, "--dicomweb", url, "--cache-dir", tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.exit_code == 2
+    assert error_line(result).startswith(f"error: DICOMweb server {url} forbids it (HTTP 403) while looking up series {UID}; set")
