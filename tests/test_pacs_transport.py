@@ -158,7 +158,7 @@ class _Forbidding(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_403_is_answered_as_forbidden_without_retrying(tmp_path):
+def test_403_is_answered_as_forbidden(tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidding)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
