@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR, typed_command
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "batch", "contention", "quality", "volumetry", "followup"]
+ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "batch", "pacs", "contention", "quality", "volumetry", "followup"]
 # Sections recorded by a command of their own rather than a bench_*.py (they need trained models, hours):
 # `python -m benchmarks.quality_report` writes results/quality.json, `benchmarks.volumetry --record` volumetry.json.
 RECORDED = ["quality", "volumetry", "followup"]

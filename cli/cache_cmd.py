@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.dicomweb_options import CaBundleOption, DicomwebOption, dicomweb_server
 from cli.options import CacheDirOption, DataRootsOption, JsonOption, WorkersOption
 from cli.output import EXIT_SOME_FAILED, console, print_json
 from cli.progress import ProgressDisplay
@@ -41,6 +42,8 @@ def prepcache_command(
             show_default=False,
         ),
     ] = None,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
     """Fill the crop cache from the raw CTs. Idempotent: a killed run picks up where it stopped."""
     from ct_pipeline.logfile import open_log_file
@@ -53,12 +56,13 @@ def prepcache_command(
     )
     label = "prepcache" if config.shard.count == 1 else f"shard {config.shard}"
     with open_log_file(log_file, label) as log, StopRequests() as stop:
-        failed = _prepcache(config, data_root, cache_dir, size_limit_gb, log, stop)
+        remote = dicomweb_server(dicomweb, ca_bundle)
+        failed = _prepcache(config, data_root, cache_dir, size_limit_gb, log, stop, remote)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) -> int:
+def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop, dicomweb=None) -> int:
     """Fill the cache; returns how many series failed (each is named on stderr)."""
     from ct_pipeline.atomic import check_writable
     from ct_pipeline.cache import CropCache
@@ -68,7 +72,7 @@ def _prepcache(config, data_root, cache_dir, size_limit_gb: float, log, stop) ->
 
     cache_path = resolve_cache_dir(cache_dir)
     check_writable(cache_path, "--cache-dir", is_folder=True)
-    catalog = open_catalog(resolve_data_roots(data_root), cache_path)
+    catalog = open_catalog(resolve_data_roots(data_root), cache_path, dicomweb=dicomweb, remote_series=config.series)
     cache = CropCache(cache_path, size_limit_gb)
     total = len(selected_series(catalog, config))
     out = console()

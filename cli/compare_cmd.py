@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from cli.dicomweb_options import CaBundleOption, DicomwebOption, dicomweb_server
 from cli.options import (
     AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, DeviceOption, JsonOption, MalModelOption,
     QuietOption, RunsDirOption, SegModelOption, ThreadsOption, ThresholdOption,
@@ -69,6 +70,8 @@ def compare_command(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     allow_uneven_spacing: AllowUnevenOption = False,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
     """Compare two scans of one patient: register CURRENT to PRIOR on the lungs, pair their nodules, and report
     each pair's volume change and doubling time, and the new and vanished ones.
@@ -84,7 +87,8 @@ def compare_command(
 
     diagnose = DiagnoseRequest(
         data_roots=tuple(resolve_data_roots(data_root)), cache_dir=cache_dir,
-        load=LoadOptions(allow_uneven_spacing=allow_uneven_spacing), seg_model=seg_model, cls_model=cls_model,
+        load=LoadOptions(allow_uneven_spacing=allow_uneven_spacing, dicomweb=dicomweb_server(dicomweb, ca_bundle)),
+        seg_model=seg_model, cls_model=cls_model,
         mal_model=mal_model, runs_dir=runs_dir, config=DiagnosisConfig(nodule_threshold=threshold),
         inference=InferenceOptions(device=device, threads=threads),
     )  # fmt: skip

@@ -7,36 +7,35 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.dicomweb_options import CaBundleOption, DicomwebOption, dicomweb_server
 from cli.options import AllowUnevenOption, CacheDirOption, DataRootsOption, JsonOption
 from cli.output import console, print_json
 
 series_app = typer.Typer(help="Find CT series under the data roots.", no_args_is_help=True)
 
 
-@series_app.command("list", epilog="Example: ct series list --data-root /data/luna16 --json")
+@series_app.command("list", epilog="Example: ct series list --data-root /data/luna16 --json | ct series list --dicomweb http://pacs:8042/dicom-web")
 def series_list(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     json_output: JsonOption = False,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
-    """List every series under the data roots (LUNA16 .mhd, DICOM, image files)."""
-    from ct_pipeline.loading.series_index import require_some_series, scan_roots  # SimpleITK: when it runs
+    """List every series under the data roots (LUNA16 .mhd, DICOM, image files), and the CT series on --dicomweb."""
+    from ct_pipeline.loading.series_index import list_series_everywhere  # SimpleITK: when it runs
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
 
-    roots = resolve_data_roots(data_root)
-    if not roots:
-        from ct_pipeline.errors import BadInputError
-
-        raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
-    entries = scan_roots(roots, resolve_cache_dir(cache_dir))
-    require_some_series(entries, roots)
+    entries = list_series_everywhere(
+        resolve_data_roots(data_root), resolve_cache_dir(cache_dir), dicomweb_server(dicomweb, ca_bundle)
+    )
     if json_output:
-        print_json([e.summary() for e in entries.values()])
+        print_json([e.summary() for e in entries])
         return
     table = Table(title=f"{len(entries)} series")
     for column in ("series UID", "format", "modality", "files", "path"):
         table.add_column(column, overflow="fold")
-    for entry in entries.values():
+    for entry in entries:
         table.add_row(entry.series_uid, entry.format, entry.modality, str(entry.n_files), entry.path)
     console().print(table)
 
@@ -50,6 +49,8 @@ def info(
     ] = None,
     allow_uneven_spacing: AllowUnevenOption = False,
     json_output: JsonOption = False,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
     """Describe one CT: size, spacing, origin, direction, HU range."""
     from ct_pipeline.loading import LoadOptions, load_ct  # SimpleITK: when it runs
@@ -59,7 +60,9 @@ def info(
         series,
         data_roots=resolve_data_roots(data_root),
         cache_dir=resolve_cache_dir(cache_dir),
-        options=LoadOptions(allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid),
+        options=LoadOptions(
+            allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid, dicomweb=dicomweb_server(dicomweb, ca_bundle)
+        ),
     )
     description = volume.describe()
     if json_output:

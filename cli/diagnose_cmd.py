@@ -14,6 +14,9 @@ from cli.diagnose_options import (
     MergeFractionOption, MovedMergeOption, OutOption, PrecisionOption, ReportOption, SeriesArgument, SeriesFileOption,
     SeriesUidOption, ShardOption,
 )  # fmt: skip
+from cli.dicomweb_options import (
+    CaBundleOption, DicomwebOption, ModalityOption, StoreOption, StudyDateOption, dicomweb_server, series_query,
+)  # fmt: skip
 from cli.options import (
     AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, DeviceOption, JsonOption, MalModelOption,
     Precision, QuietOption, RunsDirOption, SegModelOption, SegThresholdOption, ThreadsOption, ThresholdOption,
@@ -25,7 +28,9 @@ from ct_pipeline.diagnosis.config import DiagnosisConfig
 EPILOG = (
     "Examples: ct diagnose /data/dicom/patient1 --seg-model seg.ckpt --cls-model cls.ckpt --report report/ | "
     "ct diagnose --all --data-root /data/luna16 --out results/ --shard 0/8 --json | "
-    "ct merge results/ --csv all.csv. "
+    "ct merge results/ --csv all.csv | "
+    "ct diagnose --all --dicomweb http://pacs:8042/dicom-web --study-date 20240101-20241231 --shard 0/8 --out results/ "
+    "--dicom-out objects/ --store. "
     "Exit codes: 0 done, 2 bad input, 3 some series failed (the others are done). "
     "Research software, not a medical device."
 )
@@ -69,6 +74,11 @@ def diagnose_command(
     series_uid: SeriesUidOption = None,
     allow_uneven_spacing: AllowUnevenOption = False,
     _merge: MovedMergeOption = None,
+    dicomweb: DicomwebOption = None,
+    ca_bundle: CaBundleOption = None,
+    store: StoreOption = False,
+    modality: ModalityOption = "CT",
+    study_date: StudyDateOption = None,
 ) -> None:
     """Find lung nodules: segment the slices, group candidates, classify them, merge duplicates, report.
 
@@ -95,7 +105,10 @@ def diagnose_command(
     request = DiagnoseRequest(
         sources=tuple(series or ()), series_file=series_file, all_series=all_series,
         data_roots=tuple(resolve_data_roots(data_root)), cache_dir=cache_dir,
-        load=LoadOptions(allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid), shard=Shard.parse(shard),
+        load=LoadOptions(
+            allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid, dicomweb=dicomweb_server(dicomweb, ca_bundle)
+        ),
+        store=store, query=series_query(modality, study_date), shard=Shard.parse(shard),
         seg_model=seg_model, cls_model=cls_model, mal_model=mal_model, runs_dir=runs_dir, config=config,
         inference=inference, out=out, report=report, csv_path=csv_path, dicom_out=dicom_out,
     )  # fmt: skip

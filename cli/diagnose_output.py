@@ -15,7 +15,9 @@ from cli.progress import ProgressDisplay
 def show_events(request, log_file, stop, *, json_output: bool, quiet: bool):
     """Run the application, printing each event; returns its summary and, when the one series
     named was refused for bad input or data, that error (left to the caller to say once)."""
-    from ct_pipeline.apps.diagnose import DiagnoseSummary, FileWritten, ModelsLoaded, SeriesOutcome, run_diagnose
+    from ct_pipeline.apps.diagnose import (
+        DiagnoseSummary, FilesStored, FileWritten, ModelsLoaded, SeriesOutcome, run_diagnose,
+    )  # fmt: skip
 
     say = (lambda text: typer.echo(text, err=True)) if json_output else typer.echo
     has_malignancy, refusal = False, None
@@ -32,6 +34,9 @@ def show_events(request, log_file, stop, *, json_output: bool, quiet: bool):
             _show_outcome(event.outcome, request.config.nodule_threshold, has_malignancy, json_output)
         elif isinstance(event, FileWritten):
             say(f"wrote {event.path}" + (f": {event.rows} candidates of {event.n_series} series" if event.rows is not None else ""))
+        elif isinstance(event, FilesStored):
+            for stored in event.outcomes:
+                say(f"{stored.status} on {stored.server}: {stored.path} (instance {stored.sop_instance_uid})")
         elif isinstance(event, DiagnoseSummary):
             return event, refusal
     raise AssertionError("run_diagnose ended without a summary")

@@ -4,7 +4,8 @@ Read it in the order the data flows:
 
 1. ``errors``, ``paths``       -- the one error type the CLI maps to exit code 2; where data and cache live.
 2. ``geometry``, ``volume``    -- patient xyz (mm) <-> voxel irc (index, row, col); the CT volume type.
-3. ``loading``                 -- MHD/raw, DICOM series, single image files, the series index; ``load_ct(source)``.
+3. ``pacs``, ``loading``       -- a DICOMweb server as a source of series (fetched once into the cache) and a
+   place for findings; MHD/raw, DICOM series, single image files, the series index; ``load_ct(source)``.
 4. ``luna16``, ``catalog``     -- the LUNA16 tables as one candidate table; series on disk, split by series.
 5. ``synth``                   -- LUNA16-format synthetic chest CTs with known nodules (two phantom families).
 6. ``crops``, ``cache``, ``prepcache``, ``datasets`` -- the one crop convention; the crop cache; the datasets.

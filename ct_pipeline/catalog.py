@@ -12,6 +12,7 @@ import pandas as pd
 
 from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, sort_candidate_table, split_series
+from ct_pipeline.pacs.server import DicomwebServer
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.loading.series_index import SeriesEntry, require_some_series, scan_roots
 
@@ -70,17 +71,25 @@ class Catalog:
 
 
 def open_catalog(
-    roots: Sequence[Path], cache_dir: Path | None = None, extra_candidates: Sequence[Path] = ()
+    roots: Sequence[Path],
+    cache_dir: Path | None = None,
+    extra_candidates: Sequence[Path] = (),
+    dicomweb: DicomwebServer | None = None,
+    remote_series: Sequence[str] = (),
 ) -> Catalog:
     """Scan ``roots`` for series and LUNA16 CSVs and join them.
 
     The CSVs are read from every root that has them (LUNA16 keeps them beside ``subset*/``).
     ``extra_candidates`` are more files in ``candidates.csv``'s format (e.g. the hard negatives of
-    ``ct hard-negatives``); their non-nodule rows join the table.
+    ``ct hard-negatives``); their non-nodule rows join the table. ``remote_series`` not found under
+    ``roots`` are fetched from ``dicomweb`` into the cache folder (see :mod:`ct_pipeline.pacs.fetch`)
+    and join the catalog as DICOM folders.
     """
     if not roots:
         raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
     entries = scan_roots(roots, cache_dir)
+    if dicomweb is not None:
+        entries.update(_fetched_entries(dicomweb, [uid for uid in remote_series if uid not in entries], cache_dir))
     require_some_series(entries, roots)
     tables = []
     for root in roots:
@@ -103,3 +112,10 @@ def open_catalog(
         log.info("%d series in the tables are not on disk; their candidates are left out", len(missing))
     table = table[table["series_uid"].isin(entries)].reset_index(drop=True)
     return Catalog(tuple(roots), entries, table)
+
+
+def _fetched_entries(server: DicomwebServer, series_uids: Sequence[str], cache_dir: Path | None) -> dict[str, SeriesEntry]:
+    from ct_pipeline.loading import LoadOptions, find_entry
+
+    options = LoadOptions(dicomweb=server)
+    return {uid: find_entry(validate_series_uid(uid), cache_dir=cache_dir, options=options) for uid in series_uids}

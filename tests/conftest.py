@@ -58,8 +58,11 @@ def tiny(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
-    """No test reads the developer's CT_DATA_ROOT or writes the checkout's data_cache/."""
+    """No test reads the developer's CT_DATA_ROOT or PACS settings, or writes the checkout's data_cache/."""
     monkeypatch.delenv("CT_DATA_ROOT", raising=False)
+    for name in ("CT_DICOMWEB", "CT_DICOMWEB_USER", "CT_DICOMWEB_PASSWORD", "CT_DICOMWEB_TOKEN", "CT_DICOMWEB_NETRC",
+                 "CT_DICOMWEB_CA_BUNDLE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)  # nor the developer's PACS
     monkeypatch.setenv("CT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
@@ -76,3 +79,12 @@ def pytest_configure(config) -> None:
     settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
     settings.register_profile("dev", print_blob=True)
     settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with DICOMweb on free localhost ports, for the whole session (see tests/orthanc_server.py)."""
+    from tests.helpers.orthanc_server import running_orthanc
+
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server

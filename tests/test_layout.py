@@ -10,7 +10,7 @@ LIBRARY = Path(__file__).resolve().parent.parent / "ct_pipeline"
 # Infrastructure first (usable by every stage), then the stages in the order the data flows.
 ORDER = [
     "ct_pipeline", "errors", "paths", "atomic", "outputs", "run_lock", "preemption", "logfile", "sharding", "threads",
-    "precision", "devices",
+    "precision", "devices", "pacs",
     "geometry", "volume", "pose", "dicom_writer", "loading", "luna16", "catalog", "synth", "crops", "cache", "prepcache",
     "datasets", "models", "training", "diagnosis", "followup", "evaluation", "reports", "apps", "recipe", "demo",
 ]

@@ -21,6 +21,8 @@ from ct_pipeline.errors import BadInputError
 from ct_pipeline.loading import LoadOptions
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 from ct_pipeline.outputs import ANYTHING, Place, data_root_places, refuse_overlaps
+from ct_pipeline.pacs.fetch import SeriesQuery
+from ct_pipeline.pacs.store import StoreOutcome
 from ct_pipeline.preemption import StopRequests
 from ct_pipeline.sharding import Shard
 
@@ -40,6 +42,8 @@ class DiagnoseRequest:
         report: HTML report folder; csv_path: one LUNA16 CSV of every candidate.
         dicom_out: DICOM Segmentation and Structured Report of each series' nodules (label map
             and JSON for non-DICOM input; see :mod:`ct_pipeline.reports.dicom_findings`).
+        store: send the SEG and SR in ``dicom_out`` to ``load.dicomweb`` (STOW-RS), each once.
+        query: with ``all_series`` and ``load.dicomweb``: which of the server's series to walk.
     """
 
     sources: tuple[str, ...] = ()
@@ -59,6 +63,8 @@ class DiagnoseRequest:
     report: Path | None = None
     csv_path: Path | None = None
     dicom_out: Path | None = None
+    store: bool = False
+    query: SeriesQuery = SeriesQuery()
 
     @property
     def names_one_series(self) -> bool:
@@ -92,6 +98,14 @@ class FileWritten:
     n_series: int = 0
 
 
+@dataclass(frozen=True)
+class FilesStored:
+    """Objects sent to the DICOMweb server after a series (``--store``): what it accepted now, and
+    what an earlier run had stored already."""
+
+    outcomes: tuple[StoreOutcome, ...]
+
+
 @dataclass
 class DiagnoseSummary:
     """The last event: every result kept, and how many series ended how."""
@@ -105,7 +119,7 @@ class DiagnoseSummary:
         return self.counts["failed"]
 
 
-DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | DiagnoseSummary
+DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | FilesStored | DiagnoseSummary
 
 
 # What a run writes in --out: per-series results, the findings tables, logs, the run locks.
@@ -163,7 +177,8 @@ def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ..
     from ct_pipeline.devices import resolve_device
 
     resolve_device(request.inference.device)
-
+    if request.store and (request.dicom_out is None or request.load.dicomweb is None):
+        raise BadInputError("--store sends the --dicom-out files to the --dicomweb server; give both with it")
     if request.out is not None and request.out.exists() and not request.out.is_dir():
         raise BadInputError(f"--out {request.out} exists and is not a folder; give a folder for the per-series results")
     refuse_overlaps(written_places(request) + also_written, read_places(request) + also_read)
@@ -220,7 +235,7 @@ def out_dir_lock(request: DiagnoseRequest):
 
 
 def _items(request: DiagnoseRequest) -> list:
-    from ct_pipeline.diagnosis.batch import items_from_roots, items_from_sources, select_shard
+    from ct_pipeline.diagnosis.batch import items_from_roots, items_from_server, items_from_sources, select_shard
     from ct_pipeline.paths import read_series_list, resolve_cache_dir
 
     cache_dir = resolve_cache_dir(request.cache_dir)
@@ -228,8 +243,11 @@ def _items(request: DiagnoseRequest) -> list:
     if request.series_file is not None:
         sources += read_series_list(request.series_file)
     items = items_from_sources(sources, request.data_roots, cache_dir, request.load)
-    if request.all_series:
+    server = request.load.dicomweb
+    if request.all_series and (request.data_roots or server is None):
         items += items_from_roots(request.data_roots, cache_dir, request.load)
+    if request.all_series and server is not None:
+        items += items_from_server(server, request.query, request.data_roots, cache_dir, request.load)
     if not items:
         raise BadInputError("nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file")
     return select_shard(items, request.shard)
@@ -281,14 +299,18 @@ def run_diagnose(
     yield loaded
     report = ReportWriter(request.report, request.config.nodule_threshold) if request.report is not None else None
     summary = DiagnoseSummary(n_series=len(items))
+    dicom_writer = _dicom_writer(request)
     batch = run_batch(
-        items, models, request.config, out_dir=request.out, key_options=request.load, after=_after_each(request, report),
-        log_file=log_file, stop=stop, progress=progress,
+        items, models, request.config, out_dir=request.out, key_options=request.load,
+        after=_after_each(report, dicom_writer), log_file=log_file, stop=stop, progress=progress,
     )  # fmt: skip
     for outcome in batch:
         summary.counts[outcome.status] += 1
         if outcome.status != "failed":
             summary.results.append(outcome.result)
+        if dicom_writer is not None and dicom_writer.stored:
+            yield FilesStored(tuple(dicom_writer.stored))
+            dicom_writer.stored.clear()
         yield SeriesOutcome(outcome)
     yield from _write_outputs(request, summary.results, report)
     log_file.line(f"finished: {', '.join(f'{n} {status}' for status, n in summary.counts.items())} of {len(items)} series")
@@ -297,13 +319,19 @@ def run_diagnose(
     yield summary
 
 
-def _after_each(request: DiagnoseRequest, report):
-    """What is written per series once it is diagnosed: the report's pages, the DICOM objects."""
-    steps = [report] if report is not None else []
-    if request.dicom_out is not None:
-        from ct_pipeline.reports.dicom_findings import DicomFindingsWriter
+def _dicom_writer(request: DiagnoseRequest):
+    """The writer of the DICOM objects (and their sender, with ``--store``); None without --dicom-out."""
+    if request.dicom_out is None:
+        return None
+    from ct_pipeline.reports.dicom_findings import DicomFindingsWriter
 
-        steps.append(DicomFindingsWriter(request.dicom_out, request.config.nodule_threshold))
+    store = request.load.dicomweb if request.store else None
+    return DicomFindingsWriter(request.dicom_out, request.config.nodule_threshold, store)
+
+
+def _after_each(report, dicom_writer):
+    """What is written per series once it is diagnosed: the report's pages, the DICOM objects."""
+    steps = [step for step in (report, dicom_writer) if step is not None]
     if not steps:
         return None
 

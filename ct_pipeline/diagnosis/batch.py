@@ -25,6 +25,8 @@ from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.errors import BadDataError, BadInputError, CtError
 from ct_pipeline.loading import LoadOptions, entry_files, find_entry, load_ct, load_entry
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
+from ct_pipeline.pacs.fetch import SeriesQuery
+from ct_pipeline.pacs.server import DicomwebServer
 from ct_pipeline.paths import validate_series_uid
 from ct_pipeline.preemption import StopRequests
 from ct_pipeline.sharding import Shard
@@ -141,6 +143,21 @@ def items_from_roots(data_roots: Sequence[Path], cache_dir: Path | None, options
         return lambda: entry_files(entry)
 
     return [BatchItem(label=uid, load=loader(entries[uid]), key=uid, files=files(entries[uid])) for uid in sorted(entries)]
+
+
+def items_from_server(
+    server: DicomwebServer, query: SeriesQuery, data_roots: Sequence[Path], cache_dir: Path | None, options: LoadOptions
+) -> list[BatchItem]:
+    """Every series ``query`` finds on ``server`` (``--all --dicomweb``), each read from the data
+    roots when there, else fetched when its turn comes."""
+    from ct_pipeline.pacs.fetch import list_series
+    from ct_pipeline.paths import is_series_uid
+
+    uids = [remote.series_uid for remote in list_series(server, query)]
+    bad = [uid for uid in uids if not is_series_uid(uid)]
+    if bad:
+        log.warning("DICOMweb server %s listed %d series with malformed UIDs (e.g. %r); left out", server.url, len(bad), bad[0])
+    return items_from_sources([uid for uid in uids if is_series_uid(uid)], data_roots, cache_dir, options)
 
 
 def select_shard(items: Sequence[BatchItem], shard: Shard) -> list[BatchItem]:

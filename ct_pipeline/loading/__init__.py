@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from ct_pipeline.loading.dicom import DicomSeries, discover_series, load_dicom_s
 from ct_pipeline.loading.image_file import load_image_file
 from ct_pipeline.loading.mhd import load_mhd, mhd_data_files
 from ct_pipeline.loading.series_index import SeriesEntry, dicom_entry, file_entry, find_series
-from ct_pipeline.paths import validate_series_uid
+from ct_pipeline.pacs.server import DicomwebServer
+from ct_pipeline.paths import resolve_cache_dir, validate_series_uid
 from ct_pipeline.volume import CtVolume
 
 __all__ = ["LoadOptions", "load_ct", "load_entry", "find_entry", "entry_files", "CtVolume"]
@@ -26,10 +28,13 @@ class LoadOptions:
         allow_uneven_spacing: resample DICOM series with missing slices or uneven gaps onto a
             regular grid (with a warning) instead of refusing them.
         series_uid: which series to read when a folder holds several.
+        dicomweb: where to look for a series UID that is not under the data roots (fetched once
+            into the cache folder, then read like any DICOM folder); None: nowhere.
     """
 
     allow_uneven_spacing: bool = False
     series_uid: str | None = None
+    dicomweb: DicomwebServer | None = None
 
 
 def _dicom_folder_entry(folder: Path, options: LoadOptions) -> SeriesEntry:
@@ -79,7 +84,17 @@ def find_entry(
             return dicom_entry(series[0])
         raise BadInputError(f"{path}: not a CT image (expected a DICOM file or folder, .mhd, .nrrd, .nii or .nii.gz)")
     uid = validate_series_uid(text)
-    return find_series(uid, data_roots, cache_dir)
+    if options.dicomweb is None:
+        return find_series(uid, data_roots, cache_dir)
+    if data_roots:
+        try:
+            return find_series(uid, data_roots, cache_dir)
+        except NotFoundError:
+            pass  # not on disk: the server's copy
+    from ct_pipeline.pacs.fetch import fetch_series
+
+    folder = fetch_series(options.dicomweb, uid, cache_dir if cache_dir is not None else resolve_cache_dir())
+    return _dicom_folder_entry(folder, dataclasses.replace(options, series_uid=uid))
 
 
 def load_ct(
@@ -89,7 +104,8 @@ def load_ct(
     cache_dir: Path | None = None,
     options: LoadOptions = LoadOptions(),
 ) -> CtVolume:
-    """Load a CT from a path (DICOM folder, .mhd, NRRD/NIfTI file) or a series UID under ``data_roots``.
+    """Load a CT from a path (DICOM folder, .mhd, NRRD/NIfTI file) or a series UID under ``data_roots``
+    (or, failing that, on ``options.dicomweb``).
 
     Returns:
         The volume, HU as int16 in (index, row, col) order.

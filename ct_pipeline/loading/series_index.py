@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ct_pipeline.errors import BadDataError, NotFoundError
+from ct_pipeline.errors import BadDataError, BadInputError, NotFoundError
 from ct_pipeline.loading.dicom import DicomSeries, DicomSliceHeader, discover_series, read_slice_header
 from ct_pipeline.loading.image_file import image_format, image_stem
 from ct_pipeline.loading.walk import walk_files
+from ct_pipeline.pacs.server import DicomwebServer
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,33 @@ def find_series(series_uid: str, roots: Sequence[Path], cache_dir: Path | None =
         where = ", ".join(str(r) for r in roots)
         raise NotFoundError(f"series {series_uid} not found under {where}; try `ct series list`")
     return entries[series_uid]
+
+
+def list_series_everywhere(
+    roots: Sequence[Path], cache_dir: Path | None = None, dicomweb: DicomwebServer | None = None
+) -> list[SeriesEntry]:
+    """Every series under ``roots`` and, with ``dicomweb``, every CT series on that server not on disk
+    (format "dicomweb", path the server's URL; nothing is downloaded).
+
+    Raises:
+        BadInputError: neither data roots nor a server; BadDataError: no series anywhere.
+    """
+    if not roots and dicomweb is None:
+        raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
+    entries = scan_roots(roots, cache_dir) if roots else {}
+    if dicomweb is not None:
+        from ct_pipeline.pacs.fetch import list_series
+
+        for remote in list_series(dicomweb):
+            if remote.series_uid not in entries:
+                entries[remote.series_uid] = SeriesEntry(
+                    remote.series_uid, "dicomweb", dicomweb.url, remote.n_instances, remote.modality
+                )
+    if not entries and dicomweb is not None:
+        where = ", ".join([*(str(r) for r in roots), dicomweb.url])
+        raise BadDataError(f"no CT series under {where}")
+    require_some_series(entries, roots)
+    return list(entries.values())
 
 
 def require_some_series(entries: dict[str, SeriesEntry], roots: Sequence[Path]) -> None:

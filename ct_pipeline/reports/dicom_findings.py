@@ -22,6 +22,7 @@ Research software: the objects say so in their content description.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -37,6 +38,8 @@ from ct_pipeline.diagnosis.result_files import result_file_name
 from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.geometry import image_on_grid
+from ct_pipeline.pacs.server import DicomwebServer
+from ct_pipeline.pacs.store import StoreOutcome, store_files
 from ct_pipeline.volume import CtVolume
 
 MANUFACTURER = "ct (research software)"
@@ -90,16 +93,37 @@ def label_map(volume: CtVolume, result: DiagnosisResult, threshold: float) -> tu
 
 
 class DicomFindingsWriter:
-    """``after`` hook of a batch: writes each diagnosed series' findings into ``out_dir``."""
+    """``after`` hook of a batch: writes each diagnosed series' findings into ``out_dir`` and, with
+    ``store``, sends the SEG and SR to that DICOMweb server (each once, see :mod:`ct_pipeline.pacs.store`).
 
-    def __init__(self, out_dir: Path, threshold: float = 0.5) -> None:
+    ``stored`` collects what the server accepted, for the caller to report and clear.
+    """
+
+    def __init__(self, out_dir: Path, threshold: float = 0.5, store: DicomwebServer | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.threshold = threshold
+        self.store = store
+        self.stored: list[StoreOutcome] = []
 
     def __call__(self, volume: CtVolume, result: DiagnosisResult) -> DiagnosisResult:
         started = time.perf_counter()
-        write_findings_objects(self.out_dir, volume, result, self.threshold)
-        return result.with_timings({"dicom": time.perf_counter() - started})
+        written = write_findings_objects(self.out_dir, volume, result, self.threshold)
+        result = result.with_timings({"dicom": time.perf_counter() - started})
+        dicom_files = [p for p in written if p.suffix == ".dcm"]
+        if self.store is None or not dicom_files:
+            return result
+        started = time.perf_counter()
+        self.stored += store_files(self.store, dicom_files, findings_content_key(result, self.threshold))
+        return result.with_timings({"store": time.perf_counter() - started})
+
+
+def findings_content_key(result: DiagnosisResult, threshold: float) -> str:
+    """What makes the written findings what they are (models, settings, source, threshold), hashed:
+    equal keys, equal findings, so an object stored with it need not be stored again."""
+    from ct_pipeline.diagnosis.provenance import comparable
+
+    made_of = {"provenance": comparable(result.provenance), "threshold": threshold, "series_uid": result.series_uid}
+    return hashlib.sha256(json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_findings_objects(out_dir: Path, volume: CtVolume, result: DiagnosisResult, threshold: float) -> list[Path]:
