@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import typer
 
-from cli import options
+from cli import dicomweb_options, options
 from cli.main import app
 
 
@@ -53,6 +53,11 @@ MEANINGS: dict[str, Meaning] = {
     "--allow-uneven-spacing": Meaning("resample DICOM series with gaps", shared=options.AllowUnevenOption),
     # Everything else, each with its one meaning.
     "--all": Meaning("every series under the data roots"),
+    "--dicomweb": Meaning("a DICOMweb server to read series from", shared=dicomweb_options.DicomwebOption),
+    "--ca-bundle": Meaning("certificate authorities for an https DICOMweb server", shared=dicomweb_options.CaBundleOption),
+    "--store": Meaning("send the SEG and SR to the DICOMweb server"),
+    "--modality": Meaning("which modality the DICOMweb query asks for"),
+    "--study-date": Meaning("which study dates the DICOMweb query asks for"),
     "--allow-mixed": Meaning("merge results made in different ways"),
     "--annotations": Meaning("known nodules (a LUNA16 annotations CSV)"),
     "--aug-mirror": Meaning("augmentation: random flips"),

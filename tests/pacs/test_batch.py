@@ -37,7 +37,7 @@ def test_all_walks_the_query_result_and_two_shards_cover_it_once(orthanc, tmp_pa
     for shard in ("0/2", "1/2"):
         result = run_ct(
             "diagnose", "--all", "--dicomweb", orthanc.dicomweb, "--study-date", "20240101-20241231",
-            "--seg-model", paths["seg"], "--cls-model", paths["cls"], "--workers", "1", "-q", "--shard", shard,
+            "--seg-model", paths["seg"], "--cls-model", paths["cls"], "--concurrent-batches", "1", "-q", "--shard", shard,
             "--out", out, "--cache-dir", tmp_path / "cache",
         )  # fmt: skip
         assert result.exit_code == 0, result.output

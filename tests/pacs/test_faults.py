@@ -124,7 +124,7 @@ def _extra_slice(tmp_path):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = write_models(tmp_path_factory.mktemp("models"), nodule_prob=0.8, malignancy_prob=0.6)
-    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--workers", "1", "-q"]
+    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--concurrent-batches", "1", "-q"]
 
 
 def test_a_store_refused_in_a_batch_fails_that_series_with_exit_3_and_stores_the_others(empty, models, tmp_path):

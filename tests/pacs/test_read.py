@@ -98,7 +98,7 @@ def test_prepcache_fetches_a_named_series_from_the_server(orthanc, on_server, do
 
 @pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), (None, pytest.skip.Exception)])
 def test_without_orthanc_the_pacs_tests_fail_under_ci_and_skip_elsewhere(ci, outcome, monkeypatch, tmp_path):
-    from tests import orthanc_server
+    from tests.helpers import orthanc_server
 
     monkeypatch.setattr(orthanc_server, "dicomweb_plugin", lambda: None)
     if ci is None:

@@ -16,7 +16,7 @@ UID = "1.2.826.0.1.3680043.8.498.7402"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = write_models(tmp_path_factory.mktemp("models"), nodule_prob=0.8, malignancy_prob=0.6)
-    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--workers", "1", "-q"]
+    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--concurrent-batches", "1", "-q"]
 
 
 def _upload_phantom(orthanc, folder, uid=UID, study_uid=None):

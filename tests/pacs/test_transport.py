@@ -72,7 +72,7 @@ def test_the_password_appears_in_no_output_log_result_or_provenance(locked, tmp_
     monkeypatch.setenv("CT_DICOMWEB_PASSWORD", PASSWORD)
     paths = write_models(tmp_path / "models", nodule_prob=0.8, malignancy_prob=0.6)
     result = run_ct(
-        "--debug", "diagnose", UID, "--seg-model", paths["seg"], "--cls-model", paths["cls"], "--workers", "1",
+        "--debug", "diagnose", UID, "--seg-model", paths["seg"], "--cls-model", paths["cls"], "--concurrent-batches", "1",
         "--dicomweb", locked.dicomweb, "--dicom-out", tmp_path / "objects", "--store", "--out", tmp_path / "results",
         "--report", tmp_path / "report", "--csv", tmp_path / "all.csv", "--log-file", tmp_path / "run.log",
         "--cache-dir", tmp_path / "cache", "--json",
