@@ -78,6 +78,15 @@ def diagnose_command(
             rich_help_panel=_TUNING,
         ),
     ] = _DEFAULTS.merge_fraction,  # fmt: skip
+    max_candidates: Annotated[
+        int,
+        typer.Option(
+            "--max-candidates",
+            min=0,
+            help="Classify only the best K candidates of each scan, ranked by the U-Net's output; 0: every one, as the book.",
+            rich_help_panel=_TUNING,
+        ),
+    ] = _DEFAULTS.max_candidates,
     lung_mask: Annotated[
         bool,
         typer.Option(
@@ -428,8 +437,8 @@ def _configs(options: dict):
         inference = dataclasses.replace(inference, threads=options["threads"], trust_model=options["trust_model"])
         return DiagnosisConfig.book_style(**tuning), inference
     config = DiagnosisConfig(
-        merge_fraction=options["merge_fraction"], restrict_to_lungs=options["lung_mask"],
-        lung_margin_mm=options["lung_margin"], **tuning,
+        merge_fraction=options["merge_fraction"], max_candidates=options["max_candidates"],
+        restrict_to_lungs=options["lung_mask"], lung_margin_mm=options["lung_margin"], **tuning,
     )  # fmt: skip
     return config, InferenceOptions(
         device=options["device"], precision=options["precision"].value, workers=options["workers"],

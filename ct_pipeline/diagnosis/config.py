@@ -51,6 +51,11 @@ class DiagnosisConfig:
             of the larger one's diameter (mm); the more probable one stays. 0 keeps every
             candidate (the book). 0.75 merged the one duplicate among the real test CT's
             findings above 0.5 (two pieces of an 11 mm lesion, 7 mm apart) and nothing else there.
+        max_candidates: the candidate budget: classify only the best this many candidates of a
+            scan, ranked by the U-Net's output alone
+            (:func:`~ct_pipeline.diagnosis.candidates.budget_order`); the others are not
+            findings (counted in ``DiagnosisResult.n_not_classified``). 0: classify every one
+            (the book). MEASURED_DEFAULT
         restrict_to_lungs: run the U-Net only around the lungs (an HU-threshold lung mask,
             dilated by ``lung_margin_mm``); candidates outside that region are not reported.
         lung_margin_mm: how far beyond the air-filled lung the region reaches, so that nodules
@@ -69,6 +74,7 @@ class DiagnosisConfig:
     hu_range: tuple[float, float] = (-1000.0, 1000.0)
     nodule_threshold: float = 0.5
     merge_fraction: float = 0.75
+    max_candidates: int = 400
     restrict_to_lungs: bool = True
     lung_margin_mm: float = 15.0
     lung_hu_threshold: float = -400.0
@@ -86,6 +92,10 @@ class DiagnosisConfig:
         # `not x >= 0` also refuses NaN; an infinite reach would merge every candidate into one.
         if not 0 <= self.merge_fraction < math.inf:
             raise BadInputError(f"merge fraction {self.merge_fraction} must be a finite number >= 0 (0 turns merging off)")
+        if self.max_candidates < 0:
+            raise BadInputError(
+                f"candidate budget {self.max_candidates} must be a whole number >= 0 (0 classifies every candidate)"
+            )
         if self.min_candidate_diameter_mm < 0:
             raise BadInputError(f"minimum candidate diameter {self.min_candidate_diameter_mm} mm must be >= 0")
         if not 0 <= self.lung_margin_mm < math.inf:
@@ -108,7 +118,7 @@ class DiagnosisConfig:
         return replace(
             cls(
                 restrict_to_lungs=False, merge_fraction=0.0, keep_eroded_away=False, confidence_weight=0.0,
-                min_candidate_diameter_mm=0.0,
+                min_candidate_diameter_mm=0.0, max_candidates=0,
                 seg_batch_size=4, cls_batch_size=4,
             ),
             **overrides,
