@@ -4,6 +4,7 @@
 folder, and the README prints it. Steps: fill the cache, train the U-Net, mine its false positives
 on the training series (``ct hard-negatives``; off in the recommended recipe, see below), train
 the nodule classifier (with them as extra negatives), fine-tune it for malignancy, diagnose the validation series, evaluate (LUNA16 FROC).
+:func:`held_out_steps` add an independent test set: diagnosed and evaluated with the trained models.
 
 Every step reuses what an earlier run left: finished training runs resume to "already trained",
 the hard negatives are kept, diagnosed series are skipped.
