@@ -146,13 +146,14 @@ class DiagnosisResult:
     findings: tuple[Finding, ...]
     timings_s: Mapping[str, float] = field(default_factory=dict)
     n_candidates_before_merge: int = 0
-    n_not_classified: int = 0
     shape_irc: tuple[int, int, int] = (0, 0, 0)
     spacing_xyz: tuple[float, float, float] = (1.0, 1.0, 1.0)
     source: str = ""
     region_fraction: float = 1.0
     provenance: Mapping[str, Any] = field(default_factory=dict)
     nodule_masks: tuple[NoduleMask, ...] = field(default=(), compare=False)
+    # Last, so that results built by position (older callers) keep their meaning.
+    n_not_classified: int = 0
 
     def nodules(self, threshold: float) -> list[Finding]:
         """Findings with ``nodule_prob >= threshold``, highest first."""
