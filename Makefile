@@ -44,12 +44,14 @@ demo: install
 
 # Detection quality of the recommended recipe on a LUNA16-layout folder (one JSON object; about
 # 20 minutes on a 2-core CPU for 40 series of 256x256): make quality DATA=synth_data [OUT=...] [SEED=0]
+# [TEST=independent LUNA16-layout folder, diagnosed and evaluated with the trained models]
 DATA ?=
 OUT ?= quality-run
 SEED ?= 0
+TEST ?=
 quality: install
-	@test -n "$(DATA)" || { echo "usage: make quality DATA=<LUNA16-layout folder> [OUT=dir] [SEED=n]"; exit 2; }
-	$(PY) -m benchmarks.quality --data-root $(DATA) --out $(OUT) --seed $(SEED)
+	@test -n "$(DATA)" || { echo "usage: make quality DATA=<LUNA16-layout folder> [OUT=dir] [SEED=n] [TEST=folder]"; exit 2; }
+	$(PY) -m benchmarks.quality --data-root $(DATA) --out $(OUT) --seed $(SEED) $(if $(TEST),--test-root $(TEST))
 
 clean:
 	rm -rf $(VENV) .pytest_cache

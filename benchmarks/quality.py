@@ -11,6 +11,11 @@ it, and prints the figures with the wall time of each step; they are also writte
 diagnosed series); use a fresh OUT for a fresh measurement.
 
 ``--hard-negatives`` adds the mining step (`ct hard-negatives`, `ct train-cls --extra-candidates`).
+
+``--test-root DIR`` then diagnoses and evaluates every series of DIR, an independent LUNA16-layout
+folder, with the trained models (into ``OUT/test/``): the JSON's ``test`` block holds its CPM,
+interval, sensitivities and candidate recall beside the validation figures. Choose between
+recipes on validation; report test.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.errors import CtError
-from ct_pipeline.recipe import RECIPES, RecipeLayout, recipe_steps, recipe_summary, run_steps
+from ct_pipeline.recipe import RECIPES, RecipeLayout, recipe_steps, recipe_summary, run_steps, held_out_steps, held_out_summary
 from ct_pipeline.run_lock import output_lock
 
 
@@ -45,6 +50,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="training seed of all three models")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="recommended")
     parser.add_argument("--hard-negatives", action="store_true", help="mine the U-Net's false positives for the classifier")
+    parser.add_argument("--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards")
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
     return parser.parse_args(argv)
 
@@ -54,12 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data_root / "annotations.csv").is_file():
         print(f"error: {args.data_root} has no annotations.csv; give a LUNA16-layout folder", file=sys.stderr)
         return 2
+    if args.test_root is not None and not (args.test_root / "annotations.csv").is_file():
+        print(f"error: --test-root {args.test_root} has no annotations.csv; give a LUNA16-layout folder", file=sys.stderr)
+        return 2
+    if args.test_root is not None and args.test_root.resolve() == args.data_root.resolve():
+        print(f"error: --test-root {args.test_root} is the training data; give an independent folder", file=sys.stderr)
+        return 2
     layout = RecipeLayout(args.data_root, args.cache_dir or args.out / "cache", args.out)
     recipe = RECIPES[args.recipe]
     if args.hard_negatives:
         recipe = dataclasses.replace(recipe, hard_negatives=True)
     started = time.perf_counter()
     steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
+    if args.test_root is not None:
+        steps += held_out_steps(layout, args.test_root)
     # One run per --out: a second one would train into the same run folders (kill -9 frees it).
     with ExitStack() as held:
         try:
@@ -77,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         detection = summary["detection"]
         summary["cpm"], summary["cpm_ci95"] = detection["cpm"], detection["cpm_ci95"]
+        if args.test_root is not None:
+            summary["test"] = held_out_summary(layout, args.test_root, bootstrap_samples=args.bootstrap)
         atomic_write_text(args.out / "quality.json", json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary, indent=2))
     return 0

@@ -11,7 +11,7 @@ import typer
 from cli.diagnose_options import (
     AllSeriesOption, AnnotationsOption, BatchSizeOption, BookStyleOption, ClsBatchSizeOption, ClsPrecisionOption,
     ConcurrentBatchesOption, CsvOption, DicomOutOption, EvaluateOption, LogFileOption, LungMarginOption, LungMaskOption,
-    MergeFractionOption, MovedMergeOption, OutOption, PrecisionOption, ReportOption, SeriesArgument, SeriesFileOption,
+    MaxCandidatesOption, MergeFractionOption, MovedMergeOption, OutOption, PrecisionOption, ReportOption, SeriesArgument, SeriesFileOption,
     SeriesUidOption, ShardOption,
 )  # fmt: skip
 from cli.dicomweb_options import (
@@ -47,6 +47,7 @@ def diagnose_command(
     threshold: ThresholdOption = _DEFAULTS.nodule_threshold,
     seg_threshold: SegThresholdOption = _DEFAULTS.seg_threshold,
     merge_fraction: MergeFractionOption = _DEFAULTS.merge_fraction,
+    max_candidates: MaxCandidatesOption = _DEFAULTS.max_candidates,
     lung_mask: LungMaskOption = _DEFAULTS.restrict_to_lungs,
     lung_margin: LungMarginOption = _DEFAULTS.lung_margin_mm,
     device: DeviceOption = "auto",
@@ -95,7 +96,8 @@ def diagnose_command(
     from ct_pipeline.sharding import Shard
 
     config = _config(
-        book_style, seg_threshold=seg_threshold, threshold=threshold, merge_fraction=merge_fraction, lung_mask=lung_mask,
+        book_style, seg_threshold=seg_threshold, threshold=threshold, merge_fraction=merge_fraction, max_candidates=max_candidates,
+        lung_mask=lung_mask,
         lung_margin=lung_margin, batch_size=batch_size, cls_batch_size=cls_batch_size,
     )  # fmt: skip
     inference = _inference(
@@ -116,8 +118,8 @@ def diagnose_command(
 
 
 def _config(
-    book_style: bool, *, seg_threshold: float, threshold: float, merge_fraction: float, lung_mask: bool,
-    lung_margin: float, batch_size: Optional[int], cls_batch_size: Optional[int],
+    book_style: bool, *, seg_threshold: float, threshold: float, merge_fraction: float, max_candidates: int,
+    lung_mask: bool, lung_margin: float, batch_size: Optional[int], cls_batch_size: Optional[int],
 ) -> DiagnosisConfig:
     """What is computed: --book-style's presets (thresholds and batch sizes as given), else the options."""
     sizes = {name: size for name, size in (("seg_batch_size", batch_size), ("cls_batch_size", cls_batch_size)) if size}
@@ -125,7 +127,7 @@ def _config(
         return DiagnosisConfig.book_style(seg_threshold=seg_threshold, nodule_threshold=threshold, **sizes)
     return DiagnosisConfig(
         seg_threshold=seg_threshold, nodule_threshold=threshold, merge_fraction=merge_fraction,
-        restrict_to_lungs=lung_mask, lung_margin_mm=lung_margin, **sizes,
+        max_candidates=max_candidates, restrict_to_lungs=lung_mask, lung_margin_mm=lung_margin, **sizes,
     )  # fmt: skip
 
 

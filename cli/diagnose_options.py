@@ -31,6 +31,13 @@ MergeFractionOption = Annotated[
         help="Merge candidates closer than this fraction of the larger one's diameter (mm); 0: keep all, as the book.",
     ),
 ]  # fmt: skip
+MaxCandidatesOption = Annotated[
+    int,
+    typer.Option(
+        "--max-candidates", min=0, rich_help_panel=TUNING_PANEL,
+        help="Classify only the best K candidates of each scan, ranked by the U-Net's output; 0: every one, as the book.",
+    ),
+]  # fmt: skip
 LungMaskOption = Annotated[
     bool,
     typer.Option(

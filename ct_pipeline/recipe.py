@@ -7,6 +7,7 @@ folder, and the README prints it. Each run is a :class:`~ct_pipeline.training.Tr
 its false positives on the training series (``ct hard-negatives``; off in the recommended recipe,
 see below), train the nodule classifier (with them as extra negatives), fine-tune it for
 malignancy, diagnose the validation series, evaluate (LUNA16 FROC).
+:func:`held_out_steps` add an independent test set: diagnosed and evaluated with the trained models.
 
 Every step reuses what an earlier run left: finished training runs resume to "already trained",
 the hard negatives are kept, diagnosed series are skipped.
@@ -123,6 +124,11 @@ class RecipeLayout:
     def best(self, model: str) -> Path:
         return self.runs / model / "best.ckpt"
 
+    @property
+    def test_dir(self) -> Path:
+        """Where an independent test set's findings and FROC go (``benchmarks.quality --test-root``)."""
+        return self.out_dir / "test"
+
 
 @dataclass(frozen=True)
 class RecipeStep:
@@ -193,6 +199,34 @@ def recipe_steps(
     return steps
 
 
+def held_out_steps(layout: RecipeLayout, test_root: Path) -> list[RecipeStep]:
+    """Diagnose and evaluate every series of ``test_root`` (a LUNA16-layout folder never trained
+    or validated on) with the recipe's trained models, into ``layout.test_dir``."""
+    test = layout.test_dir
+    common = ("--data-root", str(test_root), "--cache-dir", str(test / "cache"))
+    return [
+        RecipeStep("test-diagnose", (
+            "diagnose", *common, "--series-file", str(test / "series.txt"),
+            "--seg-model", str(layout.best("seg")), "--cls-model", str(layout.best("cls")),
+            "--out", str(test / "findings"), "--csv", str(test / "findings.csv"), "--threshold", "0.9",
+        )),
+        RecipeStep("test-evaluate", (
+            "evaluate", str(test / "findings.csv"), "--annotations", str(test_root / "annotations.csv"),
+            "--series-file", str(test / "series.txt"), "--plot", str(test / "froc.png"), "--bootstrap", "200",
+        )),
+    ]  # fmt: skip
+
+
+def write_held_out_series(layout: RecipeLayout, test_root: Path) -> Path:
+    """Every series of ``test_root``, one per line, in ``layout.test_dir``."""
+    from ct_pipeline.catalog import open_catalog
+
+    path = layout.test_dir / "series.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(f"{uid}\n" for uid in open_catalog([test_root], layout.test_dir / "cache").series_uids))
+    return path
+
+
 def write_val_series(layout: RecipeLayout, val_stride: int) -> Path:
     """The validation series of the training split (every ``val_stride``-th by UID), one per line."""
     from ct_pipeline.catalog import open_catalog
@@ -219,6 +253,8 @@ def run_steps(
     for step in steps:
         if step.name == "diagnose":
             write_val_series(layout, val_stride)
+        if step.name == "test-diagnose":
+            write_held_out_series(layout, Path(step.argv[step.argv.index("--data-root") + 1]))
         announce(f"$ ct {' '.join(step.argv)}")
         start = time.perf_counter()
         code = runner(step.argv)
@@ -269,19 +305,12 @@ def recipe_summary(layout: RecipeLayout, bootstrap_samples: int = 0) -> dict:
     Raises:
         BadInputError: a model or the findings are missing.
     """
-    from ct_pipeline.evaluation.froc import FrocConfig, evaluate_froc_files
-
     missing = [layout.best(k) for k in ("seg", "cls", "mal") if not layout.best(k).is_file()]
     if missing or not layout.findings_csv.is_file():
         raise BadInputError(
             f"{layout.out_dir} holds no finished run (missing {missing[0] if missing else layout.findings_csv}); run it first"
         )
     seg, cls, mal = (_best_val_metrics(layout.best(k), k) for k in ("seg", "cls", "mal"))
-    report = evaluate_froc_files(
-        layout.findings_csv, layout.data_root / "annotations.csv", series_file=layout.val_series,
-        config=FrocConfig(bootstrap_samples=bootstrap_samples, by_size=True),
-    )
-    froc = report.overall
     val_series = [line.strip() for line in layout.val_series.read_text().splitlines() if line.strip()]
     return {
         "segmentation": {
@@ -295,14 +324,46 @@ def recipe_summary(layout: RecipeLayout, bootstrap_samples: int = 0) -> dict:
             "size_threshold_auc": _number(mal.get("size_threshold_auc")),
             "size_threshold_mm": _number(mal.get("size_threshold_mm")),
         },
-        "detection": {
-            "cpm": _number(froc.cpm), "cpm_ci95": report.to_dict()["cpm_ci95"],
-            "nodules": froc.n_nodules, "detected": froc.n_detected, "scans": report.n_scans,
-            "sensitivity_at_fp_per_scan": dict(zip((str(r) for r in froc.fp_rates), map(_number, froc.sensitivity))),
-            "by_size": {
-                group.label: {"nodules": group.n_nodules, "detected": group.n_detected, "cpm": _number(group.cpm)}
-                for group in report.by_size
-            },
-        },
+        "detection": detection_summary(layout.findings_csv, layout.data_root / "annotations.csv", layout.val_series, bootstrap_samples),
         "candidate_recall": candidate_recall(layout.findings_csv, layout.data_root / "annotations.csv", val_series),
+    }
+
+
+def detection_summary(findings_csv: Path, annotations_csv: Path, series_file: Path, bootstrap_samples: int = 0) -> dict:
+    """LUNA16 FROC of ``findings_csv`` over the scans of ``series_file``: CPM (with a bootstrap
+    interval when ``bootstrap_samples`` > 0), sensitivities, and the same by nodule size."""
+    from ct_pipeline.evaluation.froc import FrocConfig, evaluate_froc_files
+
+    report = evaluate_froc_files(
+        findings_csv, annotations_csv, series_file=series_file,
+        config=FrocConfig(bootstrap_samples=bootstrap_samples, by_size=True),
+    )  # fmt: skip
+    froc = report.overall
+    return {
+        "cpm": _number(froc.cpm), "cpm_ci95": report.to_dict()["cpm_ci95"],
+        "nodules": froc.n_nodules, "detected": froc.n_detected, "scans": report.n_scans,
+        "sensitivity_at_fp_per_scan": dict(zip((str(r) for r in froc.fp_rates), map(_number, froc.sensitivity))),
+        "by_size": {
+            group.label: {"nodules": group.n_nodules, "detected": group.n_detected, "cpm": _number(group.cpm)}
+            for group in report.by_size
+        },
+    }
+
+
+def held_out_summary(layout: RecipeLayout, test_root: Path, bootstrap_samples: int = 0) -> dict:
+    """The figures of an independent test set diagnosed by :func:`held_out_steps`: the detection block
+    of :func:`recipe_summary` and the candidate recall, over every series of ``test_root``.
+
+    Raises:
+        BadInputError: the test set was not diagnosed.
+    """
+    test = layout.test_dir
+    if not (test / "findings.csv").is_file():
+        raise BadInputError(f"{test} holds no diagnosed test set (no findings.csv); run the recipe with --test-root first")
+    series = [line.strip() for line in (test / "series.txt").read_text().splitlines() if line.strip()]
+    annotations = test_root / "annotations.csv"
+    return {
+        "data_root": str(test_root),
+        **detection_summary(test / "findings.csv", annotations, test / "series.txt", bootstrap_samples),
+        "candidate_recall": candidate_recall(test / "findings.csv", annotations, series),
     }

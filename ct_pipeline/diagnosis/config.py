@@ -50,6 +50,23 @@ class DiagnosisConfig:
             of the larger one's diameter (mm); the more probable one stays. 0 keeps every
             candidate (the book). 0.75 merged the one duplicate among the real test CT's
             findings above 0.5 (two pieces of an 11 mm lesion, 7 mm apart) and nothing else there.
+            The real CT's other duplicates, three pieces (1.5-4 mm) on slice 34 of the 7.2 mm
+            finding on slices 29-32, lie 10-10.5 mm from its centre across a slice the U-Net left
+            empty: 1.5 would fold them (15 -> 12 findings >= 0.5 without a budget), but the budget
+            already leaves them unclassified (ranks > 400), and a reach of 1.5 diameters is not
+            measured where nodules have neighbours (``ct synth`` keeps them >= 2 diameters apart).
+        max_candidates: the candidate budget: classify only the best this many candidates of a
+            scan, ranked by the U-Net's output alone
+            (:func:`~ct_pipeline.diagnosis.candidates.budget_order`); the others are not
+            findings (counted in ``DiagnosisResult.n_not_classified``). 0: classify every one
+            (the book). 400, measured (``benchmarks.bench_budget``): the real test CT's 3,568
+            candidates hold the book's 4 confident findings at ranks 4-252, and 20 ``ct synth``
+            validation series (10 standard, 10 site-b, U-Nets trained by the recipe) every true
+            nodule's best candidate at rank <= 238 (165-1,047 candidates a scan). At 400 the real
+            CT classifies 11% of its candidates and keeps 5 findings >= 0.5 (15 without), the
+            book's 4 among them; 200 lost a 4 mm phantom nodule, 100 also a 7 mm one. With the
+            recipe's seg and cls models on those 10 site-b scans (330-1,047 candidates): CPM 0.516
+            and candidate recall 23/25 with 400 and without a budget, 3,825 crops against 6,999.
         restrict_to_lungs: run the U-Net only around the lungs (an HU-threshold lung mask,
             dilated by ``lung_margin_mm``); candidates outside that region are not reported.
         lung_margin_mm: how far beyond the air-filled lung the region reaches, so that nodules
@@ -68,6 +85,7 @@ class DiagnosisConfig:
     hu_range: tuple[float, float] = (-1000.0, 1000.0)
     nodule_threshold: float = 0.5
     merge_fraction: float = 0.75
+    max_candidates: int = 400
     restrict_to_lungs: bool = True
     lung_margin_mm: float = 15.0
     lung_hu_threshold: float = -400.0
@@ -86,6 +104,10 @@ class DiagnosisConfig:
         # `not x >= 0` also refuses NaN; an infinite reach would merge every candidate into one.
         if not 0 <= self.merge_fraction < math.inf:
             raise BadInputError(f"merge fraction {self.merge_fraction} must be a finite number >= 0 (0 turns merging off)")
+        if self.max_candidates < 0:
+            raise BadInputError(
+                f"candidate budget {self.max_candidates} must be a whole number >= 0 (0 classifies every candidate)"
+            )
         if self.min_candidate_diameter_mm < 0:
             raise BadInputError(f"minimum candidate diameter {self.min_candidate_diameter_mm} mm must be >= 0")
         if not 0 <= self.lung_margin_mm < math.inf:
@@ -108,7 +130,7 @@ class DiagnosisConfig:
         return replace(
             cls(
                 restrict_to_lungs=False, merge_fraction=0.0, keep_eroded_away=False, confidence_weight=0.0,
-                min_candidate_diameter_mm=0.0,
+                min_candidate_diameter_mm=0.0, max_candidates=0,
                 seg_batch_size=4, cls_batch_size=4,
             ),
             **overrides,

@@ -5,7 +5,8 @@ Stages (keys of ``timings_s``):
 1. ``lung_region`` -- where the U-Net must look (skipped with ``restrict_to_lungs=False``);
 2. ``segmentation`` -- the U-Net over the slices, thresholded;
 3. ``grouping`` -- erosion, 3D components, centres and diameters;
-4. ``classification`` -- nodule probability of every candidate;
+4. ``classification`` -- nodule probability of every candidate within the budget (the best
+   ``max_candidates`` by the U-Net's output; the rest are not findings);
 5. ``merge`` -- one finding per lesion;
 6. ``malignancy`` -- for findings at or above the nodule threshold, when a model is given.
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from ct_pipeline.diagnosis.candidates import (
     Candidates,
+    budget_order,
     component_around,
     confident_fraction,
     group_candidates,
@@ -149,7 +151,8 @@ def _propose(
                 "series %s: no air-filled lungs found below %g HU; segmenting every slice",
                 volume.series_uid, config.lung_hu_threshold,
             )  # fmt: skip
-    scoring = config.confidence_weight > 0
+    # The budget ranks by the confident fraction too, so it is computed for either.
+    scoring = config.confidence_weight > 0 or config.max_candidates > 0
     with _timed(timings, "segmentation", progress), returning_freed_memory(models.release_memory):
         level = segment_volume(
             hu,
@@ -193,6 +196,11 @@ def _diagnose(
     hu = volume.hu
     timings: dict[str, float] = {}
     candidates, region, level = _propose(volume, models, config, timings, progress)
+    n_not_classified = 0
+    if 0 < config.max_candidates < len(candidates):
+        n_not_classified = len(candidates) - config.max_candidates
+        # Index order, not rank order: the classifier's batches and the merge's ties stay as without a budget.
+        candidates = candidates.take(np.sort(budget_order(candidates)[: config.max_candidates]))
     crop_centers = candidates.crop_center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.
@@ -249,6 +257,7 @@ def _diagnose(
         findings=findings,
         timings_s=timings,
         n_candidates_before_merge=len(candidates),
+        n_not_classified=n_not_classified,
         shape_irc=volume.shape_irc,
         spacing_xyz=tuple(float(v) for v in volume.spacing_xyz),  # type: ignore[arg-type]
         source=volume.source,

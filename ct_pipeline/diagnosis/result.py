@@ -8,7 +8,7 @@ The dict form is the ``--json`` record and the per-series result file of a batch
                      "nodule_prob": float, "malignancy_prob": float | null, "n_merged": int,
                      "detection_score": float (when it differs from nodule_prob),
                      "measurement": {"volume_mm3", "long_axis_mm", ...} (nodules only)}, ...],
-     "timings_s": {"stage": seconds, ...}, "n_candidates_before_merge": int,
+     "timings_s": {"stage": seconds, ...}, "n_candidates_before_merge": int, "n_not_classified": int,
      "shape_irc": [i, r, c], "spacing_xyz": [x, y, z]}
 """
 
@@ -128,7 +128,10 @@ class DiagnosisResult:
         series_uid: the series diagnosed.
         findings: sorted by ``score``, highest first; every candidate, not only nodules.
         timings_s: seconds per stage, in pipeline order.
-        n_candidates_before_merge: segmentation candidates before duplicates were merged.
+        n_candidates_before_merge: candidates classified, before duplicates were merged.
+        n_not_classified: candidates beyond the budget (``DiagnosisConfig.max_candidates``):
+            never classified, so not findings (a probability of 0 would read as the
+            classifier's verdict, and a scan's evaluation would count them as found).
         shape_irc: the volume's shape (index, row, col).
         spacing_xyz: voxel size, mm (x, y, z).
         source: where the series was read from.
@@ -149,6 +152,8 @@ class DiagnosisResult:
     region_fraction: float = 1.0
     provenance: Mapping[str, Any] = field(default_factory=dict)
     nodule_masks: tuple[NoduleMask, ...] = field(default=(), compare=False)
+    # Last, so that results built by position (older callers) keep their meaning.
+    n_not_classified: int = 0
 
     def nodules(self, threshold: float) -> list[Finding]:
         """Findings with ``nodule_prob >= threshold``, highest first."""
@@ -169,6 +174,7 @@ class DiagnosisResult:
             "candidates": [f.to_dict() for f in self.findings],
             "timings_s": {k: round(float(v), 4) for k, v in self.timings_s.items()},
             "n_candidates_before_merge": int(self.n_candidates_before_merge),
+            "n_not_classified": int(self.n_not_classified),
             "shape_irc": [int(v) for v in self.shape_irc],
             "spacing_xyz": [float(v) for v in self.spacing_xyz],
             "region_fraction": round(float(self.region_fraction), 4),
@@ -196,6 +202,7 @@ class DiagnosisResult:
                 findings=findings,
                 timings_s={str(k): float(v) for k, v in timings.items()},
                 n_candidates_before_merge=int(data.get("n_candidates_before_merge", len(findings))),
+                n_not_classified=int(data.get("n_not_classified", 0)),
                 shape_irc=tuple(int(v) for v in data.get("shape_irc", (0, 0, 0))),  # type: ignore[arg-type]
                 spacing_xyz=tuple(float(v) for v in data.get("spacing_xyz", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
                 source=str(data.get("source", "")),

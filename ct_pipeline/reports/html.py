@@ -110,7 +110,9 @@ def _series_section(report: SeriesReport) -> str:
         f"<h2>Series {_e(result.series_uid)}</h2>",
         f"<p class='muted'>Source: {_e(result.source)}<br>Shape (index, row, col): "
         f"{_e(' x '.join(str(v) for v in result.shape_irc))}; {len(result.findings)} candidates "
-        f"({result.n_candidates_before_merge} before merging duplicates); {len(shown)} at or above "
+        f"({result.n_candidates_before_merge} before merging duplicates"
+        + (f", {result.n_not_classified} beyond the candidate budget not classified" if result.n_not_classified else "")
+        + f"); {len(shown)} at or above "
         f"nodule probability {report.threshold:g}. Slice: the index along the scan's slices (0 = first); "
         "diameter: of the sphere with the U-Net mask's volume; volume, axes (longest extent on a slice and the "
         f"width across it) and HU: of its outline (the U-Net's component cut at the nodule's HU edge).<br>Time per stage: {timings}</p>",

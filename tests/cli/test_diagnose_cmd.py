@@ -225,3 +225,14 @@ def test_empty_segmentation_reports_zero_findings_and_exits_0(dicom_dir, tmp_pat
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["candidates"] == [] and record["n_candidates_before_merge"] == 0
+
+
+def test_max_candidates_classifies_the_best_k_and_refuses_a_negative_budget(models, dicom_dir):
+    result = _run(dicom_dir, *models, "--json", "--max-candidates", "1")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[0])
+    assert len(record["candidates"]) == 1 and tuple(record["candidates"][0]["center_irc"]) in NODULES_IRC
+    assert record["n_candidates_before_merge"] == 1 and record["n_not_classified"] == 1
+    assert record["provenance"]["settings"]["max_candidates"] == 1
+    refused = _run(dicom_dir, *models, "--max-candidates", "-1")
+    assert refused.exit_code == 2 and "--max-candidates" in refused.output

@@ -171,3 +171,19 @@ def test_the_detection_score_ranks_confident_components_first_and_is_the_probabi
     np.testing.assert_allclose(score, [0.495, 0.95, 0.5])
     assert list(np.argsort(-score)) == [1, 2, 0]
     assert detection_score(prob, confident, 0.0) is prob and detection_score(prob, None, 0.5) is prob
+
+
+def test_the_budget_ranks_by_confident_fraction_times_diameter_then_diameter_then_index():
+    from ct_pipeline.diagnosis.candidates import Candidates, budget_order
+
+    n = 5
+    diameter = np.array([3.0, 10.0, 6.0, 2.0, 4.0])
+    confident = np.array([1.0, 0.2, 0.5, 0.0, 0.0])  # keys 3, 2, 3, 0, 0
+    candidates = Candidates(np.zeros((n, 3)), np.zeros((n, 3)), diameter, np.ones(n, np.int64), confident)
+    # 3.0 twice: the larger (6 mm) first; the unconfident ones last, larger first
+    assert budget_order(candidates).tolist() == [2, 0, 1, 4, 3]
+    without = Candidates(np.zeros((n, 3)), np.zeros((n, 3)), diameter, np.ones(n, np.int64))
+    assert budget_order(without).tolist() == [1, 2, 4, 0, 3]
+    kept = candidates.take(np.array([4, 1]))
+    assert kept.diameter_mm.tolist() == [4.0, 10.0] and kept.confident_fraction.tolist() == [0.0, 0.2]
+    assert budget_order(Candidates.empty()).tolist() == []

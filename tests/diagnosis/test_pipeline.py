@@ -185,3 +185,25 @@ def test_the_classifiers_can_run_in_bf16_while_the_unet_stays_fp32(models_dir):
         assert ours.nodule_prob == pytest.approx(reference.nodule_prob, abs=0.01)  # bf16 keeps 8 bits of mantissa
     with pytest.raises(BadInputError, match="--cls-precision"):
         InferenceOptions(classifier_precision="fp8")
+
+
+def test_a_candidate_budget_classifies_only_the_best_ranked_and_counts_the_rest(models_dir):
+    from ct_pipeline.diagnosis.candidates import budget_order
+    from ct_pipeline.diagnosis.pipeline import propose_candidates
+    from ct_pipeline.diagnosis.result import DiagnosisResult
+
+    models = load_diagnosis_models(models_dir["seg"], models_dir["cls"], None, FAST)
+    config = DiagnosisConfig(lung_margin_mm=8.0, max_candidates=1)
+    candidates, _ = propose_candidates(_volume(), models, config)
+    best = tuple(int(v) for v in candidates.crop_center_irc[budget_order(candidates)[0]])
+    result = diagnose(_volume(), models, config)
+    assert [f.center_irc for f in result.findings] == [best]
+    assert result.n_candidates_before_merge == 1 and result.n_not_classified == 1
+    assert DiagnosisResult.from_dict(result.to_dict()).n_not_classified == 1
+    unlimited = diagnose(_volume(), models, DiagnosisConfig(lung_margin_mm=8.0, max_candidates=0))
+    assert len(candidates) == len(unlimited.findings) == 2 and unlimited.n_not_classified == 0
+
+
+def test_a_negative_candidate_budget_is_refused():
+    with pytest.raises(BadInputError, match="candidate budget -1 must be a whole number >= 0"):
+        DiagnosisConfig(max_candidates=-1)

@@ -18,6 +18,7 @@ from ct_pipeline.training import (
 from ct_pipeline.devices import resolve_device, resolve_precision
 from ct_pipeline.training.distributed import setup_distributed
 from ct_pipeline.training.tasks import ClassifierTask, SegmentationTask, make_task
+from tests.helpers.cli_process import run_ct
 
 ROOTS = (Path("/data"),)
 
@@ -118,11 +119,7 @@ def test_single_process_without_torchrun_environment(monkeypatch):
 
 
 def _help(command: str) -> str:
-    from typer.testing import CliRunner
-
-    from cli.main import app
-
-    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250", "NO_COLOR": "1"})
+    result = run_ct(command, "--help", env={"COLUMNS": "250", "NO_COLOR": "1"})
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -144,11 +141,7 @@ def test_the_train_commands_show_the_librarys_defaults_and_no_type_for_flags():
 
 
 def test_the_old_num_workers_name_still_reaches_the_config(tmp_path):
-    from typer.testing import CliRunner
-
-    from cli.main import app
-
-    result = CliRunner().invoke(app, ["train-seg", "--data-root", str(tmp_path), "--num-workers", "-1"])
+    result = run_ct("train-seg", "--data-root", tmp_path, "--num-workers", "-1")
     assert result.exit_code == 2
     assert "--num-workers is now called --workers" in result.output and "--workers -1: expected 0" in result.output
 
@@ -157,10 +150,7 @@ def test_the_old_num_workers_name_still_reaches_the_config(tmp_path):
 def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from typer.testing import CliRunner
-
     import cli.train_cmd
-    from cli.main import app
     from ct_pipeline.training.command import train_argv
 
     (tmp_path / "a.csv").write_text("x")
@@ -177,6 +167,6 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
     assert "--no-channels-last" in argv and ("--no-augment" in argv) == (task == "seg")
     built = []
     monkeypatch.setattr(cli.train_cmd, "_run", built.append)
-    result = CliRunner().invoke(app, list(argv))
+    result = run_ct(*argv)
     assert result.exit_code == 0, result.output
     assert built == [config]
