@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # sums then run in another order, so a tolerance that only holds on one CPU fails here first.
 CAPPED_ISA := ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default
 
-.PHONY: install test test-fast test-numeric-capped bench demo quality clean
+.PHONY: install lint format test test-fast test-numeric-capped bench demo quality clean
 
 install: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# ruff's linter and formatter check (the same version for everyone: pinned in the dev extra).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test: install
 	$(PY) -m pytest -q

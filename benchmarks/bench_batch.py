@@ -23,18 +23,43 @@ N_SERIES = 20
 
 def _diagnose(data_root: Path, seg: Path, cls: Path, *series: str) -> list[str]:
     return [
-        sys.executable, "-m", "cli", "diagnose", *series, "--data-root", str(data_root),
-        "--seg-model", str(seg), "--cls-model", str(cls), "--json", "--quiet",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "cli",
+        "diagnose",
+        *series,
+        "--data-root",
+        str(data_root),
+        "--seg-model",
+        str(seg),
+        "--cls-model",
+        str(cls),
+        "--json",
+        "--quiet",
+    ]
 
 
 def run() -> Section:
     with tempfile.TemporaryDirectory(prefix="ct-bench-batch-") as tmp:
         data = Path(tmp) / "data"
         subprocess.run(
-            [sys.executable, "-m", "cli", "synth", str(data), "--series", str(N_SERIES), "--size", "full", "--seed", "17"],
-            check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "synth",
+                str(data),
+                "--series",
+                str(N_SERIES),
+                "--size",
+                "full",
+                "--seed",
+                "17",
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         uids = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))
         seg, cls = import_book_weights(Path(tmp))
         half = len(uids) // 2
@@ -48,28 +73,53 @@ def run() -> Section:
     n_batch = len([line for line in batch["stdout"].splitlines() if line.strip()])
     figures = [
         Figure(
-            "ct diagnose --all", 3600 * N_SERIES / batch_s, "CTs/hour", 3600 * N_SERIES / one_by_one_s,
-            f"the same {N_SERIES} series, one `ct diagnose UID` process each", one_by_one_s / batch_s, "", None,
+            "ct diagnose --all",
+            3600 * N_SERIES / batch_s,
+            "CTs/hour",
+            3600 * N_SERIES / one_by_one_s,
+            f"the same {N_SERIES} series, one `ct diagnose UID` process each",
+            one_by_one_s / batch_s,
+            "",
+            None,
             f"{batch_s:.0f} s for the batch ({n_batch} series reported) against {one_by_one_s:.0f} s one by one",
         ),
         Figure(
-            "per series, inside the pipeline", batch_s / N_SERIES, "s", in_series_s,
-            "the same stages in a one-by-one run (median)", in_series_s / (batch_s / N_SERIES), "", None,
+            "per series, inside the pipeline",
+            batch_s / N_SERIES,
+            "s",
+            in_series_s,
+            "the same stages in a one-by-one run (median)",
+            in_series_s / (batch_s / N_SERIES),
+            "",
+            None,
             "the batch's wall time per series against load + the pipeline's stages of a one-by-one run: what is left "
             "after start-up is the networks' first batches, slower in a fresh process (oneDNN builds its kernels "
             "for each new input shape once per process)",
         ),
         Figure(
-            "per process, outside the pipeline", overhead_s, "s", None, "", None, "", None,
+            "per process, outside the pipeline",
+            overhead_s,
+            "s",
+            None,
+            "",
+            None,
+            "",
+            None,
             "median wall time of a one-by-one run less its stages: start-up, imports, reading the models, output; "
             "what the batch pays once",
         ),
         Figure(
-            "peak resident memory of the batch", batch["peak_kib"] / 2**20, "GiB",
-            max(r["peak_kib"] for r in single) / 2**20, "the largest one-by-one run", None, "", None,
+            "peak resident memory of the batch",
+            batch["peak_kib"] / 2**20,
+            "GiB",
+            max(r["peak_kib"] for r in single) / 2**20,
+            "the largest one-by-one run",
+            None,
+            "",
+            None,
             "one volume in memory at a time: the batch needs what its largest series needs",
         ),
-    ]  # fmt: skip
+    ]
     return Section(
         key="batch",
         title=f"ct diagnose --all over {N_SERIES} synthetic 512x512 series",

@@ -30,12 +30,11 @@ BUDGETS = (50, 100, 200, 400, 0)
 
 def real(budgets: tuple[int, ...] = BUDGETS) -> list[dict]:
     """One row per K: seconds of classification, candidates classified, findings >= 0.5, book's 4 kept."""
+    from benchmarks.processes import SHARED, import_book_weights
     from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
     from ct_pipeline.diagnosis.networks import load_diagnosis_models
     from ct_pipeline.diagnosis.pipeline import diagnose
     from ct_pipeline.loading import load_ct
-
-    from benchmarks.processes import SHARED, import_book_weights
 
     volume = load_ct(SHARED / "data" / "dicom" / "C3N-00247-chest-ct")
     rows = []
@@ -45,12 +44,17 @@ def real(budgets: tuple[int, ...] = BUDGETS) -> list[dict]:
         for k in budgets:
             result = diagnose(volume, models, DiagnosisConfig(max_candidates=k))
             confident = {f.center_irc for f in result.findings if f.nodule_prob >= 0.9}
-            rows.append({
-                "max_candidates": k, "classification_s": round(result.timings_s["classification"], 2),
-                "classified": result.n_candidates_before_merge, "not_classified": result.n_not_classified,
-                "findings_0.5": len(result.nodules(0.5)), "findings_0.9": len(result.nodules(0.9)),
-                "book_confident_kept": sum(tuple(v) in confident for v in BOOK_CONFIDENT_IRC),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "max_candidates": k,
+                    "classification_s": round(result.timings_s["classification"], 2),
+                    "classified": result.n_candidates_before_merge,
+                    "not_classified": result.n_not_classified,
+                    "findings_0.5": len(result.nodules(0.5)),
+                    "findings_0.9": len(result.nodules(0.9)),
+                    "book_confident_kept": sum(tuple(v) in confident for v in BOOK_CONFIDENT_IRC),
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -81,10 +85,14 @@ def nodule_ranks(data_root: Path, seg_model: Path, val_stride: int = 4) -> list[
             for nodule in nodules[nodules["series_uid"] == uid].itertuples():
                 centre = np.array([nodule.center_x_mm, nodule.center_y_mm, nodule.center_z_mm])
                 near = np.linalg.norm(candidates.center_xyz - centre, axis=1) <= nodule.diameter_mm / 2
-                rows.append({
-                    "series_uid": uid, "diameter_mm": round(float(nodule.diameter_mm), 1), "candidates": len(candidates),
-                    "rank": int(rank[near].min()) if near.any() else None,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "series_uid": uid,
+                        "diameter_mm": round(float(nodule.diameter_mm), 1),
+                        "candidates": len(candidates),
+                        "rank": int(rank[near].min()) if near.any() else None,
+                    }
+                )
     return rows
 
 
@@ -92,8 +100,12 @@ def synthetic(pairs: list[tuple[Path, Path]]) -> dict:
     ranks = [row | {"data_root": str(root)} for root, seg in pairs for row in nodule_ranks(root, seg)]
     found = [r["rank"] for r in ranks if r["rank"] is not None]
     return {
-        "nodules": len(ranks), "with_a_candidate": len(found), "worst_rank": max(found, default=None),
-        "worst_rank_4mm": max((r["rank"] for r in ranks if r["rank"] is not None and r["diameter_mm"] >= 4), default=None),
+        "nodules": len(ranks),
+        "with_a_candidate": len(found),
+        "worst_rank": max(found, default=None),
+        "worst_rank_4mm": max(
+            (r["rank"] for r in ranks if r["rank"] is not None and r["diameter_mm"] >= 4), default=None
+        ),
         "candidates_per_scan": sorted({(r["series_uid"], r["candidates"]) for r in ranks}),
         "ranks": ranks,
     }

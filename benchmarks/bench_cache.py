@@ -99,7 +99,9 @@ def _layout_probes(regions: list, centers: list, order: np.ndarray) -> tuple[flo
     out of per-candidate int16 crops (the layout the regions replace), in the same random order."""
     size = np.asarray(CROP_IRC)
     starts = [np.asarray(c) - size // 2 - np.asarray(r.origin_irc) for r, c in zip(regions, centers)]
-    inside = [k for k in order if (starts[k] >= 0).all() and (starts[k] + size <= np.asarray(regions[k].hu.shape)).all()]
+    inside = [
+        k for k in order if (starts[k] >= 0).all() and (starts[k] + size <= np.asarray(regions[k].hu.shape)).all()
+    ]
     views = [regions[k].hu[tuple(slice(a, a + n) for a, n in zip(starts[k], size))] for k in inside]
     contiguous = np.stack(views)  # one int16 crop per candidate, as a per-candidate store would hold them
     out = np.empty(CROP_IRC, dtype=np.int16)
@@ -181,10 +183,10 @@ def _run(work: Path) -> Section:
     for attempt in range(2):
         ours_dir, book_dir = work / f"ours{attempt}", work / f"book{attempt}"
         cache = CropCache(ours_dir)
-        ours_fill.append(_timed(lambda: prepcache(catalog, cache, PrepcacheConfig())))
+        ours_fill.append(_timed(lambda cache=cache: prepcache(catalog, cache, PrepcacheConfig())))
         cache.close()
         book = BookRawCache(book_dir, mhd_paths)
-        book_fill.append(_timed(lambda: [book.getCtRawCandidate(*args) for args in book_args]))
+        book_fill.append(_timed(lambda book=book: [book.getCtRawCandidate(*args) for args in book_args]))
         book.close()
     _progress(started, "cold fills done")
     ours_dir, book_dir = work / "ours0", work / "book0"
@@ -218,9 +220,13 @@ def _run(work: Path) -> Section:
             book.getCtRawCandidate(*args)
 
     dataset = ClassificationDataset(
-        catalog, cache, ClassificationDatasetConfig(split="all", negatives_per_positive=0.0, epoch_size=0, crop_irc=CROP_IRC)
+        catalog,
+        cache,
+        ClassificationDatasetConfig(split="all", negatives_per_positive=0.0, epoch_size=0, crop_irc=CROP_IRC),
     )
-    batches = [list(range(start, min(start + FETCH_BATCH, len(dataset)))) for start in range(0, len(dataset), FETCH_BATCH)]
+    batches = [
+        list(range(start, min(start + FETCH_BATCH, len(dataset)))) for start in range(0, len(dataset), FETCH_BATCH)
+    ]
 
     def ours_batches():
         for indices in batches:
@@ -232,7 +238,9 @@ def _run(work: Path) -> Section:
 
     def book_batches():
         for start in range(0, len(book_dataset), FETCH_BATCH):
-            torch.utils.data.default_collate([book_dataset[i] for i in range(start, min(start + FETCH_BATCH, len(book_dataset)))])
+            torch.utils.data.default_collate(
+                [book_dataset[i] for i in range(start, min(start + FETCH_BATCH, len(book_dataset)))]
+            )
 
     # one torch thread, as in DataLoader workers: on a small machine torch's parallel copies in
     # the book's collate (torch.stack) otherwise vary by 10x from run to run
@@ -294,29 +302,51 @@ def _run(work: Path) -> Section:
     )
     figures = [
         Figure(
-            "warm crop fetch: bare cache read (1 process)", rates["ours_raw"], "crops/s", rates["book_raw"],
-            "book: getCtRawCandidate", rates["ours_raw"] / rates["book_raw"], target,
+            "warm crop fetch: bare cache read (1 process)",
+            rates["ours_raw"],
+            "crops/s",
+            rates["book_raw"],
+            "book: getCtRawCandidate",
+            rates["ours_raw"] / rates["book_raw"],
+            target,
             rates["ours_raw"] >= 40_000 and rates["ours_raw"] >= 10 * rates["book_raw"],
             "CachedRegion.crop (an int16 copy out of the memory-mapped region into a new array) vs the memoized "
             "SQLite look-up, file read and unpickling of a float32 crop, random candidate order. " + bound_note,
         ),
         Figure(
-            "warm crop fetch into the model's input batch (1 process)", rates["ours_batches"], "crops/s",
-            rates["book_batches"], "book: fetch + default collate", rates["ours_batches"] / rates["book_batches"], target,
+            "warm crop fetch into the model's input batch (1 process)",
+            rates["ours_batches"],
+            "crops/s",
+            rates["book_batches"],
+            "book: fetch + default collate",
+            rates["ours_batches"] / rates["book_batches"],
+            target,
             rates["ours_batches"] >= 40_000 and rates["ours_batches"] >= 10 * rates["book_batches"],
             f"batches of {FETCH_BATCH} float32 clipped crops (ClassificationDataset.__getitems__ + collate_crops: one "
             "strided int16->float32 copy per crop straight into the batch) vs the book's dataset items stacked by "
             "the default collate; one torch thread on both sides.",
         ),
         Figure(
-            "cold fill from the raw files", fill_ours, "s", fill_book, "book: prepcache loop", fill_book / fill_ours,
-            ">= 3x", fill_book / fill_ours >= 3.0,
+            "cold fill from the raw files",
+            fill_ours,
+            "s",
+            fill_book,
+            "book: prepcache loop",
+            fill_book / fill_ours,
+            ">= 3x",
+            fill_book / fill_ours >= 3.0,
             f"best of 2 into empty caches, {n_candidates} candidates; ours (`prepcache`, 1 worker) reads each CT once "
             "and writes one region, the book (SimpleITK read, float32) writes one pickled file and SQLite row per candidate.",
         ),
         Figure(
-            "disk per candidate", per_ours / 1024, "KiB", per_book / 1024, "book", per_book / per_ours,
-            "<= 1/4 (ratio >= 4x)", per_book / per_ours >= 4.0,
+            "disk per candidate",
+            per_ours / 1024,
+            "KiB",
+            per_book / 1024,
+            "book",
+            per_book / per_ours,
+            "<= 1/4 (ratio >= 4x)",
+            per_book / per_ours >= 4.0,
             f"ours {ours_bytes / 2**20:.0f} MiB, book {book_bytes / 2**20:.0f} MiB. A region is the bounding box of all "
             f"of a series' crops (plus nodule margins) as int16; these series have ~{n_candidates // N_SERIES} candidates "
             "each (LUNA16: ~620), so fewer crops share each box than on LUNA16. Keeping only the 16^3-voxel "
@@ -324,8 +354,14 @@ def _run(work: Path) -> Section:
             f"({per_book * n_candidates / brick_bytes:.1f}x less than the book; computed here, not built).",
         ),
         Figure(
-            f"DataLoader, 2 workers, batch {LOADER_BATCH}", loader_ours, "batches/s", loader_book, "book dataset, same loader",
-            loader_ours / loader_book, "", None,
+            f"DataLoader, 2 workers, batch {LOADER_BATCH}",
+            loader_ours,
+            "batches/s",
+            loader_book,
+            "book dataset, same loader",
+            loader_ours / loader_book,
+            "",
+            None,
             f"balanced training epoch, float32 crops, collate_fn=collate_crops (what `ct train-cls` uses): "
             f"{loader_ours * LOADER_BATCH:,.0f} crops/s (default collate {loader_default:.1f} batches/s); best of 3 "
             "interleaved runs of each. Every DataLoader batch travels in a fresh shared-memory buffer: allocating and "

@@ -32,8 +32,12 @@ EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ \|.*\| ([\d,.]+) samples/s")
 def _ct(*args: object, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "cli", *[str(a) for a in args]],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, capture_output=True, text=True, encoding="utf-8",
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+    )
     if done.returncode != 0:
         raise RuntimeError(f"ct {' '.join(map(str, args))} failed ({done.returncode}): {done.stderr[-2000:]}")
     return done.stdout
@@ -56,9 +60,23 @@ def _train_rate(task: str, root: Path, cache: Path, work: Path, extra: tuple = (
     """samples/s of the second epoch of a fresh run (the first warms the caches up)."""
     out = work / f"{task}-{time.monotonic_ns()}"
     stdout = _ct(
-        f"train-{task}", "--data-root", root, "--cache-dir", cache, "--out", out, "--epochs", 2,
-        "--val-every", 99, "--val-stride", VAL_STRIDE, "--epoch-size", 320, *extra,
-    )  # fmt: skip
+        f"train-{task}",
+        "--data-root",
+        root,
+        "--cache-dir",
+        cache,
+        "--out",
+        out,
+        "--epochs",
+        2,
+        "--val-every",
+        99,
+        "--val-stride",
+        VAL_STRIDE,
+        "--epoch-size",
+        320,
+        *extra,
+    )
     rates = [float(m.group(2).replace(",", "")) for line in stdout.splitlines() if (m := EPOCH_LINE.match(line))]
     return rates[-1]
 
@@ -68,9 +86,19 @@ def _diagnose_rate(root: Path, cache: Path, work: Path, models: dict[str, Path])
     out = work / f"diagnose-{time.monotonic_ns()}"
     started = time.perf_counter()
     _ct(
-        "diagnose", "--all", "--data-root", root, "--cache-dir", cache, "--out", out,
-        "--seg-model", models["seg"], "--cls-model", models["cls"],
-    )  # fmt: skip
+        "diagnose",
+        "--all",
+        "--data-root",
+        root,
+        "--cache-dir",
+        cache,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+    )
     return N_SERIES * 60.0 / (time.perf_counter() - started)
 
 
@@ -94,8 +122,23 @@ def run() -> Section:
         models = {}
         for task in ("seg", "cls"):
             models[task] = work / f"model-{task}"
-            _ct(f"train-{task}", "--data-root", root, "--cache-dir", cache, "--out", models[task], "--epochs", 1,
-                "--epoch-size", 64, "--val-every", 99, "--val-stride", VAL_STRIDE)  # fmt: skip
+            _ct(
+                f"train-{task}",
+                "--data-root",
+                root,
+                "--cache-dir",
+                cache,
+                "--out",
+                models[task],
+                "--epochs",
+                1,
+                "--epoch-size",
+                64,
+                "--val-every",
+                99,
+                "--val-stride",
+                VAL_STRIDE,
+            )
             models[task] = models[task] / "last.ckpt"
         runs = {
             "ct train-cls": ("samples/s", lambda: _train_rate("cls", root, cache, work)),
@@ -108,10 +151,15 @@ def run() -> Section:
             share = contended / quiet
             figures.append(
                 Figure(
-                    name=f"{name} beside two CPU-bound processes", value=contended, unit=unit,
-                    baseline=quiet, baseline_name="the same command alone", ratio=share,
-                    target=f">= {TARGET:.0%} of the quiet throughput (ratio >= {TARGET:.2f})", met=share >= TARGET,
-                )  # fmt: skip
+                    name=f"{name} beside two CPU-bound processes",
+                    value=contended,
+                    unit=unit,
+                    baseline=quiet,
+                    baseline_name="the same command alone",
+                    ratio=share,
+                    target=f">= {TARGET:.0%} of the quiet throughput (ratio >= {TARGET:.2f})",
+                    met=share >= TARGET,
+                )
             )
     return Section(
         key="contention",

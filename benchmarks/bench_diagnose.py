@@ -60,13 +60,21 @@ def _same_findings(
     everything = [c for c in book if c["nodule_prob"] >= threshold]
     book_list = [c for c in everything if in_region(c["center_xyz"])]
     missing = [
-        f for f in book_list
-        if not any(_distance_mm(c["center_xyz"], f["center_xyz"]) <= 0.75 * max(c["diameter_mm"], f["diameter_mm"]) + 1e-6 for c in ours_list)
-    ]  # fmt: skip
+        f
+        for f in book_list
+        if not any(
+            _distance_mm(c["center_xyz"], f["center_xyz"]) <= 0.75 * max(c["diameter_mm"], f["diameter_mm"]) + 1e-6
+            for c in ours_list
+        )
+    ]
     extra = [
-        c for c in ours_list
-        if not any(_distance_mm(c["center_xyz"], f["center_xyz"]) <= 0.75 * max(c["diameter_mm"], f["diameter_mm"]) + 1e-6 for f in book_list)
-    ]  # fmt: skip
+        c
+        for c in ours_list
+        if not any(
+            _distance_mm(c["center_xyz"], f["center_xyz"]) <= 0.75 * max(c["diameter_mm"], f["diameter_mm"]) + 1e-6
+            for f in book_list
+        )
+    ]
     outside = len(everything) - len(book_list)
     return not missing, (
         f"{reference}: {len(everything)} findings >= {threshold}, {len(book_list)} in the lung region "
@@ -87,9 +95,10 @@ def _with_book_diameters(book_code: list[dict], book_style: list[dict], to_irc) 
     for finding in book_code:
         voxel = [int(v) for v in to_irc(finding["center_xyz"])]
         twins = [
-            c for c in book_style
+            c
+            for c in book_style
             if list(c["center_irc"]) == voxel and abs(c["nodule_prob"] - finding["nodule_prob"]) <= 2e-3
-        ]  # fmt: skip
+        ]
         out.append(finding | {"diameter_mm": twins[0]["diameter_mm"] if twins else 0.0, "twin": bool(twins)})
     return out
 
@@ -120,7 +129,18 @@ def run() -> Section:
     with tempfile.TemporaryDirectory(prefix="ct-bench-diagnose-") as tmp:
         seg, cls = import_book_weights(Path(tmp))
         gflop = _gflop_per_input(seg, cls)
-        base = [sys.executable, "-m", "cli", "diagnose", str(dicom), "--seg-model", str(seg), "--cls-model", str(cls), "--json"]
+        base = [
+            sys.executable,
+            "-m",
+            "cli",
+            "diagnose",
+            str(dicom),
+            "--seg-model",
+            str(seg),
+            "--cls-model",
+            str(cls),
+            "--json",
+        ]
         # Alternating, so that a change in the machine's load falls on both sides.
         book_code = _run_book_code(volume, weights, Path(tmp) / "book")
         ours = [measure(base)]
@@ -143,7 +163,9 @@ def run() -> Section:
         return bool((start < 0).any() or (start + CROP_SHAPE_IRC > np.array(volume.shape_irc)).any())
 
     figures = [
-        *_book_code_figures(book_code, book, ours, result, wall, peak_gb, in_region, at_face, volume.geometry.xyz_to_irc_rounded),
+        *_book_code_figures(
+            book_code, book, ours, result, wall, peak_gb, in_region, at_face, volume.geometry.xyz_to_irc_rounded
+        ),
         *_arithmetic_figures(gflop, result, stages, wall, book_code["wall_s"] if book_code else None),
         *_book_style_figures(book, ours, result, wall, cpu, peak_gb, stages, in_region),
         *_bf16_figures(bf16, result, wall, stages, in_region),
@@ -168,46 +190,76 @@ def _book_code_figures(book_code, book, ours, result, wall, peak_gb, in_region, 
     if book_code is None:
         return [
             Figure(
-                "the book's own code", 0.0, "", None, "", None, ">= 10x faster", None,
+                "the book's own code",
+                0.0,
+                "",
+                None,
+                "",
+                None,
+                ">= 10x faster",
+                None,
                 "not run: set BOOK_CODE_DIR to a checkout of deep-learning-with-pytorch/dlwpt-code "
                 "(`make bench BOOK_CODE_DIR=...`); the figures below are against the book-style run only",
             )
-        ]  # fmt: skip
+        ]
     printed = _with_book_diameters(book_code["findings"], book["result"]["candidates"], to_irc)
     inside = [f for f in printed if not at_face(f["center_xyz"])]
     book_gb = book_code["peak_kib"] / 2**20
     figures = [
         Figure(
             "end-to-end wall time vs the book's own code",
-            wall, "s", book_code["wall_s"], "the book's p2ch14 nodule_analysis.py, same machine, same run",
-            book_code["wall_s"] / wall, ">= 10x", book_code["wall_s"] / wall >= 10,
+            wall,
+            "s",
+            book_code["wall_s"],
+            "the book's p2ch14 nodule_analysis.py, same machine, same run",
+            book_code["wall_s"] / wall,
+            ">= 10x",
+            book_code["wall_s"] / wall >= 10,
             f"ours: median of {REPEATS} runs; the book's: one run, process start to exit, its disk cache empty "
             "(as on a first run)",
         ),
         Figure(
             "peak resident memory vs the book's own code",
-            peak_gb, "GiB", book_gb, "the book's code (its largest process)", book_gb / peak_gb,
-            "<= 0.5x the book's", peak_gb <= 0.5 * book_gb,
+            peak_gb,
+            "GiB",
+            book_gb,
+            "the book's code (its largest process)",
+            book_gb / peak_gb,
+            "<= 0.5x the book's",
+            peak_gb <= 0.5 * book_gb,
             "ru_maxrss of the largest process (the book's 4 loader workers are processes of their own)",
         ),
         Figure(
             "the book-style run reproduces the book's printed findings away from the scan's faces",
-            float(all(f["twin"] for f in inside)), "", None, "", None, "1 (yes)", all(f["twin"] for f in inside),
+            float(all(f["twin"] for f in inside)),
+            "",
+            None,
+            "",
+            None,
+            "1 (yes)",
+            all(f["twin"] for f in inside),
             f"{sum(f['twin'] for f in inside)} of the book's {len(inside)} findings > 0.5 whose crop lies inside the "
             "scan have a candidate of our book-style run with the same crop voxel and the same probability "
             f"(2e-3); {sum(f['twin'] for f in printed) - sum(f['twin'] for f in inside)} of the other "
             f"{len(printed) - len(inside)} (crops crossing a face of the scan, which the book shifts inward and we pad "
             "with air, #20's crop convention)",
         ),
-    ]  # fmt: skip
+    ]
     for threshold in (0.9, 0.5):
         same, note = _same_findings(result["candidates"], printed, threshold, in_region)
         figures.append(
             Figure(
-                f"the book's findings >= {threshold} in the lungs are ours", float(same), "", None, "", None,
-                "1 (yes)", same, note + f"; ours: {_confident(result, threshold)}",
+                f"the book's findings >= {threshold} in the lungs are ours",
+                float(same),
+                "",
+                None,
+                "",
+                None,
+                "1 (yes)",
+                same,
+                note + f"; ours: {_confident(result, threshold)}",
             )
-        )  # fmt: skip
+        )
     return figures
 
 
@@ -221,27 +273,51 @@ def _bf16_figures(bf16, result, wall, stages, in_region) -> list[Figure]:
     ]
     figures = [
         Figure(
-            "end to end with --cls-precision bf16", bf16["wall_s"], "s", wall, "ours in fp32 (median)",
-            wall / bf16["wall_s"], "", None,
+            "end to end with --cls-precision bf16",
+            bf16["wall_s"],
+            "s",
+            wall,
+            "ours in fp32 (median)",
+            wall / bf16["wall_s"],
+            "",
+            None,
             f"classification {bf16['result']['timings_s']['classification']:.1f} s against {stages['classification']:.1f} s; "
             "not the default: the probabilities would depend on the CPU (bf16 kernels differ by instruction set)",
         ),
         Figure(
-            "largest change of a candidate's probability in bf16", max(moved) if moved else 0.0, "", None, "", None,
-            "", None, f"over the {len(moved)} candidates at the same crop voxel in both runs",
+            "largest change of a candidate's probability in bf16",
+            max(moved) if moved else 0.0,
+            "",
+            None,
+            "",
+            None,
+            "",
+            None,
+            f"over the {len(moved)} candidates at the same crop voxel in both runs",
         ),
-    ]  # fmt: skip
+    ]
     for threshold in (0.9, 0.5):
         same, note = _same_findings(
-            bf16["result"]["candidates"], result["candidates"], threshold, in_region, "fp32",
+            bf16["result"]["candidates"],
+            result["candidates"],
+            threshold,
+            in_region,
+            "fp32",
             "probabilities that crossed the threshold",
-        )  # fmt: skip
+        )
         figures.append(
             Figure(
-                f"fp32's findings >= {threshold} in the lungs are bf16's", float(same), "", None, "", None, "1 (yes)",
-                same, note,
+                f"fp32's findings >= {threshold} in the lungs are bf16's",
+                float(same),
+                "",
+                None,
+                "",
+                None,
+                "1 (yes)",
+                same,
+                note,
             )
-        )  # fmt: skip
+        )
     return figures
 
 
@@ -269,23 +345,43 @@ def _arithmetic_figures(gflop, result, stages, wall, book_code_s) -> list[Figure
     budget = f"{book_code_s / 10:.1f} s (the book's code / 10)" if book_code_s else "(the book's code not run)"
     return [
         Figure(
-            "U-Net arithmetic over the lung region", seg_gflop, "GFLOP", None, "", None, "", None,
+            "U-Net arithmetic over the lung region",
+            seg_gflop,
+            "GFLOP",
+            None,
+            "",
+            None,
+            "",
+            None,
             f"{gflop['seg']:.2f} GFLOP per 512x512 slice (torch's FlopCounterMode) x {result['region_fraction']:.2f} of "
             f"the volume's pixels; {seg_gflop / stages['segmentation']:.0f} GFLOP/s in the segmentation stage "
             f"({stages['segmentation']:.1f} s); 10x the book's code leaves {budget} for everything",
         ),
         Figure(
-            "classifier arithmetic", cls_gflop, "GFLOP", None, "", None, "", None,
+            "classifier arithmetic",
+            cls_gflop,
+            "GFLOP",
+            None,
+            "",
+            None,
+            "",
+            None,
             f"{gflop['cls']:.3f} GFLOP per 32x48x48 crop x {result['n_candidates_before_merge']} candidates; "
             f"{cls_gflop / stages['classification']:.0f} GFLOP/s in the classification stage "
             f"({stages['classification']:.1f} s)",
         ),
         Figure(
-            "end to end less classification", wall - stages["classification"], "s",
-            book_code_s, "the book's own code" if book_code_s else "", book_code_s / (wall - stages["classification"]) if book_code_s else None,
-            "", None, "the most a classifier that cost nothing could give against the book's code",
+            "end to end less classification",
+            wall - stages["classification"],
+            "s",
+            book_code_s,
+            "the book's own code" if book_code_s else "",
+            book_code_s / (wall - stages["classification"]) if book_code_s else None,
+            "",
+            None,
+            "the most a classifier that cost nothing could give against the book's code",
         ),
-    ]  # fmt: skip
+    ]
 
 
 def _book_style_figures(book, ours, result, wall, cpu, peak_gb, stages, in_region) -> list[Figure]:
@@ -295,48 +391,91 @@ def _book_style_figures(book, ours, result, wall, cpu, peak_gb, stages, in_regio
     return [
         Figure(
             "end-to-end wall time vs the book-style run",
-            wall, "s", book["wall_s"], "book-style run of our pipeline, same machine, same run", book["wall_s"] / wall,
-            "", None,
+            wall,
+            "s",
+            book["wall_s"],
+            "book-style run of our pipeline, same machine, same run",
+            book["wall_s"] / wall,
+            "",
+            None,
             f"median of {REPEATS} runs, process start to exit; load average {load_average:.1f} on "
             f"{os.cpu_count()} cores when the benchmark ended (other work on the machine slows both sides)",
         ),
         Figure(
-            "CPU time (user + system)", cpu, "s", book_cpu, "book-style run", book_cpu / cpu, "", None,
+            "CPU time (user + system)",
+            cpu,
+            "s",
+            book_cpu,
+            "book-style run",
+            book_cpu / cpu,
+            "",
+            None,
             "CPU seconds of the whole process (imports and loading included); the book-style side includes "
             "OpenMP threads spinning while they wait for each other",
         ),
         Figure(
-            "peak resident memory", peak_gb, "GiB", book_gb, "book-style run", book_gb / peak_gb, "", None,
+            "peak resident memory",
+            peak_gb,
+            "GiB",
+            book_gb,
+            "book-style run",
+            book_gb / peak_gb,
+            "",
+            None,
             "ru_maxrss of the process (KiB / 2**20), highest of the runs; ~0.4 GiB of it is the imported libraries "
             "(torch, SimpleITK, pandas) and 0.05 GiB the int16 volume",
         ),
         *[
             Figure(
-                f"stage: {stage}", seconds, "s", book["result"]["timings_s"].get(stage), "book-style run",
+                f"stage: {stage}",
+                seconds,
+                "s",
+                book["result"]["timings_s"].get(stage),
+                "book-style run",
                 book["result"]["timings_s"][stage] / seconds
-                if stage in book["result"]["timings_s"] and stage != "merge" else None,
+                if stage in book["result"]["timings_s"] and stage != "merge"
+                else None,
             )
             for stage, seconds in stages.items()
         ],
         Figure(
-            "candidates classified", result["n_candidates_before_merge"], "",
-            book["result"]["n_candidates_before_merge"], "book-style run (every slice)", None, "", None,
+            "candidates classified",
+            result["n_candidates_before_merge"],
+            "",
+            book["result"]["n_candidates_before_merge"],
+            "book-style run (every slice)",
+            None,
+            "",
+            None,
             f"{len(result['candidates'])} findings reported after merging duplicates "
             f"(book-style reports all {len(book['result']['candidates'])})",
         ),
         Figure(
-            "classification per candidate", 1000 * stages["classification"] / max(result["n_candidates_before_merge"], 1),
-            "ms", 1000 * book["result"]["timings_s"]["classification"] / max(book["result"]["n_candidates_before_merge"], 1),
+            "classification per candidate",
+            1000 * stages["classification"] / max(result["n_candidates_before_merge"], 1),
+            "ms",
+            1000 * book["result"]["timings_s"]["classification"] / max(book["result"]["n_candidates_before_merge"], 1),
             "book-style run",
             (book["result"]["timings_s"]["classification"] / max(book["result"]["n_candidates_before_merge"], 1))
             / (stages["classification"] / max(result["n_candidates_before_merge"], 1)),
         ),
         *[
             Figure(
-                f"same findings >= {threshold} in the lungs as the book-style run", float(same), "", None, "", None,
-                "1 (yes)", same, note,
+                f"same findings >= {threshold} in the lungs as the book-style run",
+                float(same),
+                "",
+                None,
+                "",
+                None,
+                "1 (yes)",
+                same,
+                note,
             )
             for threshold in (0.9, 0.5)
-            for same, note in [_same_findings(result["candidates"], book["result"]["candidates"], threshold, in_region, "the book-style run")]
+            for same, note in [
+                _same_findings(
+                    result["candidates"], book["result"]["candidates"], threshold, in_region, "the book-style run"
+                )
+            ]
         ],
-    ]  # fmt: skip
+    ]

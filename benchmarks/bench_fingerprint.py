@@ -38,13 +38,32 @@ def _case(name: str, source: Path, seg: Path, cls: Path) -> tuple[list[Figure], 
     content_fingerprint(files)  # the first read: from disk unless the page cache has it
     first_s = time.perf_counter() - started
     hash_s = best_time(lambda: content_fingerprint(files), repeat=5, warmup=0)
-    run = measure([sys.executable, "-m", "cli", "diagnose", str(source), "--json", "--quiet",
-                   "--seg-model", str(seg), "--cls-model", str(cls)])  # fmt: skip
+    run = measure(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "diagnose",
+            str(source),
+            "--json",
+            "--quiet",
+            "--seg-model",
+            str(seg),
+            "--cls-model",
+            str(cls),
+        ]
+    )
     share = hash_s / run["wall_s"]
     figures = [
         Figure(
-            f"{name}: content fingerprint, share of a diagnosis", 100 * share, "%", run["wall_s"],
-            "s of `ct diagnose SRC --json` (fresh process)", None, "< 5 %", share < TARGET_SHARE,
+            f"{name}: content fingerprint, share of a diagnosis",
+            100 * share,
+            "%",
+            run["wall_s"],
+            "s of `ct diagnose SRC --json` (fresh process)",
+            None,
+            "< 5 %",
+            share < TARGET_SHARE,
             f"{len(files)} files, {n_bytes / 1e6:.0f} MB hashed in {hash_s * 1e3:.0f} ms warm "
             f"({first_s * 1e3:.0f} ms on the first read)",
         ),
@@ -71,8 +90,14 @@ def run() -> Section:
     rate = min(rates)
     figures.append(
         Figure(
-            "hashing all of LUNA16 at that rate (why the crop cache keys on sizes and mtimes)", LUNA16_BYTES / 1e6 / rate,
-            "s", None, "", None, "", None,
+            "hashing all of LUNA16 at that rate (why the crop cache keys on sizes and mtimes)",
+            LUNA16_BYTES / 1e6 / rate,
+            "s",
+            None,
+            "",
+            None,
+            "",
+            None,
             f"{rate:.0f} MB/s warm SHA-256 (the slower case); from disk it is the disk's rate, at every training start",
         )
     )

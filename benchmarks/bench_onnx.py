@@ -35,7 +35,10 @@ def _networks(tmp: Path) -> dict[str, dict[str, object]]:
     single = InferenceOptions(device="cpu", workers=1, threads=1)
     return {
         "checkpoint": {"paths": (seg, cls), "models": load_diagnosis_models(seg, cls, None, single)},
-        "onnx": {"paths": (onnx["seg"], onnx["cls"]), "models": load_diagnosis_models(onnx["seg"], onnx["cls"], None, single)},
+        "onnx": {
+            "paths": (onnx["seg"], onnx["cls"]),
+            "models": load_diagnosis_models(onnx["seg"], onnx["cls"], None, single),
+        },
     }
 
 
@@ -76,27 +79,56 @@ def run() -> Section:
         whole = {name: min(results, key=lambda r: r[0]) for name, results in runs.items()}
     figures = [
         Figure(
-            "U-Net, 2 slices of 7x512x512, 1 thread", times["onnx", "seg"], "s", times["checkpoint", "seg"],
+            "U-Net, 2 slices of 7x512x512, 1 thread",
+            times["onnx", "seg"],
+            "s",
+            times["checkpoint", "seg"],
             "torch as diagnose runs it (BatchNorm folded, channels-last, fp32)",
-            times["checkpoint", "seg"] / times["onnx", "seg"], "", None, "median of 5, onnxruntime CPU provider",
+            times["checkpoint", "seg"] / times["onnx", "seg"],
+            "",
+            None,
+            "median of 5, onnxruntime CPU provider",
         ),
         Figure(
-            f"classifier, {N_CROPS} crops of 32x48x48, 1 thread", times["onnx", "cls"], "s", times["checkpoint", "cls"],
-            "torch as diagnose runs it (channels-last, fp32)", times["checkpoint", "cls"] / times["onnx", "cls"], "",
-            None, "median of 5, onnxruntime CPU provider",
+            f"classifier, {N_CROPS} crops of 32x48x48, 1 thread",
+            times["onnx", "cls"],
+            "s",
+            times["checkpoint", "cls"],
+            "torch as diagnose runs it (channels-last, fp32)",
+            times["checkpoint", "cls"] / times["onnx", "cls"],
+            "",
+            None,
+            "median of 5, onnxruntime CPU provider",
         ),
-    ]  # fmt: skip
+    ]
     for stage in ("segmentation", "classification"):
         ours, theirs = whole["onnx"][1][stage], whole["checkpoint"][1][stage]
-        figures.append(Figure(
-            f"ct diagnose on the real CT: {stage} stage", ours, "s", theirs, "from the checkpoints", theirs / ours,
-            "", None, "default options (one single-threaded worker per core)",
-        ))  # fmt: skip
-    figures.append(Figure(
-        "ct diagnose on the real CT: all stages", whole["onnx"][0], "s", whole["checkpoint"][0], "from the checkpoints",
-        whole["checkpoint"][0] / whole["onnx"][0], "", None,
-        f"findings at p >= 0.5: {whole['onnx'][2]} from ONNX, {whole['checkpoint'][2]} from the checkpoints",
-    ))  # fmt: skip
+        figures.append(
+            Figure(
+                f"ct diagnose on the real CT: {stage} stage",
+                ours,
+                "s",
+                theirs,
+                "from the checkpoints",
+                theirs / ours,
+                "",
+                None,
+                "default options (one single-threaded worker per core)",
+            )
+        )
+    figures.append(
+        Figure(
+            "ct diagnose on the real CT: all stages",
+            whole["onnx"][0],
+            "s",
+            whole["checkpoint"][0],
+            "from the checkpoints",
+            whole["checkpoint"][0] / whole["onnx"][0],
+            "",
+            None,
+            f"findings at p >= 0.5: {whole['onnx'][2]} from ONNX, {whole['checkpoint'][2]} from the checkpoints",
+        )
+    )
     return Section(
         key="onnx",
         title="onnxruntime against torch on the CPU (ct models export --format onnx)",

@@ -48,11 +48,21 @@ def _measure_all(models: list[str], url: str, folder: Path, tmp: Path) -> dict[s
     times: dict[str, list[float]] = {"disk": [], "first": [], "second": [], "fetch": [], "info_disk": []}
     for repeat in range(REPEATS):
         cold = tmp / f"cold-cache-{repeat}"
-        times["disk"].append(measure([*ct, "diagnose", str(folder), *models, "--cache-dir", str(cold / "unused")])["wall_s"])
-        times["first"].append(measure([*ct, "diagnose", REAL_UID, *models, "--dicomweb", url, "--cache-dir", str(cold)])["wall_s"])
-        times["second"].append(measure([*ct, "diagnose", REAL_UID, *models, "--dicomweb", url, "--cache-dir", str(warm_cache)])["wall_s"])
+        times["disk"].append(
+            measure([*ct, "diagnose", str(folder), *models, "--cache-dir", str(cold / "unused")])["wall_s"]
+        )
+        times["first"].append(
+            measure([*ct, "diagnose", REAL_UID, *models, "--dicomweb", url, "--cache-dir", str(cold)])["wall_s"]
+        )
+        times["second"].append(
+            measure([*ct, "diagnose", REAL_UID, *models, "--dicomweb", url, "--cache-dir", str(warm_cache)])["wall_s"]
+        )
         fetch_cache = tmp / f"fetch-cache-{repeat}"
-        times["fetch"].append(measure([*ct, "info", REAL_UID, "--dicomweb", url, "--cache-dir", str(fetch_cache), "--json"], json_output=False)["wall_s"])
+        times["fetch"].append(
+            measure(
+                [*ct, "info", REAL_UID, "--dicomweb", url, "--cache-dir", str(fetch_cache), "--json"], json_output=False
+            )["wall_s"]
+        )
         times["info_disk"].append(measure([*ct, "info", str(folder), "--json"], json_output=False)["wall_s"])
     return times
 
@@ -72,17 +82,31 @@ def _section(times: dict[str, list[float]]) -> Section:
         expectation="the download of ~50 MB over localhost is a few seconds, small beside the diagnosis itself",
         figures=[
             Figure(
-                "diagnose by UID through Orthanc, first run (fetch included)", first, "s", disk, "from the folder on disk",
-                disk / first, f"<= {limit:.1f}x the disk run's time", first <= limit * disk,
+                "diagnose by UID through Orthanc, first run (fetch included)",
+                first,
+                "s",
+                disk,
+                "from the folder on disk",
+                disk / first,
+                f"<= {limit:.1f}x the disk run's time",
+                first <= limit * disk,
                 note=f"overhead {100 * (first / disk - 1):.0f} %; each run downloads into a new cache folder",
             ),
             Figure(
-                "diagnose by UID through Orthanc, second run (cached copy)", second, "s", disk, "from the folder on disk",
-                disk / second, f"<= {limit:.1f}x the disk run's time", second <= limit * disk,
+                "diagnose by UID through Orthanc, second run (cached copy)",
+                second,
+                "s",
+                disk,
+                "from the folder on disk",
+                disk / second,
+                f"<= {limit:.1f}x the disk run's time",
+                second <= limit * disk,
                 note="one QIDO query to see that the server's instances are unchanged, then the cached folder is read",
             ),
             Figure(
-                "the fetch alone (ct info by UID, cold, minus ct info on the folder)", fetch, "s",
+                "the fetch alone (ct info by UID, cold, minus ct info on the folder)",
+                fetch,
+                "s",
                 note="QIDO look-up, WADO-RS of 99 instances, written to a temporary folder and renamed",
             ),
         ],

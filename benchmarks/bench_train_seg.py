@@ -19,7 +19,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Figure, Section
 from benchmarks.training_bench import (
-    WARMUP_BATCHES, TrainBench, book_style_samples_per_s, measure,
+    WARMUP_BATCHES,
+    TrainBench,
+    book_style_samples_per_s,
+    measure,
 )
 from ct_pipeline.cache import CropCache
 from ct_pipeline.catalog import open_catalog
@@ -28,8 +31,17 @@ from ct_pipeline.models import SegmentationUNet
 from ct_pipeline.training.metrics import segmentation_loss
 
 BENCH = TrainBench(
-    task="seg", n_series=20, seed=12, val_stride=4, batch=16, workers=1,
-    rounds=2, speed_epochs=3, speed_epoch_size=800, quality_epochs=3, quality_epoch_size=1600,
+    task="seg",
+    n_series=20,
+    seed=12,
+    val_stride=4,
+    batch=16,
+    workers=1,
+    rounds=2,
+    speed_epochs=3,
+    speed_epoch_size=800,
+    quality_epochs=3,
+    quality_epoch_size=1600,
 )
 BASELINE_BATCHES = 30
 
@@ -54,7 +66,8 @@ def book_style(data_root: Path, cache_dir: Path) -> float:
     """The book's step: Adam, Dice loss with false negatives weighted 8x, float32 contiguous crops."""
     catalog = open_catalog([data_root], cache_dir)
     slices = SegmentationDataset(
-        catalog, CropCache(cache_dir),
+        catalog,
+        CropCache(cache_dir),
         SegmentationDatasetConfig(split="train", epoch_size=BENCH.batch * (BASELINE_BATCHES + WARMUP_BATCHES)),
     )
     loader = DataLoader(
@@ -73,7 +86,11 @@ def book_style(data_root: Path, cache_dir: Path) -> float:
 def run() -> Section:
     measured = measure(BENCH, book_style)
     ours, fp32, speed, speed_bf16, baseline = (
-        measured.ours, measured.fp32, measured.speed, measured.speed_bf16, measured.baseline
+        measured.ours,
+        measured.fp32,
+        measured.speed,
+        measured.speed_bf16,
+        measured.baseline,
     )
     dice, dice_fp32 = ours.metrics["val"]["dice"], fp32.metrics["val"]["dice"]
     ratio = speed / baseline
@@ -82,8 +99,10 @@ def run() -> Section:
         title="Training the segmentation U-Net (CPU)",
         command="python -m benchmarks.run train_seg",
         setup=BENCH.setup_text(
-            measured.precision, "7x64x64 crops",
-            "book-style fp32 contiguous Adam step with per-sample CPU augmentation in the Dataset", BASELINE_BATCHES,
+            measured.precision,
+            "7x64x64 crops",
+            "book-style fp32 contiguous Adam step with per-sample CPU augmentation in the Dataset",
+            BASELINE_BATCHES,
         ),
         expectation=(
             "about 1.3x: channels-last 2D convolutions (179 vs 139 samples/s per step measured alone); bf16 autocast "
@@ -91,16 +110,35 @@ def run() -> Section:
         ),
         figures=[
             Figure(
-                "training throughput", speed, "samples/s", baseline, "book-style fp32 step", ratio,
-                ">= 2.5x the baseline", ratio >= 2.5,
+                "training throughput",
+                speed,
+                "samples/s",
+                baseline,
+                "book-style fp32 step",
+                ratio,
+                ">= 2.5x the baseline",
+                ratio >= 2.5,
             ),
             Figure(
-                "training throughput, --precision bf16", speed_bf16, "samples/s", baseline, "book-style fp32 step",
-                speed_bf16 / baseline, "", None, "for reference: bf16 autocast is what auto would pick with AMX",
+                "training throughput, --precision bf16",
+                speed_bf16,
+                "samples/s",
+                baseline,
+                "book-style fp32 step",
+                speed_bf16 / baseline,
+                "",
+                None,
+                "for reference: bf16 autocast is what auto would pick with AMX",
             ),
             Figure(
-                "validation Dice", dice, "", dice_fp32, "our loop, fp32 contiguous, same data and seed", None,
-                ">= the fp32 run's - 0.02", dice >= dice_fp32 - 0.02,
+                "validation Dice",
+                dice,
+                "",
+                dice_fp32,
+                "our loop, fp32 contiguous, same data and seed",
+                None,
+                ">= the fp32 run's - 0.02",
+                dice >= dice_fp32 - 0.02,
                 note=(
                     f"per-nodule recall {ours.metrics['val']['nodule_recall']:.2f} "
                     f"(fp32 contiguous run {fp32.metrics['val']['nodule_recall']:.2f})"

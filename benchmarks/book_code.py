@@ -106,9 +106,15 @@ def prepare_book_run(
     ct_dir.mkdir(parents=True)
     sitk.WriteImage(image_on_grid(volume.hu, volume.geometry), str(ct_dir / f"{uid}.mhd"))
     argv = [
-        python, "-m", "p2ch14.nodule_analysis",
-        "--segmentation-path", str(seg_state), "--classification-path", str(cls_state), uid,
-    ]  # fmt: skip
+        python,
+        "-m",
+        "p2ch14.nodule_analysis",
+        "--segmentation-path",
+        str(seg_state),
+        "--classification-path",
+        str(cls_state),
+        uid,
+    ]
     return BookRun(cwd=work, argv=argv)
 
 

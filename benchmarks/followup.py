@@ -61,14 +61,17 @@ def summary(outcomes: list, residuals: list[float], seconds_per_pair: float) -> 
             "median_abs_error_pp": round(float(np.median(errors)), 1) if errors.size else None,
             "max_abs_error_pp": round(float(errors.max()), 1) if errors.size else None,
             "within_15pp": round(float((errors <= 15).mean()), 2) if errors.size else None,
-        }  # fmt: skip
+        }
     vanished = [o for o in outcomes if o.status == "vanished"]
     new = [o for o in outcomes if o.status == "new"]
     return {
         "bands": bands,
         "vanished_left_unpaired": f"{sum(not o.matched for o in vanished)}/{len(vanished)}",
         "new_found_unpaired": f"{sum(o.found_current and not o.matched for o in new)}/{len(new)}",
-        "registration_error_mm": {"median": round(float(np.median(residuals)), 2), "max": round(float(np.max(residuals)), 2)},
+        "registration_error_mm": {
+            "median": round(float(np.median(residuals)), 2),
+            "max": round(float(np.max(residuals)), 2),
+        },
         "seconds_per_pair": round(seconds_per_pair, 1),
     }
 
@@ -83,21 +86,32 @@ def record(report: dict, argv: list[str]) -> None:
         name = Path(root).name
         for band, b in result["bands"].items():
             big = float(band.split("-")[0]) >= 6.0
-            figures.append(Figure(
-                f"{name}: volume change error, {band}",
-                b["median_abs_error_pp"] if b["median_abs_error_pp"] is not None else float("nan"),
-                "pp (median of |error|)", None, "", None,
-                "every nodule paired, within 15 pp" if big else "",
-                None if not big or not b["in_both_scans"] else b["paired"] == b["in_both_scans"] and b["within_15pp"] == 1.0,
-                f"{b['in_both_scans']} nodules in both scans, {b['found_in_both']} found in both, {b['paired']} paired; "
-                f"largest |error| {b['max_abs_error_pp']} pp; share within 15 pp {b['within_15pp']}",
-            ))  # fmt: skip
-        figures.append(Figure(
-            f"{name}: registration error at the nodules", result["registration_error_mm"]["median"], "mm (median)",
-            note=f"largest {result['registration_error_mm']['max']} mm; {result['seconds_per_pair']} s a pair (two "
-            f"diagnoses and the registration); vanished left unpaired {result['vanished_left_unpaired']}, new ones "
-            f"found and left unpaired {result['new_found_unpaired']}",
-        ))  # fmt: skip
+            figures.append(
+                Figure(
+                    f"{name}: volume change error, {band}",
+                    b["median_abs_error_pp"] if b["median_abs_error_pp"] is not None else float("nan"),
+                    "pp (median of |error|)",
+                    None,
+                    "",
+                    None,
+                    "every nodule paired, within 15 pp" if big else "",
+                    None
+                    if not big or not b["in_both_scans"]
+                    else b["paired"] == b["in_both_scans"] and b["within_15pp"] == 1.0,
+                    f"{b['in_both_scans']} nodules in both scans, {b['found_in_both']} found in both, {b['paired']} paired; "
+                    f"largest |error| {b['max_abs_error_pp']} pp; share within 15 pp {b['within_15pp']}",
+                )
+            )
+        figures.append(
+            Figure(
+                f"{name}: registration error at the nodules",
+                result["registration_error_mm"]["median"],
+                "mm (median)",
+                note=f"largest {result['registration_error_mm']['max']} mm; {result['seconds_per_pair']} s a pair (two "
+                f"diagnoses and the registration); vanished left unpaired {result['vanished_left_unpaired']}, new ones "
+                f"found and left unpaired {result['new_found_unpaired']}",
+            )
+        )
     Section(
         key="followup",
         title="ct compare on synthetic follow-ups against their truth (python -m benchmarks.followup)",

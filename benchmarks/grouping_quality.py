@@ -40,11 +40,18 @@ def main(demo: Path) -> None:
         )
         report = evaluate_froc(table, truth, tuple(uids), config=FrocConfig(bootstrap_samples=200))
         summary = report.to_dict()
-        print(json.dumps({
-            "keep_eroded_away": keep, "candidates": len(rows), "cpm": round(report.overall.cpm, 3),
-            "cpm_ci95": [round(v, 3) for v in report.overall.cpm_ci95], "detected": summary["n_detected"],
-            "nodules": summary["n_nodules"],
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "keep_eroded_away": keep,
+                    "candidates": len(rows),
+                    "cpm": round(report.overall.cpm, 3),
+                    "cpm_ci95": [round(v, 3) for v in report.overall.cpm_ci95],
+                    "detected": summary["n_detected"],
+                    "nodules": summary["n_nodules"],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ print(json.dumps({"rc": done.returncode, "wall_s": wall, "user_s": usage.ru_utim
 def measure(argv: list[str], cwd: Path = ROOT, json_output: bool = True) -> dict:
     """Run ``argv``; its wall_s, user_s, sys_s, peak_kib, and ``result`` (its first stdout line as
     JSON) or ``stdout``. Raises RuntimeError when it fails."""
-    out = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], stdout=subprocess.PIPE, text=True, check=True, cwd=cwd)
+    out = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *argv], stdout=subprocess.PIPE, text=True, check=True, cwd=cwd
+    )
     record = json.loads(out.stdout)
     if record["rc"] != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({record['rc']}): {record['stderr']}")
@@ -47,7 +49,20 @@ def import_book_weights(tmp: Path) -> tuple[Path, Path]:
     seg, cls = tmp / "seg.ckpt", tmp / "cls.ckpt"
     for kind, state, path in (("seg", SEG_STATE, seg), ("cls", CLS_STATE, cls)):
         subprocess.run(
-            [sys.executable, "-m", "cli", "models", "import-book", str(weights / state), "--kind", kind, "-o", str(path)],
-            check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "models",
+                "import-book",
+                str(weights / state),
+                "--kind",
+                kind,
+                "-o",
+                str(path),
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
     return seg, cls

@@ -32,7 +32,15 @@ from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.errors import CtError
-from ct_pipeline.recipe import RECIPES, RecipeLayout, recipe_steps, recipe_summary, run_steps, held_out_steps, held_out_summary
+from ct_pipeline.recipe import (
+    RECIPES,
+    RecipeLayout,
+    held_out_steps,
+    held_out_summary,
+    recipe_steps,
+    recipe_summary,
+    run_steps,
+)
 from ct_pipeline.run_lock import output_lock
 
 
@@ -49,8 +57,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-stride", type=int, default=4, help="every N-th series (by UID) is validation")
     parser.add_argument("--seed", type=int, default=0, help="training seed of all three models")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="recommended")
-    parser.add_argument("--hard-negatives", action="store_true", help="mine the U-Net's false positives for the classifier")
-    parser.add_argument("--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards")
+    parser.add_argument(
+        "--hard-negatives", action="store_true", help="mine the U-Net's false positives for the classifier"
+    )
+    parser.add_argument(
+        "--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
     return parser.parse_args(argv)
 
@@ -61,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data_root} has no annotations.csv; give a LUNA16-layout folder", file=sys.stderr)
         return 2
     if args.test_root is not None and not (args.test_root / "annotations.csv").is_file():
-        print(f"error: --test-root {args.test_root} has no annotations.csv; give a LUNA16-layout folder", file=sys.stderr)
+        print(
+            f"error: --test-root {args.test_root} has no annotations.csv; give a LUNA16-layout folder", file=sys.stderr
+        )
         return 2
     if args.test_root is not None and args.test_root.resolve() == args.data_root.resolve():
         print(f"error: --test-root {args.test_root} is the training data; give an independent folder", file=sys.stderr)
@@ -78,16 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as held:
         try:
             held.enter_context(output_lock(args.out, "--out"))
-            seconds = run_steps(steps, layout, args.val_stride, _run_to_stderr, announce=lambda line: print(line, file=sys.stderr))
+            seconds = run_steps(
+                steps, layout, args.val_stride, _run_to_stderr, announce=lambda line: print(line, file=sys.stderr)
+            )
         except CtError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         seconds["total"] = round(time.perf_counter() - started, 1)
         summary = {
-            "data_root": str(args.data_root), "out": str(args.out), "val_stride": args.val_stride, "seed": args.seed,
-            "recipe": args.recipe, "hard_negatives": recipe.hard_negatives,
+            "data_root": str(args.data_root),
+            "out": str(args.out),
+            "val_stride": args.val_stride,
+            "seed": args.seed,
+            "recipe": args.recipe,
+            "hard_negatives": recipe.hard_negatives,
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
-            "seconds": seconds, "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
+            "seconds": seconds,
+            "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
         }
         detection = summary["detection"]
         summary["cpm"], summary["cpm_ci95"] = detection["cpm"], detection["cpm_ci95"]

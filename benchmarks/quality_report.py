@@ -56,7 +56,9 @@ def _interval(run: dict) -> str:
 def family_figures(family: str, runs: list[dict]) -> list[Figure]:
     cpm = statistics.mean(r["cpm"] for r in runs)
     recalls = [r["candidate_recall"]["recall"] for r in runs if r["candidate_recall"]["recall"] is not None]
-    train_recalls = [r["segmentation"]["nodule_recall_4mm"] for r in runs if r["segmentation"]["nodule_recall_4mm"] is not None]
+    train_recalls = [
+        r["segmentation"]["nodule_recall_4mm"] for r in runs if r["segmentation"]["nodule_recall_4mm"] is not None
+    ]
     mal = [r["malignancy_classifier"] for r in runs]
     mal_auc = statistics.mean(m["roc_auc"] for m in mal)
     size_threshold = statistics.mean(m["size_threshold_auc"] for m in mal)
@@ -66,10 +68,16 @@ def family_figures(family: str, runs: list[dict]) -> list[Figure]:
     for run in runs:
         for band, figures in run["detection"]["by_size"].items():
             by_size.setdefault(band, []).append(f"{figures['detected']}/{figures['nodules']}")
-    sens = {rate: statistics.mean(r["detection"]["sensitivity_at_fp_per_scan"][rate] for r in runs) for rate in runs[0]["detection"]["sensitivity_at_fp_per_scan"]}
+    sens = {
+        rate: statistics.mean(r["detection"]["sensitivity_at_fp_per_scan"][rate] for r in runs)
+        for rate in runs[0]["detection"]["sensitivity_at_fp_per_scan"]
+    }
     return [
         Figure(
-            f"{family}: LUNA16 CPM, mean of {len(runs)} runs", round(cpm, 3), "", target=f">= {CPM_TARGET}",
+            f"{family}: LUNA16 CPM, mean of {len(runs)} runs",
+            round(cpm, 3),
+            "",
+            target=f">= {CPM_TARGET}",
             met=cpm >= CPM_TARGET,
             note=(
                 f"{'; '.join(_interval(r) for r in runs)} (95% bootstrap intervals over scans); mean sensitivity at "
@@ -80,8 +88,11 @@ def family_figures(family: str, runs: list[dict]) -> list[Figure]:
             ),
         ),
         Figure(
-            f"{family}: candidate recall (nodules >= 4 mm, any probability)", round(statistics.mean(recalls), 3), "",
-            target=f">= {RECALL_TARGET}", met=statistics.mean(recalls) >= RECALL_TARGET,
+            f"{family}: candidate recall (nodules >= 4 mm, any probability)",
+            round(statistics.mean(recalls), 3),
+            "",
+            target=f">= {RECALL_TARGET}",
+            met=statistics.mean(recalls) >= RECALL_TARGET,
             note=(
                 f"per run {', '.join(f'{v:.3f}' for v in recalls)}; training's per-nodule recall of the thresholded mask "
                 f"on the same validation series: {', '.join(f'{v:.3f}' for v in train_recalls)}; candidates per scan "
@@ -89,22 +100,34 @@ def family_figures(family: str, runs: list[dict]) -> list[Figure]:
             ),
         ),
         Figure(
-            f"{family}: malignancy ROC AUC, mean", round(mal_auc, 3), "", round(size_threshold, 3),
-            "size threshold chosen on training", round(mal_auc / size_threshold, 3) if size_threshold else None,
-            "beats the size baselines", mal_auc > max(size_threshold, size_auc),
-            note="per run " + ", ".join(f"{m['roc_auc']:.3f}" for m in mal)
+            f"{family}: malignancy ROC AUC, mean",
+            round(mal_auc, 3),
+            "",
+            round(size_threshold, 3),
+            "size threshold chosen on training",
+            round(mal_auc / size_threshold, 3) if size_threshold else None,
+            "beats the size baselines",
+            mal_auc > max(size_threshold, size_auc),
+            note="per run "
+            + ", ".join(f"{m['roc_auc']:.3f}" for m in mal)
             + f"; the annotated diameter as the score: {size_auc:.3f} on average.",
         ),
         Figure(
-            f"{family}: wall time of the recipe (slowest run)", round(minutes, 1), "min", target=f"<= {MINUTES_TARGET:g} min",
+            f"{family}: wall time of the recipe (slowest run)",
+            round(minutes, 1),
+            "min",
+            target=f"<= {MINUTES_TARGET:g} min",
             met=minutes <= MINUTES_TARGET,
             note="; ".join(
-                f"seed {r['seed']}: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in r["seconds"].items() if k != "total") + " min"
+                f"seed {r['seed']}: "
+                + ", ".join(f"{k} {v / 60:.1f}" for k, v in r["seconds"].items() if k != "total")
+                + " min"
                 for r in runs
             )
             + (
                 "; the models were trained once and the diagnosis re-run with the final code (its time is the re-run's)"
-                if any(r.get("rediagnosed") for r in runs) else ""
+                if any(r.get("rediagnosed") for r in runs)
+                else ""
             ),
         ),
     ]

@@ -15,7 +15,19 @@ from pathlib import Path
 from benchmarks.common import RESULTS_DIR, typed_command
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["load", "cache", "train_cls", "train_seg", "diagnose", "batch", "pacs", "contention", "quality", "volumetry", "followup"]
+ORDER = [
+    "load",
+    "cache",
+    "train_cls",
+    "train_seg",
+    "diagnose",
+    "batch",
+    "pacs",
+    "contention",
+    "quality",
+    "volumetry",
+    "followup",
+]
 # Sections recorded by a command of their own rather than a bench_*.py (they need trained models, hours):
 # `python -m benchmarks.quality_report` writes results/quality.json, `benchmarks.volumetry --record` volumetry.json.
 RECORDED = ["quality", "volumetry", "followup"]
@@ -84,7 +96,10 @@ def main(argv: list[str]) -> int:
         section = module.run()
         section.save()
         for fig in section.figures:
-            print(f"   {fig.name}: {_fmt(fig.value)} {fig.unit}" + (f"  ratio {fig.ratio:.2f}x" if fig.ratio else ""), flush=True)
+            print(
+                f"   {fig.name}: {_fmt(fig.value)} {fig.unit}" + (f"  ratio {fig.ratio:.2f}x" if fig.ratio else ""),
+                flush=True,
+            )
     write_benchmarks_md()
     return 0
 

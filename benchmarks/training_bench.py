@@ -83,8 +83,14 @@ def _run_ours(
     bench: TrainBench, data_root: Path, cache_dir: Path, out: Path, epochs: int, epoch_size: int, **options
 ) -> TrainResult:
     config = TrainConfig.for_task(
-        bench.task, data_roots=(data_root,), cache_dir=cache_dir, out_dir=out, epochs=epochs, epoch_size=epoch_size,
-        val_stride=bench.val_stride, device="cpu",
+        bench.task,
+        data_roots=(data_root,),
+        cache_dir=cache_dir,
+        out_dir=out,
+        epochs=epochs,
+        epoch_size=epoch_size,
+        val_stride=bench.val_stride,
+        device="cpu",
         **{"batch_size": bench.batch, "workers": bench.workers, **options},  # a variant may set its own batch
     )
     return train(config, log_out=io.StringIO())
@@ -115,5 +121,8 @@ def measure(
         quality = (bench.quality_epochs, bench.quality_epoch_size)
         usual = ours("ours", *quality)
         fp32 = ours("fp32", *quality, precision="fp32", channels_last=False)
-        compared = {name: ours(f"variant-{k}", *quality, **options) for k, (name, options) in enumerate((variants or {}).items())}
+        compared = {
+            name: ours(f"variant-{k}", *quality, **options)
+            for k, (name, options) in enumerate((variants or {}).items())
+        }
     return TrainMeasured(baseline, speed, speed_bf16, usual, fp32, timed.precision, compared)

@@ -35,11 +35,15 @@ def matched_volumes(run_out: Path, data_root: Path) -> pd.DataFrame:
             centre = np.array([nodule.coordX, nodule.coordY, nodule.coordZ])
             near = [c for c in measured if np.linalg.norm(np.array(c["center_xyz"]) - centre) <= nodule.diameter_mm / 2]
             best = max(near, key=lambda c: c["nodule_prob"]) if near else None
-            rows.append({
-                "diameter_mm": nodule.diameter_mm, "kind": nodule.kind, "juxtapleural": nodule.juxtapleural,
-                "true_mm3": nodule.volume_mm3,
-                "measured_mm3": best["measurement"]["volume_mm3"] if best else np.nan,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "diameter_mm": nodule.diameter_mm,
+                    "kind": nodule.kind,
+                    "juxtapleural": nodule.juxtapleural,
+                    "true_mm3": nodule.volume_mm3,
+                    "measured_mm3": best["measurement"]["volume_mm3"] if best else np.nan,
+                }
+            )
     frame = pd.DataFrame(rows)
     frame["error_pct"] = 100.0 * (frame["measured_mm3"] / frame["true_mm3"] - 1.0)
     return frame
@@ -51,11 +55,12 @@ def summary(frame: pd.DataFrame) -> dict:
         band = frame[(frame["diameter_mm"] >= low) & (frame["diameter_mm"] < high)]
         errors = band["error_pct"].dropna().abs()
         bands[f"{low:g}-{high:g} mm"] = {
-            "nodules": int(len(band)), "measured": int(errors.size),
+            "nodules": int(len(band)),
+            "measured": int(errors.size),
             "median_abs_error_pct": round(float(errors.median()), 1) if errors.size else None,
             "p90_abs_error_pct": round(float(errors.quantile(0.9)), 1) if errors.size else None,
             "within_15pct": round(float((errors <= 15).mean()), 2) if errors.size else None,
-        }  # fmt: skip
+        }
     return bands
 
 
@@ -67,20 +72,36 @@ def record(frame: pd.DataFrame, runs: list[str]) -> None:
     figures = []
     for name, band in summary(frame).items():
         big = float(name.split("-")[0]) >= 6.0
-        figures.append(Figure(
-            f"volume error, {name}", band["median_abs_error_pct"] if band["median_abs_error_pct"] is not None else float("nan"),
-            "% (median of |error|)", None, "", None, "within 15 % (nodules >= 6 mm)" if big else "",
-            None if not big or band["within_15pct"] is None else band["within_15pct"] == 1.0,
-            f"{band['nodules']} nodules, {band['measured']} found and measured; 90th percentile {band['p90_abs_error_pct']} %; "
-            f"within 15 %: {band['within_15pct']}",
-        ))  # fmt: skip
+        figures.append(
+            Figure(
+                f"volume error, {name}",
+                band["median_abs_error_pct"] if band["median_abs_error_pct"] is not None else float("nan"),
+                "% (median of |error|)",
+                None,
+                "",
+                None,
+                "within 15 % (nodules >= 6 mm)" if big else "",
+                None if not big or band["within_15pct"] is None else band["within_15pct"] == 1.0,
+                f"{band['nodules']} nodules, {band['measured']} found and measured; 90th percentile {band['p90_abs_error_pct']} %; "
+                f"within 15 %: {band['within_15pct']}",
+            )
+        )
     big = frame[frame["diameter_mm"] >= 6.0].dropna(subset=["error_pct"])
     for kind, group in big.groupby(big["kind"] + np.where(big["juxtapleural"], " on the wall", "")):
         signed = group["error_pct"]
-        figures.append(Figure(
-            f"signed volume error >= 6 mm, {kind}", float(signed.median()), "% (median)", None, "", None, "", None,
-            f"{len(group)} nodules, from {signed.min():+.0f} to {signed.max():+.0f} %",
-        ))  # fmt: skip
+        figures.append(
+            Figure(
+                f"signed volume error >= 6 mm, {kind}",
+                float(signed.median()),
+                "% (median)",
+                None,
+                "",
+                None,
+                "",
+                None,
+                f"{len(group)} nodules, from {signed.min():+.0f} to {signed.max():+.0f} %",
+            )
+        )
     Section(
         key="volumetry",
         title="Volumetry of the nodules' outlines against known volumes (python -m benchmarks.volumetry)",
@@ -105,9 +126,20 @@ def main(argv: list[str]) -> int:
         return 2
     frames = [matched_volumes(Path(out), Path(root)) for out, root in zip(argv[::2], argv[1::2])]
     frame = pd.concat(frames, ignore_index=True)
-    print(json.dumps({"bands": summary(frame), "by_kind": {
-        kind: summary(group) for kind, group in frame.groupby(frame["kind"] + np.where(frame["juxtapleural"], " on the wall", ""))
-    }}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bands": summary(frame),
+                "by_kind": {
+                    kind: summary(group)
+                    for kind, group in frame.groupby(
+                        frame["kind"] + np.where(frame["juxtapleural"], " on the wall", "")
+                    )
+                },
+            },
+            indent=2,
+        )
+    )
     if recording:
         record(frame, argv)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,11 +34,10 @@ def prepcache_command(
     val_stride: Annotated[int, typer.Option(help="Every N-th series (sorted by UID) is validation.")] = 10,
     size_limit_gb: SizeLimitOption = DEFAULT_SIZE_LIMIT_GB,
     log_file: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--log-file",
-            help="Append one line per series and the warnings to this file (one per array task; "
-            "a re-run appends).",
+            help="Append one line per series and the warnings to this file (one per array task; a re-run appends).",
             show_default=False,
         ),
     ] = None,
@@ -154,7 +153,9 @@ def cache_clear(
     cache = CropCache(resolve_cache_dir(cache_dir))
     if not yes:
         if not sys.stdin.isatty():
-            raise BadInputError(f"ct cache clear would delete everything in {cache.directory}; add --yes to confirm without a terminal")
+            raise BadInputError(
+                f"ct cache clear would delete everything in {cache.directory}; add --yes to confirm without a terminal"
+            )
         if not typer.confirm(f"Delete everything in {cache.directory}?"):
             console().print("nothing removed")
             return

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from cli.dicomweb_options import CaBundleOption, DicomwebOption, dicomweb_server
 from cli.options import (
-    AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, DeviceOption, JsonOption, MalModelOption,
-    QuietOption, RunsDirOption, SegModelOption, ThreadsOption, ThresholdOption,
-)  # fmt: skip
-from ct_pipeline.diagnosis.config import DiagnosisConfig
+    AllowUnevenOption,
+    CacheDirOption,
+    ClsModelOption,
+    DataRootsOption,
+    DeviceOption,
+    JsonOption,
+    MalModelOption,
+    QuietOption,
+    RunsDirOption,
+    SegModelOption,
+    ThreadsOption,
+    ThresholdOption,
+)
 from cli.output import console, print_json
 from cli.progress import ProgressDisplay
+from ct_pipeline.diagnosis.config import DiagnosisConfig
 
 EPILOG = (
     "Examples: ct compare prior/ current/ --report cmp/ | "
@@ -36,25 +46,31 @@ def _results_option(which: str):
 
 
 def compare_command(
-    prior: Annotated[str, typer.Argument(metavar="PRIOR", help="The earlier scan: a series UID, DICOM folder or image file.")],
+    prior: Annotated[
+        str, typer.Argument(metavar="PRIOR", help="The earlier scan: a series UID, DICOM folder or image file.")
+    ],
     current: Annotated[str, typer.Argument(metavar="CURRENT", help="The later scan, likewise.")],
-    prior_results: Annotated[Optional[Path], _results_option("prior")] = None,
-    current_results: Annotated[Optional[Path], _results_option("current")] = None,
+    prior_results: Annotated[Path | None, _results_option("prior")] = None,
+    current_results: Annotated[Path | None, _results_option("current")] = None,
     interval_days: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
-            "--interval-days", min=0.0, show_default=False, rich_help_panel=_SCANS,
+            "--interval-days",
+            min=0.0,
+            show_default=False,
+            rich_help_panel=_SCANS,
             help="Days between the scans, for the doubling time. Default: from both scans' DICOM StudyDate.",
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     threshold: ThresholdOption = DiagnosisConfig().nodule_threshold,
     max_distance: Annotated[
         float,
         typer.Option(
-            "--max-distance", min=0.0,
+            "--max-distance",
+            min=0.0,
             help="Nodules pair only when their centres lie this close (mm) after registration (or within half the larger one's diameter).",
         ),
-    ] = 10.0,  # fmt: skip
+    ] = 10.0,
     seg_model: SegModelOption = None,
     cls_model: ClsModelOption = None,
     mal_model: MalModelOption = None,
@@ -63,7 +79,7 @@ def compare_command(
     threads: ThreadsOption = None,
     json_output: JsonOption = False,
     report: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--report", show_default=False, help="Folder for an index.html with each nodule in both scans."),
     ] = None,
     quiet: QuietOption = False,
@@ -86,16 +102,26 @@ def compare_command(
     from ct_pipeline.paths import resolve_data_roots
 
     diagnose = DiagnoseRequest(
-        data_roots=tuple(resolve_data_roots(data_root)), cache_dir=cache_dir,
+        data_roots=tuple(resolve_data_roots(data_root)),
+        cache_dir=cache_dir,
         load=LoadOptions(allow_uneven_spacing=allow_uneven_spacing, dicomweb=dicomweb_server(dicomweb, ca_bundle)),
-        seg_model=seg_model, cls_model=cls_model,
-        mal_model=mal_model, runs_dir=runs_dir, config=DiagnosisConfig(nodule_threshold=threshold),
+        seg_model=seg_model,
+        cls_model=cls_model,
+        mal_model=mal_model,
+        runs_dir=runs_dir,
+        config=DiagnosisConfig(nodule_threshold=threshold),
         inference=InferenceOptions(device=device, threads=threads),
-    )  # fmt: skip
+    )
     request = CompareRequest(
-        prior=prior, current=current, diagnose=diagnose, prior_results=prior_results, current_results=current_results,
-        interval_days=interval_days, report=report, matching=MatchConfig(max_distance_mm=max_distance),
-    )  # fmt: skip
+        prior=prior,
+        current=current,
+        diagnose=diagnose,
+        prior_results=prior_results,
+        current_results=current_results,
+        interval_days=interval_days,
+        report=report,
+        matching=MatchConfig(max_distance_mm=max_distance),
+    )
     progress = ProgressDisplay.on_stderr(quiet)
     comparison = run_compare(request, progress)
     progress.pause()
@@ -127,11 +153,17 @@ def _near(comparison, finding, scan: str) -> str:
 
 def _print_comparison(comparison) -> None:
     c, reg = comparison, comparison.registration
-    interval = "unknown (no StudyDate; give --interval-days)" if c.interval_days is None else f"{c.interval_days:g} days"
-    typer.echo(f"PRIOR {c.prior.series_uid}: {c.prior.n_nodules} nodule(s); CURRENT {c.current.series_uid}: "
-               f"{c.current.n_nodules} nodule(s); interval {interval}")  # fmt: skip
-    typer.echo(f"registered on the lungs: rotation {reg.rigid_angle_deg:.1f} deg, shift {reg.rigid_translation_mm:.1f} mm; "
-               f"lung overlap {reg.lung_overlap_before:.3f} -> {reg.lung_overlap_after:.3f}")  # fmt: skip
+    interval = (
+        "unknown (no StudyDate; give --interval-days)" if c.interval_days is None else f"{c.interval_days:g} days"
+    )
+    typer.echo(
+        f"PRIOR {c.prior.series_uid}: {c.prior.n_nodules} nodule(s); CURRENT {c.current.series_uid}: "
+        f"{c.current.n_nodules} nodule(s); interval {interval}"
+    )
+    typer.echo(
+        f"registered on the lungs: rotation {reg.rigid_angle_deg:.1f} deg, shift {reg.rigid_translation_mm:.1f} mm; "
+        f"lung overlap {reg.lung_overlap_before:.3f} -> {reg.lung_overlap_after:.3f}"
+    )
     for warning in c.warnings:  # with the table (stdout), so a saved table keeps them
         typer.echo(f"WARNING: {warning}")
     # Narrow enough for 80 columns: the current centre and the rest are in --json.
@@ -144,11 +176,20 @@ def _print_comparison(comparison) -> None:
     for p in c.pairs:
         change = "-" if p.volume_change_pct is None else f"{p.volume_change_pct:+.0f} %"
         doubling = "-" if p.doubling_time_days is None else f"{p.doubling_time_days:.0f}"
-        table.add_row(f"{p.prior_rank}>{p.current_rank}", _centre(p.prior), f"{p.distance_mm:.1f}", _volume(p.prior),
-                      _volume(p.current), change, doubling)  # fmt: skip
+        table.add_row(
+            f"{p.prior_rank}>{p.current_rank}",
+            _centre(p.prior),
+            f"{p.distance_mm:.1f}",
+            _volume(p.prior),
+            _volume(p.current),
+            change,
+            doubling,
+        )
     console().print(table)
-    for scan, title, entries in (("prior", "in PRIOR only (vanished or missed)", c.vanished),
-                                 ("current", "in CURRENT only (new or missed)", c.new)):  # fmt: skip
+    for scan, title, entries in (
+        ("prior", "in PRIOR only (vanished or missed)", c.vanished),
+        ("current", "in CURRENT only (new or missed)", c.new),
+    ):
         listed = "; ".join(f"#{rank} at {_centre(f)} mm, {_volume(f)} mm3{_near(c, f, scan)}" for rank, f in entries)
         typer.echo(f"{title}: {listed or 'none'}")
     typer.echo("Research software: measurements are not for clinical decisions.")

@@ -14,7 +14,10 @@ from cli.output import console, print_json
 series_app = typer.Typer(help="Find CT series under the data roots.", no_args_is_help=True)
 
 
-@series_app.command("list", epilog="Example: ct series list --data-root /data/luna16 --json | ct series list --dicomweb http://pacs:8042/dicom-web")
+@series_app.command(
+    "list",
+    epilog="Example: ct series list --data-root /data/luna16 --json | ct series list --dicomweb http://pacs:8042/dicom-web",
+)
 def series_list(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
@@ -61,7 +64,9 @@ def info(
         data_roots=resolve_data_roots(data_root),
         cache_dir=resolve_cache_dir(cache_dir),
         options=LoadOptions(
-            allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid, dicomweb=dicomweb_server(dicomweb, ca_bundle)
+            allow_uneven_spacing=allow_uneven_spacing,
+            series_uid=series_uid,
+            dicomweb=dicomweb_server(dicomweb, ca_bundle),
         ),
     )
     description = volume.describe()

@@ -24,9 +24,15 @@ class Scale(str, enum.Enum):
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes (reused by a second run).")] = Path("demo"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for everything the demo writes (reused by a second run).")
+    ] = Path("demo"),
     scale: Annotated[
-        Scale, typer.Option("--scale", help=f"default: {_DEFAULT.series} {_DEFAULT.size} series, a few minutes per model; tiny: seconds (a smoke test).")
+        Scale,
+        typer.Option(
+            "--scale",
+            help=f"default: {_DEFAULT.series} {_DEFAULT.size} series, a few minutes per model; tiny: seconds (a smoke test).",
+        ),
     ] = Scale.default,
 ) -> None:
     """Run the whole pipeline on synthetic data, printing each `ct` command before it runs.
@@ -38,7 +44,9 @@ def demo(
     started = time.perf_counter()
     shown = console()
     summary = run_demo(
-        out, DEMO_SCALES[scale.value], runner=_run_in_subprocess,
+        out,
+        DEMO_SCALES[scale.value],
+        runner=_run_in_subprocess,
         announce=lambda line: shown.print(f"\n[bold]{line}[/bold]", highlight=False),
     )
     _print_summary(summary, time.perf_counter() - started)
@@ -54,7 +62,9 @@ def _fmt(value) -> str:
 
 
 def _print_summary(summary: dict, seconds: float) -> None:
-    seg, cls, mal, det = (summary[k] for k in ("segmentation", "nodule_classifier", "malignancy_classifier", "detection"))
+    seg, cls, mal, det = (
+        summary[k] for k in ("segmentation", "nodule_classifier", "malignancy_classifier", "detection")
+    )
     table = Table(title="What the demo reached on its validation series (synthetic data)")
     table.add_column("model / step")
     table.add_column("figure")

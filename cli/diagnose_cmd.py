@@ -4,24 +4,60 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from cli.diagnose_options import (
-    AllSeriesOption, AnnotationsOption, BatchSizeOption, BookStyleOption, ClsBatchSizeOption, ClsPrecisionOption,
-    ConcurrentBatchesOption, CsvOption, DicomOutOption, EvaluateOption, LogFileOption, LungMarginOption, LungMaskOption,
-    MaxCandidatesOption, MergeFractionOption, MovedMergeOption, OutOption, PrecisionOption, ReportOption, SeriesArgument, SeriesFileOption,
-    SeriesUidOption, ShardOption,
-)  # fmt: skip
+    AllSeriesOption,
+    AnnotationsOption,
+    BatchSizeOption,
+    BookStyleOption,
+    ClsBatchSizeOption,
+    ClsPrecisionOption,
+    ConcurrentBatchesOption,
+    CsvOption,
+    DicomOutOption,
+    EvaluateOption,
+    LogFileOption,
+    LungMarginOption,
+    LungMaskOption,
+    MaxCandidatesOption,
+    MergeFractionOption,
+    MovedMergeOption,
+    OutOption,
+    PrecisionOption,
+    ReportOption,
+    SeriesArgument,
+    SeriesFileOption,
+    SeriesUidOption,
+    ShardOption,
+)
 from cli.dicomweb_options import (
-    CaBundleOption, DicomwebOption, ModalityOption, StoreOption, StudyDateOption, dicomweb_server, series_query,
-)  # fmt: skip
+    CaBundleOption,
+    DicomwebOption,
+    ModalityOption,
+    StoreOption,
+    StudyDateOption,
+    dicomweb_server,
+    series_query,
+)
 from cli.options import (
-    AllowUnevenOption, CacheDirOption, ClsModelOption, DataRootsOption, DeviceOption, JsonOption, MalModelOption,
-    Precision, QuietOption, RunsDirOption, SegModelOption, SegThresholdOption, ThreadsOption, ThresholdOption,
+    AllowUnevenOption,
+    CacheDirOption,
+    ClsModelOption,
+    DataRootsOption,
+    DeviceOption,
+    JsonOption,
+    MalModelOption,
+    Precision,
+    QuietOption,
+    RunsDirOption,
+    SegModelOption,
+    SegThresholdOption,
+    ThreadsOption,
+    ThresholdOption,
     TrustModelOption,
-)  # fmt: skip
+)
 from cli.output import EXIT_SOME_FAILED
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 
@@ -96,59 +132,113 @@ def diagnose_command(
     from ct_pipeline.sharding import Shard
 
     config = _config(
-        book_style, seg_threshold=seg_threshold, threshold=threshold, merge_fraction=merge_fraction, max_candidates=max_candidates,
+        book_style,
+        seg_threshold=seg_threshold,
+        threshold=threshold,
+        merge_fraction=merge_fraction,
+        max_candidates=max_candidates,
         lung_mask=lung_mask,
-        lung_margin=lung_margin, batch_size=batch_size, cls_batch_size=cls_batch_size,
-    )  # fmt: skip
+        lung_margin=lung_margin,
+        batch_size=batch_size,
+        cls_batch_size=cls_batch_size,
+    )
     inference = _inference(
-        book_style, device=device, precision=precision, cls_precision=cls_precision,
-        concurrent_batches=concurrent_batches, threads=threads, trust_model=trust_model,
-    )  # fmt: skip
+        book_style,
+        device=device,
+        precision=precision,
+        cls_precision=cls_precision,
+        concurrent_batches=concurrent_batches,
+        threads=threads,
+        trust_model=trust_model,
+    )
     request = DiagnoseRequest(
-        sources=tuple(series or ()), series_file=series_file, all_series=all_series,
-        data_roots=tuple(resolve_data_roots(data_root)), cache_dir=cache_dir,
+        sources=tuple(series or ()),
+        series_file=series_file,
+        all_series=all_series,
+        data_roots=tuple(resolve_data_roots(data_root)),
+        cache_dir=cache_dir,
         load=LoadOptions(
-            allow_uneven_spacing=allow_uneven_spacing, series_uid=series_uid, dicomweb=dicomweb_server(dicomweb, ca_bundle)
+            allow_uneven_spacing=allow_uneven_spacing,
+            series_uid=series_uid,
+            dicomweb=dicomweb_server(dicomweb, ca_bundle),
         ),
-        store=store, query=series_query(modality, study_date), shard=Shard.parse(shard),
-        seg_model=seg_model, cls_model=cls_model, mal_model=mal_model, runs_dir=runs_dir, config=config,
-        inference=inference, out=out, report=report, csv_path=csv_path, dicom_out=dicom_out,
-    )  # fmt: skip
+        store=store,
+        query=series_query(modality, study_date),
+        shard=Shard.parse(shard),
+        seg_model=seg_model,
+        cls_model=cls_model,
+        mal_model=mal_model,
+        runs_dir=runs_dir,
+        config=config,
+        inference=inference,
+        out=out,
+        report=report,
+        csv_path=csv_path,
+        dicom_out=dicom_out,
+    )
     _run(request, log_file, annotations if evaluate else None, evaluate=evaluate, json_output=json_output, quiet=quiet)
 
 
 def _config(
-    book_style: bool, *, seg_threshold: float, threshold: float, merge_fraction: float, max_candidates: int,
-    lung_mask: bool, lung_margin: float, batch_size: Optional[int], cls_batch_size: Optional[int],
+    book_style: bool,
+    *,
+    seg_threshold: float,
+    threshold: float,
+    merge_fraction: float,
+    max_candidates: int,
+    lung_mask: bool,
+    lung_margin: float,
+    batch_size: int | None,
+    cls_batch_size: int | None,
 ) -> DiagnosisConfig:
     """What is computed: --book-style's presets (thresholds and batch sizes as given), else the options."""
     sizes = {name: size for name, size in (("seg_batch_size", batch_size), ("cls_batch_size", cls_batch_size)) if size}
     if book_style:
         return DiagnosisConfig.book_style(seg_threshold=seg_threshold, nodule_threshold=threshold, **sizes)
     return DiagnosisConfig(
-        seg_threshold=seg_threshold, nodule_threshold=threshold, merge_fraction=merge_fraction,
-        max_candidates=max_candidates, restrict_to_lungs=lung_mask, lung_margin_mm=lung_margin, **sizes,
-    )  # fmt: skip
+        seg_threshold=seg_threshold,
+        nodule_threshold=threshold,
+        merge_fraction=merge_fraction,
+        max_candidates=max_candidates,
+        restrict_to_lungs=lung_mask,
+        lung_margin_mm=lung_margin,
+        **sizes,
+    )
 
 
 def _inference(
-    book_style: bool, *, device: str, precision: Precision, cls_precision: Optional[Precision],
-    concurrent_batches: Optional[int], threads: Optional[int], trust_model: bool,
+    book_style: bool,
+    *,
+    device: str,
+    precision: Precision,
+    cls_precision: Precision | None,
+    concurrent_batches: int | None,
+    threads: int | None,
+    trust_model: bool,
 ):
     """How the networks run: --book-style's way (one batch at a time unless told), else the options."""
     from ct_pipeline.diagnosis.config import InferenceOptions
 
     if book_style:
         return dataclasses.replace(
-            InferenceOptions.book_style(device), workers=concurrent_batches or 1, threads=threads, trust_model=trust_model
+            InferenceOptions.book_style(device),
+            workers=concurrent_batches or 1,
+            threads=threads,
+            trust_model=trust_model,
         )
     return InferenceOptions(
-        device=device, precision=precision.value, workers=concurrent_batches, threads=threads,
-        classifier_precision=None if cls_precision is None else cls_precision.value, trust_model=trust_model,
-    )  # fmt: skip
+        device=device,
+        precision=precision.value,
+        workers=concurrent_batches,
+        threads=threads,
+        classifier_precision=None if cls_precision is None else cls_precision.value,
+        trust_model=trust_model,
+    )
 
 
-def _run(request, log_file: Optional[Path], annotations: Optional[Path], *, evaluate: bool, json_output: bool, quiet: bool) -> None:
+def _run(
+    request, log_file: Path | None, annotations: Path | None, *, evaluate: bool, json_output: bool, quiet: bool
+) -> None:
     """Check the outputs, lock --out, run, show; exit 3 when some series failed."""
     from cli.diagnose_output import print_evaluation, show_events
     from ct_pipeline.apps.diagnose import check_outputs, log_path, out_dir_lock

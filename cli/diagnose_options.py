@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ _DEFAULTS = DiagnosisConfig()
 _BOOK = DiagnosisConfig.book_style()
 
 SeriesArgument = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Argument(
         metavar="SERIES...",
         help="Series UIDs under the data roots, DICOM folders, or image files (.mhd, .nrrd, .nii.gz).",
@@ -27,17 +27,21 @@ SeriesArgument = Annotated[
 MergeFractionOption = Annotated[
     float,
     typer.Option(
-        "--merge-fraction", min=0.0, rich_help_panel=TUNING_PANEL,
+        "--merge-fraction",
+        min=0.0,
+        rich_help_panel=TUNING_PANEL,
         help="Merge candidates closer than this fraction of the larger one's diameter (mm); 0: keep all, as the book.",
     ),
-]  # fmt: skip
+]
 MaxCandidatesOption = Annotated[
     int,
     typer.Option(
-        "--max-candidates", min=0, rich_help_panel=TUNING_PANEL,
+        "--max-candidates",
+        min=0,
+        rich_help_panel=TUNING_PANEL,
         help="Classify only the best K candidates of each scan, ranked by the U-Net's output; 0: every one, as the book.",
     ),
-]  # fmt: skip
+]
 LungMaskOption = Annotated[
     bool,
     typer.Option(
@@ -59,7 +63,7 @@ PrecisionOption = Annotated[
     ),
 ]
 ClsPrecisionOption = Annotated[
-    Optional[Precision],
+    Precision | None,
     typer.Option(
         "--cls-precision",
         help="The classifiers' precision, where it should differ from --precision: bf16 on a CPU with "
@@ -69,28 +73,37 @@ ClsPrecisionOption = Annotated[
     ),
 ]
 BatchSizeOption = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
-        "--batch-size", min=1, show_default=False, rich_help_panel=TUNING_PANEL,
+        "--batch-size",
+        min=1,
+        show_default=False,
+        rich_help_panel=TUNING_PANEL,
         help=f"Slices per U-Net batch, per concurrent batch. Default: {_DEFAULTS.seg_batch_size} "
         f"({_BOOK.seg_batch_size} with --book-style).",
     ),
-]  # fmt: skip
+]
 ClsBatchSizeOption = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
-        "--cls-batch-size", min=1, show_default=False, rich_help_panel=TUNING_PANEL,
+        "--cls-batch-size",
+        min=1,
+        show_default=False,
+        rich_help_panel=TUNING_PANEL,
         help=f"Crops per classifier batch, per concurrent batch. Default: {_DEFAULTS.cls_batch_size} "
         f"({_BOOK.cls_batch_size} with --book-style).",
     ),
-]  # fmt: skip
+]
 ConcurrentBatchesOption = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
-        "--concurrent-batches", min=1, show_default=False, rich_help_panel=RESOURCES_PANEL,
+        "--concurrent-batches",
+        min=1,
+        show_default=False,
+        rich_help_panel=RESOURCES_PANEL,
         help="Batches run side by side, one thread each. Default: one per thread of --threads (1 on a GPU).",
     ),
-]  # fmt: skip
+]
 BookStyleOption = Annotated[
     bool,
     typer.Option(
@@ -101,7 +114,7 @@ BookStyleOption = Annotated[
     ),
 ]
 CsvOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--csv",
         help="Write every candidate as LUNA16 CSV: seriesuid,coordX,coordY,coordZ,probability.",
@@ -110,7 +123,7 @@ CsvOption = Annotated[
     ),
 ]
 DicomOutOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--dicom-out",
         help="Folder for a DICOM Segmentation and Structured Report (TID 1500) of each DICOM series' nodules, "
@@ -120,7 +133,7 @@ DicomOutOption = Annotated[
     ),
 ]
 ReportOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--report",
         help="Folder for PNG pictures of the findings and an index.html showing them.",
@@ -137,7 +150,7 @@ EvaluateOption = Annotated[
     ),
 ]
 AnnotationsOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--annotations",
         help="Known nodules for --evaluate. Default: the LUNA16 CSVs in the data roots.",
@@ -149,7 +162,7 @@ AllSeriesOption = Annotated[
     bool, typer.Option("--all", help="Diagnose every series under the data roots.", rich_help_panel=BATCH_PANEL)
 ]
 SeriesFileOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--series-file",
         help="Diagnose the series listed in FILE, one per line (# comments).",
@@ -158,7 +171,7 @@ SeriesFileOption = Annotated[
     ),
 ]
 ShardOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--shard",
         help="K/N: only every N-th series from the K-th (0-based), for array jobs.",
@@ -167,7 +180,7 @@ ShardOption = Annotated[
     ),
 ]
 OutOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--out",
         help="Write one result file per series here (atomically), skip series already done, and "
@@ -177,7 +190,7 @@ OutOption = Annotated[
     ),
 ]
 LogFileOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--log-file",
         help="Append one line per series (done, skipped, failed) and the warnings to this file. "
@@ -187,19 +200,21 @@ LogFileOption = Annotated[
     ),
 ]
 SeriesUidOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--series", help="Which series, when a DICOM folder holds several.", rich_help_panel="Data"),
 ]
 
 
-def _moved_to_merge(value: Optional[Path]) -> None:
+def _moved_to_merge(value: Path | None) -> None:
     from ct_pipeline.errors import BadInputError
 
     if value is not None:
-        raise BadInputError(f"ct diagnose --merge is now its own command: ct merge {value} (same --csv, --out, --allow-mixed, --evaluate)")
+        raise BadInputError(
+            f"ct diagnose --merge is now its own command: ct merge {value} (same --csv, --out, --allow-mixed, --evaluate)"
+        )
 
 
 # Not an alias (that would be a second merge path inside diagnose): only says where it went.
 MovedMergeOption = Annotated[
-    Optional[Path], typer.Option("--merge", hidden=True, callback=_moved_to_merge, show_default=False)
+    Path | None, typer.Option("--merge", hidden=True, callback=_moved_to_merge, show_default=False)
 ]

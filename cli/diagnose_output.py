@@ -16,8 +16,13 @@ def show_events(request, log_file, stop, *, json_output: bool, quiet: bool):
     """Run the application, printing each event; returns its summary and, when the one series
     named was refused for bad input or data, that error (left to the caller to say once)."""
     from ct_pipeline.apps.diagnose import (
-        DiagnoseSummary, FilesStored, FileWritten, ModelsLoaded, SeriesOutcome, run_diagnose,
-    )  # fmt: skip
+        DiagnoseSummary,
+        FilesStored,
+        FileWritten,
+        ModelsLoaded,
+        SeriesOutcome,
+        run_diagnose,
+    )
 
     say = (lambda text: typer.echo(text, err=True)) if json_output else typer.echo
     has_malignancy, refusal = False, None
@@ -33,7 +38,10 @@ def show_events(request, log_file, stop, *, json_output: bool, quiet: bool):
         elif isinstance(event, SeriesOutcome):
             _show_outcome(event.outcome, request.config.nodule_threshold, has_malignancy, json_output)
         elif isinstance(event, FileWritten):
-            say(f"wrote {event.path}" + (f": {event.rows} candidates of {event.n_series} series" if event.rows is not None else ""))
+            say(
+                f"wrote {event.path}"
+                + (f": {event.rows} candidates of {event.n_series} series" if event.rows is not None else "")
+            )
         elif isinstance(event, FilesStored):
             for stored in event.outcomes:
                 say(f"{stored.status} on {stored.server}: {stored.path} (instance {stored.sop_instance_uid})")
@@ -69,9 +77,13 @@ def _print_result(result, threshold: float, has_malignancy: bool) -> None:
         x, y, z = finding.center_xyz
         malignancy = "-" if finding.malignancy_prob is None else f"{finding.malignancy_prob:.3f}"
         table.add_row(
-            str(rank), f"{x:.1f}, {y:.1f}, {z:.1f}", f"{finding.diameter_mm:.1f}", f"{finding.nodule_prob:.3f}",
-            malignancy, str(finding.n_merged),
-        )  # fmt: skip
+            str(rank),
+            f"{x:.1f}, {y:.1f}, {z:.1f}",
+            f"{finding.diameter_mm:.1f}",
+            f"{finding.nodule_prob:.3f}",
+            malignancy,
+            str(finding.n_merged),
+        )
     if findings:
         console().print(table)
     below = len(result.findings) - len(findings)
@@ -85,8 +97,8 @@ def _print_result(result, threshold: float, has_malignancy: bool) -> None:
 
 
 def print_evaluation(results, annotations, roots, threshold: float, json_output: bool) -> None:
-    from ct_pipeline.evaluation.diagnosed import evaluate_results, nodule_annotations
     from ct_pipeline.evaluation import render_confusion_table
+    from ct_pipeline.evaluation.diagnosed import evaluate_results, nodule_annotations
 
     report = evaluate_results(results, nodule_annotations(annotations, roots), threshold)
     if json_output:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 _PANEL = "PACS (DICOMweb)"
 
 DicomwebOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--dicomweb",
         envvar="CT_DICOMWEB",
@@ -23,7 +23,7 @@ DicomwebOption = Annotated[
 ]
 
 CaBundleOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--ca-bundle",
         envvar="CT_DICOMWEB_CA_BUNDLE",
@@ -46,11 +46,13 @@ StoreOption = Annotated[
 
 ModalityOption = Annotated[
     str,
-    typer.Option("--modality", help="With --all --dicomweb: the series of this modality on the server.", rich_help_panel=_PANEL),
+    typer.Option(
+        "--modality", help="With --all --dicomweb: the series of this modality on the server.", rich_help_panel=_PANEL
+    ),
 ]
 
 StudyDateOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--study-date",
         help="With --all --dicomweb: only series of studies dated FROM-TO (YYYYMMDD-YYYYMMDD, inclusive; "
@@ -61,14 +63,14 @@ StudyDateOption = Annotated[
 ]
 
 
-def series_query(modality: str, study_date: Optional[str]):
+def series_query(modality: str, study_date: str | None):
     """The library's query of a server's series, from --modality and --study-date."""
     from ct_pipeline.pacs.fetch import SeriesQuery
 
     return SeriesQuery(modality=modality, study_date=study_date)
 
 
-def dicomweb_server(url: Optional[str], ca_bundle: Optional[Path] = None):
+def dicomweb_server(url: str | None, ca_bundle: Path | None = None):
     """The library's server description for ``--dicomweb`` (None when not given)."""
     from ct_pipeline.pacs.server import DicomwebServer
 

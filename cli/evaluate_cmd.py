@@ -89,10 +89,15 @@ def evaluate(
     from ct_pipeline.outputs import Place, refuse_overlaps
 
     if plot is not None:
-        refuse_overlaps([Place("--plot", plot)], [
-            Place("PREDICTIONS", predictions), Place("--annotations", annotations),
-            excluded and Place("--excluded", excluded), series_file and Place("--series-file", series_file),
-        ])  # fmt: skip
+        refuse_overlaps(
+            [Place("--plot", plot)],
+            [
+                Place("PREDICTIONS", predictions),
+                Place("--annotations", annotations),
+                excluded and Place("--excluded", excluded),
+                series_file and Place("--series-file", series_file),
+            ],
+        )
         check_writable(plot, "--plot")
     config = FrocConfig(
         max_findings_per_scan=max_findings_per_scan, bootstrap_samples=bootstrap, seed=seed, by_size=by_size

@@ -8,8 +8,13 @@ from typing import Annotated
 import typer
 
 from cli.options import (
-    CacheDirOption, DataRootsOption, DeviceOption, RunsDirOption, SegModelOption, ThreadsOption,
-)  # fmt: skip
+    CacheDirOption,
+    DataRootsOption,
+    DeviceOption,
+    RunsDirOption,
+    SegModelOption,
+    ThreadsOption,
+)
 from cli.output import console
 
 
@@ -47,7 +52,12 @@ def hard_negatives_command(
     models = load_diagnosis_models(seg_model, None, None, InferenceOptions(device=device, threads=threads))
     output = console()
     n = mine_hard_negatives(
-        catalog, series, models, out, DiagnosisConfig(), config,
+        catalog,
+        series,
+        models,
+        out,
+        DiagnosisConfig(),
+        config,
         announce=lambda uid, count: output.print(f"{uid}: {count} hard negatives") if output.is_terminal else None,
     )
     output.print(f"hard-negatives: {n} candidates of {len(series)} training series -> {out}")

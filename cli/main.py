@@ -46,7 +46,7 @@ class _ErrorMappingGroup(TyperGroup):
         super().__init__(**attrs)
         _without_flag_types(self)
 
-    def invoke(self, ctx: typer.Context):  # noqa: D102
+    def invoke(self, ctx: typer.Context):
         debug = bool(ctx.params.get("debug")) or os.environ.get("CT_DEBUG") == "1"
         try:
             return super().invoke(ctx)
@@ -111,13 +111,31 @@ def _register() -> None:
     # Each module imports the heavy libraries (torch, pandas) inside its commands, so that
     # `ct --help` and the quick commands start fast.
     from cli import (
-        cache_cmd, compare_cmd, data, demo_cmd, diagnose_cmd, evaluate_cmd, hard_negatives_cmd, merge_cmd, models_cmd,
-        synth_cmd, train_cmd,
+        cache_cmd,
+        compare_cmd,
+        data,
+        demo_cmd,
+        diagnose_cmd,
+        evaluate_cmd,
+        hard_negatives_cmd,
+        merge_cmd,
+        models_cmd,
+        synth_cmd,
+        train_cmd,
     )
 
     modules = (
-        data, synth_cmd, cache_cmd, train_cmd, hard_negatives_cmd, models_cmd, diagnose_cmd, merge_cmd, compare_cmd,
-        evaluate_cmd, demo_cmd,
+        data,
+        synth_cmd,
+        cache_cmd,
+        train_cmd,
+        hard_negatives_cmd,
+        models_cmd,
+        diagnose_cmd,
+        merge_cmd,
+        compare_cmd,
+        evaluate_cmd,
+        demo_cmd,
     )
     for module in modules:
         module.register(app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,19 +20,26 @@ EPILOG = (
 def merge_command(
     directory: Annotated[
         Path,
-        typer.Argument(metavar="DIR", help="The --out folder of `ct diagnose` runs (every shard's result files).", show_default=False),
+        typer.Argument(
+            metavar="DIR",
+            help="The --out folder of `ct diagnose` runs (every shard's result files).",
+            show_default=False,
+        ),
     ],
     csv_path: CsvOption = None,
     out: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
-            "--out", show_default=False,
+            "--out",
+            show_default=False,
             help="Folder for the merged findings.csv (and its provenance file). Default without --csv: DIR/findings.csv.",
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     allow_mixed: Annotated[
         bool,
-        typer.Option("--allow-mixed", help="Also merge results made with different models or options (refused otherwise)."),
+        typer.Option(
+            "--allow-mixed", help="Also merge results made with different models or options (refused otherwise)."
+        ),
     ] = False,
     evaluate: EvaluateOption = False,
     annotations: AnnotationsOption = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -63,7 +63,7 @@ def import_book(
 def info(
     checkpoint_path: Annotated[Path, typer.Argument(metavar="CKPT", help="A project checkpoint.", show_default=False)],
     kind: Annotated[
-        Optional[ModelKind],
+        ModelKind | None,
         typer.Option("--kind", help="Fail unless the checkpoint is of this kind. " + _KIND_HELP, show_default=False),
     ] = None,
     json_output: JsonOption = False,
@@ -111,7 +111,11 @@ def export(
     checkpoint_path: Annotated[Path, typer.Argument(metavar="CKPT", help="A project checkpoint.", show_default=False)],
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", help="torchscript (torch.jit.load) or onnx (onnxruntime; needs the \\[onnx] extra).", show_default=False),
+        typer.Option(
+            "--format",
+            help="torchscript (torch.jit.load) or onnx (onnxruntime; needs the \\[onnx] extra).",
+            show_default=False,
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,7 +25,7 @@ RESOURCES_PANEL = "Resources"
 _DIAGNOSIS = DiagnosisConfig()
 
 DataRootsOption = Annotated[
-    Optional[list[Path]],
+    list[Path] | None,
     typer.Option(
         "--data-root",
         help="Folder with CT series (LUNA16 subset*/ layout, DICOM folders, image files). Repeatable. "
@@ -36,7 +36,7 @@ DataRootsOption = Annotated[
 ]
 
 CacheDirOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--cache-dir",
         help="Cache folder. Default: $CT_CACHE_DIR, else data_cache/ of the checkout. Keep it on a local disk.",
@@ -81,10 +81,10 @@ TrustModelOption = Annotated[
         rich_help_panel=MODELS_PANEL,
     ),
 ]
-SegModelOption = Annotated[Optional[Path], checkpoint_option("seg", "Segmentation U-Net")]
-ClsModelOption = Annotated[Optional[Path], checkpoint_option("cls", "Nodule classifier")]
+SegModelOption = Annotated[Path | None, checkpoint_option("seg", "Segmentation U-Net")]
+ClsModelOption = Annotated[Path | None, checkpoint_option("cls", "Nodule classifier")]
 MalModelOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--mal-model",
         help="Malignancy classifier checkpoint, or a file from `ct models export`. Default: the newest one under "
@@ -95,12 +95,16 @@ MalModelOption = Annotated[
 ]
 RunsDirOption = Annotated[
     Path,
-    typer.Option("--runs-dir", envvar="CT_RUNS_DIR", help="Where ct train-* wrote its runs.", rich_help_panel=MODELS_PANEL),
+    typer.Option(
+        "--runs-dir", envvar="CT_RUNS_DIR", help="Where ct train-* wrote its runs.", rich_help_panel=MODELS_PANEL
+    ),
 ]
 QuietOption = Annotated[
     bool,
     typer.Option(
-        "--quiet", "-q", help="No progress on stderr (by default a bar on a terminal, a line per stage and series otherwise)."
+        "--quiet",
+        "-q",
+        help="No progress on stderr (by default a bar on a terminal, a line per stage and series otherwise).",
     ),
 ]
 
@@ -125,7 +129,7 @@ SegThresholdOption = Annotated[
 ]
 
 ThreadsOption = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--threads",
         min=1,

@@ -48,9 +48,12 @@ class ProgressDisplay:
     def _show(self, event: SeriesProgress) -> None:
         label = event.label if len(event.label) <= 16 else "..." + event.label[-13:]
         self._draw(
-            (event.position, event.stage, event.total > 0), f"{event.position}/{event.n_series} {label} {event.stage}",
-            event.done, event.total, event.unit if event.total else "",
-        )  # fmt: skip
+            (event.position, event.stage, event.total > 0),
+            f"{event.position}/{event.n_series} {label} {event.stage}",
+            event.done,
+            event.total,
+            event.unit if event.total else "",
+        )
 
     def _draw(self, stage: tuple[int, str, bool], description: str, done: int, total: int, unit: str) -> None:
         from rich.console import Console
@@ -58,10 +61,16 @@ class ProgressDisplay:
 
         if self._bar is None:
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-                redirect_stdout=False, redirect_stderr=False,
-            )  # fmt: skip
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=16),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[unit]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._bar.start()
             self._stage = None
         if stage != self._stage:  # a task per stage: its own total and clock

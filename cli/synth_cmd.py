@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -58,7 +58,7 @@ def synth(
         ),
     ] = StyleChoice.standard,
     oblique_fraction: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             "--oblique-fraction",
             help="Share of series with a slightly rotated direction (at least one when > 0).",
@@ -66,9 +66,10 @@ def synth(
         ),
     ] = None,
     flip_fraction: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
-            "--flip-fraction", help="Share of series stored with two array axes reversed.",
+            "--flip-fraction",
+            help="Share of series stored with two array axes reversed.",
             show_default="0.15; 1/3 with --style site-b",
         ),
     ] = None,
@@ -126,7 +127,12 @@ def synth(
 def _write_with_progress(config, out):
     from ct_pipeline.synth import write_synthetic_dataset
 
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=out, transient=True) as progress:
         task = progress.add_task("generating series", total=config.n_series)
         return write_synthetic_dataset(config, on_series=lambda summary: progress.advance(task))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,7 @@ SCOPE_NOTE = (
 OptimizerName = enum.Enum("OptimizerName", [(name, name) for name in OPTIMIZERS], type=str)
 # The per-task defaults as the help shows them: read from the library, never retyped here.
 NODULE, MALIGNANCY, SEGMENTATION = TaskDefaults.nodule(), TaskDefaults.malignancy(), TaskDefaults.segmentation()
+SEGMENTATION_OPTIMIZER = OptimizerName(SEGMENTATION.optimizer)
 
 
 def _option(name: str, help: str, panel: str, shown: str | bool = True, **extra: Any) -> Any:
@@ -61,8 +62,10 @@ def _cls_default(read: Callable[[TaskDefaults], Any]) -> str:
 
 # -- options both commands share ---------------------------------------------------------------
 OutOption = Annotated[
-    Optional[Path],
-    _option("--out", "The run's folder: last.ckpt, best.ckpt, tensorboard/.", RUN, "runs/train-<kind>", file_okay=False),
+    Path | None,
+    _option(
+        "--out", "The run's folder: last.ckpt, best.ckpt, tensorboard/.", RUN, "runs/train-<kind>", file_okay=False
+    ),
 ]
 RunNameOption = Annotated[str, _option("--run-name", "Label in logs (default: the --out folder's name).", RUN, False)]
 EpochsOption = Annotated[int, _option("--epochs", "Epochs in all (a resumed run continues up to this).", RUN)]
@@ -94,23 +97,27 @@ WorkersOption = Annotated[
     _option("--workers", "DataLoader processes per rank (0: load in the training process).", RESOURCES_PANEL),
 ]
 # The option's name before `--workers` meant DataLoader processes in every command; kept for old scripts.
-NumWorkersAlias = Annotated[Optional[int], typer.Option("--num-workers", hidden=True)]
+NumWorkersAlias = Annotated[int | None, typer.Option("--num-workers", hidden=True)]
 ExcludeSeriesOption = Annotated[
-    Optional[Path],
+    Path | None,
     _option(
         "--exclude-series",
         "A text file of series UIDs (one per line, # comments) to leave out of training and validation, e.g. "
         "the unreadable ones a refused run listed in OUT/unreadable-series.txt.",
-        RUN, False, dir_okay=False,
+        RUN,
+        False,
+        dir_okay=False,
     ),
 ]
 ThreadsOption = Annotated[
-    Optional[int],
+    int | None,
     _option(
         "--threads",
         "CPU threads per rank (--workers processes run one each beside them). Default: the allocation "
         "(OMP_NUM_THREADS, else the least of SLURM_CPUS_PER_TASK, the cgroup quota and the CPU affinity).",
-        RESOURCES_PANEL, False, min=1,
+        RESOURCES_PANEL,
+        False,
+        min=1,
     ),
 ]
 OPTIMIZER_HELP = "sgd (with --momentum) or adam."
@@ -183,53 +190,72 @@ def train_cls(
         _flag("--malignancy", "Train benign vs malignant on annotated nodules instead of nodule vs non-nodule.", RUN),
     ] = False,
     finetune: Annotated[
-        Optional[Path],
-        _option("--finetune", "With --malignancy: start from this nodule-classifier checkpoint, new head.", RUN, False,
-                dir_okay=False),
+        Path | None,
+        _option(
+            "--finetune",
+            "With --malignancy: start from this nodule-classifier checkpoint, new head.",
+            RUN,
+            False,
+            dir_okay=False,
+        ),
     ] = MalignancyTraining.finetune,
     finetune_depth: Annotated[
-        int, _option("--finetune-depth", "With --finetune: train the last N blocks (1: head only; 2: + block4; ... 6: all).", RUN)
+        int,
+        _option(
+            "--finetune-depth", "With --finetune: train the last N blocks (1: head only; 2: + block4; ... 6: all).", RUN
+        ),
     ] = MalignancyTraining.finetune_depth,
     block_batchnorm: Annotated[
         bool,
-        _flag("--block-batchnorm", "A BatchNorm after every convolution: not the book's shape, but it learns in far "
-              "fewer steps (a --finetune keeps its source's shape).", RUN),
+        _flag(
+            "--block-batchnorm",
+            "A BatchNorm after every convolution: not the book's shape, but it learns in far "
+            "fewer steps (a --finetune keeps its source's shape).",
+            RUN,
+        ),
     ] = ClassificationTraining.block_batchnorm,
     centre_head: Annotated[
         bool,
-        _flag("--centre-head", "The head also sees the central cells of blocks 2 and 3: not the book's shape, but "
-              "it learns from far fewer samples (a --finetune keeps its source's shape).", RUN),
+        _flag(
+            "--centre-head",
+            "The head also sees the central cells of blocks 2 and 3: not the book's shape, but "
+            "it learns from far fewer samples (a --finetune keeps its source's shape).",
+            RUN,
+        ),
     ] = ClassificationTraining.centre_head,
     epochs: EpochsOption = TrainConfig.epochs,
     epoch_size: Annotated[
-        Optional[int],
+        int | None,
         _option(
             "--epoch-size", "Training samples per epoch, over all ranks.", RUN, _cls_default(lambda d: d.epoch_size)
         ),
     ] = None,
     batch_size: Annotated[
-        Optional[int],
+        int | None,
         _option("--batch-size", "Samples per step on EACH rank.", RUN, _cls_default(lambda d: d.batch_size)),
     ] = None,
     balance_ratio: Annotated[
-        float, _option("--balance-ratio", "Negatives (benign) per positive (malignant) in training epochs; 0: unbalanced.", RUN)
+        float,
+        _option(
+            "--balance-ratio", "Negatives (benign) per positive (malignant) in training epochs; 0: unbalanced.", RUN
+        ),
     ] = ClassificationTraining.balance_ratio,
     val_every: ValEveryOption = TrainConfig.val_every,
     val_stride: ValStrideOption = TrainConfig.val_stride,
     resume: ResumeOption = TrainConfig.resume,
     seed: SeedOption = TrainConfig.seed,
     optimizer: Annotated[
-        Optional[OptimizerName], _option("--optimizer", OPTIMIZER_HELP, OPTIMIZER, _cls_default(lambda d: d.optimizer))
+        OptimizerName | None, _option("--optimizer", OPTIMIZER_HELP, OPTIMIZER, _cls_default(lambda d: d.optimizer))
     ] = None,
-    lr: Annotated[Optional[float], _option("--lr", LR_HELP, OPTIMIZER, _cls_default(lambda d: d.lr))] = None,
+    lr: Annotated[float | None, _option("--lr", LR_HELP, OPTIMIZER, _cls_default(lambda d: d.lr))] = None,
     momentum: MomentumOption = TrainConfig.momentum,
     weight_decay: WeightDecayOption = TrainConfig.weight_decay,
     no_augment: NoAugmentOption = False,
     aug_mirror: MirrorOption = NODULE.augmentation.mirror,
-    aug_shift: Annotated[Optional[float], _CLS_AUG[0]] = None,
-    aug_scale: Annotated[Optional[float], _CLS_AUG[1]] = None,
-    aug_rotate: Annotated[Optional[float], _CLS_AUG[2]] = None,
-    aug_noise: Annotated[Optional[float], _CLS_AUG[3]] = None,
+    aug_shift: Annotated[float | None, _CLS_AUG[0]] = None,
+    aug_scale: Annotated[float | None, _CLS_AUG[1]] = None,
+    aug_rotate: Annotated[float | None, _CLS_AUG[2]] = None,
+    aug_noise: Annotated[float | None, _CLS_AUG[3]] = None,
     device: DeviceOption = TrainConfig.device,
     precision: PrecisionOption = Precision(TrainConfig.precision),
     channels_last: ChannelsLastOption = TrainConfig.channels_last,
@@ -238,10 +264,15 @@ def train_cls(
     threads: ThreadsOption = TrainConfig.threads,
     exclude_series: ExcludeSeriesOption = None,
     extra_candidates: Annotated[
-        Optional[list[Path]],
-        _option("--extra-candidates", "More candidates.csv-format files whose class-0 rows are negatives too, e.g. "
-                "`ct hard-negatives` output: the segmentation model's own false positives. Repeatable.", RUN, False,
-                dir_okay=False),
+        list[Path] | None,
+        _option(
+            "--extra-candidates",
+            "More candidates.csv-format files whose class-0 rows are negatives too, e.g. "
+            "`ct hard-negatives` output: the segmentation model's own false positives. Repeatable.",
+            RUN,
+            False,
+            dir_okay=False,
+        ),
     ] = None,
 ) -> None:
     """Train the 3D nodule classifier (nodule vs non-nodule), or with --malignancy benign vs malignant.
@@ -252,23 +283,42 @@ def train_cls(
     """
     task = "mal" if malignancy else "cls"
     defaults = TaskDefaults.of(task)
-    _run(TrainConfig(
-        task=task, data_roots=tuple(resolve_data_roots(data_root)), out_dir=_out(out, task), cache_dir=cache_dir,
-        run_name=run_name, epochs=epochs, epoch_size=_given(epoch_size, defaults.epoch_size),
-        batch_size=_given(batch_size, defaults.batch_size), optimizer=_given(optimizer, defaults.optimizer),
-        lr=_given(lr, defaults.lr), momentum=momentum, weight_decay=weight_decay,
-        augmentation=_augmentation(
-            defaults.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
-        ),
-        seed=seed, device=device, precision=precision.value, channels_last=channels_last,
-        workers=_workers(workers, num_workers), threads=threads, resume=resume, val_every=val_every,
-        val_stride=val_stride, exclude_series=_excluded(exclude_series),
-        classification=ClassificationTraining(
-            balance_ratio=balance_ratio, block_batchnorm=block_batchnorm, centre_head=centre_head,
-            extra_candidates=tuple(extra_candidates or ()),
-        ),
-        malignancy=MalignancyTraining(finetune=finetune, finetune_depth=finetune_depth),
-    ))
+    _run(
+        TrainConfig(
+            task=task,
+            data_roots=tuple(resolve_data_roots(data_root)),
+            out_dir=_out(out, task),
+            cache_dir=cache_dir,
+            run_name=run_name,
+            epochs=epochs,
+            epoch_size=_given(epoch_size, defaults.epoch_size),
+            batch_size=_given(batch_size, defaults.batch_size),
+            optimizer=_given(optimizer, defaults.optimizer),
+            lr=_given(lr, defaults.lr),
+            momentum=momentum,
+            weight_decay=weight_decay,
+            augmentation=_augmentation(
+                defaults.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
+            ),
+            seed=seed,
+            device=device,
+            precision=precision.value,
+            channels_last=channels_last,
+            workers=_workers(workers, num_workers),
+            threads=threads,
+            resume=resume,
+            val_every=val_every,
+            val_stride=val_stride,
+            exclude_series=_excluded(exclude_series),
+            classification=ClassificationTraining(
+                balance_ratio=balance_ratio,
+                block_batchnorm=block_batchnorm,
+                centre_head=centre_head,
+                extra_candidates=tuple(extra_candidates or ()),
+            ),
+            malignancy=MalignancyTraining(finetune=finetune, finetune_depth=finetune_depth),
+        )
+    )
 
 
 def train_seg(
@@ -283,16 +333,28 @@ def train_seg(
     batch_size: Annotated[int, _option("--batch-size", "Crops per step on EACH rank.", RUN)] = SEGMENTATION.batch_size,
     fn_loss_weight: Annotated[
         float,
-        _option("--fn-loss-weight", "Weight of the false-negative Dice term (book: 8): missing nodule pixels cost more.", RUN),
+        _option(
+            "--fn-loss-weight",
+            "Weight of the false-negative Dice term (book: 8): missing nodule pixels cost more.",
+            RUN,
+        ),
     ] = SegmentationTraining.fn_loss_weight,
     bce_loss_weight: Annotated[
         float,
-        _option("--bce-loss-weight", "Weight of an added per-pixel cross-entropy term (0: the book's Dice-only loss); 1 learns a selective mask sooner.", RUN),
+        _option(
+            "--bce-loss-weight",
+            "Weight of an added per-pixel cross-entropy term (0: the book's Dice-only loss); 1 learns a selective mask sooner.",
+            RUN,
+        ),
     ] = SegmentationTraining.bce_loss_weight,
     background_share: Annotated[
         float,
-        _option("--background-share", "Share of training crops centred on non-nodule candidates (vessels, pleura) "
-                "instead of nodules (0: the book's); teaches the mask to leave them out.", RUN),
+        _option(
+            "--background-share",
+            "Share of training crops centred on non-nodule candidates (vessels, pleura) "
+            "instead of nodules (0: the book's); teaches the mask to leave them out.",
+            RUN,
+        ),
     ] = SegmentationTraining.background_share,
     seg_threshold: Annotated[
         float, _option("--seg-threshold", "Probability above which a pixel is nodule (metrics).", RUN)
@@ -301,9 +363,7 @@ def train_seg(
     val_stride: ValStrideOption = TrainConfig.val_stride,
     resume: ResumeOption = TrainConfig.resume,
     seed: SeedOption = TrainConfig.seed,
-    optimizer: Annotated[
-        OptimizerName, _option("--optimizer", OPTIMIZER_HELP, OPTIMIZER)
-    ] = OptimizerName(SEGMENTATION.optimizer),
+    optimizer: Annotated[OptimizerName, _option("--optimizer", OPTIMIZER_HELP, OPTIMIZER)] = SEGMENTATION_OPTIMIZER,
     lr: Annotated[float, _option("--lr", LR_HELP, OPTIMIZER)] = SEGMENTATION.lr,
     momentum: MomentumOption = TrainConfig.momentum,
     weight_decay: WeightDecayOption = TrainConfig.weight_decay,
@@ -327,21 +387,41 @@ def train_seg(
 
     OUT/last.ckpt is saved every epoch, OUT/best.ckpt at the best validation Dice; TensorBoard logs in OUT/tensorboard.
     """
-    _run(TrainConfig(
-        task="seg", data_roots=tuple(resolve_data_roots(data_root)), out_dir=_out(out, "seg"), cache_dir=cache_dir,
-        run_name=run_name, epochs=epochs, epoch_size=epoch_size, batch_size=batch_size, optimizer=optimizer.value,
-        lr=lr, momentum=momentum, weight_decay=weight_decay,
-        augmentation=_augmentation(
-            SEGMENTATION.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
-        ),
-        seed=seed, device=device, precision=precision.value, channels_last=channels_last,
-        workers=_workers(workers, num_workers), threads=threads, resume=resume, val_every=val_every,
-        val_stride=val_stride, exclude_series=_excluded(exclude_series),
-        segmentation=SegmentationTraining(
-            fn_loss_weight=fn_loss_weight, bce_loss_weight=bce_loss_weight, seg_threshold=seg_threshold,
-            background_share=background_share,
-        ),
-    ))
+    _run(
+        TrainConfig(
+            task="seg",
+            data_roots=tuple(resolve_data_roots(data_root)),
+            out_dir=_out(out, "seg"),
+            cache_dir=cache_dir,
+            run_name=run_name,
+            epochs=epochs,
+            epoch_size=epoch_size,
+            batch_size=batch_size,
+            optimizer=optimizer.value,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            augmentation=_augmentation(
+                SEGMENTATION.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
+            ),
+            seed=seed,
+            device=device,
+            precision=precision.value,
+            channels_last=channels_last,
+            workers=_workers(workers, num_workers),
+            threads=threads,
+            resume=resume,
+            val_every=val_every,
+            val_stride=val_stride,
+            exclude_series=_excluded(exclude_series),
+            segmentation=SegmentationTraining(
+                fn_loss_weight=fn_loss_weight,
+                bce_loss_weight=bce_loss_weight,
+                seg_threshold=seg_threshold,
+                background_share=background_share,
+            ),
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

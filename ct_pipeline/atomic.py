@@ -49,7 +49,9 @@ def write_failure(path: os.PathLike | str, err: Exception, option: str = "") -> 
     else:
         reason = " ".join(str(err).split())  # one line, whatever the library wrote
     named = f"{option} {path}" if option else str(path)
-    return OutputError(f"{named}: cannot write there ({reason}); free space, fix the permissions or choose another path")
+    return OutputError(
+        f"{named}: cannot write there ({reason}); free space, fix the permissions or choose another path"
+    )
 
 
 def _free_bytes(folder: Path) -> float:

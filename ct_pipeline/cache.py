@@ -38,9 +38,9 @@ import diskcache
 import numpy as np
 
 from ct_pipeline.atomic import write_failure
+from ct_pipeline.crops import crop_start_irc, cut_crop
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import DEFAULT_SIZE_LIMIT_GB, network_filesystem_warning
-from ct_pipeline.crops import crop_start_irc, cut_crop
 from ct_pipeline.volume import HU_AIR
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,9 @@ class CropCache:
         try:
             with open(path, "rb") as data:
                 version = np.lib.format.read_magic(data)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = read_header(data)
                 header_bytes = data.tell()
             expected = header_bytes + int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -301,7 +303,9 @@ class CropCache:
         return None
 
     def _drop_corrupt(self, key: str, reason: str) -> None:
-        log.warning("cache entry for series %s is corrupt (%s); deleting it, it will be recomputed", key.split("|")[1], reason)
+        log.warning(
+            "cache entry for series %s is corrupt (%s); deleting it, it will be recomputed", key.split("|")[1], reason
+        )
         self.delete(key)
 
     def _read(self, key: str) -> CachedRegion | None:

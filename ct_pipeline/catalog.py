@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from ct_pipeline.errors import BadDataError, BadInputError
+from ct_pipeline.loading.series_index import SeriesEntry, require_some_series, scan_roots
 from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, sort_candidate_table, split_series
 from ct_pipeline.pacs.server import DicomwebServer
 from ct_pipeline.paths import validate_series_uid
-from ct_pipeline.loading.series_index import SeriesEntry, require_some_series, scan_roots
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,9 @@ def open_catalog(
     return Catalog(tuple(roots), entries, table)
 
 
-def _fetched_entries(server: DicomwebServer, series_uids: Sequence[str], cache_dir: Path | None) -> dict[str, SeriesEntry]:
+def _fetched_entries(
+    server: DicomwebServer, series_uids: Sequence[str], cache_dir: Path | None
+) -> dict[str, SeriesEntry]:
     from ct_pipeline.loading import LoadOptions, find_entry
 
     options = LoadOptions(dicomweb=server)

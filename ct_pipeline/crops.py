@@ -14,7 +14,9 @@ import numpy as np
 
 def crop_start_irc(center_irc: np.ndarray, crop_shape_irc: tuple[int, int, int]) -> np.ndarray:
     """int64 first voxel (..., 3) of the crop around each rounded voxel centre (..., 3)."""
-    return np.rint(np.asarray(center_irc, dtype=np.float64)).astype(np.int64) - np.asarray(crop_shape_irc, np.int64) // 2
+    return (
+        np.rint(np.asarray(center_irc, dtype=np.float64)).astype(np.int64) - np.asarray(crop_shape_irc, np.int64) // 2
+    )
 
 
 def cut_crop(array: np.ndarray, start_irc: np.ndarray, crop_shape_irc: tuple[int, int, int], pad_value) -> np.ndarray:

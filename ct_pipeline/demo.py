@@ -16,7 +16,14 @@ from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.recipe import (
-    RECIPES, Recipe, RecipeLayout, RecipeStep, Runner, recipe_steps, recipe_summary, run_steps,
+    RECIPES,
+    Recipe,
+    RecipeLayout,
+    RecipeStep,
+    Runner,
+    recipe_steps,
+    recipe_summary,
+    run_steps,
 )
 from ct_pipeline.run_lock import output_lock
 
@@ -49,10 +56,22 @@ def demo_steps(out_dir: Path, scale: DemoScale) -> list[RecipeStep]:
     layout = demo_layout(out_dir)
     steps: list[RecipeStep] = []
     if not (layout.data_root / "candidates.csv").is_file():
-        steps.append(RecipeStep("synth", (
-            "synth", str(layout.data_root), "--series", str(scale.series), "--size", scale.size,
-            "--seed", str(scale.seed), "--overwrite",
-        )))
+        steps.append(
+            RecipeStep(
+                "synth",
+                (
+                    "synth",
+                    str(layout.data_root),
+                    "--series",
+                    str(scale.series),
+                    "--size",
+                    scale.size,
+                    "--seed",
+                    str(scale.seed),
+                    "--overwrite",
+                ),
+            )
+        )
     return steps + recipe_steps(layout, scale.recipe, scale.val_stride, report=True)
 
 
@@ -81,8 +100,10 @@ def demo_summary(out_dir: Path) -> dict:
     layout = demo_layout(out_dir)
     summary = recipe_summary(layout)
     summary["outputs"] = {
-        "report": str(out_dir / "report" / "index.html"), "froc_plot": str(out_dir / "froc.png"),
-        "tensorboard": f"tensorboard --logdir {layout.runs}", "checkpoints": str(layout.runs / "*" / "best.ckpt"),
+        "report": str(out_dir / "report" / "index.html"),
+        "froc_plot": str(out_dir / "froc.png"),
+        "tensorboard": f"tensorboard --logdir {layout.runs}",
+        "checkpoints": str(layout.runs / "*" / "best.ckpt"),
         "findings_csv": str(layout.findings_csv),
     }
     return summary

@@ -17,7 +17,7 @@ _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> this rank's GPU when there is one, else the CPU; "cuda" -> this rank's GPU;
+    """ "auto" -> this rank's GPU when there is one, else the CPU; "cuda" -> this rank's GPU;
     "cuda:N", "mps" and "cpu" as given, once this build and machine are known to have them.
 
     Raises:
@@ -41,7 +41,9 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             built = torch.backends.mps.is_built()
-            raise _missing(requested, "this machine has no Apple GPU" if built else "this torch build has no MPS support")
+            raise _missing(
+                requested, "this machine has no Apple GPU" if built else "this torch build has no MPS support"
+            )
     elif device.type != "cpu":
         # torch knows more device types (meta, xpu, ...) than the pipeline runs on.
         raise _missing(requested, "the pipeline runs on cpu, cuda and mps only")

@@ -47,7 +47,10 @@ SAME_NODULE_MM = 0.5
 
 
 def read_luna_csv(
-    path: Path, numeric: list[str], extra: list[str] = (), any_id: bool = False  # type: ignore[assignment]
+    path: Path,
+    numeric: list[str],
+    extra: list[str] = (),
+    any_id: bool = False,  # type: ignore[assignment]
 ) -> pd.DataFrame:
     """Read a LUNA16 CSV, requiring ``seriesuid`` and the ``numeric`` columns to be finite numbers.
 
@@ -130,7 +133,9 @@ def read_malignancy(path: Path) -> pd.DataFrame:
     frame = read_luna_csv(path, ["coordX", "coordY", "coordZ", "diameter_mm"], extra=["mal_bool"])
     _check_diameters(path, frame, excluded=False)
     frame["is_malignant"] = _parse_bool(path, frame, "mal_bool")
-    return _drop_duplicates(path, _rename(frame)[["series_uid", *CENTER_COLUMNS, "diameter_mm", "is_malignant"]], "nodule")
+    return _drop_duplicates(
+        path, _rename(frame)[["series_uid", *CENTER_COLUMNS, "diameter_mm", "is_malignant"]], "nodule"
+    )
 
 
 def read_findings_frame(path: Path) -> pd.DataFrame:
@@ -148,8 +153,12 @@ def read_findings_frame(path: Path) -> pd.DataFrame:
         log.warning(
             "%s: %d of %d probabilities are outside [0, 1] (line %d: %s); they are used as scores (the FROC only "
             "ranks them), but check that the column holds the findings' probabilities",
-            path, len(outside), len(frame), frame.index[first], frame["probability"].iloc[first],
-        )  # fmt: skip
+            path,
+            len(outside),
+            len(frame),
+            frame.index[first],
+            frame["probability"].iloc[first],
+        )
     return frame
 
 
@@ -174,8 +183,13 @@ def _drop_duplicates(path: Path, frame: pd.DataFrame, what: str) -> pd.DataFrame
     same_as = frame.index[(row_hash == row_hash.loc[lines[0]]).to_numpy()][0]
     log.warning(
         "%s: %d duplicate row%s dropped (line %d repeats line %d): each %s counts once",
-        path, len(lines), "s" if len(lines) > 1 else "", lines[0], same_as, what,
-    )  # fmt: skip
+        path,
+        len(lines),
+        "s" if len(lines) > 1 else "",
+        lines[0],
+        same_as,
+        what,
+    )
     return frame.loc[~duplicated]
 
 
@@ -225,7 +239,10 @@ class Luna16Tables:
     @classmethod
     def found_in(cls, root: Path) -> Luna16Tables | None:
         """The CSVs directly in ``root`` (the LUNA16 layout), whichever exist; None when none does."""
-        found = {name: (root / name if (root / name).is_file() else None) for name in (CANDIDATES_CSV, ANNOTATIONS_CSV, MALIGNANCY_CSV)}
+        found = {
+            name: (root / name if (root / name).is_file() else None)
+            for name in (CANDIDATES_CSV, ANNOTATIONS_CSV, MALIGNANCY_CSV)
+        }
         if not any(found.values()):
             return None
         return cls(found[CANDIDATES_CSV], found[ANNOTATIONS_CSV], found[MALIGNANCY_CSV])
@@ -276,7 +293,8 @@ def build_candidate_table(tables: Luna16Tables) -> pd.DataFrame:
 def sort_candidate_table(table: pd.DataFrame) -> pd.DataFrame:
     """By series, then nodules first by diameter descending, then centre: one order for any input order."""
     table = table.sort_values(
-        ["series_uid", "is_nodule", "diameter_mm", *CENTER_COLUMNS], ascending=[True, False, False, True, True, True],
+        ["series_uid", "is_nodule", "diameter_mm", *CENTER_COLUMNS],
+        ascending=[True, False, False, True, True, True],
         kind="stable",
     )
     return table.reset_index(drop=True)

@@ -25,9 +25,21 @@ ANYTHING = ("*",)
 # What a data root is read for: the LUNA16 tables at its top (the evaluation's too) and series
 # files at any depth. DICOM files without a suffix are not listed: no output of ours is named so.
 DATA_ROOT_READS = (
-    "candidates.csv", "annotations.csv", "annotations_with_malignancy.csv", "annotations_excluded.csv",
-    "seriesuids.csv", "*.mhd", "*.raw", "*.zraw", "*.mha", "*.nrrd", "*.nhdr", "*.nii", "*.nii.gz", "*.dcm",
-)  # fmt: skip
+    "candidates.csv",
+    "annotations.csv",
+    "annotations_with_malignancy.csv",
+    "annotations_excluded.csv",
+    "seriesuids.csv",
+    "*.mhd",
+    "*.raw",
+    "*.zraw",
+    "*.mha",
+    "*.nrrd",
+    "*.nhdr",
+    "*.nii",
+    "*.nii.gz",
+    "*.dcm",
+)
 
 
 @dataclass(frozen=True)

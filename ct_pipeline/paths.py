@@ -67,9 +67,7 @@ def resolve_data_roots(explicit: Sequence[os.PathLike | str] | None = None) -> l
         roots = [Path(p) for p in env.split(os.pathsep) if p]
     for root in roots:
         if not root.is_dir():
-            raise BadInputError(
-                f"data root {str(root)!r} is not a folder; pass --data-root DIR or set {DATA_ROOT_ENV}"
-            )
+            raise BadInputError(f"data root {str(root)!r} is not a folder; pass --data-root DIR or set {DATA_ROOT_ENV}")
     return [r.resolve() for r in roots]
 
 
@@ -96,8 +94,25 @@ def resolve_cache_dir(explicit: os.PathLike | str | None = None) -> Path:
 
 # File systems on which SQLite's locking (and so diskcache) is unreliable or slow.
 NETWORK_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
-     "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "panfs", "wekafs"}
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "afs",
+        "9p",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ceph",
+        "glusterfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "panfs",
+        "wekafs",
+    }
 )
 
 

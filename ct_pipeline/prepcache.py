@@ -11,7 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ct_pipeline.cache import CachedRegion, CropCache, RegionSpec, centers_fingerprint, region_box, region_key, stat_fingerprint
+from ct_pipeline.cache import (
+    CachedRegion,
+    CropCache,
+    RegionSpec,
+    centers_fingerprint,
+    region_box,
+    region_key,
+    stat_fingerprint,
+)
 from ct_pipeline.catalog import Catalog
 from ct_pipeline.errors import CtError, OutputError
 from ct_pipeline.loading import entry_files
@@ -91,7 +99,9 @@ def _fill(cache: CropCache, key: str, entry: SeriesEntry, candidates: pd.DataFra
     if n_outside:
         log.warning(
             "series %s: %d of %d candidates lie outside the volume and are skipped",
-            entry.series_uid, n_outside, len(candidates),
+            entry.series_uid,
+            n_outside,
+            len(candidates),
         )
     start, stop = region_box(volume.shape_irc, centers_irc[inside], candidates["is_nodule"].to_numpy()[inside], spec)
     hu = volume.hu[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
@@ -178,15 +188,21 @@ def prepcache(
             check()
             finished(fill_or_report(cache, *job[2:]))
     else:
-        _fill_in_processes(jobs, min(capped_workers(config.workers, "PrepcacheConfig.workers"), len(jobs)), finished, check)
+        _fill_in_processes(
+            jobs, min(capped_workers(config.workers, "PrepcacheConfig.workers"), len(jobs)), finished, check
+        )
     filled = sum(r.filled for r in results)
     failed = sum(r.failed for r in results)
     failures = f", {failed} failed" if failed else ""
-    log_file.line(f"finished: {filled} filled, {len(results) - filled - failed} already cached{failures} of {len(jobs)} series")
+    log_file.line(
+        f"finished: {filled} filled, {len(results) - filled - failed} already cached{failures} of {len(jobs)} series"
+    )
     return results
 
 
-def _fill_in_processes(jobs: list, workers: int, finished: Callable[[FillResult], None], check: Callable[[], None]) -> None:
+def _fill_in_processes(
+    jobs: list, workers: int, finished: Callable[[FillResult], None], check: Callable[[], None]
+) -> None:
     """Run ``jobs`` on ``workers`` processes, at most one series each at a time.
 
     Series are handed out one by one, so that a stop request (``check`` raises) waits only for the

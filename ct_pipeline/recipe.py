@@ -58,15 +58,29 @@ class Recipe:
 # end (it costs as much as an epoch).
 def _fast_seg(epochs: int, epoch_size: int, workers: int, val_every: int = 1) -> TrainConfig:
     return TrainConfig.for_task(
-        "seg", data_roots=_DATA, out_dir=_RUNS / "seg", epochs=epochs, epoch_size=epoch_size, workers=workers,
-        val_every=val_every, segmentation=SegmentationTraining(bce_loss_weight=1.0, fn_loss_weight=2.0),
+        "seg",
+        data_roots=_DATA,
+        out_dir=_RUNS / "seg",
+        epochs=epochs,
+        epoch_size=epoch_size,
+        workers=workers,
+        val_every=val_every,
+        segmentation=SegmentationTraining(bce_loss_weight=1.0, fn_loss_weight=2.0),
     )
 
 
 def _fast_cls(epochs: int, epoch_size: int, workers: int, val_every: int = 1) -> TrainConfig:
     return TrainConfig.for_task(
-        "cls", data_roots=_DATA, out_dir=_RUNS / "cls", epochs=epochs, epoch_size=epoch_size, workers=workers,
-        val_every=val_every, optimizer="adam", lr=1e-3, batch_size=16,
+        "cls",
+        data_roots=_DATA,
+        out_dir=_RUNS / "cls",
+        epochs=epochs,
+        epoch_size=epoch_size,
+        workers=workers,
+        val_every=val_every,
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=16,
         classification=ClassificationTraining(centre_head=True),
     )
 
@@ -76,8 +90,14 @@ def _mal(
 ) -> TrainConfig:
     """The malignancy fine-tune of the recipe's nodule classifier; ``shared``: TrainConfig options."""
     return TrainConfig.for_task(
-        "mal", data_roots=_DATA, out_dir=_RUNS / "mal", epochs=epochs, epoch_size=epoch_size, workers=workers,
-        malignancy=MalignancyTraining(finetune=_RUNS / "cls" / "best.ckpt", finetune_depth=depth), **shared,
+        "mal",
+        data_roots=_DATA,
+        out_dir=_RUNS / "mal",
+        epochs=epochs,
+        epoch_size=epoch_size,
+        workers=workers,
+        malignancy=MalignancyTraining(finetune=_RUNS / "cls" / "best.ckpt", finetune_depth=depth),
+        **shared,
     )
 
 
@@ -88,7 +108,13 @@ RECIPES = {
         cls=_fast_cls(12, 960, workers=1, val_every=12),
         # No scale augmentation for malignancy: it rescales the nodule by up to 20 %, and size is the strongest cue.
         mal=_mal(
-            8, 320, workers=1, depth=6, optimizer="adam", lr=1e-3, batch_size=16,
+            8,
+            320,
+            workers=1,
+            depth=6,
+            optimizer="adam",
+            lr=1e-3,
+            batch_size=16,
             augmentation=dataclasses.replace(TaskDefaults.malignancy().augmentation, scale_fraction=0.0),
         ),
     ),
@@ -151,8 +177,12 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
     def placed(name: str, config: TrainConfig) -> TrainConfig:
         run_dir = layout.runs / name
         return config.replace(
-            data_roots=(layout.data_root,), cache_dir=layout.cache_dir, out_dir=run_dir, run_name="",
-            val_stride=val_stride, seed=seed,
+            data_roots=(layout.data_root,),
+            cache_dir=layout.cache_dir,
+            out_dir=run_dir,
+            run_name="",
+            val_stride=val_stride,
+            seed=seed,
             resume=(run_dir / "last.ckpt").is_file(),  # finished: "already trained"; killed: continues
         )
 
@@ -179,23 +209,64 @@ def recipe_steps(
 
     steps = [RecipeStep("prepcache", ("prepcache", *common, "--workers", "2")), train("seg")]
     if recipe.hard_negatives and not layout.hard_negatives.is_file():
-        steps.append(RecipeStep("hard-negatives", (
-            "hard-negatives", "--seg-model", str(layout.best("seg")), *common,
-            "--val-stride", str(val_stride), "--out", str(layout.hard_negatives),
-        )))
+        steps.append(
+            RecipeStep(
+                "hard-negatives",
+                (
+                    "hard-negatives",
+                    "--seg-model",
+                    str(layout.best("seg")),
+                    *common,
+                    "--val-stride",
+                    str(val_stride),
+                    "--out",
+                    str(layout.hard_negatives),
+                ),
+            )
+        )
     steps += [train("cls"), train("mal")]
     out = layout.out_dir
-    steps.append(RecipeStep("diagnose", (
-        "diagnose", *common, "--series-file", str(layout.val_series),
-        "--seg-model", str(layout.best("seg")), "--cls-model", str(layout.best("cls")),
-        "--mal-model", str(layout.best("mal")), "--out", str(out / "findings"), "--csv", str(layout.findings_csv),
-        *(("--report", str(out / "report")) if report else ()),
-        "--threshold", "0.9",  # what the table and the report show; the CSV (and so the FROC) keeps every candidate
-    )))
-    steps.append(RecipeStep("evaluate", (
-        "evaluate", str(layout.findings_csv), "--annotations", str(layout.data_root / "annotations.csv"),
-        "--series-file", str(layout.val_series), "--plot", str(out / "froc.png"), "--bootstrap", "200",
-    )))
+    steps.append(
+        RecipeStep(
+            "diagnose",
+            (
+                "diagnose",
+                *common,
+                "--series-file",
+                str(layout.val_series),
+                "--seg-model",
+                str(layout.best("seg")),
+                "--cls-model",
+                str(layout.best("cls")),
+                "--mal-model",
+                str(layout.best("mal")),
+                "--out",
+                str(out / "findings"),
+                "--csv",
+                str(layout.findings_csv),
+                *(("--report", str(out / "report")) if report else ()),
+                "--threshold",
+                "0.9",  # what the table and the report show; the CSV (and so the FROC) keeps every candidate
+            ),
+        )
+    )
+    steps.append(
+        RecipeStep(
+            "evaluate",
+            (
+                "evaluate",
+                str(layout.findings_csv),
+                "--annotations",
+                str(layout.data_root / "annotations.csv"),
+                "--series-file",
+                str(layout.val_series),
+                "--plot",
+                str(out / "froc.png"),
+                "--bootstrap",
+                "200",
+            ),
+        )
+    )
     return steps
 
 
@@ -205,16 +276,41 @@ def held_out_steps(layout: RecipeLayout, test_root: Path) -> list[RecipeStep]:
     test = layout.test_dir
     common = ("--data-root", str(test_root), "--cache-dir", str(test / "cache"))
     return [
-        RecipeStep("test-diagnose", (
-            "diagnose", *common, "--series-file", str(test / "series.txt"),
-            "--seg-model", str(layout.best("seg")), "--cls-model", str(layout.best("cls")),
-            "--out", str(test / "findings"), "--csv", str(test / "findings.csv"), "--threshold", "0.9",
-        )),
-        RecipeStep("test-evaluate", (
-            "evaluate", str(test / "findings.csv"), "--annotations", str(test_root / "annotations.csv"),
-            "--series-file", str(test / "series.txt"), "--plot", str(test / "froc.png"), "--bootstrap", "200",
-        )),
-    ]  # fmt: skip
+        RecipeStep(
+            "test-diagnose",
+            (
+                "diagnose",
+                *common,
+                "--series-file",
+                str(test / "series.txt"),
+                "--seg-model",
+                str(layout.best("seg")),
+                "--cls-model",
+                str(layout.best("cls")),
+                "--out",
+                str(test / "findings"),
+                "--csv",
+                str(test / "findings.csv"),
+                "--threshold",
+                "0.9",
+            ),
+        ),
+        RecipeStep(
+            "test-evaluate",
+            (
+                "evaluate",
+                str(test / "findings.csv"),
+                "--annotations",
+                str(test_root / "annotations.csv"),
+                "--series-file",
+                str(test / "series.txt"),
+                "--plot",
+                str(test / "froc.png"),
+                "--bootstrap",
+                "200",
+            ),
+        ),
+    ]
 
 
 def write_held_out_series(layout: RecipeLayout, test_root: Path) -> Path:
@@ -223,7 +319,9 @@ def write_held_out_series(layout: RecipeLayout, test_root: Path) -> Path:
 
     path = layout.test_dir / "series.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(f"{uid}\n" for uid in open_catalog([test_root], layout.test_dir / "cache").series_uids))
+    atomic_write_text(
+        path, "".join(f"{uid}\n" for uid in open_catalog([test_root], layout.test_dir / "cache").series_uids)
+    )
     return path
 
 
@@ -274,7 +372,9 @@ def _number(value) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def candidate_recall(findings_csv: Path, annotations_csv: Path, series_uids: Sequence[str], min_diameter_mm: float = 4.0) -> dict:
+def candidate_recall(
+    findings_csv: Path, annotations_csv: Path, series_uids: Sequence[str], min_diameter_mm: float = 4.0
+) -> dict:
     """Share of annotated nodules >= ``min_diameter_mm`` in ``series_uids`` with any finding (of
     any probability, no cap) within their radius: what the U-Net and the grouping let through."""
     import numpy as np
@@ -284,7 +384,9 @@ def candidate_recall(findings_csv: Path, annotations_csv: Path, series_uids: Seq
     nodules = read_annotations(annotations_csv)
     nodules = nodules[nodules["series_uid"].isin(set(series_uids)) & (nodules["diameter_mm"] >= min_diameter_mm)]
     findings = read_findings_frame(findings_csv)
-    by_series = {uid: group[["coordX", "coordY", "coordZ"]].to_numpy(np.float64) for uid, group in findings.groupby("seriesuid")}
+    by_series = {
+        uid: group[["coordX", "coordY", "coordZ"]].to_numpy(np.float64) for uid, group in findings.groupby("seriesuid")
+    }
     found = 0
     for row in nodules.itertuples():
         centers = by_series.get(row.series_uid)
@@ -292,8 +394,11 @@ def candidate_recall(findings_csv: Path, annotations_csv: Path, series_uids: Seq
         found += centers is not None and bool((np.linalg.norm(centers - center, axis=1) <= row.diameter_mm / 2).any())
     per_scan = len(findings[findings["seriesuid"].isin(set(series_uids))]) / max(len(series_uids), 1)
     return {
-        "recall": found / len(nodules) if len(nodules) else None, "nodules": len(nodules), "found": found,
-        "min_diameter_mm": min_diameter_mm, "candidates_per_scan": round(per_scan, 1),
+        "recall": found / len(nodules) if len(nodules) else None,
+        "nodules": len(nodules),
+        "found": found,
+        "min_diameter_mm": min_diameter_mm,
+        "candidates_per_scan": round(per_scan, 1),
     }
 
 
@@ -314,17 +419,22 @@ def recipe_summary(layout: RecipeLayout, bootstrap_samples: int = 0) -> dict:
     val_series = [line.strip() for line in layout.val_series.read_text().splitlines() if line.strip()]
     return {
         "segmentation": {
-            "nodule_recall_4mm": _number(seg.get("nodule_recall_4mm")), "nodules": _number(seg.get("nodules")),
-            "pixel_precision": _number(seg.get("precision")), "pixel_recall": _number(seg.get("recall")),
+            "nodule_recall_4mm": _number(seg.get("nodule_recall_4mm")),
+            "nodules": _number(seg.get("nodules")),
+            "pixel_precision": _number(seg.get("precision")),
+            "pixel_recall": _number(seg.get("recall")),
             "dice": _number(seg.get("dice")),
         },
         "nodule_classifier": {"roc_auc": _number(cls.get("roc_auc")), "f1": _number(cls.get("f1"))},
         "malignancy_classifier": {
-            "roc_auc": _number(mal.get("roc_auc")), "size_only_auc": _number(mal.get("size_auc")),
+            "roc_auc": _number(mal.get("roc_auc")),
+            "size_only_auc": _number(mal.get("size_auc")),
             "size_threshold_auc": _number(mal.get("size_threshold_auc")),
             "size_threshold_mm": _number(mal.get("size_threshold_mm")),
         },
-        "detection": detection_summary(layout.findings_csv, layout.data_root / "annotations.csv", layout.val_series, bootstrap_samples),
+        "detection": detection_summary(
+            layout.findings_csv, layout.data_root / "annotations.csv", layout.val_series, bootstrap_samples
+        ),
         "candidate_recall": candidate_recall(layout.findings_csv, layout.data_root / "annotations.csv", val_series),
     }
 
@@ -335,13 +445,18 @@ def detection_summary(findings_csv: Path, annotations_csv: Path, series_file: Pa
     from ct_pipeline.evaluation.froc import FrocConfig, evaluate_froc_files
 
     report = evaluate_froc_files(
-        findings_csv, annotations_csv, series_file=series_file,
+        findings_csv,
+        annotations_csv,
+        series_file=series_file,
         config=FrocConfig(bootstrap_samples=bootstrap_samples, by_size=True),
-    )  # fmt: skip
+    )
     froc = report.overall
     return {
-        "cpm": _number(froc.cpm), "cpm_ci95": report.to_dict()["cpm_ci95"],
-        "nodules": froc.n_nodules, "detected": froc.n_detected, "scans": report.n_scans,
+        "cpm": _number(froc.cpm),
+        "cpm_ci95": report.to_dict()["cpm_ci95"],
+        "nodules": froc.n_nodules,
+        "detected": froc.n_detected,
+        "scans": report.n_scans,
         "sensitivity_at_fp_per_scan": dict(zip((str(r) for r in froc.fp_rates), map(_number, froc.sensitivity))),
         "by_size": {
             group.label: {"nodules": group.n_nodules, "detected": group.n_detected, "cpm": _number(group.cpm)}
@@ -359,7 +474,9 @@ def held_out_summary(layout: RecipeLayout, test_root: Path, bootstrap_samples: i
     """
     test = layout.test_dir
     if not (test / "findings.csv").is_file():
-        raise BadInputError(f"{test} holds no diagnosed test set (no findings.csv); run the recipe with --test-root first")
+        raise BadInputError(
+            f"{test} holds no diagnosed test set (no findings.csv); run the recipe with --test-root first"
+        )
     series = [line.strip() for line in (test / "series.txt").read_text().splitlines() if line.strip()]
     annotations = test_root / "annotations.csv"
     return {

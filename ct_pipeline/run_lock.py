@@ -56,7 +56,12 @@ def output_lock(folder: os.PathLike | str, option: str, name: str = LOCK_NAME) -
         except OSError as err:
             # A file system without flock (Lustre mounted without it, some NFS set-ups): refusing
             # every run there would be worse than running unguarded, so say so and go on.
-            log.warning("%s %s: cannot lock it (%s); running without the one-run-per-folder guard", option, folder, err.strerror or err)
+            log.warning(
+                "%s %s: cannot lock it (%s); running without the one-run-per-folder guard",
+                option,
+                folder,
+                err.strerror or err,
+            )
             locked = False
         if locked:
             os.ftruncate(fd, 0)

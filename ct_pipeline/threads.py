@@ -151,12 +151,19 @@ def _capped(number: int, source: str, limit: ThreadBudget) -> ThreadBudget:
         return ThreadBudget(number, source)
     cpus = f"{limit.threads} CPU{'s' if limit.threads > 1 else ''}"
     log.warning(
-        "%s %d is more than the %s this process may use (%s); using %d", source, number, cpus, limit.source, limit.threads
+        "%s %d is more than the %s this process may use (%s); using %d",
+        source,
+        number,
+        cpus,
+        limit.source,
+        limit.threads,
     )
     return ThreadBudget(limit.threads, f"{source} capped at {limit.source}")
 
 
-def cgroup_cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_self_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+def cgroup_cpu_quota(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), proc_self_cgroup: Path = Path("/proc/self/cgroup")
+) -> int | None:
     """CPUs allowed by this process's cgroup quota (rounded up), or None when unlimited or unknown.
 
     Every level from the process's own cgroup up to the root counts: the smallest quota holds.

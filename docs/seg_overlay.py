@@ -33,8 +33,9 @@ def main(ct_dir: str, seg_file: str, segment: str, out_png: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [str(tool), "--inputDICOM", seg_file, "--outputDirectory", tmp, "--outputType", "nrrd"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         image = sitk.ReadImage(str(Path(tmp) / f"{segment}.nrrd"))
     mask = sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) > 0
     index = int(mask.sum(axis=(1, 2)).argmax())
@@ -47,7 +48,10 @@ def main(ct_dir: str, seg_file: str, segment: str, out_png: str) -> int:
         pixels, outline = volume.hu[index], mask[index]
         if zoom:
             r0, c0 = max(centre[0] - half, 0), max(centre[1] - half, 0)
-            pixels, outline = pixels[r0 : r0 + 2 * half, c0 : c0 + 2 * half], outline[r0 : r0 + 2 * half, c0 : c0 + 2 * half]
+            pixels, outline = (
+                pixels[r0 : r0 + 2 * half, c0 : c0 + 2 * half],
+                outline[r0 : r0 + 2 * half, c0 : c0 + 2 * half],
+            )
         axis.imshow(pixels, **window)
         axis.contour(outline, levels=[0.5], colors="#ff4040", linewidths=1.2)
         axis.set_axis_off()

@@ -60,8 +60,14 @@ def tiny(tmp_path):
 def _isolated_env(monkeypatch, tmp_path_factory):
     """No test reads the developer's CT_DATA_ROOT or PACS settings, or writes the checkout's data_cache/."""
     monkeypatch.delenv("CT_DATA_ROOT", raising=False)
-    for name in ("CT_DICOMWEB", "CT_DICOMWEB_USER", "CT_DICOMWEB_PASSWORD", "CT_DICOMWEB_TOKEN", "CT_DICOMWEB_NETRC",
-                 "CT_DICOMWEB_CA_BUNDLE"):  # fmt: skip
+    for name in (
+        "CT_DICOMWEB",
+        "CT_DICOMWEB_USER",
+        "CT_DICOMWEB_PASSWORD",
+        "CT_DICOMWEB_TOKEN",
+        "CT_DICOMWEB_NETRC",
+        "CT_DICOMWEB_CA_BUNDLE",
+    ):
         monkeypatch.delenv(name, raising=False)  # nor the developer's PACS
     monkeypatch.setenv("CT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 

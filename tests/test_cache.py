@@ -42,8 +42,14 @@ def test_cached_crops_equal_crops_of_the_raw_volume(tiny):
 
 @pytest.mark.parametrize(
     "center, face",
-    [((0, 32, 32), "index-low"), ((39, 32, 32), "index-high"), ((20, 0, 32), "row-low"),
-     ((20, 63, 32), "row-high"), ((20, 32, 0), "col-low"), ((20, 32, 63), "col-high")],
+    [
+        ((0, 32, 32), "index-low"),
+        ((39, 32, 32), "index-high"),
+        ((20, 0, 32), "row-low"),
+        ((20, 63, 32), "row-high"),
+        ((20, 32, 0), "col-low"),
+        ((20, 32, 63), "col-high"),
+    ],
 )
 def test_crops_past_each_face_are_padded_with_air_and_stay_centred(tiny, center, face):
     _, catalog, cache = tiny
@@ -150,7 +156,10 @@ def _prepcache_cli(root, cache_dir, *extra):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "prepcache", "--data-root", str(root), "--cache-dir", str(cache_dir), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -186,7 +195,9 @@ def test_killed_prepcache_resumes_without_redoing_work(tiny, tmp_path):
     victim.kill()
     victim.communicate()
     cache = CropCache(cache_dir)
-    done_before = {uid for uid in SERIES if cache.contains(key_for(catalog.entries[uid], catalog.candidates_of(uid), RegionSpec()))}
+    done_before = {
+        uid for uid in SERIES if cache.contains(key_for(catalog.entries[uid], catalog.candidates_of(uid), RegionSpec()))
+    }
     assert SERIES[0] in done_before
     results = prepcache(catalog, cache, PrepcacheConfig())
     assert {r.series_uid for r in results if r.filled} == set(SERIES) - done_before

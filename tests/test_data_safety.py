@@ -24,8 +24,8 @@ from ct_pipeline import __version__
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import open_catalog
 from ct_pipeline.errors import OutputError
-from ct_pipeline.models import LunaClassifier, save_checkpoint
 from ct_pipeline.loading.fingerprint import sha256_of_file
+from ct_pipeline.models import LunaClassifier, save_checkpoint
 from ct_pipeline.prepcache import key_for
 from tests.helpers.cli_process import error_line, run_ct, words
 from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
@@ -34,7 +34,9 @@ from tests.helpers.training_data import series_uid, write_training_luna
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file below ``folder`` with its size and mtime: what 'nothing else changed' compares."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 # -- ct synth --overwrite ------------------------------------------------------------------------
@@ -89,7 +91,10 @@ def test_a_random_bytes_dcm_is_skipped_with_a_warning_and_the_other_series_stay_
 
     listed = run_ct("series", "list", "--data-root", root, "--cache-dir", tmp_path / "cache")
     assert listed.exit_code == 0, listed.output
-    assert re.search(r"WARNING: skipped 1 unreadable DICOM file \(corrupt, truncated or not DICOM\): .*noise\.dcm", words(listed.stderr))
+    assert re.search(
+        r"WARNING: skipped 1 unreadable DICOM file \(corrupt, truncated or not DICOM\): .*noise\.dcm",
+        words(listed.stderr),
+    )
     assert series_uid(0) in words(listed.stdout).replace(" ", "") or series_uid(0)[:20] in listed.stdout
     info = run_ct("info", series_uid(1), "--data-root", root, "--cache-dir", tmp_path / "cache")
     assert info.exit_code == 0, info.output
@@ -118,7 +123,11 @@ def test_prepcache_goes_on_past_a_truncated_raw_and_ends_with_exit_3(tmp_path, w
     assert result.stderr.splitlines()[-1] == f"1 of 4 series failed: {bad}; the others are cached"
     catalog = open_catalog([root], cache_dir)
     cache = CropCache(cache_dir)
-    cached = {uid for uid in catalog.series_uids if cache.contains(key_for(catalog.entries[uid], catalog.candidates_of(uid), RegionSpec()))}
+    cached = {
+        uid
+        for uid in catalog.series_uids
+        if cache.contains(key_for(catalog.entries[uid], catalog.candidates_of(uid), RegionSpec()))
+    }
     cache.close()
     assert cached == set(catalog.series_uids) - {bad}
     assert log.read_text().splitlines()[-1].endswith("end: 1 of 4 series failed")
@@ -128,17 +137,30 @@ def test_training_refuses_unreadable_series_at_start_and_runs_without_them_when_
     root = write_training_luna(tmp_path / "luna", n_series=6)
     bad = _truncate_raw(root, 1)
     out = tmp_path / "run"
-    args = ("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--epochs", 1, "--epoch-size", 16,
-            "--batch-size", 8, "--val-stride", 3, "--workers", 0)  # fmt: skip
+    args = (
+        "train-cls",
+        "--data-root",
+        root,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--epochs",
+        1,
+        "--epoch-size",
+        16,
+        "--batch-size",
+        8,
+        "--val-stride",
+        3,
+        "--workers",
+        0,
+    )
 
     refused = run_ct(*args, "--out", out)
 
     assert refused.exit_code == 2, refused.output
     listing = out / "unreadable-series.txt"
     assert error_line(refused).startswith(f"error: 1 series cannot be read, so training does not start: {bad} (")
-    assert error_line(refused).endswith(
-        f"leave them out with --exclude-series {listing} (their UIDs, one per line)"
-    )
+    assert error_line(refused).endswith(f"leave them out with --exclude-series {listing} (their UIDs, one per line)")
     assert listing.read_text() == f"{bad}\n"
     assert not (out / "last.ckpt").exists()
 
@@ -159,8 +181,23 @@ def test_a_validation_split_without_a_nodule_is_refused_at_start(tmp_path):
     for name in ("annotations.csv", "annotations_with_malignancy.csv"):
         lines = (root / name).read_text().splitlines()
         (root / name).write_text("\n".join(line for line in lines if line.split(",")[0] not in val) + "\n")
-    result = run_ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run",
-                 "--epochs", 1, "--epoch-size", 16, "--val-stride", 2, "--workers", 0)  # fmt: skip
+    result = run_ct(
+        "train-cls",
+        "--data-root",
+        root,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        1,
+        "--epoch-size",
+        16,
+        "--val-stride",
+        2,
+        "--workers",
+        0,
+    )
     assert result.exit_code == 2, result.output
     assert error_line(result) == (
         "error: the validation split (every 2-th series: 2 series) holds no nodule candidate, so validation "
@@ -195,8 +232,25 @@ def test_a_deleted_data_file_is_a_corrupt_entry_that_prepcache_and_training_refi
     path = cache.data_path(key)
     path.unlink()
     cache.close()
-    trained = run_ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
-                  "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--workers", 0)  # fmt: skip
+    trained = run_ct(
+        "train-cls",
+        "--data-root",
+        root,
+        "--cache-dir",
+        cache_dir,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        1,
+        "--epoch-size",
+        16,
+        "--batch-size",
+        8,
+        "--val-stride",
+        3,
+        "--workers",
+        0,
+    )
     assert trained.exit_code == 0, trained.output
 
 
@@ -212,7 +266,9 @@ def test_partial_data_files_are_counted_by_info_and_removed_by_clear(tmp_path):
     cleared = run_ct("cache", "clear", "--cache-dir", cache_dir, "--yes")
     assert cleared.exit_code == 0
     assert not leftover.exists()
-    assert words(run_ct("cache", "info", "--cache-dir", cache_dir).stdout).startswith(f"{cache_dir / 'crops'}: 0 series")
+    assert words(run_ct("cache", "info", "--cache-dir", cache_dir).stdout).startswith(
+        f"{cache_dir / 'crops'}: 0 series"
+    )
 
 
 def test_cache_clear_answered_no_keeps_everything_and_without_a_terminal_needs_yes(tmp_path):
@@ -264,11 +320,32 @@ def test_a_checkpoint_with_nan_weights_is_refused_at_load(tmp_path):
 def test_a_diverging_run_stops_at_the_first_non_finite_loss_with_exit_2(tmp_path):
     root = write_training_luna(tmp_path / "luna")
     out = tmp_path / "run"
-    result = run_ct("train-cls", "--data-root", root, "--cache-dir", tmp_path / "cache", "--out", out, "--epochs", 3,
-                 "--epoch-size", 64, "--batch-size", 8, "--val-stride", 3, "--workers", 0, "--lr", 10)  # fmt: skip
+    result = run_ct(
+        "train-cls",
+        "--data-root",
+        root,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        out,
+        "--epochs",
+        3,
+        "--epoch-size",
+        64,
+        "--batch-size",
+        8,
+        "--val-stride",
+        3,
+        "--workers",
+        0,
+        "--lr",
+        10,
+    )
     assert result.exit_code == 2, result.output
     line = error_line(result)
-    assert re.match(r"error: training diverged at epoch \d+, step \d+: the loss is (nan|inf); the learning rate \(--lr 10\)", line)
+    assert re.match(
+        r"error: training diverged at epoch \d+, step \d+: the loss is (nan|inf); the learning rate \(--lr 10\)", line
+    )
     assert "Traceback" not in result.output and "histogram" not in result.output.lower()
     for name in ("last.ckpt", "best.ckpt"):  # whatever was saved holds finite weights
         if (out / name).exists():
@@ -288,8 +365,21 @@ def diagnose_setup(tmp_path):
 
 
 def _diagnose(root, models, out, *extra):
-    return run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-               "--cls-model", models["cls"], "--concurrent-batches", 1, *extra)  # fmt: skip
+    return run_ct(
+        "diagnose",
+        "--all",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--concurrent-batches",
+        1,
+        *extra,
+    )
 
 
 def test_results_record_what_made_them_and_a_rerun_redoes_only_what_was_made_differently(diagnose_setup, tmp_path):
@@ -325,8 +415,20 @@ def test_merge_refuses_results_made_with_different_models_unless_allowed(diagnos
     out = tmp_path / "out"
     assert _diagnose(root, models, out, "--series-file", _series_file(tmp_path, uids[:1])).exit_code == 0
     # the other series with the other classifier, as a second array task might have run it
-    second = run_ct("diagnose", uids[1], "--data-root", root, "--out", out, "--seg-model", models["seg"],
-                 "--cls-model", other["cls"], "--concurrent-batches", 1)  # fmt: skip
+    second = run_ct(
+        "diagnose",
+        uids[1],
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        other["cls"],
+        "--concurrent-batches",
+        1,
+    )
     assert second.exit_code == 0, second.output
     before = _snapshot(out)
 
@@ -377,8 +479,18 @@ def test_an_unwritable_output_is_refused_before_the_work_with_the_path_and_reaso
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     target = blocker / ("findings.csv" if option == "--csv" else "dir")
-    result = run_ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
-                 option, target)  # fmt: skip
+    result = run_ct(
+        "diagnose",
+        uids[0],
+        "--data-root",
+        root,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        option,
+        target,
+    )
     assert result.exit_code == 2
     assert error_line(result) == (
         f"error: {option} {target}: cannot write there (a part of the path is a file, not a folder); free space, "
@@ -408,9 +520,24 @@ def test_two_prepcache_runs_at_once_fill_each_series_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     logs = [tmp_path / f"p{k}.log" for k in range(2)]
     runs = [
-        subprocess.Popen([sys.executable, "-m", "cli", "prepcache", "--data-root", str(root), "--cache-dir", str(cache_dir),
-                          "--log-file", str(log)], env=env, cwd=Path(__file__).resolve().parent.parent,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "prepcache",
+                "--data-root",
+                str(root),
+                "--cache-dir",
+                str(cache_dir),
+                "--log-file",
+                str(log),
+            ],
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for log in logs
     ]
     assert [run.wait(timeout=120) for run in runs] == [0, 0]
@@ -449,8 +576,18 @@ def test_every_output_option_under_a_file_is_exit_2_with_the_path_and_reason(tmp
 def test_the_report_page_says_what_made_the_findings(diagnose_setup, tmp_path):
     root, uids, models, _ = diagnose_setup
     report = tmp_path / "report"
-    result = run_ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
-                 "--report", report)  # fmt: skip
+    result = run_ct(
+        "diagnose",
+        uids[0],
+        "--data-root",
+        root,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--report",
+        report,
+    )
     assert result.exit_code == 0, result.output
     page = (report / "index.html").read_text()
     assert f"Made with ct {__version__}" in page

@@ -25,7 +25,13 @@ def _in_process(argv) -> int:
 def test_a_fresh_demo_writes_data_and_trains_from_scratch(tmp_path):
     steps = demo_steps(tmp_path, TINY)
     assert [s.name for s in steps] == [
-        "synth", "prepcache", "train-seg", "train-cls", "train-mal", "diagnose", "evaluate"
+        "synth",
+        "prepcache",
+        "train-seg",
+        "train-cls",
+        "train-mal",
+        "diagnose",
+        "evaluate",
     ]
     assert not any("--resume" in s.argv for s in steps)
     mal = steps[4].argv
@@ -69,7 +75,13 @@ def test_demo_smoke_every_step_on_tiny_data_then_a_second_run_reuses_it(tmp_path
     shown: list[str] = []
     summary = run_demo(out, TINY, runner=_in_process, announce=shown.append)
     assert [line.split()[2] for line in shown] == [
-        "synth", "prepcache", "train-seg", "train-cls", "train-cls", "diagnose", "evaluate"
+        "synth",
+        "prepcache",
+        "train-seg",
+        "train-cls",
+        "train-cls",
+        "diagnose",
+        "evaluate",
     ]
     assert (out / "report" / "index.html").is_file() and (out / "froc.png").is_file()
     assert json.loads((out / "summary.json").read_text()) == summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from ct_pipeline.devices import available_devices
 from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
@@ -20,12 +21,16 @@ def _expected(device: str) -> str:
         return "error: --device 'meta' is not a device ct runs on; use cpu, cuda, cuda:N, mps or auto"
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "mps":
-        why = "this machine has no Apple GPU" if torch.backends.mps.is_built() else "this torch build has no MPS support"
+        why = (
+            "this machine has no Apple GPU" if torch.backends.mps.is_built() else "this torch build has no MPS support"
+        )
     elif n_gpus == 0:
         why = "torch sees no GPU here"
     else:
         why = f"torch sees {n_gpus} GPU{'s' if n_gpus > 1 else ''} here"
-    return f"error: --device {device}: {why}; this machine has {', '.join(available_devices())}: use one of them or auto"
+    return (
+        f"error: --device {device}: {why}; this machine has {', '.join(available_devices())}: use one of them or auto"
+    )
 
 
 @pytest.fixture()
@@ -46,11 +51,32 @@ def test_a_device_this_machine_lacks_is_one_line_exit_2_and_nothing_written(setu
     tmp_path, models, root, uids = setup
     out = tmp_path / "out"
     if command == "diagnose":
-        args = ["diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
-                "--out", out]  # fmt: skip
+        args = [
+            "diagnose",
+            uids[0],
+            "--data-root",
+            root,
+            "--seg-model",
+            models["seg"],
+            "--cls-model",
+            models["cls"],
+            "--out",
+            out,
+        ]
     elif command == "compare":
-        args = ["compare", uids[0], uids[1], "--data-root", root, "--seg-model", models["seg"],
-                "--cls-model", models["cls"], "--report", out]  # fmt: skip
+        args = [
+            "compare",
+            uids[0],
+            uids[1],
+            "--data-root",
+            root,
+            "--seg-model",
+            models["seg"],
+            "--cls-model",
+            models["cls"],
+            "--report",
+            out,
+        ]
     else:
         root = write_tiny_luna(tmp_path / "tables")  # it mines the training series of the LUNA16 tables
         args = ["hard-negatives", "--data-root", root, "--seg-model", models["seg"], "--out", out / "hard.csv"]
@@ -58,7 +84,9 @@ def test_a_device_this_machine_lacks_is_one_line_exit_2_and_nothing_written(setu
     result = run_ct(*args, "--device", device)
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines()[-1] == _expected(device)
-    assert [line for line in result.stderr.splitlines() if line.startswith(("error", "internal"))] == [_expected(device)]
+    assert [line for line in result.stderr.splitlines() if line.startswith(("error", "internal"))] == [
+        _expected(device)
+    ]
     assert tree_digest(root, tmp_path / "models") == before
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} if out.exists() else set()
     assert written == set()  # refused before --out is created, locked or logged to
@@ -69,7 +97,17 @@ def test_a_gpu_where_torch_sees_none_is_one_line_exit_2(setup, device):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     tmp_path, models, root, uids = setup
-    result = run_ct("diagnose", uids[0], "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"],
-                 "--device", device)  # fmt: skip
+    result = run_ct(
+        "diagnose",
+        uids[0],
+        "--data-root",
+        root,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--device",
+        device,
+    )
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines()[-1] == _expected(device)

@@ -82,8 +82,27 @@ def test_prepcache_killed_midway_resumes_without_recomputing_and_leaves_no_corru
 def test_training_killed_mid_epoch_resumes_from_its_last_complete_checkpoint(tmp_path):
     root = write_training_luna(tmp_path / "luna", n_series=4)
     out = tmp_path / "run"
-    args = ["train-cls", "--data-root", root, "--out", out, "--epochs", "2", "--epoch-size", "8", "--batch-size", "8",
-            "--val-stride", "2", "--workers", "0", "--device", "cpu", "--seed", "3"]  # fmt: skip
+    args = [
+        "train-cls",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--epochs",
+        "2",
+        "--epoch-size",
+        "8",
+        "--batch-size",
+        "8",
+        "--val-stride",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+    ]
     victim = _start(tmp_path, *args)
     _kill_when(lambda: (out / "last.ckpt").exists(), victim)  # epoch 1 is saved; epoch 2 is running
 
@@ -104,8 +123,20 @@ def test_diagnose_batch_killed_midway_skips_the_finished_series_and_redoes_the_r
     uids = write_phantom_luna(root, 6)
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
-    args = ["diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-            "--cls-model", models["cls"], "--concurrent-batches", "1"]  # fmt: skip
+    args = [
+        "diagnose",
+        "--all",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--concurrent-batches",
+        "1",
+    ]
     victim = _start(tmp_path, *args)
     _kill_when(lambda: any(out.glob("1.*.json")), victim)
 

@@ -9,10 +9,40 @@ from pathlib import Path
 LIBRARY = Path(__file__).resolve().parent.parent / "ct_pipeline"
 # Infrastructure first (usable by every stage), then the stages in the order the data flows.
 ORDER = [
-    "ct_pipeline", "errors", "paths", "atomic", "outputs", "run_lock", "preemption", "logfile", "sharding", "threads",
-    "precision", "devices", "pacs",
-    "geometry", "volume", "pose", "dicom_writer", "loading", "luna16", "catalog", "synth", "crops", "cache", "prepcache",
-    "datasets", "models", "training", "diagnosis", "followup", "evaluation", "reports", "apps", "recipe", "demo",
+    "ct_pipeline",
+    "errors",
+    "paths",
+    "atomic",
+    "outputs",
+    "run_lock",
+    "preemption",
+    "logfile",
+    "sharding",
+    "threads",
+    "precision",
+    "devices",
+    "pacs",
+    "geometry",
+    "volume",
+    "pose",
+    "dicom_writer",
+    "loading",
+    "luna16",
+    "catalog",
+    "synth",
+    "crops",
+    "cache",
+    "prepcache",
+    "datasets",
+    "models",
+    "training",
+    "diagnosis",
+    "followup",
+    "evaluation",
+    "reports",
+    "apps",
+    "recipe",
+    "demo",
 ]
 
 
@@ -41,7 +71,11 @@ def _imports() -> dict[str, set[str]]:
 
 
 def test_every_unit_of_the_library_has_a_place_in_the_order():
-    units = {p.stem if p.is_file() else p.name for p in LIBRARY.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    units = {
+        p.stem if p.is_file() else p.name
+        for p in LIBRARY.iterdir()
+        if p.suffix == ".py" or (p / "__init__.py").exists()
+    }
     units = {("ct_pipeline" if u == "__init__" else u) for u in units}
     assert units <= set(ORDER), sorted(units - set(ORDER))
 
@@ -102,7 +136,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
     def visit(module: str, path: list[str]) -> None:
         if module in path:
-            cycles.append(path[path.index(module):] + [module])
+            cycles.append(path[path.index(module) :] + [module])
             return
         if module in done:
             return

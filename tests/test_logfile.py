@@ -47,11 +47,14 @@ def test_lines_and_library_warnings_are_appended_and_the_handler_removed(tmp_pat
     messages = _messages(path)
     assert messages[0].startswith("shard 1/4 INFO: start: shard 1/4 on ")
     assert messages[1:4] == [
-        "shard 1/4 INFO: first run", "shard 1/4 WARNING: a warning from the library", "shard 1/4 INFO: end: ok",
-    ]  # fmt: skip
+        "shard 1/4 INFO: first run",
+        "shard 1/4 WARNING: a warning from the library",
+        "shard 1/4 INFO: end: ok",
+    ]
     assert messages[4].startswith("shard 1/4 INFO: start: ") and messages[5:] == [
-        "shard 1/4 INFO: second run", "shard 1/4 INFO: end: ok",
-    ]  # fmt: skip
+        "shard 1/4 INFO: second run",
+        "shard 1/4 INFO: end: ok",
+    ]
 
 
 def test_an_error_is_written_re_raised_and_the_handler_still_removed(tmp_path):

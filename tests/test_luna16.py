@@ -84,7 +84,10 @@ def test_split_is_by_series_deterministic_and_disjoint():
 
 
 def test_line_numbers_count_blank_lines_and_empty_file_is_bad_data(tmp_path):
-    path = _write(tmp_path / "annotations.csv", f"seriesuid,coordX,coordY,coordZ,diameter_mm\n\n{UID_A},1,2,3,4\n\n{UID_A},x,2,3,4\n")
+    path = _write(
+        tmp_path / "annotations.csv",
+        f"seriesuid,coordX,coordY,coordZ,diameter_mm\n\n{UID_A},1,2,3,4\n\n{UID_A},x,2,3,4\n",
+    )
     with pytest.raises(BadDataError, match=r"annotations.csv:5: coordX = 'x'"):
         read_annotations(path)
     empty = _write(tmp_path / "empty.csv", "")

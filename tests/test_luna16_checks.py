@@ -97,14 +97,37 @@ def test_every_command_refuses_a_negative_annotated_diameter_with_the_same_line(
     out = tmp_path / "out"
     models = write_models(tmp_path / "models")
     common = ["--data-root", root]
-    train = ["--out", out / "run", "--epochs", 1, "--epoch-size", 4, "--batch-size", 4, "--val-stride", 2,
-             "--workers", 0, "--device", "cpu"]  # fmt: skip
+    train = [
+        "--out",
+        out / "run",
+        "--epochs",
+        1,
+        "--epoch-size",
+        4,
+        "--batch-size",
+        4,
+        "--val-stride",
+        2,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+    ]
     args = {
         "evaluate": ["evaluate", _findings(tmp_path), "--annotations", annotations, "--bootstrap", 0],
         "prepcache": ["prepcache", *common],
         "train-cls": ["train-cls", *common, *train],
         "train-seg": ["train-seg", *common, *train],
-        "hard-negatives": ["hard-negatives", *common, "--seg-model", models["seg"], "--out", out / "hard.csv", "--val-stride", 2],
+        "hard-negatives": [
+            "hard-negatives",
+            *common,
+            "--seg-model",
+            models["seg"],
+            "--out",
+            out / "hard.csv",
+            "--val-stride",
+            2,
+        ],
     }[command]
     before = tree_digest(root, tmp_path / "models")
     result = run_ct(*args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from ct_pipeline.dicom_writer import write_dicom_series
 from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
@@ -40,9 +41,20 @@ def test_diagnose_csv_over_the_data_roots_annotations_is_refused(tmp_path, data,
     before = tree_digest(data, models["seg"].parent)
     target = data / "annotations.csv"
     result = run_ct(
-        "diagnose", "--all", "--data-root", data, "--csv", target, *evaluate,
-        "--seg-model", models["seg"], "--cls-model", models["cls"], "--concurrent-batches", 1,
-    )  # fmt: skip
+        "diagnose",
+        "--all",
+        "--data-root",
+        data,
+        "--csv",
+        target,
+        *evaluate,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--concurrent-batches",
+        1,
+    )
     _refused(result, f"--csv {target} is a file this command reads (--data-root {data}); choose another --csv")
     assert tree_digest(data, models["seg"].parent) == before
 
@@ -54,8 +66,12 @@ def test_diagnose_out_folder_over_a_checkpoint_it_loads_is_refused(tmp_path, dat
     seg = out / "seg.json"  # an odd name, but a file the run reads
     shutil.copy(models["seg"], seg)
     before = tree_digest(data, out)
-    result = run_ct("diagnose", "--all", "--data-root", data, "--out", out, "--seg-model", seg, "--cls-model", models["cls"])
-    _refused(result, f"--out {out} would overwrite {seg}, which this command reads (--seg-model {seg}); choose another --out")
+    result = run_ct(
+        "diagnose", "--all", "--data-root", data, "--out", out, "--seg-model", seg, "--cls-model", models["cls"]
+    )
+    _refused(
+        result, f"--out {out} would overwrite {seg}, which this command reads (--seg-model {seg}); choose another --out"
+    )
     assert tree_digest(data, out) == before
 
 
@@ -64,10 +80,23 @@ def test_diagnose_evaluate_csv_over_its_annotations_file_is_refused(tmp_path, da
     shutil.copy(data / "annotations_with_malignancy.csv", annotations)
     before, truth = tree_digest(data), annotations.read_bytes()
     result = run_ct(
-        "diagnose", "--all", "--data-root", data, "--evaluate", "--annotations", annotations, "--csv", annotations,
-        "--seg-model", models["seg"], "--cls-model", models["cls"],
-    )  # fmt: skip
-    _refused(result, f"--csv {annotations} is a file this command reads (--annotations {annotations}); choose another --csv")
+        "diagnose",
+        "--all",
+        "--data-root",
+        data,
+        "--evaluate",
+        "--annotations",
+        annotations,
+        "--csv",
+        annotations,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+    )
+    _refused(
+        result, f"--csv {annotations} is a file this command reads (--annotations {annotations}); choose another --csv"
+    )
     assert tree_digest(data) == before and annotations.read_bytes() == truth
 
 
@@ -75,7 +104,9 @@ def test_diagnose_out_may_be_the_data_root_itself(tmp_path, data, models):
     """Nothing it writes there (*.json, findings.csv, logs/) is a table or a series: allowed, data kept."""
     tables = {name: (data / name).read_bytes() for name in ("annotations.csv", "candidates.csv")}
     uid = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))[0]
-    result = run_ct("diagnose", uid, "--data-root", data, "--out", data, "--seg-model", models["seg"], "--cls-model", models["cls"])
+    result = run_ct(
+        "diagnose", uid, "--data-root", data, "--out", data, "--seg-model", models["seg"], "--cls-model", models["cls"]
+    )
     assert result.exit_code == 0, result.output
     assert (data / f"{uid}.json").is_file() and (data / "findings.csv").is_file()
     assert {name: (data / name).read_bytes() for name in tables} == tables
@@ -87,9 +118,25 @@ def test_train_out_over_its_finetune_checkpoint_is_refused(tmp_path, data, model
     shutil.copy(models["cls"], run / "best.ckpt")
     before = tree_digest(data, run)
     result = run_ct(
-        "train-cls", "--malignancy", "--finetune", run / "best.ckpt", "--out", run, "--data-root", data,
-        "--epochs", 1, "--epoch-size", 8, "--batch-size", 4, "--workers", 0, "--device", "cpu",
-    )  # fmt: skip
+        "train-cls",
+        "--malignancy",
+        "--finetune",
+        run / "best.ckpt",
+        "--out",
+        run,
+        "--data-root",
+        data,
+        "--epochs",
+        1,
+        "--epoch-size",
+        8,
+        "--batch-size",
+        4,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+    )
     _refused(
         result,
         f"--out {run} would overwrite {run / 'best.ckpt'}, which this command reads (--finetune {run / 'best.ckpt'}); "
@@ -105,11 +152,27 @@ def test_train_out_over_extra_candidates_is_refused(tmp_path, data):
     shutil.copy(data / "candidates.csv", extra)
     before = tree_digest(data, run)
     result = run_ct(
-        "train-cls", "--extra-candidates", extra, "--out", run, "--data-root", data, "--epochs", 1, "--epoch-size", 8,
-        "--batch-size", 4, "--workers", 0, "--device", "cpu",
-    )  # fmt: skip
+        "train-cls",
+        "--extra-candidates",
+        extra,
+        "--out",
+        run,
+        "--data-root",
+        data,
+        "--epochs",
+        1,
+        "--epoch-size",
+        8,
+        "--batch-size",
+        4,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+    )
     _refused(
-        result, f"--out {run} would overwrite {extra}, which this command reads (--extra-candidates {extra}); choose another --out"
+        result,
+        f"--out {run} would overwrite {extra}, which this command reads (--extra-candidates {extra}); choose another --out",
     )
     assert tree_digest(data, run) == before
 
@@ -117,7 +180,9 @@ def test_train_out_over_extra_candidates_is_refused(tmp_path, data):
 def test_hard_negatives_out_over_the_data_roots_candidates_is_refused(data, models):
     before = tree_digest(data, models["seg"].parent)
     target = data / "candidates.csv"
-    result = run_ct("hard-negatives", "--seg-model", models["seg"], "--out", target, "--data-root", data, "--device", "cpu")
+    result = run_ct(
+        "hard-negatives", "--seg-model", models["seg"], "--out", target, "--data-root", data, "--device", "cpu"
+    )
     _refused(result, f"--out {target} is a file this command reads (--data-root {data}); choose another --out")
     assert tree_digest(data, models["seg"].parent) == before
 
@@ -126,7 +191,9 @@ def test_hard_negatives_out_through_a_symlink_to_the_table_is_refused(tmp_path, 
     link = tmp_path / "negatives.csv"
     link.symlink_to(data / "candidates.csv")
     before = tree_digest(data)
-    result = run_ct("hard-negatives", "--seg-model", models["seg"], "--out", link, "--data-root", data, "--device", "cpu")
+    result = run_ct(
+        "hard-negatives", "--seg-model", models["seg"], "--out", link, "--data-root", data, "--device", "cpu"
+    )
     _refused(result, f"--out {link} is a file this command reads (--data-root {data}); choose another --out")
     assert tree_digest(data) == before
 
@@ -161,7 +228,9 @@ def _diagnosed(tmp_path, data, models):
     """A finished `ct diagnose --out` folder of two series, without its merged table."""
     out = tmp_path / "results"
     uids = sorted(p.stem for p in (data / "subset0").glob("*.mhd"))[:2]
-    done = run_ct("diagnose", *uids, "--data-root", data, "--out", out, "--seg-model", models["seg"], "--cls-model", models["cls"])
+    done = run_ct(
+        "diagnose", *uids, "--data-root", data, "--out", out, "--seg-model", models["seg"], "--cls-model", models["cls"]
+    )
     assert done.exit_code == 0, done.output
     for name in ("findings.csv", "findings.csv.provenance"):
         (out / name).unlink()
@@ -197,8 +266,13 @@ def test_compare_report_into_a_scans_dicom_folder_is_refused(tmp_path, models):
     write_dicom_series(phantom_chest(), phantom_geometry(), current, "1.2.826.0.1.3680043.8.498.7102")
     before = tree_digest(prior, current)
     first = sorted(p for p in prior.iterdir())[0]
-    result = run_ct("compare", prior, current, "--report", prior, "--seg-model", models["seg"], "--cls-model", models["cls"])
-    _refused(result, f"--report {prior} holds {first}, which this command reads (PRIOR {prior}); give --report a folder of its own")
+    result = run_ct(
+        "compare", prior, current, "--report", prior, "--seg-model", models["seg"], "--cls-model", models["cls"]
+    )
+    _refused(
+        result,
+        f"--report {prior} holds {first}, which this command reads (PRIOR {prior}); give --report a folder of its own",
+    )
     assert tree_digest(prior, current) == before
 
 

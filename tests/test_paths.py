@@ -13,7 +13,12 @@ tmpfs /tmp tmpfs rw 0 0
 
 @pytest.mark.parametrize(
     "path, expected",
-    [("/mnt/shared/cache", "nfs4"), ("/mnt/shared/local/cache", "xfs"), ("/home/user/cache", "ext4"), ("/tmp/x/y", "tmpfs")],
+    [
+        ("/mnt/shared/cache", "nfs4"),
+        ("/mnt/shared/local/cache", "xfs"),
+        ("/home/user/cache", "ext4"),
+        ("/tmp/x/y", "tmpfs"),
+    ],
 )
 def test_filesystem_type_picks_the_longest_mount_point(tmp_path, path, expected):
     mounts = tmp_path / "mounts"
@@ -29,7 +34,9 @@ def test_network_cache_dir_is_warned_about(tmp_path):
     assert network_filesystem_warning("/mnt/shared/local/ct-cache", mounts) is None
 
 
-@pytest.mark.parametrize("uid", ["1.2.840.10008.1", "0", "1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860"])
+@pytest.mark.parametrize(
+    "uid", ["1.2.840.10008.1", "0", "1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860"]
+)
 def test_valid_uids_pass(uid):
     assert validate_series_uid(uid) == uid
 

@@ -24,8 +24,6 @@ from tests.helpers.cli_process import descendants, process_state, start_cli, wai
 from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
 from tests.helpers.training_data import write_training_luna
 
-
-
 _start = start_cli
 
 
@@ -47,9 +45,25 @@ def test_sigterm_stops_training_after_a_step_with_the_end_line_exit_143_and_no_p
     root = write_training_luna(tmp_path / "luna")
     out = tmp_path / "run"
     process = _start(
-        tmp_path, "train-cls", "--data-root", root, "--out", out, "--epochs", 1000, "--epoch-size", 64,
-        "--batch-size", 8, "--val-stride", 3, "--val-every", 1000, "--workers", 2,
-    )  # fmt: skip
+        tmp_path,
+        "train-cls",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--epochs",
+        1000,
+        "--epoch-size",
+        64,
+        "--batch-size",
+        8,
+        "--val-stride",
+        3,
+        "--val-every",
+        1000,
+        "--workers",
+        2,
+    )
     # Signal once the first epoch is checkpointed and its workers are up for the next one.
     _wait_for(lambda: (out / "last.ckpt").exists() and len(descendants(process.pid)) >= 2, process)
     workers = descendants(process.pid)
@@ -100,9 +114,20 @@ def test_sigterm_stops_a_diagnose_batch_between_series_leaving_only_whole_result
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
     process = _start(
-        tmp_path, "diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-        "--cls-model", models["cls"], "--concurrent-batches", 1,
-    )  # fmt: skip
+        tmp_path,
+        "diagnose",
+        "--all",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--concurrent-batches",
+        1,
+    )
     _wait_for(lambda: any(out.glob("1.*.json")), process)
     err = _terminate(process)
 
@@ -111,7 +136,9 @@ def test_sigterm_stops_a_diagnose_batch_between_series_leaving_only_whole_result
     assert 1 <= len(finished) < len(uids)
     for path in finished:  # every result there is whole, no temporary file is left
         assert json.loads(path.read_text())["series_uid"] == path.name.removesuffix(".json")
-    assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name != ".ct-run.lock") == [p.name for p in finished]
+    assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name != ".ct-run.lock") == [
+        p.name for p in finished
+    ]
     log_lines = (out / "logs" / "diagnose.log").read_text().splitlines()
     assert log_lines[-1].endswith("end: terminated by SIGTERM")
     assert sum(" done 1." in line for line in log_lines) == len(finished)
@@ -122,8 +149,9 @@ def test_sigterm_stops_prepcache_with_two_workers_after_the_series_in_progress(t
     root = write_training_luna(tmp_path / "luna", n_series=24, nodules_per_series=1, negatives_per_series=2)
     cache_dir = tmp_path / "cache"
     log_path = tmp_path / "prepcache.log"
-    process = _start(tmp_path, "prepcache", "--data-root", root, "--cache-dir", cache_dir, "--workers", 2,
-                     "--log-file", log_path)  # fmt: skip
+    process = _start(
+        tmp_path, "prepcache", "--data-root", root, "--cache-dir", cache_dir, "--workers", 2, "--log-file", log_path
+    )
     _wait_for(lambda: log_path.exists() and " filled 1." in log_path.read_text(), process)
     workers = descendants(process.pid)
     err = _terminate(process)

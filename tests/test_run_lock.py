@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from ct_pipeline.models import load_checkpoint
 from tests.helpers.cli_process import REPO, cli_env, process_state, run_ct, start_cli, wait_until
 from tests.helpers.diagnosis_tiny import write_models
@@ -72,7 +73,9 @@ def test_second_training_into_the_same_out_is_refused_and_a_killed_holder_leaves
         _kill(holder)  # kill -9: the kernel drops the lock; the lock file stays, naming a dead pid
     assert (run / ".ct-run.lock").read_text().strip() == str(holder.pid)
     epochs_done = load_checkpoint(run / "last.ckpt", "cls").epoch
-    resumed = run_ct("train-cls", "--data-root", data_root, "--out", run, "--epochs", epochs_done + 1, "--resume", *TRAIN)
+    resumed = run_ct(
+        "train-cls", "--data-root", data_root, "--out", run, "--epochs", epochs_done + 1, "--resume", *TRAIN
+    )
     assert resumed.exit_code == 0, resumed.output
     assert load_checkpoint(run / "last.ckpt", "cls").epoch == epochs_done + 1
 
@@ -160,9 +163,22 @@ def test_two_rank_training_into_a_held_out_is_refused_on_every_rank_without_wait
     run = tmp_path / "run"
     env = {**cli_env(tmp_path), "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cli", "train-cls",
-        "--data-root", str(data_root), "--out", str(run), "--epochs", "1", *map(str, TRAIN),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "cli",
+        "train-cls",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        *map(str, TRAIN),
+    ]
     with _held(run) as holder:
         before = tree_digest(run, data_root)
         done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -183,4 +199,6 @@ def test_a_file_system_without_locks_warns_and_runs_unguarded(tmp_path, monkeypa
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with output_lock(tmp_path / "out", "--out") as path:
         assert path == tmp_path / "out" / ".ct-run.lock"
-    assert caplog.messages == [f"--out {tmp_path / 'out'}: cannot lock it (No locks available); running without the one-run-per-folder guard"]
+    assert caplog.messages == [
+        f"--out {tmp_path / 'out'}: cannot lock it (No locks available); running without the one-run-per-folder guard"
+    ]

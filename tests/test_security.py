@@ -22,12 +22,29 @@ from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(REPO / "ct_pipeline").rglob("*.py"), *(REPO / "cli").rglob("*.py")])
 NETWORK_MODULES = {
-    "ssl", "requests", "httpx", "urllib3", "aiohttp", "ftplib", "smtplib", "http.client",
-    "urllib.request", "xmlrpc.client", "huggingface_hub", "torch.hub", "torchvision.datasets.utils",
-}  # fmt: skip
+    "ssl",
+    "requests",
+    "httpx",
+    "urllib3",
+    "aiohttp",
+    "ftplib",
+    "smtplib",
+    "http.client",
+    "urllib.request",
+    "xmlrpc.client",
+    "huggingface_hub",
+    "torch.hub",
+    "torchvision.datasets.utils",
+}
 LOCAL_SOCKET_CALLS = {"socket.gethostname"}  # the log files name the node; nothing is sent
 DOWNLOADERS = {"load_state_dict_from_url", "download_url_to_file", "urlopen", "urlretrieve", "from_pretrained"}
-UNSAFE_LOADERS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("dill", "load"), ("joblib", "load")}
+UNSAFE_LOADERS = {
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("pickle", "Unpickler"),
+    ("dill", "load"),
+    ("joblib", "load"),
+}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -87,7 +104,9 @@ def test_nothing_imports_a_network_module_or_calls_a_downloader():
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 modules = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            offenders += [f"{path.relative_to(REPO)}:{node.lineno}: import {m}" for m in modules if m in NETWORK_MODULES]
+            offenders += [
+                f"{path.relative_to(REPO)}:{node.lineno}: import {m}" for m in modules if m in NETWORK_MODULES
+            ]
         offenders += [
             f"{path.relative_to(REPO)}:{call.lineno}: {name}"
             for call, name in _calls(path)
@@ -122,8 +141,19 @@ def test_hostile_series_uid_from_a_dicom_file_stays_text(tmp_path, no_network):
     models = write_models(tmp_path / "models")
     work = tmp_path / "work"
     out, report = work / "out", work / "report"
-    args = ["diagnose", str(scan), "--seg-model", str(models["seg"]), "--cls-model", str(models["cls"]),
-            "--out", str(out), "--report", str(report), "--json"]  # fmt: skip
+    args = [
+        "diagnose",
+        str(scan),
+        "--seg-model",
+        str(models["seg"]),
+        "--cls-model",
+        str(models["cls"]),
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+        "--json",
+    ]
     result = run_ct(*args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[0])["series_uid"] == hostile
@@ -144,9 +174,17 @@ def test_commands_run_without_any_network_access(tmp_path, no_network):
     for args in (
         ["models", "info", str(models["seg"])],
         ["info", str(scan), "--json"],
-        ["diagnose", str(scan), "--seg-model", str(models["seg"]), "--cls-model", str(models["cls"]),
-         "--report", str(tmp_path / "report")],
-    ):  # fmt: skip
+        [
+            "diagnose",
+            str(scan),
+            "--seg-model",
+            str(models["seg"]),
+            "--cls-model",
+            str(models["cls"]),
+            "--report",
+            str(tmp_path / "report"),
+        ],
+    ):
         result = run_ct(*args)
         assert result.exit_code == 0, (args, result.output)
     assert no_network == []

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -26,8 +25,12 @@ def _ct(tmp_path, *args: object, omp_num_threads: str | None = None) -> subproce
         env["OMP_NUM_THREADS"] = omp_num_threads
     return subprocess.run(
         [sys.executable, "-m", "cli", *[str(a) for a in args]],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _too_many(option: str) -> int:
@@ -48,7 +51,18 @@ def test_diagnose_caps_threads_and_workers_beyond_the_cpus_with_one_warning(opti
     models = write_models(tmp_path / "models", nodule_prob=0.8)
     root = tmp_path / "luna"
     (uid,) = write_phantom_luna(root, 1)
-    args = ["diagnose", uid, "--data-root", root, "--seg-model", models["seg"], "--cls-model", models["cls"], "--json", "--quiet"]
+    args = [
+        "diagnose",
+        uid,
+        "--data-root",
+        root,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--json",
+        "--quiet",
+    ]
     if option == "OMP_NUM_THREADS":  # OpenMP gave each batch thread that many: it crashed as --threads did
         result = _ct(tmp_path, *args, omp_num_threads=str(_too_many("--threads")))
     else:
@@ -78,10 +92,26 @@ def test_training_caps_threads_and_loader_workers_beyond_the_cpus_with_one_warni
     root = write_tiny_luna(tmp_path / "luna")
     out = tmp_path / "run"
     result = _ct(
-        tmp_path, "train-cls", "--data-root", root, "--out", out, "--epochs", 1, "--epoch-size", 4, "--batch-size", 4,
-        "--val-stride", 2, "--device", "cpu", *(["--workers", 0] if option == "--threads" else []),
-        option, _too_many(option),
-    )  # fmt: skip
+        tmp_path,
+        "train-cls",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--epoch-size",
+        4,
+        "--batch-size",
+        4,
+        "--val-stride",
+        2,
+        "--device",
+        "cpu",
+        *(["--workers", 0] if option == "--threads" else []),
+        option,
+        _too_many(option),
+    )
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("WARNING")] == [
         _warning(option, _too_many(option))
@@ -93,8 +123,20 @@ def test_training_caps_threads_and_loader_workers_beyond_the_cpus_with_one_warni
 def test_hard_negatives_and_compare_cap_threads_beyond_the_cpus_with_one_warning(tmp_path):
     models = write_models(tmp_path / "models", nodule_prob=0.8)
     root = write_tiny_luna(tmp_path / "luna")
-    mined = _ct(tmp_path, "hard-negatives", "--data-root", root, "--seg-model", models["seg"], "--val-stride", 2,
-                "--out", tmp_path / "hard.csv", "--threads", 100000)  # fmt: skip
+    mined = _ct(
+        tmp_path,
+        "hard-negatives",
+        "--data-root",
+        root,
+        "--seg-model",
+        models["seg"],
+        "--val-stride",
+        2,
+        "--out",
+        tmp_path / "hard.csv",
+        "--threads",
+        100000,
+    )
     assert mined.returncode == 0, mined.stderr
     # (its coded test volumes also draw a warning about their lungs)
     assert [line for line in mined.stderr.splitlines() if "CPU" in line] == [_warning("--threads", 100000)]
@@ -103,8 +145,21 @@ def test_hard_negatives_and_compare_cap_threads_beyond_the_cpus_with_one_warning
     # (the phantom has no chest wall around its lungs): the command's own answer, not a crash.
     phantoms = tmp_path / "phantoms"
     prior, current = write_phantom_luna(phantoms, 2)
-    compared = _ct(tmp_path, "compare", prior, current, "--data-root", phantoms, "--seg-model", models["seg"],
-                   "--cls-model", models["cls"], "--threads", 100000, "--json")  # fmt: skip
+    compared = _ct(
+        tmp_path,
+        "compare",
+        prior,
+        current,
+        "--data-root",
+        phantoms,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--threads",
+        100000,
+        "--json",
+    )
     assert compared.returncode == 2, compared.stderr
     lines = compared.stderr.splitlines()
     assert [line for line in lines if line.startswith("WARNING")] == [_warning("--threads", 100000)]

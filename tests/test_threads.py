@@ -68,13 +68,18 @@ def test_budget_order_flag_then_omp_then_the_least_of_slurm_cgroup_and_affinity(
 
 
 def test_ranks_on_a_node_share_the_budget():
-    shared = thread_budget(None, {"SLURM_CPUS_PER_TASK": "1", "LOCAL_WORLD_SIZE": "2"}, Path("/nonexistent"), Path("/nonexistent"))
+    shared = thread_budget(
+        None, {"SLURM_CPUS_PER_TASK": "1", "LOCAL_WORLD_SIZE": "2"}, Path("/nonexistent"), Path("/nonexistent")
+    )
     assert shared.threads == 1  # never below one
     if AFFINITY >= 4:
         assert thread_budget(None, {"LOCAL_WORLD_SIZE": "2"}).threads == AFFINITY // 2
 
 
-@pytest.mark.parametrize("environ, name", [({"OMP_NUM_THREADS": "zero"}, "OMP_NUM_THREADS"), ({"SLURM_CPUS_PER_TASK": "0"}, "SLURM_CPUS_PER_TASK")])
+@pytest.mark.parametrize(
+    "environ, name",
+    [({"OMP_NUM_THREADS": "zero"}, "OMP_NUM_THREADS"), ({"SLURM_CPUS_PER_TASK": "0"}, "SLURM_CPUS_PER_TASK")],
+)
 def test_bad_environment_values_are_named(environ, name):
     with pytest.raises(BadInputError, match=f"^{name} '[^']+': expected a whole number of CPU threads >= 1$"):
         thread_budget(None, environ, Path("/nonexistent"), Path("/nonexistent"))
@@ -85,9 +90,16 @@ def test_training_runs_on_its_budget_logs_it_once_and_restores_the_callers_threa
     before = torch.get_num_threads()
     out = io.StringIO()
     config = TrainConfig.for_task(
-        "cls", data_roots=(root,), out_dir=tmp_path / "run", epochs=1, epoch_size=8, batch_size=8,
-        val_stride=3, workers=0, threads=1,
-    )  # fmt: skip
+        "cls",
+        data_roots=(root,),
+        out_dir=tmp_path / "run",
+        epochs=1,
+        epoch_size=8,
+        batch_size=8,
+        val_stride=3,
+        workers=0,
+        threads=1,
+    )
     train(config, log_out=out)
     lines = out.getvalue().splitlines()
     assert lines[0] == "cpu x1 threads (--threads)"

@@ -76,8 +76,11 @@ def _check_same_bytes(result: DiagnosisResult, volume: CtVolume, option: str, pa
     if not is_content_fingerprint(recorded):
         log.warning(
             "%s %s records no content fingerprint of the files it was made from (written by hand or by an older "
-            "ct), so it cannot be checked against series %s; it is used as given", option, path, volume.series_uid,
-        )  # fmt: skip
+            "ct), so it cannot be checked against series %s; it is used as given",
+            option,
+            path,
+            volume.series_uid,
+        )
         return
     if recorded != content_fingerprint(volume.source_files):
         raise BadInputError(
@@ -98,11 +101,16 @@ def _diagnoser(request: DiagnoseRequest, progress: Callable[[SeriesProgress], No
     def run(volume: CtVolume, position: int) -> DiagnosisResult:
         if not loaded:
             models, _ = load_models(request)
-            loaded.append((models, run_provenance(models.paths, models.precision, request.config, models.seg.device.type)))
+            loaded.append(
+                (models, run_provenance(models.paths, models.precision, request.config, models.seg.device.type))
+            )
         models, record = loaded[0]
         stages = no_progress
         if progress is not None:
-            stages = lambda stage, done, total: progress(SeriesProgress(volume.series_uid, position, 2, stage, done, total))  # noqa: E731
+
+            def stages(stage, done, total):
+                progress(SeriesProgress(volume.series_uid, position, 2, stage, done, total))
+
         result = diagnose(volume, models, request.config, stages)
         return result.with_provenance(with_source(record, volume.source_files))
 
@@ -163,9 +171,14 @@ def run_compare(request: CompareRequest, progress: Callable[[SeriesProgress], No
     registration = register_scans(*volumes, request.registration, thread_budget(options.inference.threads).threads)
     patient_ids = tuple(v.meta.get("patient_id", "") for v in volumes)
     comparison = compare_scans(
-        *results, registration, study_dates=study_dates, patient_ids=patient_ids,  # type: ignore[arg-type]
-        interval_days=request.interval_days, threshold=options.config.nodule_threshold, matching=request.matching,
-    )  # fmt: skip
+        *results,
+        registration,
+        study_dates=study_dates,
+        patient_ids=patient_ids,  # type: ignore[arg-type]
+        interval_days=request.interval_days,
+        threshold=options.config.nodule_threshold,
+        matching=request.matching,
+    )
     comparison = remeasure_pairs(comparison, (volumes[0], results[0]), (volumes[1], results[1]))
     if request.report is not None:
         from ct_pipeline.reports.compare_report import write_compare_report

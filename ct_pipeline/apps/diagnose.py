@@ -133,9 +133,11 @@ def written_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
         return None if path is None else Place(option, path, patterns)
 
     return (
-        place("--out", request.out, OUT_WRITES), place("--report", request.report, ANYTHING),
-        place("--dicom-out", request.dicom_out, ANYTHING), place("--csv", request.csv_path),
-    )  # fmt: skip
+        place("--out", request.out, OUT_WRITES),
+        place("--report", request.report, ANYTHING),
+        place("--dicom-out", request.dicom_out, ANYTHING),
+        place("--csv", request.csv_path),
+    )
 
 
 def source_places(option: str, source: str) -> tuple[Place, ...]:
@@ -163,13 +165,19 @@ def read_places(request: DiagnoseRequest) -> tuple[Place | None, ...]:
     places: list[Place | None] = list(data_root_places(request.data_roots))
     places += [place for source in request.sources for place in source_places("SERIES", source)]
     places.append(None if request.series_file is None else Place("--series-file", request.series_file))
-    for option, model in (("--seg-model", request.seg_model), ("--cls-model", request.cls_model), ("--mal-model", request.mal_model)):
+    for option, model in (
+        ("--seg-model", request.seg_model),
+        ("--cls-model", request.cls_model),
+        ("--mal-model", request.mal_model),
+    ):
         places.append(None if model is None else Place(option, model))
     places.append(None if request.runs_dir is None else Place("--runs-dir", request.runs_dir, ("*.ckpt",)))
     return tuple(places)
 
 
-def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ...] = (), also_read: tuple[Place | None, ...] = ()) -> None:
+def check_outputs(
+    request: DiagnoseRequest, also_written: tuple[Place | None, ...] = (), also_read: tuple[Place | None, ...] = ()
+) -> None:
     """Every place the run will write, checked before any model loads or series is read: writable,
     and replacing no file the run reads (``also_*``: the CLI's own options, e.g. --log-file, --annotations).
     The device is checked here too, so a run refused for it creates and locks no --out."""
@@ -183,9 +191,11 @@ def check_outputs(request: DiagnoseRequest, also_written: tuple[Place | None, ..
         raise BadInputError(f"--out {request.out} exists and is not a folder; give a folder for the per-series results")
     refuse_overlaps(written_places(request) + also_written, read_places(request) + also_read)
     for option, path, is_folder in (
-        ("--out", request.out, True), ("--report", request.report, True), ("--csv", request.csv_path, False),
+        ("--out", request.out, True),
+        ("--report", request.report, True),
+        ("--csv", request.csv_path, False),
         ("--dicom-out", request.dicom_out, True),
-    ):  # fmt: skip
+    ):
         if path is not None:
             check_writable(path, option, is_folder)
 
@@ -214,7 +224,10 @@ def merge_results(
     from ct_pipeline.diagnosis.result_files import merge_result_files
 
     refuse_overlaps(
-        [None if csv_path is None else Place("--csv", csv_path), None if out is None else Place("--out", out, OUT_MERGE_WRITES)],
+        [
+            None if csv_path is None else Place("--csv", csv_path),
+            None if out is None else Place("--out", out, OUT_MERGE_WRITES),
+        ],
         [Place("DIR", merge_dir, ("*.json",)), *also_read],
     )
     # --out names the folder of the merged findings.csv, as it does for a run's own table.
@@ -231,7 +244,9 @@ def out_dir_lock(request: DiagnoseRequest):
     if request.out is None:
         return nullcontext()
     shard = request.shard
-    return output_lock(request.out, "--out", lock_name("" if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}"))
+    return output_lock(
+        request.out, "--out", lock_name("" if shard.count == 1 else f"shard-{shard.index}-of-{shard.count}")
+    )
 
 
 def _items(request: DiagnoseRequest) -> list:
@@ -249,7 +264,9 @@ def _items(request: DiagnoseRequest) -> list:
     if request.all_series and server is not None:
         items += items_from_server(server, request.query, request.data_roots, cache_dir, request.load)
     if not items:
-        raise BadInputError("nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file")
+        raise BadInputError(
+            "nothing to diagnose: give SERIES (UIDs, DICOM folders, image files), --all or --series-file"
+        )
     return select_shard(items, request.shard)
 
 
@@ -269,8 +286,12 @@ def load_models(request: DiagnoseRequest) -> tuple:
     # The resolved budget, so that the models' default worker count is taken from it, not worked out again.
     inference = dataclasses.replace(request.inference, threads=budget.threads)
     models = load_diagnosis_models(seg, cls, mal, inference)  # type: ignore[arg-type]
-    paths = {option: path for option, path in (("--seg-model", seg), ("--cls-model", cls), ("--mal-model", mal)) if path}
-    loaded = ModelsLoaded(paths, budget.describe(models.workers if models.workers > 1 else 0, "batch thread"), mal is not None)
+    paths = {
+        option: path for option, path in (("--seg-model", seg), ("--cls-model", cls), ("--mal-model", mal)) if path
+    }
+    loaded = ModelsLoaded(
+        paths, budget.describe(models.workers if models.workers > 1 else 0, "batch thread"), mal is not None
+    )
     return models, loaded
 
 
@@ -301,9 +322,16 @@ def run_diagnose(
     summary = DiagnoseSummary(n_series=len(items))
     dicom_writer = _dicom_writer(request)
     batch = run_batch(
-        items, models, request.config, out_dir=request.out, key_options=request.load,
-        after=_after_each(report, dicom_writer), log_file=log_file, stop=stop, progress=progress,
-    )  # fmt: skip
+        items,
+        models,
+        request.config,
+        out_dir=request.out,
+        key_options=request.load,
+        after=_after_each(report, dicom_writer),
+        log_file=log_file,
+        stop=stop,
+        progress=progress,
+    )
     for outcome in batch:
         summary.counts[outcome.status] += 1
         if outcome.status != "failed":
@@ -313,7 +341,9 @@ def run_diagnose(
             dicom_writer.stored.clear()
         yield SeriesOutcome(outcome)
     yield from _write_outputs(request, summary.results, report)
-    log_file.line(f"finished: {', '.join(f'{n} {status}' for status, n in summary.counts.items())} of {len(items)} series")
+    log_file.line(
+        f"finished: {', '.join(f'{n} {status}' for status, n in summary.counts.items())} of {len(items)} series"
+    )
     if summary.n_failed:
         log_file.finished_with(f"{summary.n_failed} of {len(items)} series failed")
     yield summary

@@ -16,7 +16,9 @@ from importlib import import_module
 _HOMES = {
     "AugmentationConfig": "augmentation_config",
     **dict.fromkeys(("SampleTransforms", "apply_transforms", "augment_batch", "sample_transforms"), "augmentation"),
-    **dict.fromkeys(("ClassificationDataset", "ClassificationDatasetConfig", "CropBatch", "collate_crops"), "classification"),
+    **dict.fromkeys(
+        ("ClassificationDataset", "ClassificationDatasetConfig", "CropBatch", "collate_crops"), "classification"
+    ),
     **dict.fromkeys(("NoduleMask", "book_box_mask", "nodule_mask", "nodule_mask_box"), "masks"),
     **dict.fromkeys(("WHOLE_VOLUME_SPEC", "SegmentationDataset", "SegmentationDatasetConfig"), "segmentation"),
 }

@@ -140,7 +140,9 @@ def augment_batch(
         The augmented images (same shape and dtype), or (images, labels) when labels are given.
     """
     if images.dim() not in (4, 5):
-        raise BadInputError(f"augment_batch got images of shape {tuple(images.shape)}; expected (N, C, H, W) or (N, C, D, H, W)")
+        raise BadInputError(
+            f"augment_batch got images of shape {tuple(images.shape)}; expected (N, C, H, W) or (N, C, D, H, W)"
+        )
     if labels is not None and (labels.shape[0] != images.shape[0] or labels.shape[2:] != images.shape[2:]):
         raise BadInputError(f"labels of shape {tuple(labels.shape)} do not match images {tuple(images.shape)}")
     if not config.enabled():

@@ -118,7 +118,11 @@ class ClassificationDataset(torch.utils.data.Dataset):
             what = "annotated nodules with a known malignancy" if config.mode == "malignancy" else "candidates"
             raise BadDataError(
                 f"the {config.split} split (val_stride {config.val_stride}) has no {what}; "
-                + ("malignancy needs annotations_with_malignancy.csv beside the data" if config.mode == "malignancy" else "check the data roots")
+                + (
+                    "malignancy needs annotations_with_malignancy.csv beside the data"
+                    if config.mode == "malignancy"
+                    else "check the data roots"
+                )
             )
         self._uids = sorted(set(table["series_uid"]))
         self._series_code = np.searchsorted(self._uids, table["series_uid"].to_numpy())
@@ -197,7 +201,9 @@ class ClassificationDataset(torch.utils.data.Dataset):
             self._centers_irc[mine] = region.geometry.xyz_to_irc(self._centers_xyz[mine])
             self._voxel_centers[mine] = np.rint(self._centers_irc[mine])
             size = np.asarray(self.config.crop_irc, dtype=np.int64)
-            start = crop_start_irc(self._voxel_centers[mine], self.config.crop_irc) - np.asarray(region.origin_irc, dtype=np.int64)
+            start = crop_start_irc(self._voxel_centers[mine], self.config.crop_irc) - np.asarray(
+                region.origin_irc, dtype=np.int64
+            )
             self._local_start[mine] = start
             self._inside[mine] = ((start >= 0) & (start + size <= np.asarray(region.hu.shape))).all(axis=1)
             self._series_ready[code] = True
@@ -220,7 +226,11 @@ class ClassificationDataset(torch.utils.data.Dataset):
         item = int(self._items[index])
         crop = np.empty((1, *self.config.crop_irc), dtype=np.float32)
         self._crop_into(item, crop[0])
-        return torch.from_numpy(crop), torch.tensor(int(self._is_positive[item]), dtype=torch.int64), int(self._table_rows[item])
+        return (
+            torch.from_numpy(crop),
+            torch.tensor(int(self._is_positive[item]), dtype=torch.int64),
+            int(self._table_rows[item]),
+        )
 
     def __getitems__(self, indices: list[int]) -> CropBatch:
         """A batch of items (what DataLoader's batched fetch calls), cut into one buffer.

@@ -116,7 +116,9 @@ def nodule_mask(
     return out
 
 
-def book_box_mask(hu: np.ndarray, center_irc: tuple[int, int, int], threshold_hu: float = DEFAULT_MASK_THRESHOLD_HU) -> np.ndarray:
+def book_box_mask(
+    hu: np.ndarray, center_irc: tuple[int, int, int], threshold_hu: float = DEFAULT_MASK_THRESHOLD_HU
+) -> np.ndarray:
     """The book's rule (``Ct.buildAnnotationMask``), for comparison: bool array of ``hu``'s shape.
 
     From the centre, each axis' radius grows from 2 while both voxels at that distance along

@@ -93,7 +93,9 @@ class SegmentationDatasetConfig:
         if self.epoch_size < 0 or self.val_other_slice_stride < 0:
             raise BadInputError("epoch_size and val_other_slice_stride must be >= 0")
         if not 0.0 <= self.background_share < 1.0:
-            raise BadInputError(f"--background-share {self.background_share}: expected a share from 0 up to (not including) 1")
+            raise BadInputError(
+                f"--background-share {self.background_share}: expected a share from 0 up to (not including) 1"
+            )
         hu_range_ok(self.hu_range)
         check_rank(self.rank, self.world_size)
 
@@ -205,8 +207,11 @@ class SegmentationDataset(torch.utils.data.Dataset):
             for k in np.flatnonzero(self._nodule_uid == series_uid):
                 center = region.geometry.xyz_to_irc(self._nodule_xyz[k])
                 local = nodule_mask_box(
-                    region.hu, tuple(center - origin), float(self._nodule_diameter_mm[k]),
-                    region.geometry.spacing_xyz, self.config.mask_threshold_hu,
+                    region.hu,
+                    tuple(center - origin),
+                    float(self._nodule_diameter_mm[k]),
+                    region.geometry.spacing_xyz,
+                    self.config.mask_threshold_hu,
                 )
                 start = tuple(int(v) for v in np.asarray(local.start_irc) + origin)
                 masks.append(NoduleMask(start, local.mask, tuple(float(v) for v in center)))  # type: ignore[arg-type]
@@ -285,4 +290,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
         context = self.config.context_slices
         lo, hi = region.origin_irc[0], region.origin_irc[0] + region.hu.shape[0]
         n_slices = region.volume_shape_irc[0]
-        return all(lo <= s < hi or s < 0 or s >= n_slices for s in range(slice_index - context, slice_index + context + 1))
+        return all(
+            lo <= s < hi or s < 0 or s >= n_slices for s in range(slice_index - context, slice_index + context + 1)
+        )

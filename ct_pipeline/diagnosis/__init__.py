@@ -18,4 +18,3 @@ Read in this order:
 
 Import from the modules themselves; importing this package loads nothing.
 """
-

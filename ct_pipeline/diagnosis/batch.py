@@ -89,9 +89,13 @@ def series_key(source: str, options: LoadOptions = LoadOptions()) -> str:
         if options.series_uid is not None and options.series_uid in uids:
             return options.series_uid
         if not uids:
-            raise BadInputError(f"{path}: no DICOM files in this folder (or below it); give a folder of DICOM slices, or a UID with --data-root")
+            raise BadInputError(
+                f"{path}: no DICOM files in this folder (or below it); give a folder of DICOM slices, or a UID with --data-root"
+            )
         if len(uids) != 1:
-            raise BadInputError(f"{path}: expected one DICOM series, found {', '.join(uids)}; name one with --series UID")
+            raise BadInputError(
+                f"{path}: expected one DICOM series, found {', '.join(uids)}; name one with --series UID"
+            )
         return uids[0]
     if path.is_file():
         if path.name.lower().endswith(".mhd"):
@@ -142,7 +146,9 @@ def items_from_roots(data_roots: Sequence[Path], cache_dir: Path | None, options
     def files(entry) -> Callable[[], Sequence[str]]:
         return lambda: entry_files(entry)
 
-    return [BatchItem(label=uid, load=loader(entries[uid]), key=uid, files=files(entries[uid])) for uid in sorted(entries)]
+    return [
+        BatchItem(label=uid, load=loader(entries[uid]), key=uid, files=files(entries[uid])) for uid in sorted(entries)
+    ]
 
 
 def items_from_server(
@@ -156,7 +162,9 @@ def items_from_server(
     uids = [remote.series_uid for remote in list_series(server, query)]
     bad = [uid for uid in uids if not is_series_uid(uid)]
     if bad:
-        log.warning("DICOMweb server %s listed %d series with malformed UIDs (e.g. %r); left out", server.url, len(bad), bad[0])
+        log.warning(
+            "DICOMweb server %s listed %d series with malformed UIDs (e.g. %r); left out", server.url, len(bad), bad[0]
+        )
     return items_from_sources([uid for uid in uids if is_series_uid(uid)], data_roots, cache_dir, options)
 
 

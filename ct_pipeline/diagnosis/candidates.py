@@ -64,7 +64,10 @@ class Candidates:
     def take(self, indices: np.ndarray) -> Candidates:
         """The candidates at ``indices``, in that order."""
         return Candidates(
-            self.center_irc[indices], self.center_xyz[indices], self.diameter_mm[indices], self.n_voxels[indices],
+            self.center_irc[indices],
+            self.center_xyz[indices],
+            self.diameter_mm[indices],
+            self.n_voxels[indices],
             None if self.confident_fraction is None else self.confident_fraction[indices],
         )
 

@@ -95,7 +95,8 @@ class DiagnosisConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hu_range", tuple(float(v) for v in self.hu_range))
         for setting, value in (
-            ("DiagnosisConfig.seg_threshold", self.seg_threshold), ("DiagnosisConfig.nodule_threshold", self.nodule_threshold)
+            ("DiagnosisConfig.seg_threshold", self.seg_threshold),
+            ("DiagnosisConfig.nodule_threshold", self.nodule_threshold),
         ):  # the setting's full name: the CLI names its option instead (cli/option_names.py)
             if not 0.0 <= value <= 1.0:
                 raise BadInputError(f"{setting} {value} is not a probability; give a value in [0, 1], e.g. 0.5")
@@ -103,7 +104,9 @@ class DiagnosisConfig:
             raise BadInputError(f"erosion_iterations = {self.erosion_iterations} must be >= 0 (the book uses 1)")
         # `not x >= 0` also refuses NaN; an infinite reach would merge every candidate into one.
         if not 0 <= self.merge_fraction < math.inf:
-            raise BadInputError(f"merge fraction {self.merge_fraction} must be a finite number >= 0 (0 turns merging off)")
+            raise BadInputError(
+                f"merge fraction {self.merge_fraction} must be a finite number >= 0 (0 turns merging off)"
+            )
         if self.max_candidates < 0:
             raise BadInputError(
                 f"candidate budget {self.max_candidates} must be a whole number >= 0 (0 classifies every candidate)"
@@ -129,9 +132,14 @@ class DiagnosisConfig:
         """The book's pipeline: every slice, no merging, batches of 4 (its default)."""
         return replace(
             cls(
-                restrict_to_lungs=False, merge_fraction=0.0, keep_eroded_away=False, confidence_weight=0.0,
-                min_candidate_diameter_mm=0.0, max_candidates=0,
-                seg_batch_size=4, cls_batch_size=4,
+                restrict_to_lungs=False,
+                merge_fraction=0.0,
+                keep_eroded_away=False,
+                confidence_weight=0.0,
+                min_candidate_diameter_mm=0.0,
+                max_candidates=0,
+                seg_batch_size=4,
+                cls_batch_size=4,
             ),
             **overrides,
         )
@@ -178,9 +186,7 @@ class InferenceOptions:
         if self.precision not in PRECISIONS:
             raise BadInputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.classifier_precision is not None and self.classifier_precision not in PRECISIONS:
-            raise BadInputError(
-                f"--cls-precision {self.classifier_precision!r} is not one of {', '.join(PRECISIONS)}"
-            )
+            raise BadInputError(f"--cls-precision {self.classifier_precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.workers is not None and self.workers < 1:
             raise BadInputError(f"InferenceOptions.workers {self.workers}: expected a whole number >= 1")
         if self.threads is not None and self.threads < 1:

@@ -73,13 +73,22 @@ def series_hard_negatives(
     nodules = catalog.candidates_of(series_uid)
     nodules = nodules[nodules["is_nodule"]]
     keep = far_from_nodules(
-        candidates.center_xyz, nodules[CENTER_COLUMNS].to_numpy(np.float64), nodules["diameter_mm"].to_numpy(np.float64), config
+        candidates.center_xyz,
+        nodules[CENTER_COLUMNS].to_numpy(np.float64),
+        nodules["diameter_mm"].to_numpy(np.float64),
+        config,
     )
     order = np.flatnonzero(keep)[np.argsort(-candidates.n_voxels[keep], kind="stable")][: config.max_per_series]
     centers = candidates.center_xyz[np.sort(order)]
-    return pd.DataFrame({
-        "seriesuid": series_uid, "coordX": centers[:, 0], "coordY": centers[:, 1], "coordZ": centers[:, 2], "class": 0,
-    })
+    return pd.DataFrame(
+        {
+            "seriesuid": series_uid,
+            "coordX": centers[:, 0],
+            "coordY": centers[:, 1],
+            "coordZ": centers[:, 2],
+            "class": 0,
+        }
+    )
 
 
 def mine_hard_negatives(
@@ -100,8 +109,10 @@ def mine_hard_negatives(
         frame = series_hard_negatives(catalog, uid, models, diagnosis, config)
         announce(uid, len(frame))
         frames.append(frame)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["seriesuid", "coordX", "coordY", "coordZ", "class"]
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["seriesuid", "coordX", "coordY", "coordZ", "class"])
     )
     atomic_write_text(out_csv, table.to_csv(index=False, float_format="%.3f"))
     return len(table)

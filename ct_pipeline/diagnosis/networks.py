@@ -115,7 +115,9 @@ def load_diagnosis_models(
         else (1 if device.type == "cuda" else thread_budget(options.threads).threads)
     )
     exported = {kind: path for kind, path in paths.items() if exported_format(path) is not None}
-    if exported and (options.precision not in ("auto", "fp32") or options.classifier_precision not in (None, "auto", "fp32")):
+    if exported and (
+        options.precision not in ("auto", "fp32") or options.classifier_precision not in (None, "auto", "fp32")
+    ):
         raise BadInputError(
             f"{next(iter(exported.values()))} is an exported model, which runs in fp32; leave out --precision/"
             "--cls-precision or give checkpoints."
@@ -134,7 +136,9 @@ def load_diagnosis_models(
         network = build_model(checkpoint, "cpu")
         if kind == "seg" and options.fold_batchnorm:
             network = fold_unet(network)
-        requested = options.precision if kind == "seg" or options.classifier_precision is None else options.classifier_precision
+        requested = (
+            options.precision if kind == "seg" or options.classifier_precision is None else options.classifier_precision
+        )
         precision[kind] = resolve_precision(requested, device, kind)
         channels_last = True if options.channels_last is None else options.channels_last
         prepared[kind] = prepare_for_inference(network, device, precision[kind], channels_last)

@@ -137,7 +137,11 @@ def propose_candidates(
 
 
 def _propose(
-    volume: CtVolume, models: DiagnosisModels, config: DiagnosisConfig, timings: dict[str, float], progress: StageProgress
+    volume: CtVolume,
+    models: DiagnosisModels,
+    config: DiagnosisConfig,
+    timings: dict[str, float],
+    progress: StageProgress,
 ) -> tuple[Candidates, tuple[int, int, int, int] | None, np.ndarray]:
     """:func:`propose_candidates`, and the thresholded U-Net output (nonzero: in the mask)."""
     hu = volume.hu
@@ -149,8 +153,9 @@ def _propose(
         if region is None:
             log.warning(
                 "series %s: no air-filled lungs found below %g HU; segmenting every slice",
-                volume.series_uid, config.lung_hu_threshold,
-            )  # fmt: skip
+                volume.series_uid,
+                config.lung_hu_threshold,
+            )
     # The budget ranks by the confident fraction too, so it is computed for either.
     scoring = config.confidence_weight > 0 or config.max_candidates > 0
     with _timed(timings, "segmentation", progress), returning_freed_memory(models.release_memory):
@@ -170,12 +175,19 @@ def _propose(
     with _timed(timings, "grouping", progress):
         mask = level > 0 if scoring else level
         candidates = group_candidates(
-            mask, hu, volume.geometry, config.erosion_iterations, config.hu_range, config.keep_eroded_away,
+            mask,
+            hu,
+            volume.geometry,
+            config.erosion_iterations,
+            config.hu_range,
+            config.keep_eroded_away,
             config.min_candidate_diameter_mm,
         )
         del mask
         if scoring:
-            candidates = dataclasses.replace(candidates, confident_fraction=confident_fraction(level, candidates.center_irc))
+            candidates = dataclasses.replace(
+                candidates, confident_fraction=confident_fraction(level, candidates.center_irc)
+            )
         release_free_heap(models.release_memory)
     return candidates, region, level
 
@@ -204,7 +216,10 @@ def _diagnose(
     crop_centers = candidates.crop_center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.
-    with _timed(timings, "classification", progress), returning_freed_memory(models.release_memory, CLASSIFIER_MAPPED_BYTES):
+    with (
+        _timed(timings, "classification", progress),
+        returning_freed_memory(models.release_memory, CLASSIFIER_MAPPED_BYTES),
+    ):
         nodule_prob = classify_crops(
             hu,
             crop_centers,
@@ -217,7 +232,9 @@ def _diagnose(
         )
     score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
     with _timed(timings, "merge", progress):
-        kept, group_sizes = merge_duplicates(candidates.center_xyz, candidates.diameter_mm, score, config.merge_fraction)
+        kept, group_sizes = merge_duplicates(
+            candidates.center_xyz, candidates.diameter_mm, score, config.merge_fraction
+        )
     malignancy: dict[int, float] = {}
     if models.mal is not None:
         with _timed(timings, "malignancy", progress):

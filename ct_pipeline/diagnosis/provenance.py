@@ -20,8 +20,7 @@ from typing import Any
 
 from ct_pipeline import __version__
 from ct_pipeline.diagnosis.config import DiagnosisConfig
-from ct_pipeline.loading.fingerprint import content_fingerprint, is_content_fingerprint
-from ct_pipeline.loading.fingerprint import sha256_of_file
+from ct_pipeline.loading.fingerprint import content_fingerprint, is_content_fingerprint, sha256_of_file
 
 # DiagnosisConfig fields that only change speed or memory, not the findings.
 _SPEED_ONLY = frozenset({"seg_batch_size", "cls_batch_size"})
@@ -80,7 +79,9 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], source:
         if old["models"].get(kind) != new["models"].get(kind):
             names.append(f"the {kind} model")
     old_settings, new_settings = old["settings"] or {}, new["settings"] or {}
-    names += [key for key in sorted(set(old_settings) | set(new_settings)) if old_settings.get(key) != new_settings.get(key)]
+    names += [
+        key for key in sorted(set(old_settings) | set(new_settings)) if old_settings.get(key) != new_settings.get(key)
+    ]
     # An older ct's fingerprint (names, sizes, mtimes), or none, cannot vouch for the bytes.
     fingerprints = (old["source_fingerprint"], new["source_fingerprint"])
     if source and (fingerprints[0] != fingerprints[1] or not is_content_fingerprint(fingerprints[0])):

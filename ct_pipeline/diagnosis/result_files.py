@@ -111,9 +111,11 @@ def csv_provenance(results: list[DiagnosisResult]) -> dict:
     ways: dict[str, dict] = {}
     for result in results:
         key = settings_key(result.provenance) if result.provenance else "unrecorded"
-        way = ways.setdefault(key, {"settings_key": key, "series": []} | {
-            k: v for k, v in result.provenance.items() if k != "source_fingerprint"
-        })
+        way = ways.setdefault(
+            key,
+            {"settings_key": key, "series": []}
+            | {k: v for k, v in result.provenance.items() if k != "source_fingerprint"},
+        )
         way["series"].append(result.series_uid)
     return {"format": "ct-findings-provenance", "made_with": list(ways.values())}
 

@@ -84,12 +84,19 @@ def score_comparison(comparison: Comparison, truth: list[dict[str, str]]) -> lis
         prior_rank = _nearest(prior_ranked, truth_point(row, "prior"), reach)
         current_rank = _nearest(current_ranked, truth_point(row, "current"), reach)
         pair = pairs.get((prior_rank, current_rank))
-        true_change = float(row["volume_change_pct"]) if row["volume_change_pct"] and row["status"] != "vanished" else None
+        true_change = (
+            float(row["volume_change_pct"]) if row["volume_change_pct"] and row["status"] != "vanished" else None
+        )
         outcomes.append(
             FollowUpOutcome(
-                prior_uid=row["prior_seriesuid"], status=row["status"], diameter_mm=max(diameters),
-                found_prior=prior_rank is not None, found_current=current_rank is not None, matched=pair is not None,
-                true_change_pct=true_change, measured_change_pct=None if pair is None else pair.volume_change_pct,
+                prior_uid=row["prior_seriesuid"],
+                status=row["status"],
+                diameter_mm=max(diameters),
+                found_prior=prior_rank is not None,
+                found_current=current_rank is not None,
+                matched=pair is not None,
+                true_change_pct=true_change,
+                measured_change_pct=None if pair is None else pair.volume_change_pct,
             )
-        )  # fmt: skip
+        )
     return outcomes

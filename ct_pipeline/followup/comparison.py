@@ -45,7 +45,12 @@ class ScanSummary:
     n_nodules: int
 
     def to_dict(self) -> dict:
-        return {"series_uid": self.series_uid, "source": self.source, "study_date": self.study_date, "n_nodules": self.n_nodules}
+        return {
+            "series_uid": self.series_uid,
+            "source": self.source,
+            "study_date": self.study_date,
+            "n_nodules": self.n_nodules,
+        }
 
 
 @dataclass(frozen=True)
@@ -79,13 +84,14 @@ class Comparison:
     def to_dict(self) -> dict:
         def pair(p: NodulePair) -> dict:
             return {
-                "prior": nodule_dict(p.prior_rank, p.prior), "current": nodule_dict(p.current_rank, p.current),
+                "prior": nodule_dict(p.prior_rank, p.prior),
+                "current": nodule_dict(p.current_rank, p.current),
                 "current_in_prior_xyz": [round(v, 3) for v in p.current_in_prior_xyz],
                 "distance_mm": round(p.distance_mm, 3),
                 "volume_change_pct": None if p.volume_change_pct is None else round(p.volume_change_pct, 2),
                 "doubling_time_days": None if p.doubling_time_days is None else round(p.doubling_time_days, 1),
                 "level_hu": None if p.level_hu is None else round(p.level_hu, 1),
-            }  # fmt: skip
+            }
 
         return {
             "prior": self.prior.to_dict(),
@@ -95,7 +101,9 @@ class Comparison:
             "threshold": self.threshold,
             "registration": self.registration.to_dict(),
             "pairs": [pair(p) for p in self.pairs],
-            "vanished": [{**nodule_dict(rank, f), "near_pair": self.pair_near(f, "prior")} for rank, f in self.vanished],
+            "vanished": [
+                {**nodule_dict(rank, f), "near_pair": self.pair_near(f, "prior")} for rank, f in self.vanished
+            ],
             "new": [{**nodule_dict(rank, f), "near_pair": self.pair_near(f, "current")} for rank, f in self.new],
             "warnings": list(self.warnings),
         }

@@ -106,13 +106,16 @@ def match_nodules(
         v1, v2 = finding_volume_mm3(prior[i]), finding_volume_mm3(current[j])
         pairs.append(
             NodulePair(
-                prior=prior[i], current=current[j], prior_rank=i + 1, current_rank=j + 1,
+                prior=prior[i],
+                current=current[j],
+                prior_rank=i + 1,
+                current_rank=j + 1,
                 current_in_prior_xyz=tuple(float(v) for v in mapped[j]),  # type: ignore[arg-type]
                 distance_mm=float(distance[i, j]),
                 volume_change_pct=volume_change_pct(v1, v2),
                 doubling_time_days=doubling_time_days(v1, v2, interval_days),
             )
-        )  # fmt: skip
+        )
     matched_prior = {p.prior_rank - 1 for p in pairs}
     matched_current = {p.current_rank - 1 for p in pairs}
     vanished = [i for i in range(len(prior)) if i not in matched_prior]

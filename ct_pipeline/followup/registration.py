@@ -74,7 +74,10 @@ class Registration:
         """CURRENT patient points (..., 3) -> PRIOR patient points (..., 3)."""
         center = np.asarray(self.center_xyz)
         shifted = np.asarray(points_xyz, dtype=np.float64) - center - np.asarray(self.translation_xyz)
-        return np.linalg.solve(np.asarray(self.matrix).reshape(3, 3), shifted.reshape(-1, 3).T).T.reshape(shifted.shape) + center
+        return (
+            np.linalg.solve(np.asarray(self.matrix).reshape(3, 3), shifted.reshape(-1, 3).T).T.reshape(shifted.shape)
+            + center
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -143,9 +146,12 @@ def _method(mask, iterations: int, levels: tuple[int, ...], config: Registration
     method.SetMetricFixedMask(mask)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6,
+        learningRate=2.0,
+        minStep=1e-3,
+        numberOfIterations=iterations,
+        relaxationFactor=0.6,
         gradientMagnitudeTolerance=1e-6,
-    )  # fmt: skip
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel(list(levels))
     method.SetSmoothingSigmasPerLevel([float(level) * config.working_spacing_mm / 2.0 for level in levels])

@@ -31,7 +31,9 @@ def _component_of(result: DiagnosisResult, finding: Finding) -> NoduleMask | Non
 
 def _measured_at(volume: CtVolume, finding: Finding, mask: NoduleMask, level_hu: float) -> MaskMeasurement:
     spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
-    start, outline = outline_nodule(volume.hu, mask.component_start_irc, mask.component, spacing_irc, finding.center_irc, level_hu)  # type: ignore[arg-type]
+    start, outline = outline_nodule(
+        volume.hu, mask.component_start_irc, mask.component, spacing_irc, finding.center_irc, level_hu
+    )  # type: ignore[arg-type]
     return measure_mask(outline, start, spacing_irc, volume.hu)  # type: ignore[arg-type]
 
 
@@ -40,7 +42,9 @@ def _remeasured(pair: NodulePair, scans, interval_days: float | None) -> NoduleP
     masks = _component_of(prior_result, pair.prior), _component_of(current_result, pair.current)
     if masks[0] is None or masks[1] is None:
         return pair
-    levels = [edge_level_hu(v.hu, m.component_start_irc, m.component) for v, m in zip((prior_volume, current_volume), masks)]  # type: ignore[arg-type]
+    levels = [
+        edge_level_hu(v.hu, m.component_start_irc, m.component) for v, m in zip((prior_volume, current_volume), masks)
+    ]  # type: ignore[arg-type]
     if levels[0] is None or levels[1] is None:
         return pair
     level = float(np.mean(levels))
@@ -48,9 +52,13 @@ def _remeasured(pair: NodulePair, scans, interval_days: float | None) -> NoduleP
     current = dataclasses.replace(pair.current, measurement=_measured_at(current_volume, pair.current, masks[1], level))
     v1, v2 = prior.measurement.volume_mm3, current.measurement.volume_mm3  # type: ignore[union-attr]
     return dataclasses.replace(
-        pair, prior=prior, current=current, level_hu=level,
-        volume_change_pct=volume_change_pct(v1, v2), doubling_time_days=doubling_time_days(v1, v2, interval_days),
-    )  # fmt: skip
+        pair,
+        prior=prior,
+        current=current,
+        level_hu=level,
+        volume_change_pct=volume_change_pct(v1, v2),
+        doubling_time_days=doubling_time_days(v1, v2, interval_days),
+    )
 
 
 def remeasure_pairs(

@@ -47,9 +47,7 @@ def _dicom_folder_entry(folder: Path, options: LoadOptions) -> SeriesEntry:
             raise NotFoundError(f"series {options.series_uid} is not in {folder}; it holds {_describe(series)}")
         return dicom_entry(chosen[0])
     if len(series) > 1:
-        raise BadInputError(
-            f"{folder} holds {len(series)} series ({_describe(series)}); name one with --series UID"
-        )
+        raise BadInputError(f"{folder} holds {len(series)} series ({_describe(series)}); name one with --series UID")
     return dicom_entry(series[0])
 
 

@@ -250,9 +250,7 @@ def order_slices(series: DicomSeries, allow_uneven_spacing: bool = False) -> Sli
     """Order a series' slices along their normal and check it forms one regular 3D grid."""
     uid = series.series_uid
     if series.modality != "CT":
-        raise BadDataError(
-            f"series {uid} is modality {series.modality or 'unknown'}, not CT; ct reads CT series only"
-        )
+        raise BadDataError(f"series {uid} is modality {series.modality or 'unknown'}, not CT; ct reads CT series only")
     headers = series.headers
     for h in headers:
         if h.position_xyz is None or h.orientation is None or h.pixel_spacing_rc is None:
@@ -309,9 +307,7 @@ def order_slices(series: DicomSeries, allow_uneven_spacing: bool = False) -> Sli
         if bad.size:
             i = int(bad[0])
             missing = gaps[i] / slice_gap
-            what = (
-                f"about {round(missing) - 1} slice(s) missing" if missing > 1.5 else "uneven slice spacing"
-            )
+            what = f"about {round(missing) - 1} slice(s) missing" if missing > 1.5 else "uneven slice spacing"
             message = (
                 f"series {uid}: gap of {gaps[i]:.3f} mm between slices at {along[i]:.3f} and {along[i + 1]:.3f} mm "
                 f"along the slice normal ({Path(files[i]).name} -> {Path(files[i + 1]).name}), expected "
@@ -393,16 +389,20 @@ def load_dicom_series(series: DicomSeries, allow_uneven_spacing: bool = False) -
     hu = _read_pixels(stack.files, uneven=stack.uneven)
     if stack.uneven:
         hu = _resample_along_normal(hu, stack.positions_mm, stack.geometry.spacing_xyz[2])
-    meta = {k: v for k, v in {
-        "description": first.description,
-        "manufacturer": first.manufacturer,
-        "kernel": first.kernel,
-        "study_date": first.study_date,
-        "patient_id": first.patient_id,
-        "n_files": str(series.n_files),
-        # One slice has no distance to a next one: the 1 mm in its geometry is a placeholder.
-        "slice_spacing": "unknown (a single slice; 1 mm is a placeholder)" if len(stack.files) == 1 else "",
-    }.items() if v}
+    meta = {
+        k: v
+        for k, v in {
+            "description": first.description,
+            "manufacturer": first.manufacturer,
+            "kernel": first.kernel,
+            "study_date": first.study_date,
+            "patient_id": first.patient_id,
+            "n_files": str(series.n_files),
+            # One slice has no distance to a next one: the 1 mm in its geometry is a placeholder.
+            "slice_spacing": "unknown (a single slice; 1 mm is a placeholder)" if len(stack.files) == 1 else "",
+        }.items()
+        if v
+    }
     return CtVolume(
         hu=hu,
         geometry=stack.geometry,

@@ -14,9 +14,17 @@ from ct_pipeline.loading.nifti_values import nifti_non_finite
 from ct_pipeline.volume import CtVolume
 
 _ITEM_BYTES = {
-    sitk.sitkInt8: 1, sitk.sitkUInt8: 1, sitk.sitkInt16: 2, sitk.sitkUInt16: 2, sitk.sitkInt32: 4,
-    sitk.sitkUInt32: 4, sitk.sitkFloat32: 4, sitk.sitkInt64: 8, sitk.sitkUInt64: 8, sitk.sitkFloat64: 8,
-}  # fmt: skip
+    sitk.sitkInt8: 1,
+    sitk.sitkUInt8: 1,
+    sitk.sitkInt16: 2,
+    sitk.sitkUInt16: 2,
+    sitk.sitkInt32: 4,
+    sitk.sitkUInt32: 4,
+    sitk.sitkFloat32: 4,
+    sitk.sitkInt64: 8,
+    sitk.sitkUInt64: 8,
+    sitk.sitkFloat64: 8,
+}
 IMAGE_SUFFIXES = {".nrrd": "nrrd", ".nhdr": "nrrd", ".nii": "nifti", ".nii.gz": "nifti", ".mha": "mha"}
 
 

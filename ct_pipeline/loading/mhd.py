@@ -80,7 +80,9 @@ def _data_file(header: dict[str, str], path: Path) -> Path:
     if data_file in ("LOCAL", "LIST") or "%" in data_file:
         raise BadDataError(f"{path}: ElementDataFile {data_file!r} is not supported; expected a separate .raw file")
     if "\0" in data_file:  # no file can have that name; pathlib would only say it is missing
-        raise BadDataError(f"{path}: ElementDataFile {data_file[:80]!r} is not a usable file name (it holds a NUL byte)")
+        raise BadDataError(
+            f"{path}: ElementDataFile {data_file[:80]!r} is not a usable file name (it holds a NUL byte)"
+        )
     raw_path = path.parent / data_file
     try:
         is_folder, is_file = raw_path.is_dir(), raw_path.is_file()
@@ -134,7 +136,9 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
         raise BadDataError(f"{path}: ElementNumberOfChannels must be 1 for a CT volume")
     element_type = header.get("ElementType", "")
     if element_type not in _MET_TYPES:
-        raise BadDataError(f"{path}: ElementType {element_type!r} is not supported (expected one of {sorted(_MET_TYPES)})")
+        raise BadDataError(
+            f"{path}: ElementType {element_type!r} is not supported (expected one of {sorted(_MET_TYPES)})"
+        )
     dtype = np.dtype(_MET_TYPES[element_type])
     big_endian = header.get("BinaryDataByteOrderMSB", header.get("ElementByteOrderMSB", "False")).lower() == "true"
     dtype = dtype.newbyteorder(">" if big_endian else "<")
@@ -147,7 +151,11 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
         raise BadDataError(f"{path}: ElementSpacing {spacing_xyz} must be positive")
     origin_xyz = _numbers(header, "Offset", 3, path, default=header.get("Origin", header.get("Position", "0 0 0")))
     direction = _numbers(
-        header, "TransformMatrix", 9, path, default=header.get("Rotation", header.get("Orientation", "1 0 0 0 1 0 0 0 1"))
+        header,
+        "TransformMatrix",
+        9,
+        path,
+        default=header.get("Rotation", header.get("Orientation", "1 0 0 0 1 0 0 0 1")),
     )
     # MetaImage stores the direction column-major (each axis vector in turn); SimpleITK's
     # GetDirection() and ours are row-major, hence the transpose.
@@ -196,9 +204,14 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
     )
     uid = series_uid or path.stem
     return CtVolume(
-        hu=hu, geometry=geometry, series_uid=uid, source=str(path), format="mhd", modality="CT",
+        hu=hu,
+        geometry=geometry,
+        series_uid=uid,
+        source=str(path),
+        format="mhd",
+        modality="CT",
         source_files=(str(path), str(raw_path)),
-    )  # fmt: skip
+    )
 
 
 def write_mhd(volume_hu: np.ndarray, geometry: Geometry, path: Path) -> None:

@@ -113,19 +113,26 @@ def scan_roots(roots: Sequence[Path], cache_dir: Path | None = None) -> dict[str
     finally:
         reader.close()
     if unreadable:
-        named = ", ".join(str(p) for p in unreadable[:3]) + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+        named = ", ".join(str(p) for p in unreadable[:3]) + (
+            f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        )
         log.warning(
             "skipped %d unreadable DICOM file%s (corrupt, truncated or not DICOM): %s; a series they belonged to "
             "may lack slices (`ct info` on their folder says why)",
-            len(unreadable), "" if len(unreadable) == 1 else "s", named,
-        )  # fmt: skip
+            len(unreadable),
+            "" if len(unreadable) == 1 else "s",
+            named,
+        )
     return entries
 
 
 def _add(entries: dict[str, SeriesEntry], entry: SeriesEntry) -> None:
     if entry.series_uid in entries:
         log.warning(
-            "series %s found twice (%s and %s); using the first", entry.series_uid, entries[entry.series_uid].path, entry.path
+            "series %s found twice (%s and %s); using the first",
+            entry.series_uid,
+            entries[entry.series_uid].path,
+            entry.path,
         )
         return
     entries[entry.series_uid] = entry
@@ -134,9 +141,7 @@ def _add(entries: dict[str, SeriesEntry], entry: SeriesEntry) -> None:
 def find_series(series_uid: str, roots: Sequence[Path], cache_dir: Path | None = None) -> SeriesEntry:
     """The entry for ``series_uid`` (already validated) under ``roots``."""
     if not roots:
-        raise NotFoundError(
-            f"series {series_uid}: no data roots to search; pass --data-root DIR or set CT_DATA_ROOT"
-        )
+        raise NotFoundError(f"series {series_uid}: no data roots to search; pass --data-root DIR or set CT_DATA_ROOT")
     # LUNA16 layout first: a direct look-up avoids reading any DICOM header.
     for root in roots:
         for candidate in sorted(root.glob(f"*/{series_uid}.mhd")) + sorted(root.glob(f"{series_uid}.mhd")):

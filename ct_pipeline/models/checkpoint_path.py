@@ -38,7 +38,7 @@ def checkpoint_file(path: os.PathLike | str, option: str) -> Path:
 
 
 def exported_format(path: os.PathLike | str) -> str | None:
-    """"onnx" for a ``.onnx`` file, "torchscript" for a TorchScript archive, None for anything else
+    """ "onnx" for a ``.onnx`` file, "torchscript" for a TorchScript archive, None for anything else
     (a checkpoint, which :func:`~ct_pipeline.models.load_checkpoint` then reads or explains)."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":

@@ -36,7 +36,9 @@ TORCHSCRIPT_EXTRA_FILE = f"{METADATA_KEY}.json"
 ONNX_OPSET = 18  # the dynamo exporter's default in torch 2.13; onnxruntime >= 1.14 runs it
 BOOK_HU_RANGE = (-1000.0, 1000.0)
 _OUTPUT_NAMES = {"seg": ["probability"], "cls": ["logits", "probability"], "mal": ["logits", "probability"]}
-_INSTALL_HINT = "install the ONNX extra with `pip install 'ct-pipeline[onnx]'` (or `pip install onnx onnxruntime onnxscript`)"
+_INSTALL_HINT = (
+    "install the ONNX extra with `pip install 'ct-pipeline[onnx]'` (or `pip install onnx onnxruntime onnxscript`)"
+)
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,9 @@ def _write_onnx(network: nn.Module, metadata: ExportMetadata, path: Path) -> Non
     import onnx  # optional extra, checked by require_onnx
     from torch.export import Dim
 
-    dynamic = {axis: (Dim("batch") if axis == 0 else Dim.AUTO) for axis, n in enumerate(metadata.input_shape) if n is None}
+    dynamic = {
+        axis: (Dim("batch") if axis == 0 else Dim.AUTO) for axis, n in enumerate(metadata.input_shape) if n is None
+    }
     # The exporter's deprecation warnings and its "torchvision is not installed" log lines say nothing to the user.
     registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration_log.level

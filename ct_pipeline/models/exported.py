@@ -181,10 +181,14 @@ def _check_fits(path: Path, option: str, expected_kind: str, kind: str, shape: l
         )
     wanted = "(N, odd channels, H, W)" if expected_kind == "seg" else "(N, 1, I, R, C)"
     rank = 4 if expected_kind == "seg" else 5
-    fits = len(shape) == rank and shape[0] is None and (
-        (shape[1] is not None and shape[1] % 2 == 1 and shape[2] is None and shape[3] is None)
-        if expected_kind == "seg"
-        else (shape[1] == 1 and all(n is not None for n in shape[2:]))
+    fits = (
+        len(shape) == rank
+        and shape[0] is None
+        and (
+            (shape[1] is not None and shape[1] % 2 == 1 and shape[2] is None and shape[3] is None)
+            if expected_kind == "seg"
+            else (shape[1] == 1 and all(n is not None for n in shape[2:]))
+        )
     )
     if not fits:
         found = "(" + ", ".join("N" if n is None else str(n) for n in shape) + ")" if shape else "several inputs"
@@ -198,4 +202,3 @@ def _check_fits(path: Path, option: str, expected_kind: str, kind: str, shape: l
 def crop_shape_of(model: ExportedModel) -> tuple[int, int, int]:
     """The classifier's crop size (I, R, C) from its input shape."""
     return tuple(int(n) for n in model.input_shape[2:])  # type: ignore[return-value]
-

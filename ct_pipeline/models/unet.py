@@ -130,9 +130,7 @@ class UNet(nn.Module):
         self.up_path = nn.ModuleList()
         for level in reversed(range(config.depth - 1)):
             channels = 2 ** (config.wf + level)
-            self.up_path.append(
-                UNetUpBlock(prev_channels, channels, config.up_mode, config.padding, config.batch_norm)
-            )
+            self.up_path.append(UNetUpBlock(prev_channels, channels, config.up_mode, config.padding, config.batch_norm))
             prev_channels = channels
         self.last = nn.Conv2d(prev_channels, config.n_classes, kernel_size=1)
 
@@ -172,4 +170,3 @@ class SegmentationUNet(nn.Module):
 
     def forward(self, input_batch: torch.Tensor) -> torch.Tensor:
         return self.final(self.unet(self.input_batchnorm(input_batch)))
-

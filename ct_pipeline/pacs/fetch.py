@@ -72,8 +72,9 @@ def look_up_series(server: DicomwebServer, series_uid: str, client=None) -> Remo
     with talking_to(server, f"looking up series {series_uid}"):
         found = client.search_for_instances(
             search_filters={"SeriesInstanceUID": series_uid},
-            fields=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"], get_remaining=True,
-        )  # fmt: skip
+            fields=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality"],
+            get_remaining=True,
+        )
     if not found:
         raise NotFoundError(f"series {series_uid} is neither under the data roots nor on DICOMweb server {server.url}")
     series = sorted({_value(d, _SERIES_UID) for d in found})
@@ -151,9 +152,13 @@ def save_instance(dataset, path: Path) -> None:
 
 def _write_manifest(staging: Path, server: DicomwebServer, remote: RemoteSeries) -> None:
     manifest = {
-        "version": MANIFEST_VERSION, "server": server.url, "series_uid": remote.series_uid,
-        "study_uid": remote.study_uid, "fingerprint": remote.fingerprint, "instance_uids": list(remote.instance_uids),
-    }  # fmt: skip
+        "version": MANIFEST_VERSION,
+        "server": server.url,
+        "series_uid": remote.series_uid,
+        "study_uid": remote.study_uid,
+        "fingerprint": remote.fingerprint,
+        "instance_uids": list(remote.instance_uids),
+    }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
@@ -221,12 +226,22 @@ def list_series(server: DicomwebServer, query: SeriesQuery = SeriesQuery()) -> l
         )
     series = [
         RemoteSeries(
-            _value(d, _SERIES_UID), _value(d, _STUDY_UID), _value(d, _MODALITY),
-            n_instances=int(_value(d, _N_INSTANCES) or 0), study_date=_value(d, _STUDY_DATE),
-        )  # fmt: skip
+            _value(d, _SERIES_UID),
+            _value(d, _STUDY_UID),
+            _value(d, _MODALITY),
+            n_instances=int(_value(d, _N_INSTANCES) or 0),
+            study_date=_value(d, _STUDY_DATE),
+        )
         for d in found
     ]
     return sorted(series, key=lambda s: s.series_uid)
 
 
-__all__: Sequence[str] = ["RemoteSeries", "SeriesQuery", "look_up_series", "fetch_series", "list_series", "series_folder"]
+__all__: Sequence[str] = [
+    "RemoteSeries",
+    "SeriesQuery",
+    "look_up_series",
+    "fetch_series",
+    "list_series",
+    "series_folder",
+]

@@ -100,9 +100,15 @@ def open_client(server: DicomwebServer):
     session = requests.Session()
     session.trust_env = False  # no ~/.netrc or proxy surprises: what we send is what this module chose
     retry = Retry(
-        total=server.retries, connect=server.retries, read=server.retries, status=server.retries,
-        status_forcelist=TRANSIENT_STATUSES, allowed_methods=None, backoff_factor=0.2, raise_on_status=False,
-    )  # fmt: skip
+        total=server.retries,
+        connect=server.retries,
+        read=server.retries,
+        status=server.retries,
+        status_forcelist=TRANSIENT_STATUSES,
+        allowed_methods=None,
+        backoff_factor=0.2,
+        raise_on_status=False,
+    )
     session.mount("http://", HTTPAdapter(max_retries=retry))
     session.mount("https://", HTTPAdapter(max_retries=retry))
     session.verify = str(server.ca_bundle) if server.ca_bundle is not None else True
@@ -155,7 +161,13 @@ def _status_error(server: DicomwebServer, doing: str, status: int) -> CtError:
 def _reason(err: Exception) -> str:
     """The innermost cause in a few words: requests' messages repeat the URL and the pool's internals."""
     text = str(err.__context__ or err) if not str(err) else str(err)
-    for marker in ("Connection refused", "timed out", "Connection reset", "Name or service not known", "CERTIFICATE_VERIFY_FAILED"):
+    for marker in (
+        "Connection refused",
+        "timed out",
+        "Connection reset",
+        "Name or service not known",
+        "CERTIFICATE_VERIFY_FAILED",
+    ):
         if marker in text:
             return marker.lower().replace("_", " ")
     return type(err).__name__

@@ -55,8 +55,9 @@ def render_compare(comparison: Comparison, pictures: dict[str, str]) -> str:
             "<table><tr><th>pair</th><th>prior #</th><th>current #</th><th>prior centre (mm)</th>"
             "<th>current centre (mm)</th><th>distance after registration (mm)</th><th>prior volume (mm&sup3;)</th>"
             "<th>current volume (mm&sup3;)</th><th>volume change</th><th>doubling time (days)</th></tr>",
-            *rows, "</table>",
-        ]  # fmt: skip
+            *rows,
+            "</table>",
+        ]
     for k in range(1, len(c.pairs) + 1):
         for when in ("prior", "current"):
             if f"pair_{k:02d}_{when}" in pictures:

@@ -163,7 +163,12 @@ def source_datasets(volume: CtVolume) -> list:
 
     from ct_pipeline.loading.dicom import discover_series, order_slices
 
-    series = [s for folder in volume.source.split(",") for s in discover_series(Path(folder)) if s.series_uid == volume.series_uid]
+    series = [
+        s
+        for folder in volume.source.split(",")
+        for s in discover_series(Path(folder))
+        if s.series_uid == volume.series_uid
+    ]
     if not series:
         raise BadDataError(f"{volume.source}: series {volume.series_uid} is no longer there; cannot reference it")
     stack = order_slices(series[0], allow_uneven_spacing=True)
@@ -188,9 +193,12 @@ def _algorithm(result: DiagnosisResult):
     models = dict(result.provenance.get("models", {}))
     parameters = {f"{kind}_model_sha256": str(record.get("sha256", "")) for kind, record in models.items()}
     return hd.AlgorithmIdentificationSequence(
-        name="ct", family=codes.cid7162.ArtificialIntelligence, version=__version__, source=MODEL_NAME,
+        name="ct",
+        family=codes.cid7162.ArtificialIntelligence,
+        version=__version__,
+        source=MODEL_NAME,
         parameters=parameters or None,
-    )  # fmt: skip
+    )
 
 
 def _new_instance(series_number: int) -> dict:
@@ -198,9 +206,12 @@ def _new_instance(series_number: int) -> dict:
     from highdicom import UID
 
     return {
-        "series_instance_uid": UID(), "series_number": series_number, "sop_instance_uid": UID(),
-        "instance_number": 1, "manufacturer": MANUFACTURER,
-    }  # fmt: skip
+        "series_instance_uid": UID(),
+        "series_number": series_number,
+        "sop_instance_uid": UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+    }
 
 
 def _segment_label(item: MarkedFinding) -> str:
@@ -289,7 +300,7 @@ def build_report(sources: list, seg, marked: list[MarkedFinding]):
             measurements=_measurements(item),
         )
         for item in marked
-    ]  # fmt: skip
+    ]
     observer = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -311,8 +322,11 @@ def build_report(sources: list, seg, marked: list[MarkedFinding]):
 
 def _finding_record(item: MarkedFinding) -> dict:
     return {
-        "finding": item.number, "label": item.segment, "tracking_uid": item.tracking_uid, **item.finding.to_dict(),
-    }  # fmt: skip
+        "finding": item.number,
+        "label": item.segment,
+        "tracking_uid": item.tracking_uid,
+        **item.finding.to_dict(),
+    }
 
 
 def _write_label_map(
@@ -335,12 +349,15 @@ def _write_label_map(
         record,
         json.dumps(
             {
-                "series_uid": volume.series_uid, "source": volume.source, "label_map": nrrd.name,
+                "series_uid": volume.series_uid,
+                "source": volume.source,
+                "label_map": nrrd.name,
                 "note": f"{DISCLAIMER}. Each finding's voxels carry its 'label' in the label map; the input has no "
                 "DICOM instances to reference, so there is no DICOM Segmentation.",
-                "provenance": dict(result.provenance), "findings": [_finding_record(item) for item in marked],
+                "provenance": dict(result.provenance),
+                "findings": [_finding_record(item) for item in marked],
             },
             indent=2,
         ),
-    )  # fmt: skip
+    )
     return [nrrd, record]

@@ -82,9 +82,14 @@ def finding_picture(
         flip = vertical == 0 and _head_up(geometry)
         extent = (h_mm[0], h_mm[1], v_mm[0], v_mm[1]) if flip else (h_mm[0], h_mm[1], v_mm[1], v_mm[0])
         ax.imshow(
-            image, cmap="gray", vmin=LUNG_WINDOW_HU[0], vmax=LUNG_WINDOW_HU[1], extent=extent,
-            origin="lower" if flip else "upper", interpolation="bilinear",
-        )  # fmt: skip
+            image,
+            cmap="gray",
+            vmin=LUNG_WINDOW_HU[0],
+            vmax=LUNG_WINDOW_HU[1],
+            extent=extent,
+            origin="lower" if flip else "upper",
+            interpolation="bilinear",
+        )
         ax.add_patch(Circle((0, 0), radius_mm, fill=False, edgecolor=_MARK, linewidth=1.2))
         for sign in (-1, 1):
             ax.plot([sign * (radius_mm + 2), sign * (radius_mm + 7)], [0, 0], color=_MARK, linewidth=1.2)
@@ -95,8 +100,9 @@ def finding_picture(
     x, y, z = finding.center_xyz
     figure.suptitle(
         f"{_label(finding, rank)}\ncentre ({x:.1f}, {y:.1f}, {z:.1f}) mm, diameter {finding.diameter_mm:.1f} mm",
-        color="white", fontsize=11,
-    )  # fmt: skip
+        color="white",
+        fontsize=11,
+    )
     figure.subplots_adjust(left=0.04, right=0.99, bottom=0.1, top=0.8, wspace=0.2)
     return _save(figure, path)
 
@@ -140,9 +146,14 @@ def overview_picture(
 
             ax.add_patch(Circle((h, v), radius, fill=False, edgecolor=_MARK, linewidth=1.5))
             ax.annotate(
-                str(rank), (h + radius, v + radius), color=_MARK, fontsize=10, fontweight="bold",
-                ha="left", va="bottom",
-            )  # fmt: skip
+                str(rank),
+                (h + radius, v + radius),
+                color=_MARK,
+                fontsize=10,
+                fontweight="bold",
+                ha="left",
+                va="bottom",
+            )
         ax.set_title(name, color="white", fontsize=10)
         ax.tick_params(colors="#bbbbbb", labelsize=7)
         ax.set_xlabel("mm", color="#bbbbbb", fontsize=7)

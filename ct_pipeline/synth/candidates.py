@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import lookup, unit_vectors
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.nodules import Nodule
 from ct_pipeline.synth.phantom import Phantom, hilum_mm, random_lung_points
 from ct_pipeline.synth.vessels import Segment

@@ -34,12 +34,41 @@ _CHANGE_P = (0.45, 0.3, 0.25)
 _VANISH_P = 0.3  # of nodules under _VANISH_BELOW_MM
 _VANISH_BELOW_MM = 8.0
 _NEW_P = 0.5
-PAIR_HEADER = ["prior_seriesuid", "current_seriesuid", "interval_days", "angle_deg", "axisX", "axisY", "axisZ",
-               "shiftX", "shiftY", "shiftZ", "centerX", "centerY", "centerZ"]  # fmt: skip
-TRUTH_HEADER = ["prior_seriesuid", "current_seriesuid", "interval_days", "nodule", "status",
-                "prior_coordX", "prior_coordY", "prior_coordZ", "current_coordX", "current_coordY", "current_coordZ",
-                "prior_diameter_mm", "current_diameter_mm", "prior_volume_mm3", "current_volume_mm3",
-                "volume_change_pct", "kind", "juxtapleural"]  # fmt: skip
+PAIR_HEADER = [
+    "prior_seriesuid",
+    "current_seriesuid",
+    "interval_days",
+    "angle_deg",
+    "axisX",
+    "axisY",
+    "axisZ",
+    "shiftX",
+    "shiftY",
+    "shiftZ",
+    "centerX",
+    "centerY",
+    "centerZ",
+]
+TRUTH_HEADER = [
+    "prior_seriesuid",
+    "current_seriesuid",
+    "interval_days",
+    "nodule",
+    "status",
+    "prior_coordX",
+    "prior_coordY",
+    "prior_coordZ",
+    "current_coordX",
+    "current_coordY",
+    "current_coordZ",
+    "prior_diameter_mm",
+    "current_diameter_mm",
+    "prior_volume_mm3",
+    "current_volume_mm3",
+    "volume_change_pct",
+    "kind",
+    "juxtapleural",
+]
 
 
 @dataclass(frozen=True)
@@ -68,9 +97,11 @@ class FollowUpPlan:
         for _ in range(20):  # sample_nodules draws 0-4 placed nodules; keep those clear of the others
             if len(new) >= self.n_new:
                 break
-            new += [n for n in sample_nodules(rng, phantom, layout) if clear_of(np.array(n.center_mm), n.max_radius_mm, kept + new)][
-                : self.n_new - len(new)
-            ]
+            new += [
+                n
+                for n in sample_nodules(rng, phantom, layout)
+                if clear_of(np.array(n.center_mm), n.max_radius_mm, kept + new)
+            ][: self.n_new - len(new)]
         return kept + new
 
 
@@ -97,7 +128,9 @@ def moved(nodule: Nodule, layout: SeriesLayout, pose: RigidPose) -> Nodule:
 def grown(nodule: Nodule, volume_factor: float) -> Nodule:
     """``nodule`` with its volume times ``volume_factor`` (the shape scaled, its centre kept)."""
     scale = volume_factor ** (1.0 / 3.0)
-    return dataclasses.replace(nodule, diameter_mm=nodule.diameter_mm * scale, max_radius_mm=nodule.max_radius_mm * scale)
+    return dataclasses.replace(
+        nodule, diameter_mm=nodule.diameter_mm * scale, max_radius_mm=nodule.max_radius_mm * scale
+    )
 
 
 def follow_up_uid(seed: int, index: int) -> str:
@@ -146,14 +179,23 @@ def _fmt(value: float) -> str:
 
 def pair_row(prior_uid: str, plan: FollowUpPlan) -> list[str]:
     pose = plan.pose
-    return [prior_uid, plan.series_uid, str(plan.interval_days), _fmt(pose.angle_deg),
-            *(_fmt(v) for v in pose.axis_xyz), *(_fmt(v) for v in pose.translation_xyz),
-            *(_fmt(v) for v in pose.center_xyz)]  # fmt: skip
+    return [
+        prior_uid,
+        plan.series_uid,
+        str(plan.interval_days),
+        _fmt(pose.angle_deg),
+        *(_fmt(v) for v in pose.axis_xyz),
+        *(_fmt(v) for v in pose.translation_xyz),
+        *(_fmt(v) for v in pose.center_xyz),
+    ]
 
 
-def truth_rows(prior_uid: str, layout: SeriesLayout, plan: FollowUpPlan, prior: list[Nodule], after: list[Nodule]) -> list[list[str]]:
+def truth_rows(
+    prior_uid: str, layout: SeriesLayout, plan: FollowUpPlan, prior: list[Nodule], after: list[Nodule]
+) -> list[list[str]]:
     """One row per nodule of either scan: its centres (patient mm) and volumes in both.
     ``after``: the follow-up's nodules as drawn (moved: :func:`moved`), in :meth:`FollowUpPlan.revise`'s order."""
+
     def xyz(nodule: Nodule) -> np.ndarray:
         return layout.anatomy_mm_to_xyz(np.array(nodule.center_mm))
 
@@ -163,17 +205,45 @@ def truth_rows(prior_uid: str, layout: SeriesLayout, plan: FollowUpPlan, prior: 
         volume = shape_volume_mm3(nodule)
         now = next(later) if factor > 0 else None
         current = ["", "", "", ""] if now is None else [*(_fmt(v) for v in xyz(now)), _fmt(now.diameter_mm)]
-        rows.append([
-            prior_uid, plan.series_uid, str(plan.interval_days), str(number), status_of(factor),
-            *(_fmt(v) for v in xyz(nodule)), *current[:3], _fmt(nodule.diameter_mm), current[3], _fmt(volume),
-            "" if now is None else _fmt(volume * factor), _fmt(100.0 * (factor - 1.0)), nodule.kind, str(nodule.juxtapleural),
-        ])  # fmt: skip
+        rows.append(
+            [
+                prior_uid,
+                plan.series_uid,
+                str(plan.interval_days),
+                str(number),
+                status_of(factor),
+                *(_fmt(v) for v in xyz(nodule)),
+                *current[:3],
+                _fmt(nodule.diameter_mm),
+                current[3],
+                _fmt(volume),
+                "" if now is None else _fmt(volume * factor),
+                _fmt(100.0 * (factor - 1.0)),
+                nodule.kind,
+                str(nodule.juxtapleural),
+            ]
+        )
     for new in later:
-        rows.append([
-            prior_uid, plan.series_uid, str(plan.interval_days), "", "new", "", "", "",
-            *(_fmt(v) for v in xyz(new)), "", _fmt(new.diameter_mm), "", _fmt(shape_volume_mm3(new)), "",
-            new.kind, str(new.juxtapleural),
-        ])  # fmt: skip
+        rows.append(
+            [
+                prior_uid,
+                plan.series_uid,
+                str(plan.interval_days),
+                "",
+                "new",
+                "",
+                "",
+                "",
+                *(_fmt(v) for v in xyz(new)),
+                "",
+                _fmt(new.diameter_mm),
+                "",
+                _fmt(shape_volume_mm3(new)),
+                "",
+                new.kind,
+                str(new.juxtapleural),
+            ]
+        )
     return rows
 
 

@@ -47,9 +47,7 @@ SIZES: dict[str, SizePreset] = {
     "small": SizePreset(128, (280.0, 350.0), (3.0, 3.25, 3.5, 3.75, 4.0, 4.5), (40, 80), (230.0, 310.0), (80, 220)),
     # 256 x 256 at 1.1-1.4 mm, 1.25-2.5 mm slices: nodules 4-25 voxels wide, enough for the book's
     # voxel-sized crops to see them (on "small" a 5 mm nodule is 2 voxels), at a sixth of "full"'s size.
-    "medium": SizePreset(
-        256, (280.0, 350.0), (1.25, 1.5, 1.75, 2.0, 2.5), (90, 250), (230.0, 310.0), (200, 500)
-    ),
+    "medium": SizePreset(256, (280.0, 350.0), (1.25, 1.5, 1.75, 2.0, 2.5), (90, 250), (230.0, 310.0), (200, 500)),
     # 512 x 512 at 0.55-0.88 mm, slice spacings seen in LUNA16.
     "full": SizePreset(
         512, (280.0, 450.0), (0.625, 0.7, 0.75, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5), (100, 300), (240.0, 340.0), (300, 900)

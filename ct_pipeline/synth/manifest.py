@@ -59,7 +59,11 @@ class SynthManifest:
         """Record finished files (each folder prefix given to :meth:`start`: every file below it)."""
         for name in relative:
             self.pending.discard(name)
-            paths = sorted(p for p in (self.out_dir / name).rglob("*") if p.is_file()) if name.endswith("/") else [self.out_dir / name]
+            paths = (
+                sorted(p for p in (self.out_dir / name).rglob("*") if p.is_file())
+                if name.endswith("/")
+                else [self.out_dir / name]
+            )
             for path in paths:
                 stat = path.stat()
                 self.files[path.relative_to(self.out_dir).as_posix()] = [stat.st_size, stat.st_mtime_ns]
@@ -67,8 +71,10 @@ class SynthManifest:
 
     def owns(self, relative: str) -> bool:
         """Whether ``relative`` is listed, or lies below a pending prefix."""
-        return relative in self.files or relative in self.pending or any(
-            p.endswith("/") and relative.startswith(p) for p in self.pending
+        return (
+            relative in self.files
+            or relative in self.pending
+            or any(p.endswith("/") and relative.startswith(p) for p in self.pending)
         )
 
     def _save(self) -> None:

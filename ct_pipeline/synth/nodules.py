@@ -16,8 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import draw_tube, lookup, partial_volume_mm, unit_vectors, window
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.phantom import Phantom, random_lung_points
 
 NoduleKind = Literal["solid", "part-solid", "ground-glass"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import axis_mm, draw_tube, lookup
+from ct_pipeline.synth.layout import SeriesLayout
 
 HU_AIR = -1000.0
 _CHUNK_VOXELS = 4_000_000  # slices per chunk so that a chunk's temporaries stay in cache-sized blocks
@@ -308,8 +308,11 @@ def _exclude_box(
         slice(rows.start - box[0].start, rows.stop - box[0].start),
         slice(cols.start - box[1].start, cols.stop - box[1].start),
     )
-    theirs = (slice(None), slice(rows.start - other_box[0].start, rows.stop - other_box[0].start),
-              slice(cols.start - other_box[1].start, cols.stop - other_box[1].start))  # fmt: skip
+    theirs = (
+        slice(None),
+        slice(rows.start - other_box[0].start, rows.stop - other_box[0].start),
+        slice(cols.start - other_box[1].start, cols.stop - other_box[1].start),
+    )
     inside[mine] &= ~other[theirs]
 
 

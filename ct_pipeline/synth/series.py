@@ -16,8 +16,8 @@ from ct_pipeline.synth.candidates import Candidates, make_candidates
 from ct_pipeline.synth.config import SynthConfig
 from ct_pipeline.synth.followup import FollowUpPlan, moved
 from ct_pipeline.synth.layout import PatientXyz, SeriesLayout
-from ct_pipeline.synth.noise import add_noise
 from ct_pipeline.synth.nodules import Nodule, draw_nodules, fits_in_lung, place_center, sample_nodules
+from ct_pipeline.synth.noise import add_noise
 from ct_pipeline.synth.phantom import Phantom, render_phantom, sample_anatomy
 from ct_pipeline.synth.streams import Stream, series_rng
 from ct_pipeline.synth.style import SynthStyle, juxtavascular_center, restyle_nodules

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.drawing import draw_tube, lookup
+from ct_pipeline.synth.layout import SeriesLayout
 from ct_pipeline.synth.phantom import Phantom, hilum_mm
 from ct_pipeline.synth.style import STANDARD, SynthStyle, min_vessel_radius_mm
 
@@ -66,8 +66,15 @@ def _roots(rng: np.random.Generator, phantom: Phantom, side: float) -> list[tupl
     artery_hilum = hilum_mm(phantom.anatomy, lung)
     vein_hilum = artery_hilum + np.array([0.0, -12.0, -20.0])
     s = side
-    arteries = [(s * 0.5, 0.0, 1.0), (s, -0.4, 0.35), (s, 0.4, 0.1), (s, -0.3, -0.4),
-                (s * 0.6, -0.5, -0.9), (s * 0.6, 0.6, -0.8), (s * 0.4, 0.9, 0.3)]  # fmt: skip
+    arteries = [
+        (s * 0.5, 0.0, 1.0),
+        (s, -0.4, 0.35),
+        (s, 0.4, 0.1),
+        (s, -0.3, -0.4),
+        (s * 0.6, -0.5, -0.9),
+        (s * 0.6, 0.6, -0.8),
+        (s * 0.4, 0.9, 0.3),
+    ]
     veins = [
         (s * 0.6, -0.3, 0.8),
         (s, 0.1, 0.2),
@@ -132,5 +139,13 @@ def draw_vessels(volume: np.ndarray, layout: SeriesLayout, phantom: Phantom, seg
     """Blend the segments into ``volume`` as blood (soft-edged), only inside the lungs."""
     blood = phantom.anatomy.hu["blood"]
     for seg in segments:
-        draw_tube(volume, layout, np.array(seg.start_mm), np.array(seg.end_mm), seg.start_radius_mm,
-                  seg.end_radius_mm, blood, limit=phantom.lung_mask)  # fmt: skip
+        draw_tube(
+            volume,
+            layout,
+            np.array(seg.start_mm),
+            np.array(seg.end_mm),
+            seg.start_radius_mm,
+            seg.end_radius_mm,
+            blood,
+            limit=phantom.lung_mask,
+        )

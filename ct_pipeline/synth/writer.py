@@ -31,11 +31,17 @@ from ct_pipeline.synth.config import SynthConfig, direction_kinds, plan_series
 from ct_pipeline.synth.dicom import write_dicom
 from ct_pipeline.synth.followup import (
     FOLLOW_UP_DIR,
-    PAIR_HEADER as FOLLOW_UP_PAIR_HEADER,
-    TRUTH_HEADER as FOLLOW_UP_TRUTH_HEADER,
     pair_row,
     plan_follow_up,
     study_date,
+)
+from ct_pipeline.synth.followup import (
+    PAIR_HEADER as FOLLOW_UP_PAIR_HEADER,
+)
+from ct_pipeline.synth.followup import (
+    TRUTH_HEADER as FOLLOW_UP_TRUTH_HEADER,
+)
+from ct_pipeline.synth.followup import (
     truth_rows as follow_up_truth_rows,
 )
 from ct_pipeline.synth.layout import SeriesLayout

@@ -31,6 +31,7 @@ def __getattr__(name: str):
         return getattr(loop, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "TASKS",
     "ClassificationTraining",

@@ -17,13 +17,18 @@ from ct_pipeline.training.config import SECTIONS, TrainConfig
 
 # Config fields whose command-line option is not ``--`` + the field name with dashes.
 _OPTION_OF_FIELD = {
-    "data_roots": "--data-root", "out_dir": "--out",
-    "task": "the command (train-cls, train-cls --malignancy or train-seg)", "augmentation": "the --aug-* options",
+    "data_roots": "--data-root",
+    "out_dir": "--out",
+    "task": "the command (train-cls, train-cls --malignancy or train-seg)",
+    "augmentation": "the --aug-* options",
 }
 _COMMAND_OF_TASK = {"cls": ("train-cls",), "mal": ("train-cls", "--malignancy"), "seg": ("train-seg",)}
 _AUGMENTATION_OPTIONS = {
-    "mirror": "--aug-mirror", "shift_fraction": "--aug-shift", "scale_fraction": "--aug-scale",
-    "rotation_deg": "--aug-rotate", "noise_hu": "--aug-noise",
+    "mirror": "--aug-mirror",
+    "shift_fraction": "--aug-shift",
+    "scale_fraction": "--aug-scale",
+    "rotation_deg": "--aug-rotate",
+    "noise_hu": "--aug-noise",
 }
 # Rendered first, always: what the run starts from, where it reads and writes, and how long it is.
 _SHOWN_FIRST = ("finetune", "data_roots", "cache_dir", "out_dir", "epochs", "epoch_size")

@@ -146,7 +146,10 @@ class TaskDefaults:
     def segmentation(cls) -> TaskDefaults:
         """Book ch. 13: Adam (its default lr), batch 16, its segmentation augmentation."""
         return cls(
-            epoch_size=3_000, batch_size=16, optimizer="adam", lr=1e-3,
+            epoch_size=3_000,
+            batch_size=16,
+            optimizer="adam",
+            lr=1e-3,
             augmentation=AugmentationConfig.book_segmentation(),
         )
 

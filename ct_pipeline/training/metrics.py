@@ -167,13 +167,15 @@ class SegmentationMeter:
 
     def update(self, predicted: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor) -> None:
         """Add a batch: (N, 1, H, W) bool predicted mask, (N, 1, H, W) bool labels, (N,) losses."""
-        self.totals += torch.stack([
-            (predicted & labels).sum(),
-            (predicted & ~labels).sum(),
-            (~predicted & labels).sum(),
-            losses.detach().sum(),
-            torch.tensor(losses.shape[0], device=losses.device),
-        ]).to(torch.float64)
+        self.totals += torch.stack(
+            [
+                (predicted & labels).sum(),
+                (predicted & ~labels).sum(),
+                (~predicted & labels).sum(),
+                losses.detach().sum(),
+                torch.tensor(losses.shape[0], device=losses.device),
+            ]
+        ).to(torch.float64)
 
 
 def dice_loss(probabilities: torch.Tensor, labels: torch.Tensor, epsilon: float = 1.0) -> torch.Tensor:

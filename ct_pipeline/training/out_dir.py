@@ -29,7 +29,10 @@ def check_inputs_kept(config: TrainConfig) -> None:
     Raises:
         BadInputError: naming --out and the input's option.
     """
-    inputs = [*data_root_places(config.data_roots), *(Place("--extra-candidates", p) for p in config.classification.extra_candidates)]
+    inputs = [
+        *data_root_places(config.data_roots),
+        *(Place("--extra-candidates", p) for p in config.classification.extra_candidates),
+    ]
     if config.malignancy.finetune is not None:
         inputs.append(Place("--finetune", config.malignancy.finetune))
     refuse_overlaps([Place("--out", config.out_dir, RUN_WRITES)], inputs)

@@ -27,6 +27,7 @@ import torch
 
 from ct_pipeline.logfile import NO_LOG_FILE, LogFile
 
+
 def _fmt(value: float) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
@@ -82,8 +83,13 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(), console=Console(file=out), transient=True,
+                TextColumn(label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=Console(file=out),
+                transient=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(label, total=total, rate="")

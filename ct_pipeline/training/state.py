@@ -17,7 +17,6 @@ uninterrupted run drew.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +76,9 @@ def open_resume_checkpoint(config: TrainConfig) -> Checkpoint:
     """``last.ckpt`` of ``config.out_dir``, checked to be this kind of run with the same options."""
     path = config.out_dir / LAST
     if not path.exists():
-        raise BadInputError(f"--resume: {path} does not exist; start the run without --resume, or point --out at the run's folder")
+        raise BadInputError(
+            f"--resume: {path} does not exist; start the run without --resume, or point --out at the run's folder"
+        )
     checkpoint = load_checkpoint(path, config.kind, option="--resume")
     if checkpoint.optimizer_state is None or "optimizer" not in checkpoint.optimizer_state:
         raise BadCheckpointError(f"{path} holds no training state to resume from; start a new run with another --out")
@@ -126,7 +127,8 @@ def restore(
     if state.get("world_size", world_size) != world_size:
         log.warning(
             "resuming a run trained on %s ranks with %d: the samples drawn per rank change from here on",
-            state.get("world_size"), world_size,
+            state.get("world_size"),
+            world_size,
         )
     return RunState(
         epoch=checkpoint.epoch,

@@ -118,7 +118,9 @@ class ClassifierTask:
         all but the last ``finetune_depth`` blocks frozen (book ch. 14)."""
         shape, malignancy = self.config.classification, self.config.malignancy
         if malignancy.finetune is None:
-            return LunaClassifier(ClassifierConfig(block_batchnorm=shape.block_batchnorm, centre_head=shape.centre_head))
+            return LunaClassifier(
+                ClassifierConfig(block_batchnorm=shape.block_batchnorm, centre_head=shape.centre_head)
+            )
         source = load_checkpoint(malignancy.finetune, "cls", option="--finetune")
         model = LunaClassifier(
             ClassifierConfig(**{name: bool(source.model_config.get(name, False)) for name in _SOURCE_SHAPE_OPTIONS})
@@ -160,8 +162,10 @@ class ClassifierTask:
             # Malignancy rises with size, so the fine-tune is only worth it if it beats size alone.
             diameters = catalog.candidates["diameter_mm"]
             self.val_constants = size_only_baseline(
-                diameters.loc[train.table_rows].to_numpy(), train.is_positive,
-                diameters.loc[val.table_rows].to_numpy(), val.is_positive,
+                diameters.loc[train.table_rows].to_numpy(),
+                train.is_positive,
+                diameters.loc[val.table_rows].to_numpy(),
+                val.is_positive,
             )
         return train, val
 
@@ -224,8 +228,11 @@ class SegmentationTask:
     def build_datasets(self, catalog: Catalog, cache: CropCache, ctx: DistContext) -> tuple[Any, Any]:
         common = _sampling_options(self.config, ctx)
         train = SegmentationDataset(
-            catalog, cache,
-            SegmentationDatasetConfig(split="train", background_share=self.config.segmentation.background_share, **common),
+            catalog,
+            cache,
+            SegmentationDatasetConfig(
+                split="train", background_share=self.config.segmentation.background_share, **common
+            ),
         )
         val = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="val", **common))
         # Every rank counts all validation nodules (it validates a share of the slices, but any
@@ -264,7 +271,9 @@ class SegmentationTask:
         return segmentation_loss(outputs.float(), batch.targets, weights.fn_loss_weight, weights.bce_loss_weight)
 
     def new_meter(self, device: torch.device, split: str, keep_examples: bool) -> SegmentationMeter:
-        return SegmentationMeter(device, find_nodules=split == "val", n_examples=N_EXAMPLE_IMAGES if keep_examples else 0)
+        return SegmentationMeter(
+            device, find_nodules=split == "val", n_examples=N_EXAMPLE_IMAGES if keep_examples else 0
+        )
 
     def record(self, meter: SegmentationMeter, outputs: torch.Tensor, batch: Batch, losses: torch.Tensor) -> None:
         predicted = outputs > self.config.segmentation.seg_threshold
@@ -276,7 +285,9 @@ class SegmentationTask:
         if missing > 0:  # slices with nodule, the middle channel is the labelled slice
             middle = batch.inputs.shape[1] // 2
             for k in torch.nonzero(labels.flatten(1).any(dim=1)).flatten().tolist()[:missing]:
-                meter.examples.append((batch.inputs[k, middle].float().cpu(), labels[k, 0].cpu(), predicted[k, 0].cpu()))
+                meter.examples.append(
+                    (batch.inputs[k, middle].float().cpu(), labels[k, 0].cpu(), predicted[k, 0].cpu())
+                )
 
     def _find_nodules(self, meter: SegmentationMeter, predicted: torch.Tensor, batch: Batch) -> None:
         """Mark the validation nodules that a predicted mask touches (whole slices: rows and cols
@@ -299,9 +310,7 @@ class SegmentationTask:
             nodules = [(uid, k, d) for uid, ds in self._val_nodule_diameters.items() for k, d in enumerate(ds)]
             large = [(uid, k) for uid, k, d in nodules if d >= NODULE_RECALL_MIN_MM]
             metrics["nodule_recall"] = len(found) / len(nodules) if nodules else float("nan")
-            metrics["nodule_recall_4mm"] = (
-                sum(key in found for key in large) / len(large) if large else float("nan")
-            )
+            metrics["nodule_recall_4mm"] = sum(key in found for key in large) / len(large) if large else float("nan")
             metrics["nodules"] = float(len(nodules))
         return metrics, {"examples": meter.examples}
 

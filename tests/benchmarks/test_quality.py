@@ -19,7 +19,11 @@ from tests.helpers.training_data import write_training_luna
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("quality")
-    return write_training_luna(root / "train"), write_training_luna(root / "test", seed=1), write_models(root / "models", 0.8, 0.3)
+    return (
+        write_training_luna(root / "train"),
+        write_training_luna(root / "test", seed=1),
+        write_models(root / "models", 0.8, 0.3),
+    )
 
 
 def _runner(models: dict[str, Path]):
@@ -55,9 +59,20 @@ def test_a_test_block_beside_the_validation_figures(data, tmp_path, monkeypatch,
     train, test, models = data
     monkeypatch.setattr(quality, "_run_to_stderr", _runner(models))
     out = tmp_path / "q"
-    code = quality.main([
-        "--data-root", str(train), "--out", str(out), "--recipe", "tiny", "--test-root", str(test), "--bootstrap", "20",
-    ])  # fmt: skip
+    code = quality.main(
+        [
+            "--data-root",
+            str(train),
+            "--out",
+            str(out),
+            "--recipe",
+            "tiny",
+            "--test-root",
+            str(test),
+            "--bootstrap",
+            "20",
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "quality.json").read_text())
     assert json.loads(capsys.readouterr().out) == summary
@@ -73,7 +88,10 @@ def test_a_test_block_beside_the_validation_figures(data, tmp_path, monkeypatch,
 
 @pytest.mark.parametrize(
     ("test_root", "message"),
-    [("missing", "has no annotations.csv; give a LUNA16-layout folder"), ("train", "is the training data; give an independent folder")],
+    [
+        ("missing", "has no annotations.csv; give a LUNA16-layout folder"),
+        ("train", "is the training data; give an independent folder"),
+    ],
 )
 def test_a_bad_test_root_is_refused_before_anything_runs(data, tmp_path, capsys, test_root, message):
     train = data[0]

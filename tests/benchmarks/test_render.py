@@ -20,18 +20,26 @@ _MACHINE_PATH = re.compile(r"(^|[\s=`])/(work|tmp|home|root)/")
     ("recorded", "typed"),
     [
         ("ct diagnose --data-root /tmp/x1/data --out /work/runs/out", "ct diagnose --data-root DATA --out OUT"),
-        ("ct prepcache --data-root=/work/d --cache-dir=/scratch/c --workers 2",
-         "ct prepcache --data-root=DATA --cache-dir=CACHE --workers 2"),
+        (
+            "ct prepcache --data-root=/work/d --cache-dir=/scratch/c --workers 2",
+            "ct prepcache --data-root=DATA --cache-dir=CACHE --workers 2",
+        ),
         # Positional paths: relative to the folder they share, where a user would run the command.
-        ("python -m benchmarks.volumetry --record /w/q/standard-0/out /w/q/standard-0/data /w/q/site-b-0/out",
-         "python -m benchmarks.volumetry --record standard-0/out standard-0/data site-b-0/out"),
-        ("python -m benchmarks.followup --record /w/fu-std /w/q/standard-0/out/runs",
-         "python -m benchmarks.followup --record fu-std q/standard-0/out/runs"),
+        (
+            "python -m benchmarks.volumetry --record /w/q/standard-0/out /w/q/standard-0/data /w/q/site-b-0/out",
+            "python -m benchmarks.volumetry --record standard-0/out standard-0/data site-b-0/out",
+        ),
+        (
+            "python -m benchmarks.followup --record /w/fu-std /w/q/standard-0/out/runs",
+            "python -m benchmarks.followup --record fu-std q/standard-0/out/runs",
+        ),
         ("make bench BOOK_CODE_DIR=/home/me/dlwpt-code", "make bench BOOK_CODE_DIR=dlwpt-code"),
         # Already typed, system paths and addresses: unchanged.
         ("python -m benchmarks.run load", "python -m benchmarks.run load"),
-        ("ct synth OUT --series 3 2>/dev/null; see https://luna16.grand-challenge.org/Data/",
-         "ct synth OUT --series 3 2>/dev/null; see https://luna16.grand-challenge.org/Data/"),
+        (
+            "ct synth OUT --series 3 2>/dev/null; see https://luna16.grand-challenge.org/Data/",
+            "ct synth OUT --series 3 2>/dev/null; see https://luna16.grand-challenge.org/Data/",
+        ),
     ],
 )
 def test_a_recorded_command_is_typed_with_placeholders_and_relative_paths(recorded, typed):

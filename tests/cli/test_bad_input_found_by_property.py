@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_property_bad_dicom import DICOM_UID, write_small_series
+from tests.cli.test_property_bad_input import UID, _header, _write_mhd_case
 from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import write_models, write_phantom_luna
 from tests.helpers.folder_digest import tree_digest
-from tests.cli.test_property_bad_dicom import DICOM_UID, write_small_series
-from tests.cli.test_property_bad_input import UID, _header, _write_mhd_case
 
 
 def _mhd(tmp_path: Path, raw_size: int = 240, **values: str) -> list[str]:
@@ -33,15 +33,33 @@ def _evaluate_ragged(tmp_path: Path) -> list[str]:
 def _evaluate_negative_seed(tmp_path: Path) -> list[str]:
     (tmp_path / "pred.csv").write_text(f"seriesuid,coordX,coordY,coordZ,probability\n{UID},1,2,3,0.5\n")
     (tmp_path / "annotations.csv").write_text(f"seriesuid,coordX,coordY,coordZ,diameter_mm\n{UID},1,2,3,6\n")
-    return ["evaluate", str(tmp_path / "pred.csv"), "--annotations", str(tmp_path / "annotations.csv"),
-            "--bootstrap", "3", "--seed", "-1"]  # fmt: skip
+    return [
+        "evaluate",
+        str(tmp_path / "pred.csv"),
+        "--annotations",
+        str(tmp_path / "annotations.csv"),
+        "--bootstrap",
+        "3",
+        "--seed",
+        "-1",
+    ]
 
 
 def _diagnose(tmp_path: Path, *options: str) -> list[str]:
     uid = write_phantom_luna(tmp_path / "luna", 1)[0]
     models = write_models(tmp_path / "models")
-    return ["diagnose", uid, "--data-root", str(tmp_path / "luna"), "--seg-model", str(models["seg"]),
-            "--cls-model", str(models["cls"]), "--quiet", *options]  # fmt: skip
+    return [
+        "diagnose",
+        uid,
+        "--data-root",
+        str(tmp_path / "luna"),
+        "--seg-model",
+        str(models["seg"]),
+        "--cls-model",
+        str(models["cls"]),
+        "--quiet",
+        *options,
+    ]
 
 
 CASES = {

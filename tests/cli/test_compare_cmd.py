@@ -45,7 +45,9 @@ def study(tmp_path_factory):
     with open(root / "followup_truth.csv", encoding="utf-8", newline="") as handle:
         truth = list(csv.DictReader(handle))
     with open(root / "followup_pairs.csv", encoding="utf-8", newline="") as handle:
-        pair = next(p for p in csv.DictReader(handle) if sum(r["prior_seriesuid"] == p["prior_seriesuid"] for r in truth) >= 2)
+        pair = next(
+            p for p in csv.DictReader(handle) if sum(r["prior_seriesuid"] == p["prior_seriesuid"] for r in truth) >= 2
+        )
     rows = [r for r in truth if r["prior_seriesuid"] == pair["prior_seriesuid"]]
     prior, current = (root / "dicom" / pair[k] for k in ("prior_seriesuid", "current_seriesuid"))
     results = root / "results"
@@ -57,8 +59,17 @@ def study(tmp_path_factory):
 
 def test_every_nodule_is_paired_with_its_true_volume_change_and_the_rest_listed_apart(study, tmp_path):
     report = tmp_path / "report"
-    result = _run(study["prior"], study["current"], "--prior-results", study["results"], "--current-results",
-                  study["results"], "--json", "--report", report)  # fmt: skip
+    result = _run(
+        study["prior"],
+        study["current"],
+        "--prior-results",
+        study["results"],
+        "--current-results",
+        study["results"],
+        "--json",
+        "--report",
+        report,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["interval_days"] == float(study["pair"]["interval_days"]) and data["interval_from"] == "StudyDate"
@@ -78,8 +89,16 @@ def test_every_nodule_is_paired_with_its_true_volume_change_and_the_rest_listed_
 
 
 def test_the_table_names_the_pairs_and_says_it_is_research_software(study):
-    result = _run(study["prior"], study["current"], "--prior-results", study["results"], "--current-results",
-                  study["results"], "--interval-days", "30")  # fmt: skip
+    result = _run(
+        study["prior"],
+        study["current"],
+        "--prior-results",
+        study["results"],
+        "--current-results",
+        study["results"],
+        "--interval-days",
+        "30",
+    )
     assert result.exit_code == 0, result.output
     assert "seen in both scans" in result.stdout and "interval 30 days" in result.stdout
     assert "not for clinical decisions" in result.stdout
@@ -92,7 +111,10 @@ def test_the_table_names_the_pairs_and_says_it_is_research_software(study):
         (("{prior}", "{current}", "--prior-results", "{root}/candidates.csv"), "not a readable result"),
         (("{prior}", "{current}", "--prior-results", "{root}/subset0"), "no result of series"),
         (("{prior}", "{current}", "--prior-results", "{root}/nothing-here"), "no such file or folder"),
-        (("{current}", "{prior}", "--prior-results", "{results}", "--current-results", "{results}"), "earlier scan first"),
+        (
+            ("{current}", "{prior}", "--prior-results", "{results}", "--current-results", "{results}"),
+            "earlier scan first",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(study, args, message):

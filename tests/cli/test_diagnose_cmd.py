@@ -71,7 +71,10 @@ def test_progress_is_a_line_per_stage_on_stderr_unless_quiet(models, luna_root):
     shown = _run(*uids[:2], "--data-root", root, *models, "--json")
     assert shown.exit_code == 0, shown.output
     assert len(shown.stdout.strip().splitlines()) == 2  # stdout stays the JSON lines
-    assert f"[1/2] {uids[0]}: segmentation (" in shown.stderr and f"[2/2] {uids[1]}: classification (2 candidates)" in shown.stderr
+    assert (
+        f"[1/2] {uids[0]}: segmentation (" in shown.stderr
+        and f"[2/2] {uids[1]}: classification (2 candidates)" in shown.stderr
+    )
     stages = [line.split(": ", 1)[1].split(" ")[0] for line in shown.stderr.splitlines() if line.startswith("[1/2]")]
     assert stages == ["load", "lung_region", "segmentation", "grouping", "classification", "merge"]
     quiet = _run(*uids[:2], "--data-root", root, *models, "--json", "--quiet")

@@ -4,10 +4,10 @@ own log file; ct merge gathers every series exactly once; a re-run of a task red
 from __future__ import annotations
 
 import json
-from collections import Counter
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -53,10 +53,25 @@ def test_two_concurrent_shards_cover_every_series_once_and_merge(batch, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CT_CACHE_DIR": str(tmp_path / "cache")}
     tasks = [
         subprocess.Popen(
-            [sys.executable, "-m", "cli", "diagnose", "--all", "--shard", f"{k}/2", "--out", str(out), "--json",
-             *options],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "diagnose",
+                "--all",
+                "--shard",
+                f"{k}/2",
+                "--out",
+                str(out),
+                "--json",
+                *options,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(2)
     ]
     outputs = [task.communicate(timeout=100) for task in tasks]

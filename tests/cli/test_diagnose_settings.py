@@ -22,9 +22,13 @@ def test_book_style_keeps_its_presets_but_the_thresholds_and_batch_sizes_given()
 def test_without_book_style_every_option_lands_in_its_setting():
     config = _config(False, **_TUNING, batch_size=3, cls_batch_size=None)
     assert config == DiagnosisConfig(
-        seg_threshold=0.4, nodule_threshold=0.6, merge_fraction=1.5, restrict_to_lungs=False, lung_margin_mm=5.0,
+        seg_threshold=0.4,
+        nodule_threshold=0.6,
+        merge_fraction=1.5,
+        restrict_to_lungs=False,
+        lung_margin_mm=5.0,
         seg_batch_size=3,
-    )  # fmt: skip
+    )
     assert _inference(False, **_RUN, concurrent_batches=3) == InferenceOptions(
         device="cpu", precision="bf16", classifier_precision="fp32", workers=3, threads=2, trust_model=True
     )

@@ -144,8 +144,16 @@ def _case(tmp_path, name):
     if name == "wrong checkpoint kind for --finetune":
         models = write_models(tmp_path / "models")
         root = write_tiny_luna(tmp_path / "luna")
-        return ["train-cls", "--malignancy", "--data-root", str(root), "--out", str(tmp_path / "run"),
-                "--finetune", str(models["seg"])]  # fmt: skip
+        return [
+            "train-cls",
+            "--malignancy",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "run"),
+            "--finetune",
+            str(models["seg"]),
+        ]
     if name in ("pickled code as --seg-model", "pickled code to models info"):
         (tmp_path / "evil.ckpt").write_bytes(pickle.dumps({"model_state": _RunsShell(tmp_path / "code-ran")}))
         if name == "pickled code to models info":
@@ -166,8 +174,16 @@ def _case(tmp_path, name):
     if name == "data root without series to diagnose --all":
         (tmp_path / "nothing").mkdir()
         models = write_models(tmp_path / "models")
-        return ["diagnose", "--all", "--data-root", str(tmp_path / "nothing"),
-                "--seg-model", str(models["seg"]), "--cls-model", str(models["cls"])]  # fmt: skip
+        return [
+            "diagnose",
+            "--all",
+            "--data-root",
+            str(tmp_path / "nothing"),
+            "--seg-model",
+            str(models["seg"]),
+            "--cls-model",
+            str(models["cls"]),
+        ]
     raise AssertionError(name)
 
 

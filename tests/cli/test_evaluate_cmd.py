@@ -10,7 +10,6 @@ from ct_pipeline.evaluation.tables import ANNOTATION_HEADER as ANNOT_HEADER
 from ct_pipeline.evaluation.tables import PREDICTION_HEADER as PRED_HEADER
 from tests.helpers.cli_process import run_ct
 
-
 A, B, C = "1.2.3.1", "1.2.3.2", "1.2.3.3"
 
 
@@ -162,7 +161,9 @@ BAD_INPUT = {
     "row too short": (f"{PRED_HEADER}\n{A},1,2,3,0.5\n{A},1,2\n", None, None, ["pred.csv:3"]),
     "row too long": (f"{PRED_HEADER}\n{A},1,2,3,0.5\n{A},1,2,3,0.5,9\n", None, None, ["pred.csv", "line 3"]),
     "findings only on other scans": (
-        f"{PRED_HEADER}\n{C},1,2,3,0.5\n{C},4,5,6,0.4\n", None, None,
+        f"{PRED_HEADER}\n{C},1,2,3,0.5\n{C},4,5,6,0.4\n",
+        None,
+        None,
         [f"none of the 2 findings is on an evaluated scan (e.g. {C} is not among the 1 evaluated, such as {A})"],
     ),
     "empty series id": (f"{PRED_HEADER}\n,1,2,3,0.5\n", None, None, ["pred.csv:2"]),

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ct_pipeline.errors import BadCheckpointError
-from ct_pipeline.models import build_model, load_checkpoint, save_checkpoint
 from ct_pipeline.loading.fingerprint import sha256_of_file
+from ct_pipeline.models import build_model, load_checkpoint, save_checkpoint
 from tests.helpers.cli_process import run_ct
 
 SEG_STATE = "seg_2020-01-26_19.45.12_w4d3c1-bal_1_nodupe-label_pos-d1_fn8-adam.best.state"
@@ -51,8 +51,14 @@ def test_import_records_provenance(imported, book_weights_dir):
     assert (checkpoint.epoch, checkpoint.samples_seen) == (5, 1_500_000)
     assert checkpoint.optimizer_state is None
     assert checkpoint.model_config == {
-        "in_channels": 7, "n_classes": 1, "depth": 3, "wf": 4, "padding": True, "batch_norm": True, "up_mode": "upconv",
-    }  # fmt: skip
+        "in_channels": 7,
+        "n_classes": 1,
+        "depth": 3,
+        "wf": 4,
+        "padding": True,
+        "batch_norm": True,
+        "up_mode": "upconv",
+    }
 
 
 def test_info_json(imported):

@@ -38,7 +38,9 @@ MEANINGS: dict[str, Meaning] = {
     "--threads": Meaning("CPU threads the command may use (training: per rank)", says="CPU threads"),
     "--workers": Meaning("processes working side by side (prepcache, DataLoader)", says="process"),
     "--concurrent-batches": Meaning("diagnosis batches run side by side, one thread each"),
-    "--threshold": Meaning("nodule probability that makes a candidate a finding", "nodule probability", options.ThresholdOption),
+    "--threshold": Meaning(
+        "nodule probability that makes a candidate a finding", "nodule probability", options.ThresholdOption
+    ),
     "--seg-threshold": Meaning("U-Net probability that makes a pixel nodule", says="pixel"),
     "--device": Meaning("the device: cpu, cuda, cuda:N, mps or auto", says="cuda:N", shared=options.DeviceOption),
     "--seg-model": Meaning("segmentation U-Net file", shared=options.SegModelOption),
@@ -54,7 +56,9 @@ MEANINGS: dict[str, Meaning] = {
     # Everything else, each with its one meaning.
     "--all": Meaning("every series under the data roots"),
     "--dicomweb": Meaning("a DICOMweb server to read series from", shared=dicomweb_options.DicomwebOption),
-    "--ca-bundle": Meaning("certificate authorities for an https DICOMweb server", shared=dicomweb_options.CaBundleOption),
+    "--ca-bundle": Meaning(
+        "certificate authorities for an https DICOMweb server", shared=dicomweb_options.CaBundleOption
+    ),
     "--store": Meaning("send the SEG and SR to the DICOMweb server"),
     "--modality": Meaning("which modality the DICOMweb query asks for"),
     "--study-date": Meaning("which study dates the DICOMweb query asks for"),
@@ -146,6 +150,7 @@ KNOWN_SYNONYMS: dict[str, str] = {
     "--output": "--out",  # ct models' -o; renaming it to --out is beyond #27's decided renames
 }
 
+
 def _commands(command, path=()):
     for name, sub in getattr(command, "commands", {}).items():
         yield from _commands(sub, (*path, name))
@@ -179,8 +184,10 @@ def _problems(command_name: str) -> list[str]:
                 "tests/cli/test_option_vocabulary.py, or use the name MEANINGS already has for that meaning"
             )
         elif meaning.says and meaning.says.lower() not in help_text.lower():
-            problems.append(f"ct {command_name} {name} means {meaning.text!r}, but its help does not say "
-                            f"{meaning.says!r}: {help_text!r}")  # fmt: skip
+            problems.append(
+                f"ct {command_name} {name} means {meaning.text!r}, but its help does not say "
+                f"{meaning.says!r}: {help_text!r}"
+            )
         elif meaning.shared is not None and help_text != _help_of(meaning.shared):
             problems.append(f"ct {command_name} {name} is defined again with other help: use cli.options' definition")
     return problems

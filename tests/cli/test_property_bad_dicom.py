@@ -19,7 +19,6 @@ from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.geometry import Geometry
 from tests.cli.test_property_bad_input import COSTLY, _workdir, check_outcome
 
-
 DICOM_UID = "1.2.826.0.1.3680043.8.498.9"
 
 
@@ -38,10 +37,14 @@ def dicom_slices(tmp_path_factory) -> list[bytes]:
 
 # Tags whose values a "tag value" damage overwrites (group, element as in the file: little endian).
 DICOM_TAGS = {
-    "InstanceNumber": b"\x20\x00\x13\x00", "SeriesInstanceUID": b"\x20\x00\x0e\x00",
-    "ImagePositionPatient": b"\x20\x00\x32\x00", "ImageOrientationPatient": b"\x20\x00\x37\x00",
-    "PixelSpacing": b"\x28\x00\x30\x00", "Rows": b"\x28\x00\x10\x00", "Modality": b"\x08\x00\x60\x00",
-}  # fmt: skip
+    "InstanceNumber": b"\x20\x00\x13\x00",
+    "SeriesInstanceUID": b"\x20\x00\x0e\x00",
+    "ImagePositionPatient": b"\x20\x00\x32\x00",
+    "ImageOrientationPatient": b"\x20\x00\x37\x00",
+    "PixelSpacing": b"\x28\x00\x30\x00",
+    "Rows": b"\x28\x00\x10\x00",
+    "Modality": b"\x08\x00\x60\x00",
+}
 
 
 def _damage(content: bytes, damage: str, at: float, data: bytes, tag: str) -> bytes:

@@ -42,9 +42,11 @@ CHEAP = settings(max_examples=30, deadline=None, suppress_health_check=_SHARED_F
 # Commands that load torch models or write caches cost ~0.1-1 s a run: fewer examples, and a
 # failure is reported as found instead of being shrunk over many more runs.
 COSTLY = settings(
-    max_examples=10, deadline=None, suppress_health_check=_SHARED_FIXTURES,
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=_SHARED_FIXTURES,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)  # fmt: skip
+)
 
 
 def _strict_json(text: str) -> object:
@@ -114,8 +116,16 @@ VALID_HEADER = [
     ("ElementType", "MET_SHORT"),
     ("ElementDataFile", f"{UID}.raw"),
 ]
-KEYS = [key for key, _ in VALID_HEADER] + ["ElementSize", "Origin", "Position", "Rotation", "Orientation",
-                                           "ElementNumberOfChannels", "ElementByteOrderMSB", "HeaderSize"]  # fmt: skip
+KEYS = [key for key, _ in VALID_HEADER] + [
+    "ElementSize",
+    "Origin",
+    "Position",
+    "Rotation",
+    "Orientation",
+    "ElementNumberOfChannels",
+    "ElementByteOrderMSB",
+    "HeaderSize",
+]
 
 _number_texts = st.one_of(
     st.integers(-(10**20), 10**20).map(str),
@@ -125,15 +135,47 @@ _number_texts = st.one_of(
 _values = st.one_of(
     st.lists(_number_texts, min_size=0, max_size=10).map(" ".join),
     st.sampled_from(
-        ["MET_SHORT", "MET_FLOAT", "MET_DOUBLE", "MET_UCHAR", "MET_LONG", "MET_SHORT_ARRAY", "met_short", "", "True",
-         "False", "true", "LOCAL", "LIST", "2", "3", "4", "Image"]
-    ),  # fmt: skip
+        [
+            "MET_SHORT",
+            "MET_FLOAT",
+            "MET_DOUBLE",
+            "MET_UCHAR",
+            "MET_LONG",
+            "MET_SHORT_ARRAY",
+            "met_short",
+            "",
+            "True",
+            "False",
+            "true",
+            "LOCAL",
+            "LIST",
+            "2",
+            "3",
+            "4",
+            "Image",
+        ]
+    ),
     st.text(max_size=20),
 )
 _data_files = st.sampled_from(
-    [f"{UID}.raw", "other.raw", "missing.raw", "", "LOCAL", "LIST", "folder", "short.raw", "../outside.raw",
-     "slice%03d.raw 0 3 1", "a\0b.raw", "/dev/null", " ", "x" * 300 + ".raw", "ünïcode.raw"]
-)  # fmt: skip
+    [
+        f"{UID}.raw",
+        "other.raw",
+        "missing.raw",
+        "",
+        "LOCAL",
+        "LIST",
+        "folder",
+        "short.raw",
+        "../outside.raw",
+        "slice%03d.raw 0 3 1",
+        "a\0b.raw",
+        "/dev/null",
+        " ",
+        "x" * 300 + ".raw",
+        "ünïcode.raw",
+    ]
+)
 
 
 @st.composite
@@ -225,12 +267,36 @@ ANNOTATIONS = ANNOTATION_HEADER.split(",")
 CANDIDATES = ["seriesuid", "coordX", "coordY", "coordZ", "class"]
 
 _cells = st.one_of(
-    st.sampled_from(SERIES[:2] + [UID, "", "nan", "NaN", "inf", "-inf", "-7", "0", "1", "0.5", "1.5", "-0.2", "1e308",
-                                  "1e400", "True", "abc", " 3 ", '"1,2"', "../../etc", "\u00e9", "1;2"]),
+    st.sampled_from(
+        SERIES[:2]
+        + [
+            UID,
+            "",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "-7",
+            "0",
+            "1",
+            "0.5",
+            "1.5",
+            "-0.2",
+            "1e308",
+            "1e400",
+            "True",
+            "abc",
+            " 3 ",
+            '"1,2"',
+            "../../etc",
+            "\u00e9",
+            "1;2",
+        ]
+    ),
     st.floats(-1e6, 1e6).map(repr),
     st.integers(-5, 5).map(str),
     st.text(max_size=8),
-)  # fmt: skip
+)
 
 
 @st.composite
@@ -304,8 +370,16 @@ def test_evaluate_of_any_tables_is_clean(
     (folder / "pred.csv").write_bytes(findings)
     (folder / "annotations.csv").write_bytes(annotations)
     # No bootstrap unless drawn: its default 1000 resamples would dominate the run time.
-    args = ["evaluate", str(folder / "pred.csv"), "--annotations", str(folder / "annotations.csv"), "--json",
-            "--bootstrap", "0", *options]  # fmt: skip
+    args = [
+        "evaluate",
+        str(folder / "pred.csv"),
+        "--annotations",
+        str(folder / "annotations.csv"),
+        "--json",
+        "--bootstrap",
+        "0",
+        *options,
+    ]
     if excluded is not None:
         (folder / "excluded.csv").write_bytes(excluded)
         args += ["--excluded", str(folder / "excluded.csv")]
@@ -346,11 +420,18 @@ def diagnose_inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 DIAGNOSE_ACCEPTED = {
-    "--threshold": ["0", "0.3", "1"], "--seg-threshold": ["0", "0.5", "1"], "--merge-fraction": ["0", "0.75", "3"],
-    "--lung-margin": ["0", "15", "100"], "--batch-size": ["1", "7"], "--cls-batch-size": ["1", "64"],
-    "--concurrent-batches": ["1", "2"], "--threads": ["1", "2"], "--device": ["cpu", "auto"], "--precision": ["auto", "fp32"],
+    "--threshold": ["0", "0.3", "1"],
+    "--seg-threshold": ["0", "0.5", "1"],
+    "--merge-fraction": ["0", "0.75", "3"],
+    "--lung-margin": ["0", "15", "100"],
+    "--batch-size": ["1", "7"],
+    "--cls-batch-size": ["1", "64"],
+    "--concurrent-batches": ["1", "2"],
+    "--threads": ["1", "2"],
+    "--device": ["cpu", "auto"],
+    "--precision": ["auto", "fp32"],
     "--csv": ["new/findings.csv"],
-}  # fmt: skip
+}
 DIAGNOSE_ODD = {
     **{option: _ODD_NUMBERS for option in ("--threshold", "--seg-threshold", "--merge-fraction", "--lung-margin")},
     **{option: _ODD_NUMBERS for option in ("--batch-size", "--cls-batch-size", "--concurrent-batches")},
@@ -368,20 +449,42 @@ DIAGNOSE_ODD = {
 def test_diagnose_of_any_option_values_is_clean(tmp_path_factory, diagnose_inputs, options, lung_mask):
     folder = _workdir(tmp_path_factory)
     (folder / "folder").mkdir()
-    args = ["diagnose", str(diagnose_inputs["uid"]), "--data-root", str(diagnose_inputs["root"]), "--quiet", "--json",
-            "--seg-model", str(diagnose_inputs["seg"]), "--cls-model", str(diagnose_inputs["cls"])]  # fmt: skip
+    args = [
+        "diagnose",
+        str(diagnose_inputs["uid"]),
+        "--data-root",
+        str(diagnose_inputs["root"]),
+        "--quiet",
+        "--json",
+        "--seg-model",
+        str(diagnose_inputs["seg"]),
+        "--cls-model",
+        str(diagnose_inputs["cls"]),
+    ]
     for option, value in zip(options[::2], options[1::2]):
         args += [option, str(folder / value) if option == "--csv" and value else value]
     check_outcome(args + ([] if lung_mask else ["--no-lung-mask"]), json_output=True)
 
 
 TRAIN_ACCEPTED = {
-    "--epochs": ["1", "3"], "--epoch-size": ["8", "100"], "--batch-size": ["1", "4"], "--val-every": ["1", "2"],
-    "--val-stride": ["2", "10"], "--seed": ["0", "7"], "--lr": ["0.001", "0.1"], "--momentum": ["0", "0.9"],
-    "--weight-decay": ["0", "0.0001"], "--aug-shift": ["0", "0.1"], "--aug-scale": ["0", "0.2"],
-    "--aug-rotate": ["0", "90"], "--aug-noise": ["0", "25"], "--workers": ["0", "1"], "--threads": ["1", "2"],
-    "--device": ["cpu", "auto"], "--precision": ["auto", "fp32"],
-}  # fmt: skip
+    "--epochs": ["1", "3"],
+    "--epoch-size": ["8", "100"],
+    "--batch-size": ["1", "4"],
+    "--val-every": ["1", "2"],
+    "--val-stride": ["2", "10"],
+    "--seed": ["0", "7"],
+    "--lr": ["0.001", "0.1"],
+    "--momentum": ["0", "0.9"],
+    "--weight-decay": ["0", "0.0001"],
+    "--aug-shift": ["0", "0.1"],
+    "--aug-scale": ["0", "0.2"],
+    "--aug-rotate": ["0", "90"],
+    "--aug-noise": ["0", "25"],
+    "--workers": ["0", "1"],
+    "--threads": ["1", "2"],
+    "--device": ["cpu", "auto"],
+    "--precision": ["auto", "fp32"],
+}
 TRAIN_ODD = {
     **{option: _ODD_NUMBERS for option in TRAIN_ACCEPTED if option not in ("--threads", "--device", "--precision")},
     "--seed": ["-1", "4294967296", "99999999999999999999", "x"],

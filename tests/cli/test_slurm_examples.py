@@ -15,7 +15,10 @@ SCRIPTS = sorted(SLURM_DIR.glob("*.sbatch"))
 
 def test_there_is_an_example_per_job_kind():
     assert [p.name for p in SCRIPTS] == [
-        "diagnose_array.sbatch", "prepcache_array.sbatch", "train_cls.sbatch", "train_seg.sbatch",
+        "diagnose_array.sbatch",
+        "prepcache_array.sbatch",
+        "train_cls.sbatch",
+        "train_seg.sbatch",
     ]
 
 
@@ -42,7 +45,9 @@ def _render(tmp_path, script, extra_env=None, runs=None):
     bin_dir.mkdir(exist_ok=True)
     for name in ("srun", "torchrun", "ct"):
         stub = bin_dir / name
-        stub.write_text(f'#!/bin/bash\necho "{name} $*"\n' if name != "srun" else '#!/bin/bash\necho -n "srun "; "$@"\n')
+        stub.write_text(
+            f'#!/bin/bash\necho "{name} $*"\n' if name != "srun" else '#!/bin/bash\necho -n "srun "; "$@"\n'
+        )
         stub.chmod(0o755)
     (bin_dir / "scontrol").write_text("#!/bin/bash\necho node001; echo node002\n")
     (bin_dir / "scontrol").chmod(0o755)
@@ -88,7 +93,9 @@ def test_diagnose_array_renders_its_shard(tmp_path):
 
 def test_train_cls_uses_torchrun_rendezvous_and_resumes_after_requeue(tmp_path):
     out = _render(tmp_path, SLURM_DIR / "train_cls.sbatch")
-    assert out.startswith("srun torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=node001:29500 --rdzv-id=4242 -m cli train-cls")
+    assert out.startswith(
+        "srun torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=node001:29500 --rdzv-id=4242 -m cli train-cls"
+    )
     assert "--resume" not in out
     (tmp_path / "runs" / "train-cls").mkdir(parents=True)
     (tmp_path / "runs" / "train-cls" / "last.ckpt").write_bytes(b"x")

@@ -27,7 +27,14 @@ print(json.dumps({"code": code, "loaded": [m for m in %r if m in sys.modules]}),
 def _probe(*argv: str) -> dict:
     script = _PROBE % (HEAVY,)
     done = subprocess.run(
-        [sys.executable, "-c", script, *argv], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60, check=False
+        [sys.executable, "-c", script, *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=60,
+        check=False,
     )
     return json.loads(done.stderr.strip().splitlines()[-1])
 

@@ -50,11 +50,14 @@ def test_flip_moves_a_voxel_to_the_mirrored_index(axis):
     assert out[0, 0][tuple(expected)].item() == pytest.approx(1000.0, abs=1e-2)
 
 
-@pytest.mark.parametrize("spatial, point, shift", [
-    (SHAPE_3D, (8, 12, 12), (3.0, 0.0, 0.0)),
-    (SHAPE_3D, (8, 12, 12), (0.0, -4.0, 2.0)),
-    (SHAPE_2D, (10, 7), (5.0, -3.0)),
-])
+@pytest.mark.parametrize(
+    "spatial, point, shift",
+    [
+        (SHAPE_3D, (8, 12, 12), (3.0, 0.0, 0.0)),
+        (SHAPE_3D, (8, 12, 12), (0.0, -4.0, 2.0)),
+        (SHAPE_2D, (10, 7), (5.0, -3.0)),
+    ],
+)
 def test_shift_of_k_voxels_moves_a_voxel_by_k(spatial, point, shift):
     nd = len(spatial)
     out = apply_transforms(_point_volume(spatial, point), _with(nd, shift_vox=torch.tensor([shift])))
@@ -96,7 +99,11 @@ def test_rotation_turns_a_point_about_the_slice_axis(angle_deg):
     q_r, q_c = point[1] - center[1], point[2] - center[2]
     out = apply_transforms(_point_volume(SHAPE_3D, point), _with(3, angle_rad=torch.tensor([angle])))
     expected = torch.tensor(
-        [point[0], center[1] + math.cos(angle) * q_r - math.sin(angle) * q_c, center[2] + math.sin(angle) * q_r + math.cos(angle) * q_c],
+        [
+            point[0],
+            center[1] + math.cos(angle) * q_r - math.sin(angle) * q_c,
+            center[2] + math.sin(angle) * q_r + math.cos(angle) * q_c,
+        ],
         dtype=torch.float64,
     )
     assert torch.allclose(_centroid(out[0, 0]), expected, atol=1.0)

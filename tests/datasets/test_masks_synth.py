@@ -25,7 +25,9 @@ def test_masks_match_the_drawn_nodules_far_better_than_the_books_boxes(tmp_path)
     from ct_pipeline.synth.nodules import _fraction  # the generator's own nodule shape
     from ct_pipeline.synth.series import generate_series
 
-    config = SynthConfig(out_dir=tmp_path, n_series=N_SERIES, seed=3, size="small", oblique_fraction=0.0, flip_fraction=0.0)
+    config = SynthConfig(
+        out_dir=tmp_path, n_series=N_SERIES, seed=3, size="small", oblique_fraction=0.0, flip_fraction=0.0
+    )
     kinds = direction_kinds(config)
     ours, book = [], []
     for index in range(config.n_series):

@@ -66,13 +66,20 @@ def test_training_draws_are_reproducible_per_seed_and_epoch(tiny):
     assert windows == [again.sample_window(i) for i in range(12)]
     first.set_epoch(1)
     assert [first.sample_window(i) for i in range(12)] != windows
-    ranks = [SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="all", epoch_size=12, seed=4, rank=r, world_size=2)) for r in range(2)]
+    ranks = [
+        SegmentationDataset(
+            catalog, cache, SegmentationDatasetConfig(split="all", epoch_size=12, seed=4, rank=r, world_size=2)
+        )
+        for r in range(2)
+    ]
     assert [w for rank in ranks for w in (rank.sample_window(i) for i in range(6))] == windows
 
 
 def test_validation_is_whole_slices_with_every_mask_slice_and_a_sample_of_others(tiny):
     _, catalog, cache = tiny
-    dataset = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="val", val_stride=3, val_other_slice_stride=8))
+    dataset = SegmentationDataset(
+        catalog, cache, SegmentationDatasetConfig(split="val", val_stride=3, val_other_slice_stride=8)
+    )
     # series 0 only; mask slices 19-21, other slices 0, 8, 16, 24, 32
     assert [dataset.sample_window(i)[1] for i in range(len(dataset))] == [0, 8, 16, 19, 20, 21, 24, 32]
     mask, _ = dataset.nodule_masks(SERIES[0])
@@ -95,7 +102,9 @@ def region_is_whole_volume(dataset):
 
 def test_fewer_context_slices_give_fewer_channels(tiny):
     _, catalog, cache = tiny
-    dataset = SegmentationDataset(catalog, cache, SegmentationDatasetConfig(split="all", context_slices=1, epoch_size=2))
+    dataset = SegmentationDataset(
+        catalog, cache, SegmentationDatasetConfig(split="all", context_slices=1, epoch_size=2)
+    )
     image, _, uid, slice_index = dataset[0]
     assert image.shape == (3, 64, 64)
 
@@ -140,7 +149,9 @@ def test_background_crops_are_centred_on_non_nodule_candidates(tiny):
     _, catalog, cache = tiny
     config = SegmentationDatasetConfig(split="all", epoch_size=40, seed=3, background_share=0.5)
     dataset = SegmentationDataset(catalog, cache, config)
-    others = catalog.candidates[~catalog.candidates["is_nodule"] & catalog.candidates["series_uid"].isin(dataset.series_uids)]
+    others = catalog.candidates[
+        ~catalog.candidates["is_nodule"] & catalog.candidates["series_uid"].isin(dataset.series_uids)
+    ]
     background = np.flatnonzero(dataset._nodule_of_position < 0)
     assert 10 <= len(background) <= 30  # about half of 40
     for index in background[:5]:
@@ -151,8 +162,10 @@ def test_background_crops_are_centred_on_non_nodule_candidates(tiny):
         # the crop holds one of the series' non-nodule candidates, on its slice
         inside = (
             (centre_irc[:, 0] == slice_index)
-            & (centre_irc[:, 1] >= top_left[0]) & (centre_irc[:, 1] < top_left[0] + shape[0])
-            & (centre_irc[:, 2] >= top_left[1]) & (centre_irc[:, 2] < top_left[1] + shape[1])
+            & (centre_irc[:, 1] >= top_left[0])
+            & (centre_irc[:, 1] < top_left[0] + shape[0])
+            & (centre_irc[:, 2] >= top_left[1])
+            & (centre_irc[:, 2] < top_left[1] + shape[1])
         )
         assert inside.any()
     # off by default: the book's nodule crops only, and the same draw as before the option existed

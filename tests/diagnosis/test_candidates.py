@@ -78,7 +78,9 @@ def test_specks_below_the_minimum_diameter_are_dropped_and_sizes_of_the_rest_kep
     mask[1, 1, 5:7] = True  # two voxels: 1.24 mm
     mask[2:5, 6:10, 6:10] = True  # survives erosion as 1x2x2; grown back by the cross: 20 voxels, 2.67 mm
     everything = group_candidates(mask, hu, GEOMETRY, min_diameter_mm=0.0)
-    np.testing.assert_allclose(np.sort(everything.diameter_mm), np.cbrt(6 * np.array([1, 2, 20]) * 0.5 / np.pi), rtol=1e-9)
+    np.testing.assert_allclose(
+        np.sort(everything.diameter_mm), np.cbrt(6 * np.array([1, 2, 20]) * 0.5 / np.pi), rtol=1e-9
+    )
     kept = group_candidates(mask, hu, GEOMETRY, min_diameter_mm=1.1)
     np.testing.assert_allclose(np.sort(kept.diameter_mm), np.cbrt(6 * np.array([2, 20]) * 0.5 / np.pi), rtol=1e-9)
     assert len(kept.center_xyz) == len(kept.n_voxels) == 2

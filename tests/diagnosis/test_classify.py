@@ -58,7 +58,9 @@ def test_training_and_diagnosis_cut_the_same_crop(tmp_path):
 
     rng = np.random.default_rng(2)
     hu = rng.integers(-900, 900, size=(40, 60, 70)).astype(np.int16)
-    region = CachedRegion(hu, (0, 0, 0), hu.shape, Geometry((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), tuple(np.eye(3).ravel())), "1.2")
+    region = CachedRegion(
+        hu, (0, 0, 0), hu.shape, Geometry((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), tuple(np.eye(3).ravel())), "1.2"
+    )
     for center in np.array([[20, 30, 35], [0, 0, 0], [39, 59, 69], [5, 58, 1]]):
         training = region.crop(center, WIDTH).astype(np.float32)
         np.testing.assert_array_equal(training, extract_crop(hu, center, WIDTH, (-1000.0, 1000.0)))

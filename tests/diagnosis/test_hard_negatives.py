@@ -21,7 +21,9 @@ def test_far_from_nodules_keeps_the_clearance_of_each_nodule():
     nodules = np.array([[0.0, 0.0, 0.0], [50.0, 0.0, 0.0]])
     diameters = np.array([10.0, 3.0])
     centers = np.array([[9.9, 0, 0], [10.1, 0, 0], [54.9, 0, 0], [55.1, 0, 0], [30.0, 0, 0]])
-    keep = far_from_nodules(centers, nodules, diameters, HardNegativeConfig(clearance_diameters=1.0, min_clearance_mm=5.0))
+    keep = far_from_nodules(
+        centers, nodules, diameters, HardNegativeConfig(clearance_diameters=1.0, min_clearance_mm=5.0)
+    )
     # 10 mm around the big nodule (one diameter), 5 mm around the small one (the floor)
     assert keep.tolist() == [False, True, False, True, True]
     assert far_from_nodules(centers, np.zeros((0, 3)), np.zeros(0), HardNegativeConfig()).all()
@@ -32,7 +34,16 @@ def test_the_unannotated_bright_sphere_is_a_hard_negative_of_the_training_series
     uids = write_phantom_luna(root, 4)
     annotated, unannotated = (_centre_xyz(irc) for irc in NODULES_IRC)
     pd.DataFrame(
-        [{"seriesuid": uid, "coordX": annotated[0], "coordY": annotated[1], "coordZ": annotated[2], "diameter_mm": 6.4} for uid in uids]
+        [
+            {
+                "seriesuid": uid,
+                "coordX": annotated[0],
+                "coordY": annotated[1],
+                "coordZ": annotated[2],
+                "diameter_mm": 6.4,
+            }
+            for uid in uids
+        ]
     ).to_csv(root / "annotations.csv", index=False)
     pd.DataFrame(
         [{"seriesuid": uid, "coordX": 0.0, "coordY": 0.0, "coordZ": -80.0, "class": 0} for uid in uids]
@@ -43,8 +54,17 @@ def test_the_unannotated_bright_sphere_is_a_hard_negative_of_the_training_series
     shutil.copy(write_models(tmp_path / "models")["seg"], best)
     out = tmp_path / "hard.csv"
     result = run_ct(
-        "hard-negatives", "--runs-dir", str(tmp_path / "runs"), "--data-root", str(root),
-        "--cache-dir", str(tmp_path / "cache"), "--val-stride", "2", "--out", str(out),
+        "hard-negatives",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--data-root",
+        str(root),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--val-stride",
+        "2",
+        "--out",
+        str(out),
     )
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[0] == f"using --seg-model {best}"
@@ -68,5 +88,7 @@ def test_the_unannotated_bright_sphere_is_a_hard_negative_of_the_training_series
 def test_without_a_seg_model_or_one_under_runs_dir_it_says_what_to_pass(tmp_path):
     result = run_ct("hard-negatives", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "hard.csv"))
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: no segmentation checkpoint found under {tmp_path / 'runs'}; pass --seg-model PATH")
+    assert result.stderr.startswith(
+        f"error: no segmentation checkpoint found under {tmp_path / 'runs'}; pass --seg-model PATH"
+    )
     assert not (tmp_path / "hard.csv").exists()

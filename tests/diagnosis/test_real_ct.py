@@ -131,9 +131,19 @@ def test_compare_with_a_reposed_copy_pairs_every_confident_finding_with_its_volu
     write_mhd(moved, volume.geometry, copy)
     seg, cls = book_models
     result = run_ct(
-        "compare", str(real_dicom_dir), str(copy), "--seg-model", str(seg), "--cls-model", str(cls),
-        "--interval-days", "30", "--json", "--device", "cpu",
-    )  # fmt: skip
+        "compare",
+        str(real_dicom_dir),
+        str(copy),
+        "--seg-model",
+        str(seg),
+        "--cls-model",
+        str(cls),
+        "--interval-days",
+        "30",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["registration"]["rigid_angle_deg"] == pytest.approx(3.0, abs=0.2)
@@ -144,7 +154,10 @@ def test_compare_with_a_reposed_copy_pairs_every_confident_finding_with_its_volu
     confident = [n for n in prior if n["nodule_prob"] > 0.9 and (n["mean_diameter_mm"] or 0) >= 4.0]
     pairs = {p["prior"]["rank"]: p for p in data["pairs"]}
     paired = [pairs[n["rank"]] for n in confident if n["rank"] in pairs]
-    assert len(paired) >= 3 and all(n["rank"] in pairs or n["near_pair"] for n in confident), (confident, data["vanished"])
+    assert len(paired) >= 3 and all(n["rank"] in pairs or n["near_pair"] for n in confident), (
+        confident,
+        data["vanished"],
+    )
     for pair in paired:
         assert pair["level_hu"] is not None  # both outlines cut at one level
         assert abs(pair["volume_change_pct"]) <= 15.0, pair

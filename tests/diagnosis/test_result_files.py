@@ -7,8 +7,6 @@ import json
 import pytest
 
 from ct_pipeline.diagnosis.result import DiagnosisResult, Finding
-from ct_pipeline.errors import BadDataError, BadInputError
-from ct_pipeline.evaluation import read_findings
 from ct_pipeline.diagnosis.result_files import (
     json_line,
     luna16_csv_text,
@@ -17,6 +15,8 @@ from ct_pipeline.diagnosis.result_files import (
     result_file_name,
     write_result_file,
 )
+from ct_pipeline.errors import BadDataError, BadInputError
+from ct_pipeline.evaluation import read_findings
 
 
 def _result(uid: str = "1.2.3", n: int = 2) -> DiagnosisResult:
@@ -38,9 +38,13 @@ def test_result_file_round_trip_and_json_line(tmp_path):
     record = json.loads(json_line(result))
     assert "\n" not in json_line(result)
     assert record["candidates"][0] == {
-        "center_xyz": [0.0, -2.25, 300.125], "center_irc": [0, 2, 3], "diameter_mm": 4.0,
-        "nodule_prob": 0.9, "malignancy_prob": 0.25, "n_merged": 1,
-    }  # fmt: skip
+        "center_xyz": [0.0, -2.25, 300.125],
+        "center_irc": [0, 2, 3],
+        "diameter_mm": 4.0,
+        "nodule_prob": 0.9,
+        "malignancy_prob": 0.25,
+        "n_merged": 1,
+    }
     assert record["candidates"][1]["malignancy_prob"] is None
     assert record["timings_s"] == {"load": 0.5, "segmentation": 2.0}
 

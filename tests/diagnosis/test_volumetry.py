@@ -44,7 +44,9 @@ def test_volume_axes_slice_and_hu_of_a_component_in_the_volume():
     assert measured.n_voxels == int(mask.sum())
     assert measured.volume_mm3 == pytest.approx(mask.sum() * 2.5 * 0.5 * 0.5)
     assert measured.axis_slice_index == 6
-    assert measured.long_axis_mm == pytest.approx(12.0, abs=0.6) and measured.short_axis_mm == pytest.approx(6.0, abs=0.6)
+    assert measured.long_axis_mm == pytest.approx(12.0, abs=0.6) and measured.short_axis_mm == pytest.approx(
+        6.0, abs=0.6
+    )
     assert measured.mean_diameter_mm == pytest.approx((measured.long_axis_mm + measured.short_axis_mm) / 2)
     assert measured.hu_mean == 40.0 and measured.hu_std == 0.0
 

@@ -27,14 +27,19 @@ def _shifted(points):
 
 
 def _registration() -> Registration:
-    return Registration((1, 0, 0, 0, 1, 0, 0, 0, 1), tuple(SHIFT), (0.0, 0.0, 0.0), 0.0, float(np.linalg.norm(SHIFT)), 0.9, 0.99, 1.0)
+    return Registration(
+        (1, 0, 0, 0, 1, 0, 0, 0, 1), tuple(SHIFT), (0.0, 0.0, 0.0), 0.0, float(np.linalg.norm(SHIFT)), 0.9, 0.99, 1.0
+    )
 
 
 def test_nodules_pair_by_nearest_place_after_registration_and_the_rest_are_new_or_vanished():
     prior = [_finding((0, 0, 0), 500), _finding((30, 0, 0), 200), _finding((-40, 10, 0), 100)]
     # The second current nodule sits where prior #1 does once the shift is undone; #1 is prior #2, doubled.
-    current = [_finding(np.array((31, 1, 0)) + SHIFT, 400), _finding(np.array((1, 0, 1)) + SHIFT, 450),
-               _finding(np.array((0, 60, 0)) + SHIFT, 50)]  # fmt: skip
+    current = [
+        _finding(np.array((31, 1, 0)) + SHIFT, 400),
+        _finding(np.array((1, 0, 1)) + SHIFT, 450),
+        _finding(np.array((0, 60, 0)) + SHIFT, 50),
+    ]
     pairs, vanished, new = match_nodules(prior, current, _shifted, interval_days=100.0)
     assert [(p.prior_rank, p.current_rank) for p in pairs] == [(1, 2), (2, 1)]
     assert pairs[0].distance_mm == pytest.approx(math.sqrt(2))
@@ -46,7 +51,9 @@ def test_nodules_pair_by_nearest_place_after_registration_and_the_rest_are_new_o
 def test_without_registration_the_shifted_nodules_would_not_pair():
     prior = [_finding((0, 0, 0))]
     current = [_finding(np.array((0, 0, 0)) + 3 * SHIFT)]  # 27 mm away
-    pairs, vanished, new = match_nodules(prior, current, lambda p: np.asarray(p), config=MatchConfig(max_distance_mm=10))
+    pairs, vanished, new = match_nodules(
+        prior, current, lambda p: np.asarray(p), config=MatchConfig(max_distance_mm=10)
+    )
     assert pairs == [] and vanished == [0] and new == [0]
     big = [_finding((0, 0, 0), diameter_mm=60.0)]  # within half a large nodule's diameter
     assert len(match_nodules(big, current, lambda p: np.asarray(p))[0]) == 1
@@ -84,7 +91,9 @@ def test_compare_scans_uses_the_findings_at_the_threshold_and_says_so_in_json():
 
 
 def test_a_left_over_finding_next_to_a_paired_one_is_named_as_its_likely_fragment():
-    prior = DiagnosisResult("1.2.3", (_finding((0, 0, 0), 500), _finding((0, 0, 8), 40, prob=0.8), _finding((50, 0, 0), 40, prob=0.7)))
+    prior = DiagnosisResult(
+        "1.2.3", (_finding((0, 0, 0), 500), _finding((0, 0, 8), 40, prob=0.8), _finding((50, 0, 0), 40, prob=0.7))
+    )
     current = DiagnosisResult("1.2.4", (_finding(SHIFT, 600),))
     comparison = compare_scans(prior, current, _registration())
     vanished = comparison.to_dict()["vanished"]

@@ -19,7 +19,9 @@ from ct_pipeline.volume import CtVolume
 def pairs(tmp_path_factory):
     """Two pairs: one series stored oblique (rotated direction), one with two axes flipped."""
     root = tmp_path_factory.mktemp("fu")
-    config = SynthConfig(out_dir=root, n_series=2, seed=5, size="small", follow_up=True, oblique_fraction=0.5, flip_fraction=0.5)
+    config = SynthConfig(
+        out_dir=root, n_series=2, seed=5, size="small", follow_up=True, oblique_fraction=0.5, flip_fraction=0.5
+    )
     write_synthetic_dataset(config)
     with open(root / "followup_pairs.csv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -27,8 +29,10 @@ def pairs(tmp_path_factory):
     for row in rows:
         prior = load_ct(root / "subset0" / f"{row['prior_seriesuid']}.mhd")
         current = load_ct(root / "followup" / f"{row['current_seriesuid']}.mhd")
-        triple = lambda name: tuple(float(row[f"{name}{a}"]) for a in "XYZ")  # noqa: E731
-        loaded.append((prior, current, RigidPose(float(row["angle_deg"]), triple("axis"), triple("shift"), triple("center"))))
+        triple = lambda name, row=row: tuple(float(row[f"{name}{a}"]) for a in "XYZ")  # noqa: E731
+        loaded.append(
+            (prior, current, RigidPose(float(row["angle_deg"]), triple("axis"), triple("shift"), triple("center")))
+        )
     directions = [np.asarray(p.direction).reshape(3, 3) for p, _, _ in loaded]
     assert sorted(bool(np.any((np.abs(d) > 1e-6) & (np.abs(d) < 0.999))) for d in directions) == [False, True]
     assert any(np.any(np.diag(d) < 0) for d in directions)

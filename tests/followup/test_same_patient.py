@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.diagnosis.provenance import with_source
+from ct_pipeline.diagnosis.result import DiagnosisResult
 from ct_pipeline.diagnosis.result_files import write_result_file
 from ct_pipeline.followup.comparison import SAME_PATIENT_OVERLAP, same_patient_warnings
 from ct_pipeline.followup.registration import Registration
@@ -63,15 +63,20 @@ def test_two_different_patients_are_compared_with_both_warnings_in_table_json_an
     assert table.exit_code == 0, table.output
     _one_line_each(table.stdout, PATIENT_ID_WARNING, OVERLAP_WARNING)
     overlap_line = next(line for line in table.stdout.splitlines() if line.startswith(OVERLAP_WARNING))
-    after = float(overlap_line[len(OVERLAP_WARNING):].split()[0])
+    after = float(overlap_line[len(OVERLAP_WARNING) :].split()[0])
     assert after < SAME_PATIENT_OVERLAP and f"below the {SAME_PATIENT_OVERLAP:g} " in overlap_line
 
     report = tmp_path / "report"
-    runs = [run_ct("compare", prior, current, *results, "--interval-days", "90", "--json", *extra) for extra in (("--report", report), ())]
+    runs = [
+        run_ct("compare", prior, current, *results, "--interval-days", "90", "--json", *extra)
+        for extra in (("--report", report), ())
+    ]
     for run in runs:
         assert run.exit_code == 0, run.output
         data = json.loads(run.stdout)
-        assert ["WARNING: " + w for w in data["warnings"]] == [line for line in run.stderr.splitlines() if line.startswith("WARNING:")]
+        assert ["WARNING: " + w for w in data["warnings"]] == [
+            line for line in run.stderr.splitlines() if line.startswith("WARNING:")
+        ]
         _one_line_each(run.stderr, PATIENT_ID_WARNING, OVERLAP_WARNING)
         assert data["registration"]["lung_overlap_after"] == pytest.approx(after, abs=5e-4)
     # The same inputs give the same registration, to the last digit (issue #26: 0.355, 0.369, 0.379).
@@ -86,7 +91,9 @@ def test_two_different_patients_are_compared_with_both_warnings_in_table_json_an
 @pytest.mark.slow
 def test_a_true_follow_up_pair_is_compared_without_a_warning(study):
     prior, current = study["scans"][0]
-    result = run_ct("compare", prior, current, "--prior-results", study["results"], "--current-results", study["results"], "--json")
+    result = run_ct(
+        "compare", prior, current, "--prior-results", study["results"], "--current-results", study["results"], "--json"
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["warnings"] == [] and "WARNING" not in result.output

@@ -32,7 +32,9 @@ def _diagnosed(volume: CtVolume) -> DiagnosisResult:
     start, outline = outline_nodule(volume.hu, (10, 20, 20), component, (1.0, 0.7, 0.7), CENTER_IRC)
     measured = measure_mask(outline, start, (1.0, 0.7, 0.7), volume.hu)
     finding = Finding(tuple(GEOMETRY.irc_to_xyz(np.array(CENTER_IRC))), CENTER_IRC, 8.0, 0.95, measurement=measured)
-    return DiagnosisResult(volume.series_uid, (finding,), nodule_masks=(NoduleMask(0, start, outline, (10, 20, 20), component),))
+    return DiagnosisResult(
+        volume.series_uid, (finding,), nodule_masks=(NoduleMask(0, start, outline, (10, 20, 20), component),)
+    )
 
 
 def test_a_differently_blurred_part_solid_nodule_changes_less_at_one_level():
@@ -44,7 +46,10 @@ def test_a_differently_blurred_part_solid_nodule_changes_less_at_one_level():
     paired = remeasure_pairs(own, (prior, results[0]), (current, results[1]))
     (own_pair,), (pair,) = own.pairs, paired.pairs
     assert own_pair.level_hu is None and pair.level_hu is not None
-    assert abs(pair.volume_change_pct) < abs(own_pair.volume_change_pct) - 3.0, (own_pair.volume_change_pct, pair.volume_change_pct)
+    assert abs(pair.volume_change_pct) < abs(own_pair.volume_change_pct) - 3.0, (
+        own_pair.volume_change_pct,
+        pair.volume_change_pct,
+    )
     assert abs(pair.volume_change_pct) < 6.0  # own levels: +9.6 %
     assert pair.prior.measurement.volume_mm3 == pytest.approx(4 / 3 * np.pi * 4.0**3, rel=0.2)
 

@@ -47,9 +47,14 @@ def start_cli(tmp_path: Path, *args: object) -> subprocess.Popen:
     """Start `ct ARGS` with its cache in ``tmp_path/cache``; stdout and stderr are piped (UTF-8)."""
     return subprocess.Popen(
         [sys.executable, "-m", "cli", *[str(a) for a in args]],
-        cwd=REPO, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        cwd=REPO,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
         errors="replace",
-    )  # fmt: skip
+    )
 
 
 def wait_until(condition: Callable[[], bool], process: subprocess.Popen, point: str, timeout_s: float) -> None:

@@ -32,7 +32,8 @@ def _element(group: int, element: int, vr: bytes, value: bytes | str, explicit: 
 
 def _sequence_of_undefined_length(group: int, element: int, items: list[bytes], explicit: bool = True) -> bytes:
     body = b"".join(
-        struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + item + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) for item in items
+        struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + item + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        for item in items
     )
     header = struct.pack("<HH", group, element) + (b"SQ\0\0" if explicit else b"") + struct.pack("<I", 0xFFFFFFFF)
     return header + body + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)

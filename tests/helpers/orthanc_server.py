@@ -108,12 +108,20 @@ def running_orthanc(work: Path, users: dict[str, str] | None = None) -> Iterator
         _require("Orthanc or its DICOMweb plugin is not installed")
     http_port, dicom_port = _free_port(), _free_port()
     config = {
-        "Name": "ct-tests", "StorageDirectory": str(work / "db"), "IndexDirectory": str(work / "db"),
-        "HttpPort": http_port, "DicomPort": dicom_port, "RemoteAccessAllowed": False, "HttpTimeout": 60,
-        "AuthenticationEnabled": bool(users), "RegisteredUsers": users or {}, "Plugins": [str(plugin)],
+        "Name": "ct-tests",
+        "StorageDirectory": str(work / "db"),
+        "IndexDirectory": str(work / "db"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "RemoteAccessAllowed": False,
+        "HttpTimeout": 60,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": users or {},
+        "Plugins": [str(plugin)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
-        "StableAge": 1, "HttpCompressionEnabled": False,
-    }  # fmt: skip
+        "StableAge": 1,
+        "HttpCompressionEnabled": False,
+    }
     (work / "refuse.lua").write_text(_REFUSE_LUA, encoding="utf-8")
     config["LuaScripts"] = [str(work / "refuse.lua")]
     (work / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
@@ -137,10 +145,27 @@ def self_signed_pem(folder: Path) -> tuple[Path, Path]:
     """A key and a self-signed certificate for 127.0.0.1 (PEM files): (key, certificate)."""
     key, cert = folder / "key.pem", folder / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return key, cert
 
 
@@ -200,7 +225,9 @@ def _wait_for_system(server: Orthanc, process: subprocess.Popen, work: Path, tim
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"Orthanc exited with {process.returncode}: {(work / 'orthanc.log').read_text()[-2000:]}")
+            raise RuntimeError(
+                f"Orthanc exited with {process.returncode}: {(work / 'orthanc.log').read_text()[-2000:]}"
+            )
         try:
             if requests.get(server.url + "/system", auth=server.auth, timeout=2, verify=server.verify).ok:
                 return

@@ -23,7 +23,9 @@ def series_uid(n: int) -> str:
     return f"1.2.826.0.1.3680043.8.498.{900 + n}"
 
 
-def write_training_luna(root: Path, n_series: int = 6, nodules_per_series: int = 3, negatives_per_series: int = 8, seed: int = 0) -> Path:
+def write_training_luna(
+    root: Path, n_series: int = 6, nodules_per_series: int = 3, negatives_per_series: int = 8, seed: int = 0
+) -> Path:
     """Write ``n_series`` series under ``root/subset0`` and the LUNA16 CSVs; return ``root``."""
     rng = np.random.default_rng(seed)
     (root / "subset0").mkdir(parents=True, exist_ok=True)
@@ -39,7 +41,11 @@ def write_training_luna(root: Path, n_series: int = 6, nodules_per_series: int =
             center = np.array([rng.integers(8, 24), rng.integers(12, 52), rng.integers(12, 52)])
             malignant = (n + k) % 2 == 1
             radius_mm = 5.0 if malignant else 2.5
-            dist_mm = np.sqrt(((i - center[0]) * SPACING_XYZ[2]) ** 2 + ((r - center[1]) * SPACING_XYZ[1]) ** 2 + ((c - center[2]) * SPACING_XYZ[0]) ** 2)
+            dist_mm = np.sqrt(
+                ((i - center[0]) * SPACING_XYZ[2]) ** 2
+                + ((r - center[1]) * SPACING_XYZ[1]) ** 2
+                + ((c - center[2]) * SPACING_XYZ[0]) ** 2
+            )
             hu[dist_mm <= radius_mm] = 40.0 + rng.normal(0.0, 20.0)
             x, y, z = geometry.irc_to_xyz(tuple(float(v) for v in center))
             candidates.append(f"{uid},{x},{y},{z},1")

@@ -62,7 +62,9 @@ def test_two_series_in_one_folder_are_both_found_and_not_merged(tmp_path):
     _write(tmp_path / "mixed")
     _write(tmp_path / "mixed", uid=UID2, file_name_pattern="b{:06d}.dcm")
     assert [(s.series_uid, s.n_files) for s in discover_series(tmp_path / "mixed")] == [(UID, 6), (UID2, 6)]
-    with pytest.raises(BadInputError, match=rf"holds 2 series \({UID} \(CT, 6 files\); {UID2} \(CT, 6 files\)\).*--series"):
+    with pytest.raises(
+        BadInputError, match=rf"holds 2 series \({UID} \(CT, 6 files\); {UID2} \(CT, 6 files\)\).*--series"
+    ):
         load_ct(tmp_path / "mixed")
     assert load_ct(tmp_path / "mixed", options=LoadOptions(series_uid=UID2)).shape_irc == (6, 10, 12)
 
@@ -76,7 +78,10 @@ def test_non_ct_series_is_refused(tmp_path, modality):
 
 def test_missing_slice_is_refused_with_the_gap(tmp_path):
     _write(tmp_path / "gap", slice_indices=[0, 1, 2, 4, 5])
-    with pytest.raises(BadDataError, match=r"gap of 5\.000 mm .* expected 2\.500 mm: about 1 slice\(s\) missing; pass --allow-uneven-spacing"):
+    with pytest.raises(
+        BadDataError,
+        match=r"gap of 5\.000 mm .* expected 2\.500 mm: about 1 slice\(s\) missing; pass --allow-uneven-spacing",
+    ):
         load_ct(tmp_path / "gap")
 
 
@@ -104,7 +109,15 @@ def test_uneven_spacing_is_refused(tmp_path):
 def test_mixed_orientations_are_refused(tmp_path):
     _write(tmp_path / "orient", slice_indices=[0, 1, 2])
     other = Geometry(GEOMETRY.origin_xyz, GEOMETRY.spacing_xyz, _rotation_z(20.0))
-    write_dicom_series(_volume(), other, tmp_path / "orient", UID, extra_tags=STAMP, slice_indices=[3, 4, 5], file_name_pattern="o{:06d}.dcm")
+    write_dicom_series(
+        _volume(),
+        other,
+        tmp_path / "orient",
+        UID,
+        extra_tags=STAMP,
+        slice_indices=[3, 4, 5],
+        file_name_pattern="o{:06d}.dcm",
+    )
     with pytest.raises(BadDataError, match="mixes slice orientations"):
         load_ct(tmp_path / "orient")
 
@@ -113,7 +126,9 @@ def test_gantry_tilt_is_refused(tmp_path):
     hu = _volume()
     for i in range(6):  # each slice shifted 1 mm in y per slice: stacked along a tilted axis
         g = Geometry((-100.0, -120.0 + i * 1.0, -200.0 + i * 2.5), (0.75, 0.75, 2.5), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-        write_dicom_series(hu[i : i + 1], g, tmp_path / "tilt", UID, extra_tags=STAMP, file_name_pattern=f"t{i}_{{:03d}}.dcm")
+        write_dicom_series(
+            hu[i : i + 1], g, tmp_path / "tilt", UID, extra_tags=STAMP, file_name_pattern=f"t{i}_{{:03d}}.dcm"
+        )
     with pytest.raises(BadDataError, match=r"gantry tilt of 21\.8 degrees"):
         load_ct(tmp_path / "tilt")
 

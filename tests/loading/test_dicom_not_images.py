@@ -49,7 +49,12 @@ def test_tags_of_a_gdcm_written_ct_file_agree_with_simpleitk(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"\0" * 128 + b"DICM", b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x7f", b"not a DICOM file at all " * 20],
+    [
+        b"",
+        b"\0" * 128 + b"DICM",
+        b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x7f",
+        b"not a DICOM file at all " * 20,
+    ],
     ids=["empty", "preamble only", "meta element past the end", "text"],
 )
 def test_unparseable_bytes_give_no_tags(tmp_path, content):
@@ -65,7 +70,9 @@ def test_series_without_pixel_data_is_refused_for_its_modality(tmp_path, modalit
     write_non_image_dicom(tmp_path / "obj" / "2.dcm", SR_UID, modality, referenced_series_uid=CT_UID)
     [series] = discover_series(tmp_path / "obj")
     assert (series.series_uid, series.modality, series.n_files) == (SR_UID, modality, 2)
-    with pytest.raises(BadDataError, match=rf"^series {SR_UID} is modality {modality}, not CT; ct reads CT series only$"):
+    with pytest.raises(
+        BadDataError, match=rf"^series {SR_UID} is modality {modality}, not CT; ct reads CT series only$"
+    ):
         load_ct(tmp_path / "obj")
 
 
@@ -78,10 +85,15 @@ def test_report_beside_its_ct_is_a_second_series_and_the_ct_still_reads(tmp_path
 
     listing = run_ct("series", "list", "--data-root", str(tmp_path / "exam"), "--json")
     assert listing.exit_code == 0, listing.output
-    assert sorted((s["series_uid"], s["modality"]) for s in json.loads(listing.stdout)) == [(CT_UID, "CT"), (SR_UID, "SR")]
+    assert sorted((s["series_uid"], s["modality"]) for s in json.loads(listing.stdout)) == [
+        (CT_UID, "CT"),
+        (SR_UID, "SR"),
+    ]
     result = run_ct("info", str(tmp_path / "exam"))
     assert result.exit_code == 2
-    assert f"holds 2 series ({CT_UID} (CT, 6 files); {SR_UID} (SR, 1 files)); name one with --series UID" in result.stderr
+    assert (
+        f"holds 2 series ({CT_UID} (CT, 6 files); {SR_UID} (SR, 1 files)); name one with --series UID" in result.stderr
+    )
     picked = run_ct("info", str(tmp_path / "exam"), "--series", SR_UID)
     assert picked.exit_code == 2
     assert picked.stderr.strip() == f"error: series {SR_UID} is modality SR, not CT; ct reads CT series only"

@@ -17,7 +17,13 @@ import pytest
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.models import save_checkpoint
 from tests.helpers.cli_process import error_line, run_ct
-from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, threshold_unet, write_models, write_phantom_luna
+from tests.helpers.diagnosis_tiny import (
+    phantom_chest,
+    phantom_geometry,
+    threshold_unet,
+    write_models,
+    write_phantom_luna,
+)
 from tests.helpers.folder_digest import tree_digest
 
 
@@ -37,7 +43,18 @@ def models(tmp_path):
 
 
 def _diagnose(models, out: Path, *sources: object):
-    return run_ct("diagnose", *sources, "--out", out, "--seg-model", models["seg"], "--cls-model", models["cls"], "--concurrent-batches", 1)
+    return run_ct(
+        "diagnose",
+        *sources,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--concurrent-batches",
+        1,
+    )
 
 
 def _rerun_sees_the_change(models, out: Path, root: Path, uid: str, changed: Path, *sources: object) -> None:
@@ -66,13 +83,17 @@ def _rerun_sees_the_change(models, out: Path, root: Path, uid: str, changed: Pat
     # the result is rewritten (its fingerprint changed), the table beside it, and the run's log line
     rewritten = {k for k in out_after if out_after[k] != out_before[k]}
     assert out / f"{uid}.json" in rewritten
-    assert rewritten <= {out / name for name in (f"{uid}.json", "findings.csv", "findings.csv.provenance", "logs/diagnose.log")}
+    assert rewritten <= {
+        out / name for name in (f"{uid}.json", "findings.csv", "findings.csv.provenance", "logs/diagnose.log")
+    }
 
 
 def test_an_mhd_raw_changed_in_place_is_diagnosed_again(tmp_path, models):
     root = tmp_path / "luna"
     (uid,) = write_phantom_luna(root, 1, first=80)
-    _rerun_sees_the_change(models, tmp_path / "out", root, uid, root / "subset0" / f"{uid}.raw", "--all", "--data-root", root)
+    _rerun_sees_the_change(
+        models, tmp_path / "out", root, uid, root / "subset0" / f"{uid}.raw", "--all", "--data-root", root
+    )
 
 
 def test_an_mhd_data_file_named_by_its_header_not_uid_raw_is_fingerprinted(tmp_path, models):
@@ -94,7 +115,9 @@ def test_a_dicom_series_spread_over_two_folders_changed_in_place_is_diagnosed_ag
     (root / "scan" / "b").mkdir()
     for path in files[len(files) // 2 :]:  # the second half of the slices in another folder
         shutil.move(path, root / "scan" / "b" / path.name)
-    _rerun_sees_the_change(models, tmp_path / "out", root, uid, root / "scan" / "b" / files[-1].name, "--all", "--data-root", root)
+    _rerun_sees_the_change(
+        models, tmp_path / "out", root, uid, root / "scan" / "b" / files[-1].name, "--all", "--data-root", root
+    )
 
 
 # -- ct compare --prior-results -------------------------------------------------------------------

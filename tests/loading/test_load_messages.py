@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -28,13 +27,25 @@ def _header_lines(path) -> list[str]:
 @pytest.mark.parametrize(
     "case, expected",
     [
-        ("empty", "the MetaImage header is empty (0 bytes); expected Key = Value lines with DimSize, ElementType, ElementDataFile: re-download or re-write it"),
-        ("cut after a line", "the MetaImage header lacks DimSize, ElementType, ElementDataFile (truncated or incomplete); re-download or re-write it"),
+        (
+            "empty",
+            "the MetaImage header is empty (0 bytes); expected Key = Value lines with DimSize, ElementType, ElementDataFile: re-download or re-write it",
+        ),
+        (
+            "cut after a line",
+            "the MetaImage header lacks DimSize, ElementType, ElementDataFile (truncated or incomplete); re-download or re-write it",
+        ),
         ("cut mid-line", "the header ends mid-line at 'ElementTy' (truncated); re-download or re-write it"),
-        ("data file is a folder", "ElementDataFile 'volumes' names a folder ({folder}), not a data file; fix the header to name the .raw file"),
-        ("data file name too long", "ElementDataFile '" + "v" * 80 + "' is not a usable file name (File name too long)"),
+        (
+            "data file is a folder",
+            "ElementDataFile 'volumes' names a folder ({folder}), not a data file; fix the header to name the .raw file",
+        ),
+        (
+            "data file name too long",
+            "ElementDataFile '" + "v" * 80 + "' is not a usable file name (File name too long)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_info_says_what_is_wrong_with_an_mhd_header(tmp_path, case, expected):
     scan = _scan(tmp_path)
     lines = _header_lines(scan)

@@ -57,7 +57,10 @@ def test_diagnose_fails_the_128_gib_series_with_both_sizes_and_writes_nothing(tm
     assert result.exit_code == 2, result.output  # the one series named is refused: bad input, one line
     assert "Traceback" not in result.output and "MemoryError" not in result.output
     assert result.stderr.splitlines()[-1].startswith(f"error: {scan}: its header claims")
-    assert f"error: {scan}: its header claims DimSize 4096 4096 4096 of MET_SHORT, 128 GiB to load, but only 16 GiB" in " ".join(result.stderr.split())
+    assert (
+        f"error: {scan}: its header claims DimSize 4096 4096 4096 of MET_SHORT, 128 GiB to load, but only 16 GiB"
+        in " ".join(result.stderr.split())
+    )
     assert {"models": tree_digest(tmp_path / "models"), "scans": _stats(tmp_path / "scans")} == before
 
 
@@ -105,7 +108,9 @@ def test_available_memory_is_mem_available_capped_by_the_cgroup_headroom(tmp_pat
     assert available_memory_bytes(proc, cgroup) == 8 * GIB  # no cgroup files: MemAvailable alone
     _kernel_files(cgroup, {"job.slice/job_42/memory.max": "max\n", "job.slice/job_42/memory.current": "1\n"})
     assert available_memory_bytes(proc, cgroup) == 8 * GIB  # v2 without a limit
-    _kernel_files(cgroup, {"job.slice/job_42/memory.max": f"{2 * GIB}\n", "job.slice/job_42/memory.current": f"{GIB // 2}\n"})
+    _kernel_files(
+        cgroup, {"job.slice/job_42/memory.max": f"{2 * GIB}\n", "job.slice/job_42/memory.current": f"{GIB // 2}\n"}
+    )
     assert available_memory_bytes(proc, cgroup) == 3 * GIB // 2  # a batch job's limit, minus what it uses
 
 
@@ -115,10 +120,15 @@ def test_a_limit_on_the_jobs_cgroup_counts_when_the_steps_own_says_max(tmp_path)
 
     proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
     _kernel_files(proc, {"meminfo": "MemAvailable: 8388608 kB\n", "self/cgroup": "0::/job_42/step_0/user/task_0\n"})
-    _kernel_files(cgroup, {
-        "job_42/step_0/user/task_0/memory.max": "max\n", "job_42/step_0/memory.max": "max\n",
-        "job_42/memory.max": f"{2 * GIB}\n", "job_42/memory.current": f"{GIB // 2}\n",
-    })  # fmt: skip
+    _kernel_files(
+        cgroup,
+        {
+            "job_42/step_0/user/task_0/memory.max": "max\n",
+            "job_42/step_0/memory.max": "max\n",
+            "job_42/memory.max": f"{2 * GIB}\n",
+            "job_42/memory.current": f"{GIB // 2}\n",
+        },
+    )
     assert available_memory_bytes(proc, cgroup) == 3 * GIB // 2
 
 
@@ -127,8 +137,13 @@ def test_available_memory_reads_a_cgroup_v1_limit(tmp_path):
 
     proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
     _kernel_files(proc, {"meminfo": "MemAvailable: 8388608 kB\n", "self/cgroup": "4:memory:/slurm/uid_1/job_7\n"})
-    _kernel_files(cgroup, {"memory/slurm/uid_1/job_7/memory.limit_in_bytes": f"{4 * GIB}\n",
-                           "memory/slurm/uid_1/job_7/memory.usage_in_bytes": f"{GIB}\n"})  # fmt: skip
+    _kernel_files(
+        cgroup,
+        {
+            "memory/slurm/uid_1/job_7/memory.limit_in_bytes": f"{4 * GIB}\n",
+            "memory/slurm/uid_1/job_7/memory.usage_in_bytes": f"{GIB}\n",
+        },
+    )
     assert available_memory_bytes(proc, cgroup) == 3 * GIB
     _kernel_files(cgroup, {"memory/slurm/uid_1/job_7/memory.limit_in_bytes": "9223372036854771712\n"})  # v1's "none"
     assert available_memory_bytes(proc, cgroup) == 8 * GIB

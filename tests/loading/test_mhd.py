@@ -10,11 +10,7 @@ from ct_pipeline.loading.mhd import load_mhd, write_mhd
 OBLIQUE = Geometry(
     origin_xyz=(-150.5, -170.25, -310.0),
     spacing_xyz=(0.7, 0.7, 1.25),
-    direction=tuple(
-        np.array(
-            [[0.9961947, -0.0871557, 0.0], [0.0871557, 0.9961947, 0.0], [0.0, 0.0, 1.0]]
-        ).ravel()
-    ),
+    direction=tuple(np.array([[0.9961947, -0.0871557, 0.0], [0.0871557, 0.9961947, 0.0], [0.0, 0.0, 1.0]]).ravel()),
 )
 
 

@@ -42,15 +42,44 @@ def test_a_linked_subset_is_listed_cached_trained_on_and_diagnosed(linked_root, 
     assert filled.exit_code == 0, filled.output
     assert "3 filled" in words(filled.stdout)
 
-    trained = run_ct("train-cls", "--data-root", root, "--cache-dir", cache_dir, "--out", tmp_path / "run", "--epochs", 1,
-                  "--epoch-size", 16, "--batch-size", 8, "--val-stride", 3, "--workers", 0)  # fmt: skip
+    trained = run_ct(
+        "train-cls",
+        "--data-root",
+        root,
+        "--cache-dir",
+        cache_dir,
+        "--out",
+        tmp_path / "run",
+        "--epochs",
+        1,
+        "--epoch-size",
+        16,
+        "--batch-size",
+        8,
+        "--val-stride",
+        3,
+        "--workers",
+        0,
+    )
     assert trained.exit_code == 0, trained.output
     assert (tmp_path / "run" / "last.ckpt").is_file()
 
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
-    diagnosed = run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-                    "--cls-model", models["cls"], "--concurrent-batches", 1)  # fmt: skip
+    diagnosed = run_ct(
+        "diagnose",
+        "--all",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--concurrent-batches",
+        1,
+    )
     assert diagnosed.exit_code == 0, diagnosed.output
     assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{series_uid(n)}.json" for n in range(3))
     assert tree_digest(root) == before
@@ -77,8 +106,20 @@ def test_a_link_loop_among_dicom_files_is_an_unreadable_file_and_a_folder_loop_i
 
     models = write_models(tmp_path / "models")
     out = tmp_path / "out"
-    diagnosed = run_ct("diagnose", "--all", "--data-root", root, "--out", out, "--seg-model", models["seg"],
-                    "--cls-model", models["cls"], "--concurrent-batches", 1)  # fmt: skip
+    diagnosed = run_ct(
+        "diagnose",
+        "--all",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--seg-model",
+        models["seg"],
+        "--cls-model",
+        models["cls"],
+        "--concurrent-batches",
+        1,
+    )
     assert diagnosed.exit_code == 0, diagnosed.output
     assert warning in words(diagnosed.stderr)
     assert [p.name for p in out.glob("*.json")] == [f"{uid}.json"]

@@ -24,8 +24,30 @@ from tests.helpers.training_data import write_training_luna
 
 
 def _train_args(root: Path, out: Path, epochs: int) -> list[str]:
-    return [str(a) for a in ("train-cls", "--data-root", root, "--out", out, "--epochs", epochs, "--epoch-size", 8,
-                             "--batch-size", 8, "--val-stride", 2, "--workers", 0, "--device", "cpu", "--seed", 3)]  # fmt: skip
+    return [
+        str(a)
+        for a in (
+            "train-cls",
+            "--data-root",
+            root,
+            "--out",
+            out,
+            "--epochs",
+            epochs,
+            "--epoch-size",
+            8,
+            "--batch-size",
+            8,
+            "--val-stride",
+            2,
+            "--workers",
+            0,
+            "--device",
+            "cpu",
+            "--seed",
+            3,
+        )
+    ]
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -93,9 +115,11 @@ report.write_text(json.dumps({"first": [first.returncode, first.stderr], "second
 @pytest.mark.slow
 def test_a_real_full_disk_while_training_writes_its_checkpoint(tmp_path):
     """On a small tmpfs filled up after epoch 1 (needs an unprivileged user and mount namespace)."""
-    if shutil.which("unshare") is None or subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True
-    ).returncode != 0:
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("no user and mount namespaces here to mount a small file system in")
     import json
 
@@ -110,8 +134,11 @@ def test_a_real_full_disk_while_training_writes_its_checkpoint(tmp_path):
     script.write_text(_FULL_DISK_SCRIPT)
     subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", sys.executable, script, mount, report, json.dumps(args)],
-        cwd=REPO, env=env, check=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=600,
+    )
     outcome = json.loads(report.read_text())
     assert outcome["first"][0] == 0, outcome["first"][1]
     assert outcome["second"][0] == 2, outcome["second"][1]
@@ -120,10 +147,14 @@ def test_a_real_full_disk_while_training_writes_its_checkpoint(tmp_path):
         "permissions or choose another path"
     ]
     before, after = outcome["before"], outcome["after"]
-    assert {k: v for k, v in before.items() if k.endswith(".ckpt")} == {k: v for k, v in after.items() if k.endswith(".ckpt")}
+    assert {k: v for k, v in before.items() if k.endswith(".ckpt")} == {
+        k: v for k, v in after.items() if k.endswith(".ckpt")
+    }
 
 
-@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "read-only file system")])
+@pytest.mark.parametrize(
+    "code, reason", [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "read-only file system")]
+)
 def test_a_full_or_read_only_disk_met_anywhere_is_one_line_and_exit_2(tmp_path, monkeypatch, code, reason):
     """Writes that check for it say so themselves; one met elsewhere (TensorBoard's event file) is said the same way."""
     import ct_pipeline.loading

@@ -19,14 +19,21 @@ from ct_pipeline.diagnosis.networks import load_diagnosis_models
 from ct_pipeline.diagnosis.pipeline import diagnose
 from ct_pipeline.errors import BadCheckpointError
 from ct_pipeline.geometry import Geometry
-from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.loading.fingerprint import sha256_of_file
+from ct_pipeline.loading.mhd import write_mhd
 from ct_pipeline.models import save_checkpoint
 from ct_pipeline.models.export import ONNX_OPSET, export_model
 from ct_pipeline.models.exported import ExportedModel, exported_format, load_exported, read_metadata
 from ct_pipeline.volume import CtVolume
 from tests.helpers.cli_process import run_ct
-from tests.helpers.diagnosis_tiny import NODULES_IRC, constant_classifier, phantom_chest, phantom_geometry, random_classifier, threshold_unet
+from tests.helpers.diagnosis_tiny import (
+    NODULES_IRC,
+    constant_classifier,
+    phantom_chest,
+    phantom_geometry,
+    random_classifier,
+    threshold_unet,
+)
 
 FAST = InferenceOptions(device="cpu", workers=1)
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -92,8 +99,16 @@ def test_diagnose_from_exported_files_finds_what_the_checkpoints_find(exports, f
         hu=phantom_chest(), geometry=phantom_geometry(), series_uid="1.2.3.4", source="phantom", format="test"
     )
     config = DiagnosisConfig(lung_margin_mm=8.0)
-    reference = diagnose(volume, load_diagnosis_models(exports["seg", "ckpt"], exports["cls", "ckpt"], exports["mal", "ckpt"], FAST), config)
-    formats = {"seg": "torchscript", "cls": "onnx", "mal": "ckpt"} if fmt == "mixed" else dict.fromkeys(("seg", "cls", "mal"), fmt)
+    reference = diagnose(
+        volume,
+        load_diagnosis_models(exports["seg", "ckpt"], exports["cls", "ckpt"], exports["mal", "ckpt"], FAST),
+        config,
+    )
+    formats = (
+        {"seg": "torchscript", "cls": "onnx", "mal": "ckpt"}
+        if fmt == "mixed"
+        else dict.fromkeys(("seg", "cls", "mal"), fmt)
+    )
     models = load_diagnosis_models(*(exports[kind, formats[kind]] for kind in ("seg", "cls", "mal")), FAST)
     assert models.precision == {"seg": "fp32", "cls": "fp32", "mal": "fp32"}
     assert models.context_slices == 3 and models.crop_shape_irc == (16, 16, 16)
@@ -102,7 +117,9 @@ def test_diagnose_from_exported_files_finds_what_the_checkpoints_find(exports, f
     assert [f.center_irc for f in result.findings] == [f.center_irc for f in reference.findings]
     for ours, theirs in zip(result.findings, reference.findings):
         assert ours.nodule_prob == pytest.approx(theirs.nodule_prob, abs=1e-5)
-        assert ours.malignancy_prob == (None if theirs.malignancy_prob is None else pytest.approx(theirs.malignancy_prob, abs=1e-5))
+        assert ours.malignancy_prob == (
+            None if theirs.malignancy_prob is None else pytest.approx(theirs.malignancy_prob, abs=1e-5)
+        )
         assert ours.diameter_mm == theirs.diameter_mm
 
 
@@ -112,8 +129,10 @@ def test_provenance_names_the_exported_files_hashes(exports, tmp_path):
     models = load_diagnosis_models(exports["seg", "onnx"], exports["cls", "torchscript"], None, FAST)
     record = run_provenance(models.paths, models.precision, DiagnosisConfig(), models.seg.device.type)
     assert record["models"]["seg"] == {
-        "kind": "seg", "sha256": sha256_of_file(exports["seg", "onnx"]), "file": str(exports["seg", "onnx"])
-    }  # fmt: skip
+        "kind": "seg",
+        "sha256": sha256_of_file(exports["seg", "onnx"]),
+        "file": str(exports["seg", "onnx"]),
+    }
     assert record["models"]["cls"]["sha256"] == sha256_of_file(exports["cls", "torchscript"])
 
 
@@ -139,9 +158,13 @@ def _foreign_onnx(path, channels: int):
     network = torch.nn.Sequential(torch.nn.Conv2d(channels, 1, 3, padding=1), torch.nn.Sigmoid()).eval()
     batch, height, width = torch.export.Dim("batch"), torch.export.Dim.AUTO, torch.export.Dim.AUTO
     program = torch.onnx.export(
-        network, (torch.zeros(2, channels, 16, 16),), dynamo=True, input_names=["input"],
-        dynamic_shapes=({0: batch, 2: height, 3: width},), verbose=False,
-    )  # fmt: skip
+        network,
+        (torch.zeros(2, channels, 16, 16),),
+        dynamo=True,
+        input_names=["input"],
+        dynamic_shapes=({0: batch, 2: height, 3: width},),
+        verbose=False,
+    )
     program.save(str(path))
     return path
 
@@ -155,13 +178,18 @@ def test_an_onnx_file_without_metadata_is_run_when_its_input_fits(tmp_path):
 def _scan(tmp_path):
     """A tiny LUNA16-style .mhd for the diagnose cases (never read: the models fail first)."""
     path = tmp_path / "1.2.826.0.1.3680043.8.498.7.mhd"
-    write_mhd(np.zeros((4, 5, 6), np.int16), Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)), path)
+    write_mhd(
+        np.zeros((4, 5, 6), np.int16), Geometry((0.0, 0.0, 0.0), (0.7, 0.7, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)), path
+    )
     return path
 
 
 def _cases(tmp_path, exports, name):
     scan = _scan(tmp_path)
-    diagnose_with = lambda seg, cls, *more: ["diagnose", str(scan), "--seg-model", str(seg), "--cls-model", str(cls), *more]  # noqa: E731
+
+    def diagnose_with(seg, cls, *more):
+        return ["diagnose", str(scan), "--seg-model", str(seg), "--cls-model", str(cls), *more]
+
     if name == "text file named .onnx":
         (tmp_path / "notes.onnx").write_text("not a model\n")
         return diagnose_with(tmp_path / "notes.onnx", exports["cls", "onnx"])
@@ -182,7 +210,15 @@ def _cases(tmp_path, exports, name):
     if name == "models info on a TorchScript export":
         return ["models", "info", str(exports["cls", "torchscript"])]
     if name == "export of an exported file":
-        return ["models", "export", str(exports["seg", "onnx"]), "--format", "torchscript", "-o", str(tmp_path / "x.pt")]
+        return [
+            "models",
+            "export",
+            str(exports["seg", "onnx"]),
+            "--format",
+            "torchscript",
+            "-o",
+            str(tmp_path / "x.pt"),
+        ]
     raise AssertionError(name)
 
 
@@ -224,7 +260,14 @@ def test_missing_onnxruntime_is_one_line(exports, tmp_path, monkeypatch, command
     args = (
         ["models", "export", str(exports["seg", "ckpt"]), "--format", "onnx", "-o", str(tmp_path / "seg.onnx")]
         if command == "export"
-        else ["diagnose", str(_scan(tmp_path)), "--seg-model", str(exports["seg", "onnx"]), "--cls-model", str(exports["cls", "ckpt"])]
+        else [
+            "diagnose",
+            str(_scan(tmp_path)),
+            "--seg-model",
+            str(exports["seg", "onnx"]),
+            "--cls-model",
+            str(exports["cls", "ckpt"]),
+        ]
     )
     result = run_ct(*args)
     assert result.exit_code == 2, result.output
@@ -240,6 +283,9 @@ def test_export_cli_prints_what_it_wrote(exports, tmp_path):
     result = run_ct("models", "export", str(exports["cls", "ckpt"]), "--format", "torchscript", "-o", str(output))
     assert result.exit_code == 0, result.output
     sha = sha256_of_file(exports["cls", "ckpt"])[:12]
-    assert result.stdout == f"wrote {output}: nodule classifier as torchscript, input (N, 1, 16, 16, 16), from checkpoint sha256 {sha}\n"
+    assert (
+        result.stdout
+        == f"wrote {output}: nodule classifier as torchscript, input (N, 1, 16, 16, 16), from checkpoint sha256 {sha}\n"
+    )
     assert read_metadata(output).kind == "cls"
     assert [p.name for p in output.parent.iterdir()] == ["cls.pt"]  # no temporary file left beside it

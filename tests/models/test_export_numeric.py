@@ -86,7 +86,15 @@ def test_the_real_ct_from_exported_files_has_the_checkpoints_findings(real_dicom
     for fmt in ("ckpt", "onnx", "torchscript"):
         # Every candidate classified (no budget): the parity is checked over all of them, and a mask pixel
         # flipped by kernel rounding must not move a candidate across the budget's cut.
-        args = ["diagnose", str(real_dicom_dir), "--json", "--max-candidates", "0", "--seg-model", str(book_exports["seg", fmt])]
+        args = [
+            "diagnose",
+            str(real_dicom_dir),
+            "--json",
+            "--max-candidates",
+            "0",
+            "--seg-model",
+            str(book_exports["seg", fmt]),
+        ]
         result = run_ct(*args, "--cls-model", str(book_exports["cls", fmt]))
         assert result.exit_code == 0, result.output
         records[fmt] = json.loads(result.stdout.strip().splitlines()[0])
@@ -101,4 +109,7 @@ def test_the_real_ct_from_exported_files_has_the_checkpoints_findings(real_dicom
         np.testing.assert_allclose([p for _, p in found], [p for _, p in expected], rtol=0, atol=5e-3)
         assert len(records[fmt]["candidates"]) == len(records["ckpt"]["candidates"])
         model = records[fmt]["provenance"]["models"]["seg"]
-        assert model["file"] == str(book_exports["seg", fmt]) and model["sha256"] != records["ckpt"]["provenance"]["models"]["seg"]["sha256"]
+        assert (
+            model["file"] == str(book_exports["seg", fmt])
+            and model["sha256"] != records["ckpt"]["provenance"]["models"]["seg"]["sha256"]
+        )

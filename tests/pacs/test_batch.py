@@ -36,19 +36,39 @@ def test_all_walks_the_query_result_and_two_shards_cover_it_once(orthanc, tmp_pa
     out = tmp_path / "results"
     for shard in ("0/2", "1/2"):
         result = run_ct(
-            "diagnose", "--all", "--dicomweb", orthanc.dicomweb, "--study-date", "20240101-20241231",
-            "--seg-model", paths["seg"], "--cls-model", paths["cls"], "--concurrent-batches", "1", "-q", "--shard", shard,
-            "--out", out, "--cache-dir", tmp_path / "cache",
-        )  # fmt: skip
+            "diagnose",
+            "--all",
+            "--dicomweb",
+            orthanc.dicomweb,
+            "--study-date",
+            "20240101-20241231",
+            "--seg-model",
+            paths["seg"],
+            "--cls-model",
+            paths["cls"],
+            "--concurrent-batches",
+            "1",
+            "-q",
+            "--shard",
+            shard,
+            "--out",
+            out,
+            "--cache-dir",
+            tmp_path / "cache",
+        )
         assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.glob("*.json")) == [f"{uid}.json" for uid in sorted(DATED) if DATED[uid] >= "2024"]
+    assert sorted(p.name for p in out.glob("*.json")) == [
+        f"{uid}.json" for uid in sorted(DATED) if DATED[uid] >= "2024"
+    ]
 
 
 @pytest.mark.parametrize("text", ["2024-2025", "20240101-2024", "-", "last year"])
 def test_a_malformed_study_date_is_bad_input(text):
     result = run_ct("diagnose", "--all", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--study-date", text)
     assert result.exit_code == 2
-    assert error_line(result).startswith(f"error: --study-date {text!r} is not a date range; give FROM-TO as YYYYMMDD-YYYYMMDD")
+    assert error_line(result).startswith(
+        f"error: --study-date {text!r} is not a date range; give FROM-TO as YYYYMMDD-YYYYMMDD"
+    )
 
 
 def test_open_ended_ranges_are_accepted():

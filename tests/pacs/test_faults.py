@@ -57,7 +57,10 @@ def test_an_unreachable_server_is_one_line_and_exit_2(tmp_path):
 def test_a_uid_the_server_lacks_is_not_found(empty, tmp_path):
     result = run_ct("info", UID, "--dicomweb", empty.dicomweb, "--cache-dir", tmp_path)
     assert result.exit_code == 2
-    assert error_line(result) == f"error: series {UID} is neither under the data roots nor on DICOMweb server {empty.dicomweb}"
+    assert (
+        error_line(result)
+        == f"error: series {UID} is neither under the data roots nor on DICOMweb server {empty.dicomweb}"
+    )
 
 
 def test_a_non_ct_series_is_refused_before_it_is_downloaded(empty, tmp_path):
@@ -124,7 +127,17 @@ def _extra_slice(tmp_path):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = write_models(tmp_path_factory.mktemp("models"), nodule_prob=0.8, malignancy_prob=0.6)
-    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--concurrent-batches", "1", "-q"]
+    return [
+        "--seg-model",
+        paths["seg"],
+        "--cls-model",
+        paths["cls"],
+        "--mal-model",
+        paths["mal"],
+        "--concurrent-batches",
+        "1",
+        "-q",
+    ]
 
 
 def test_a_store_refused_in_a_batch_fails_that_series_with_exit_3_and_stores_the_others(empty, models, tmp_path):
@@ -133,9 +146,18 @@ def test_a_store_refused_in_a_batch_fails_that_series_with_exit_3_and_stores_the
     (tmp_path / "series.txt").write_text(f"{UID}\n{OTHER_UID}\n")
     out = tmp_path / "objects"
     result = run_ct(
-        "diagnose", "--series-file", tmp_path / "series.txt", *models, "--dicomweb", empty.dicomweb,
-        "--dicom-out", out, "--store", "--cache-dir", tmp_path / "cache",
-    )  # fmt: skip
+        "diagnose",
+        "--series-file",
+        tmp_path / "series.txt",
+        *models,
+        "--dicomweb",
+        empty.dicomweb,
+        "--dicom-out",
+        out,
+        "--store",
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert result.exit_code == 3, result.output
     stderr = words(result.stderr)
     assert f"failed {UID}: DICOMweb server {empty.dicomweb} refused {out / UID}.seg.dcm" in stderr

@@ -9,7 +9,7 @@ import pytest
 from ct_pipeline.dicom_writer import write_dicom_series
 from ct_pipeline.pacs import fetch
 from ct_pipeline.pacs.server import DicomwebServer
-from tests.helpers.cli_process import error_line, run_ct
+from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import SHAPE_IRC, phantom_chest, phantom_geometry
 
 UID = "1.2.826.0.1.3680043.8.498.7401"
@@ -39,7 +39,9 @@ def downloads(monkeypatch):
     return calls
 
 
-def test_info_reads_a_series_from_the_server_and_a_second_run_does_not_fetch_it_again(orthanc, on_server, downloads, tmp_path):
+def test_info_reads_a_series_from_the_server_and_a_second_run_does_not_fetch_it_again(
+    orthanc, on_server, downloads, tmp_path
+):
     cache = tmp_path / "cache"
     for _ in range(2):
         result = run_ct("info", UID, "--dicomweb", orthanc.dicomweb, "--cache-dir", cache, "--json")
@@ -52,14 +54,20 @@ def test_info_reads_a_series_from_the_server_and_a_second_run_does_not_fetch_it_
     assert [p.name for p in folder.parent.iterdir()] == [UID]  # no staging folder left behind
 
 
-def test_the_env_variable_names_the_server_and_a_changed_series_is_fetched_again(orthanc, on_server, downloads, tmp_path, monkeypatch):
+def test_the_env_variable_names_the_server_and_a_changed_series_is_fetched_again(
+    orthanc, on_server, downloads, tmp_path, monkeypatch
+):
     import requests
 
     monkeypatch.setenv("CT_DICOMWEB", orthanc.dicomweb)
     cache = tmp_path / "cache"
     assert run_ct("info", UID, "--cache-dir", cache, "--json").exit_code == 0
     # The top slice removed on the server: the cached copy is out of date.
-    last = requests.post(orthanc.url + "/tools/find", json={"Level": "Instance", "Query": {"SeriesInstanceUID": UID, "InstanceNumber": str(SHAPE_IRC[0])}}, timeout=30).json()
+    last = requests.post(
+        orthanc.url + "/tools/find",
+        json={"Level": "Instance", "Query": {"SeriesInstanceUID": UID, "InstanceNumber": str(SHAPE_IRC[0])}},
+        timeout=30,
+    ).json()
     assert len(last) == 1
     requests.delete(f"{orthanc.url}/instances/{last[0]}", timeout=30).raise_for_status()
     result = run_ct("info", UID, "--cache-dir", cache, "--json")
@@ -69,7 +77,9 @@ def test_the_env_variable_names_the_server_and_a_changed_series_is_fetched_again
 
 
 def test_a_uid_on_disk_is_read_from_disk_without_asking_the_server(on_server, downloads, tmp_path):
-    result = run_ct("info", UID, "--data-root", on_server[0].parent, "--dicomweb", "http://127.0.0.1:9/dicom-web", "--json")
+    result = run_ct(
+        "info", UID, "--data-root", on_server[0].parent, "--dicomweb", "http://127.0.0.1:9/dicom-web", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert downloads == []
 
@@ -89,8 +99,20 @@ def test_series_list_shows_the_servers_ct_series_beside_the_data_roots(orthanc, 
 def test_prepcache_fetches_a_named_series_from_the_server(orthanc, on_server, downloads, tmp_path):
     tables = tmp_path / "tables"
     tables.mkdir()
-    (tables / "candidates.csv").write_text(f"seriesuid,coordX,coordY,coordZ,class\n{UID},0.0,0.0,-80.0,1\n{UID},5.0,5.0,-80.0,0\n")
-    result = run_ct("prepcache", "--data-root", tables, "--series", UID, "--dicomweb", orthanc.dicomweb, "--cache-dir", tmp_path / "cache")
+    (tables / "candidates.csv").write_text(
+        f"seriesuid,coordX,coordY,coordZ,class\n{UID},0.0,0.0,-80.0,1\n{UID},5.0,5.0,-80.0,0\n"
+    )
+    result = run_ct(
+        "prepcache",
+        "--data-root",
+        tables,
+        "--series",
+        UID,
+        "--dicomweb",
+        orthanc.dicomweb,
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert result.exit_code == 0, result.output
     assert "1 filled" in result.output
     assert downloads == [UID]

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from ct_pipeline.dicom_writer import write_dicom_series
-from tests.helpers.cli_process import error_line, run_ct, words
+from tests.helpers.cli_process import error_line, run_ct
 from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
 from tests.helpers.orthanc_server import REFUSING_STUDY_UID
 
@@ -16,7 +16,17 @@ UID = "1.2.826.0.1.3680043.8.498.7402"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = write_models(tmp_path_factory.mktemp("models"), nodule_prob=0.8, malignancy_prob=0.6)
-    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--concurrent-batches", "1", "-q"]
+    return [
+        "--seg-model",
+        paths["seg"],
+        "--cls-model",
+        paths["cls"],
+        "--mal-model",
+        paths["mal"],
+        "--concurrent-batches",
+        "1",
+        "-q",
+    ]
 
 
 def _upload_phantom(orthanc, folder, uid=UID, study_uid=None):
@@ -32,9 +42,13 @@ def _derived(orthanc) -> dict[str, list[str]]:
         found[modality] = sorted(
             i["00080018"]["Value"][0]
             for s in series
-            for i in requests.get(f"{orthanc.dicomweb}/series/{s['0020000E']['Value'][0]}/instances"
-                                  .replace("/series/", f"/studies/{s['0020000D']['Value'][0]}/series/"), timeout=30).json()
-        )  # fmt: skip
+            for i in requests.get(
+                f"{orthanc.dicomweb}/series/{s['0020000E']['Value'][0]}/instances".replace(
+                    "/series/", f"/studies/{s['0020000D']['Value'][0]}/series/"
+                ),
+                timeout=30,
+            ).json()
+        )
     return found
 
 
@@ -46,7 +60,8 @@ def test_store_sends_the_seg_and_sr_once_and_says_what_the_server_accepted(ortha
     assert first.exit_code == 0, first.output
     stored = [line for line in first.output.splitlines() if line.startswith("stored on ")]
     assert sorted(line.split(": ")[1].split(" (")[0] for line in stored) == [
-        str(tmp_path / "objects" / f"{UID}.seg.dcm"), str(tmp_path / "objects" / f"{UID}.sr.dcm")
+        str(tmp_path / "objects" / f"{UID}.seg.dcm"),
+        str(tmp_path / "objects" / f"{UID}.sr.dcm"),
     ]
     on_server = _derived(orthanc)
     assert [len(on_server["SEG"]), len(on_server["SR"])] == [1, 1]
@@ -60,14 +75,27 @@ def test_store_sends_the_seg_and_sr_once_and_says_what_the_server_accepted(ortha
 def test_store_needs_dicom_out_and_a_server(models, tmp_path):
     result = run_ct("diagnose", UID, *models, "--store", "--dicomweb", "http://127.0.0.1:9/dicom-web")
     assert result.exit_code == 2
-    assert error_line(result) == "error: --store sends the --dicom-out files to the --dicomweb server; give both with it"
+    assert (
+        error_line(result) == "error: --store sends the --dicom-out files to the --dicomweb server; give both with it"
+    )
 
 
 def test_a_refused_store_keeps_the_local_files_and_exits_2(orthanc, models, tmp_path):
     orthanc.clear()
     _upload_phantom(orthanc, tmp_path / "scan", study_uid=REFUSING_STUDY_UID)
     out = tmp_path / "objects"
-    result = run_ct("diagnose", UID, *models, "--dicomweb", orthanc.dicomweb, "--dicom-out", out, "--store", "--cache-dir", tmp_path / "cache")
+    result = run_ct(
+        "diagnose",
+        UID,
+        *models,
+        "--dicomweb",
+        orthanc.dicomweb,
+        "--dicom-out",
+        out,
+        "--store",
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith(f"error: DICOMweb server {orthanc.dicomweb} refused {out / UID}.seg.dcm")
     assert sorted(p.name for p in out.iterdir()) == [f"{UID}.seg.dcm", f"{UID}.sr.dcm"]

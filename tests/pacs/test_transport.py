@@ -72,11 +72,32 @@ def test_the_password_appears_in_no_output_log_result_or_provenance(locked, tmp_
     monkeypatch.setenv("CT_DICOMWEB_PASSWORD", PASSWORD)
     paths = write_models(tmp_path / "models", nodule_prob=0.8, malignancy_prob=0.6)
     result = run_ct(
-        "--debug", "diagnose", UID, "--seg-model", paths["seg"], "--cls-model", paths["cls"], "--concurrent-batches", "1",
-        "--dicomweb", locked.dicomweb, "--dicom-out", tmp_path / "objects", "--store", "--out", tmp_path / "results",
-        "--report", tmp_path / "report", "--csv", tmp_path / "all.csv", "--log-file", tmp_path / "run.log",
-        "--cache-dir", tmp_path / "cache", "--json",
-    )  # fmt: skip
+        "--debug",
+        "diagnose",
+        UID,
+        "--seg-model",
+        paths["seg"],
+        "--cls-model",
+        paths["cls"],
+        "--concurrent-batches",
+        "1",
+        "--dicomweb",
+        locked.dicomweb,
+        "--dicom-out",
+        tmp_path / "objects",
+        "--store",
+        "--out",
+        tmp_path / "results",
+        "--report",
+        tmp_path / "report",
+        "--csv",
+        tmp_path / "all.csv",
+        "--log-file",
+        tmp_path / "run.log",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert sum(line.startswith("stored on ") for line in result.stderr.splitlines()) == 2
     assert PASSWORD not in result.output
@@ -106,7 +127,9 @@ def test_https_is_verified_and_a_ca_bundle_makes_a_private_ca_trusted(orthanc, t
             f"error: DICOMweb server {server.dicomweb}: TLS certificate not trusted while looking up series {UID} "
             "(certificate verify failed); give its CA with --ca-bundle FILE"
         )
-        trusted = run_ct("info", UID, "--dicomweb", server.dicomweb, "--ca-bundle", cert, "--cache-dir", tmp_path / "cache")
+        trusted = run_ct(
+            "info", UID, "--dicomweb", server.dicomweb, "--ca-bundle", cert, "--cache-dir", tmp_path / "cache"
+        )
         assert trusted.exit_code == 0, trusted.output
 
 
@@ -116,7 +139,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     failures = 0
     seen = 0
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         type(self).seen += 1
         if type(self).seen <= type(self).failures:
             self.send_response(503)
@@ -131,7 +154,9 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("failures, expected_seen, expected_end", [(2, 3, "is neither under the data roots nor on"), (50, 4, "HTTP 503")])
+@pytest.mark.parametrize(
+    "failures, expected_seen, expected_end", [(2, 3, "is neither under the data roots nor on"), (50, 4, "HTTP 503")]
+)
 def test_transient_errors_are_retried_a_bounded_number_of_times(failures, expected_seen, expected_end, tmp_path):
     handler = type("Flaky", (_Flaky,), {"failures": failures, "seen": 0})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -150,7 +175,7 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(failures, expect
 class _Forbidding(http.server.BaseHTTPRequestHandler):
     """A gateway in front of a PACS that knows the account but does not let it read: 403 (Orthanc itself has no 403)."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(403)
         self.end_headers()
 
@@ -168,4 +193,6 @@ def test_403_is_answered_as_forbidden(tmp_path):
         httpd.shutdown()
         httpd.server_close()
     assert result.exit_code == 2
-    assert error_line(result).startswith(f"error: DICOMweb server {url} forbids it (HTTP 403) while looking up series {UID}; set")
+    assert error_line(result).startswith(
+        f"error: DICOMweb server {url} forbids it (HTTP 403) while looking up series {UID}; set"
+    )

@@ -33,8 +33,9 @@ def segment_images_on_grid(seg_path: Path, reference: sitk.Image, work: Path) ->
     out.mkdir()
     subprocess.run(
         [_dcmqi_tool(), "--inputDICOM", str(seg_path), "--outputDirectory", str(out), "--outputType", "nrrd"],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     segments = {}
     for path in out.glob("*.nrrd"):
         image = sitk.ReadImage(str(path))
@@ -54,7 +55,16 @@ def reference_image(shape_irc, geometry) -> sitk.Image:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     paths = write_models(tmp_path_factory.mktemp("models"), nodule_prob=0.8, malignancy_prob=0.6)
-    return ["--seg-model", paths["seg"], "--cls-model", paths["cls"], "--mal-model", paths["mal"], "--concurrent-batches", "1"]
+    return [
+        "--seg-model",
+        paths["seg"],
+        "--cls-model",
+        paths["cls"],
+        "--mal-model",
+        paths["mal"],
+        "--concurrent-batches",
+        "1",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +87,13 @@ def test_the_seg_has_a_segment_per_nodule_and_dcmqi_gives_back_our_mask(written,
     assert seg.number_of_segments == len(NODULES_IRC) == 2
     assert seg.ContentDescription.startswith("Research software")
     assert {seg.get_segment_description(k).segment_label for k in (1, 2)} == {
-        "Finding 1 nodule p 0.80 malignancy p 0.60", "Finding 2 nodule p 0.80 malignancy p 0.60"
+        "Finding 1 nodule p 0.80 malignancy p 0.60",
+        "Finding 2 nodule p 0.80 malignancy p 0.60",
     }
     geometry = phantom_geometry()
-    segments = segment_images_on_grid(out / f"{UID}.seg.dcm", reference_image(phantom_chest().shape, geometry), tmp_path)
+    segments = segment_images_on_grid(
+        out / f"{UID}.seg.dcm", reference_image(phantom_chest().shape, geometry), tmp_path
+    )
     assert sorted(segments) == [1, 2]
     # The phantom's nodules are bright spheres; the hand-set U-Net marks what is above 0 HU.
     bright = phantom_chest() > 0
@@ -110,9 +123,13 @@ def test_the_sr_holds_each_findings_point_measurements_and_the_segments_tracking
         assert values[("Equivalent sphere diameter", None)] == pytest.approx(finding["diameter_mm"], abs=1e-3)
         assert values[("Volume", None)] == pytest.approx(finding["measurement"]["volume_mm3"], abs=1e-3)  # the JSON's
         assert values[("Volume", None)] == pytest.approx(np.pi / 6 * finding["diameter_mm"] ** 3, rel=0.25)
-        assert values[("Volume", None)] / np.prod(spacing) == pytest.approx(round(values[("Volume", None)] / np.prod(spacing)))
+        assert values[("Volume", None)] / np.prod(spacing) == pytest.approx(
+            round(values[("Volume", None)] / np.prod(spacing))
+        )
         assert values[("Long axis", None)] >= values[("Short axis", None)] > 0
-        assert values[("Diameter", "Mean")] == pytest.approx((values[("Long axis", None)] + values[("Short axis", None)]) / 2)
+        assert values[("Diameter", "Mean")] == pytest.approx(
+            (values[("Long axis", None)] + values[("Short axis", None)]) / 2
+        )
 
 
 def test_an_image_file_gets_a_label_map_in_its_geometry_and_the_json(models, tmp_path):
@@ -123,7 +140,9 @@ def test_an_image_file_gets_a_label_map_in_its_geometry_and_the_json(models, tmp
     assert result.exit_code == 0, result.output
     assert not list(out.glob("*.dcm"))
     labels = sitk.ReadImage(str(out / f"{UID}.findings.nrrd"))
-    assert labels.GetSpacing() == pytest.approx(geometry.spacing_xyz) and labels.GetOrigin() == pytest.approx(geometry.origin_xyz)
+    assert labels.GetSpacing() == pytest.approx(geometry.spacing_xyz) and labels.GetOrigin() == pytest.approx(
+        geometry.origin_xyz
+    )
     array = sitk.GetArrayFromImage(labels)
     record = json.loads((out / f"{UID}.findings.json").read_text(encoding="utf-8"))
     assert "Research software" in record["note"]
@@ -136,7 +155,9 @@ def test_an_image_file_gets_a_label_map_in_its_geometry_and_the_json(models, tmp
 def test_an_image_file_whose_name_is_no_uid_gets_a_safe_file_name(models, tmp_path):
     write_mhd(phantom_chest(), phantom_geometry(), tmp_path / "patient 1 (baseline).mhd")
     out = tmp_path / "objects"
-    result = run_ct("diagnose", str(tmp_path / "patient 1 (baseline).mhd"), *map(str, models), "--dicom-out", str(out), "-q")
+    result = run_ct(
+        "diagnose", str(tmp_path / "patient 1 (baseline).mhd"), *map(str, models), "--dicom-out", str(out), "-q"
+    )
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 2 and all(" " not in name and "(" not in name for name in written)

@@ -52,16 +52,36 @@ def test_layout_and_headers(dataset):
         f"{u}.{e}" for u in uids for e in ("mhd", "raw")
     )
     assert sorted(p.name for p in out.iterdir()) == [
-        ".ct-synth-manifest.json", "README.txt", "annotations.csv", "annotations_with_malignancy.csv",
-        "candidates.csv", "nodule_truth.csv", "subset0",
-    ]  # fmt: skip
-    for name, header in [("candidates.csv", CANDIDATE_HEADER), ("annotations.csv", ANNOTATION_HEADER),
-                         ("annotations_with_malignancy.csv", MALIGNANCY_HEADER)]:  # fmt: skip
+        ".ct-synth-manifest.json",
+        "README.txt",
+        "annotations.csv",
+        "annotations_with_malignancy.csv",
+        "candidates.csv",
+        "nodule_truth.csv",
+        "subset0",
+    ]
+    for name, header in [
+        ("candidates.csv", CANDIDATE_HEADER),
+        ("annotations.csv", ANNOTATION_HEADER),
+        ("annotations_with_malignancy.csv", MALIGNANCY_HEADER),
+    ]:
         assert (out / name).read_text().splitlines()[0] == ",".join(header)
     assert MALIGNANCY_HEADER == [
-        "seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "mal_bool", "mal_details",
-        "bboxLowX", "bboxLowY", "bboxLowZ", "bboxHighX", "bboxHighY", "bboxHighZ", "len_mal_details",
-    ]  # fmt: skip
+        "seriesuid",
+        "coordX",
+        "coordY",
+        "coordZ",
+        "diameter_mm",
+        "mal_bool",
+        "mal_details",
+        "bboxLowX",
+        "bboxLowY",
+        "bboxLowZ",
+        "bboxHighX",
+        "bboxHighY",
+        "bboxHighZ",
+        "len_mal_details",
+    ]
     readme = (out / "README.txt").read_text()
     assert "Synthetic chest CT data for testing `ct`" in readme and "--series 3 --seed 5 --size small" in readme
     assert sorted(s.direction_kind for s in result.series) == ["flipped", "identity", "oblique"]

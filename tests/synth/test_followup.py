@@ -42,7 +42,10 @@ def test_the_prior_series_are_the_same_bytes_as_without_follow_ups(follow_ups, t
     for name in ("annotations.csv", "candidates.csv", "nodule_truth.csv"):
         assert (tmp_path / name).read_bytes() == (follow_ups / name).read_bytes()
     for raw in (tmp_path / "subset0").glob("*.raw"):
-        assert hashlib.sha256(raw.read_bytes()).digest() == hashlib.sha256((follow_ups / "subset0" / raw.name).read_bytes()).digest()
+        assert (
+            hashlib.sha256(raw.read_bytes()).digest()
+            == hashlib.sha256((follow_ups / "subset0" / raw.name).read_bytes()).digest()
+        )
     assert not (tmp_path / FOLLOW_UP_DIR).exists()
 
 
@@ -72,8 +75,12 @@ def test_the_truth_holds_every_nodule_where_the_images_show_it(follow_ups):
         if row["status"] in ("grown", "stable", "shrunk"):
             factor = float(row["current_volume_mm3"]) / float(row["prior_volume_mm3"])
             assert factor == pytest.approx(1.0 + float(row["volume_change_pct"]) / 100.0, abs=2e-3)
-            assert float(row["current_diameter_mm"]) == pytest.approx(float(row["prior_diameter_mm"]) * factor ** (1 / 3))
-            np.testing.assert_allclose(poses[row["prior_seriesuid"]].apply(_xyz(row, "prior")), _xyz(row, "current"), atol=1e-6)
+            assert float(row["current_diameter_mm"]) == pytest.approx(
+                float(row["prior_diameter_mm"]) * factor ** (1 / 3)
+            )
+            np.testing.assert_allclose(
+                poses[row["prior_seriesuid"]].apply(_xyz(row, "prior")), _xyz(row, "current"), atol=1e-6
+            )
         if row["current_coordX"] and row["kind"] == "solid" and float(row["current_diameter_mm"]) >= 8.0:
             current = load_ct(follow_ups / FOLLOW_UP_DIR / f"{row['current_seriesuid']}.mhd")
             i, r, c = current.geometry.xyz_to_irc_rounded(_xyz(row, "current"))

@@ -12,7 +12,9 @@ from tests.helpers.cli_process import run_ct
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "data"
-    write_synthetic_dataset(SynthConfig(out_dir=out, n_series=2, seed=3, size="small", dicom=True, oblique_fraction=1.0))
+    write_synthetic_dataset(
+        SynthConfig(out_dir=out, n_series=2, seed=3, size="small", dicom=True, oblique_fraction=1.0)
+    )
     return out
 
 

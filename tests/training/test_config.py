@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ct_pipeline.datasets import AugmentationConfig
+from ct_pipeline.devices import resolve_device, resolve_precision
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.training import (
     ClassificationTraining,
@@ -15,7 +16,6 @@ from ct_pipeline.training import (
     SegmentationTraining,
     TrainConfig,
 )
-from ct_pipeline.devices import resolve_device, resolve_precision
 from ct_pipeline.training.distributed import setup_distributed
 from ct_pipeline.training.tasks import ClassifierTask, SegmentationTask, make_task
 from tests.helpers.cli_process import run_ct
@@ -33,7 +33,11 @@ def test_task_defaults_are_the_books():
     assert TrainConfig.for_task("mal", data_roots=ROOTS, out_dir=Path("runs/b"), lr=0.01).lr == 0.01
     seg = TrainConfig.for_task("seg", data_roots=ROOTS, out_dir=Path("runs/c"))
     assert (seg.optimizer, seg.batch_size, seg.epoch_size) == ("adam", 16, 3_000)
-    assert (seg.segmentation.fn_loss_weight, seg.segmentation.bce_loss_weight, seg.segmentation.seg_threshold) == (8.0, 0.0, 0.5)
+    assert (seg.segmentation.fn_loss_weight, seg.segmentation.bce_loss_weight, seg.segmentation.seg_threshold) == (
+        8.0,
+        0.0,
+        0.5,
+    )
     assert seg.augmentation == AugmentationConfig.book_segmentation()
     assert isinstance(make_task(seg), SegmentationTask) and isinstance(make_task(mal), ClassifierTask)
 
@@ -64,8 +68,14 @@ def test_bad_values_are_refused_with_one_line(changes, message):
     "make, message",
     [
         (lambda: MalignancyTraining(finetune_depth=7), r"^--finetune-depth 7: expected 1 \(head only\) to 6"),
-        (lambda: SegmentationTraining(seg_threshold=0.0), r"^--seg-threshold 0\.0: expected a number above 0\.0 up to 1\.0$"),
-        (lambda: SegmentationTraining(background_share=1.0), r"^--background-share 1\.0: expected a number from 0\.0 up to 0\.99$"),
+        (
+            lambda: SegmentationTraining(seg_threshold=0.0),
+            r"^--seg-threshold 0\.0: expected a number above 0\.0 up to 1\.0$",
+        ),
+        (
+            lambda: SegmentationTraining(background_share=1.0),
+            r"^--background-share 1\.0: expected a number from 0\.0 up to 0\.99$",
+        ),
         (lambda: ClassificationTraining(balance_ratio=-1.0), r"^--balance-ratio -1\.0: expected a number from 0\.0"),
     ],
 )
@@ -76,7 +86,9 @@ def test_each_section_refuses_its_bad_values_with_one_line(make, message):
 
 def test_a_finetune_needs_the_malignancy_task():
     with pytest.raises(BadInputError, match=r"^--finetune x\.ckpt starts a malignancy model .* add --malignancy$"):
-        TrainConfig.for_task("cls", data_roots=ROOTS, out_dir=Path("r"), malignancy=MalignancyTraining(finetune=Path("x.ckpt")))
+        TrainConfig.for_task(
+            "cls", data_roots=ROOTS, out_dir=Path("r"), malignancy=MalignancyTraining(finetune=Path("x.ckpt"))
+        )
 
 
 def test_missing_input_files_are_refused_when_the_run_starts_not_when_it_is_described(tmp_path):
@@ -103,7 +115,10 @@ def test_device_and_precision_choice():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(BadInputError, match=r"^--device cuda: torch sees no GPU here; this machine has cpu: use one of them or auto$"):
+        with pytest.raises(
+            BadInputError,
+            match=r"^--device cuda: torch sees no GPU here; this machine has cpu: use one of them or auto$",
+        ):
             resolve_device("cuda")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
@@ -155,13 +170,31 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
 
     (tmp_path / "a.csv").write_text("x")
     config = TrainConfig.for_task(
-        task, data_roots=(tmp_path,), out_dir=tmp_path / "run", cache_dir=tmp_path / "cache", epochs=3, workers=0,
-        threads=2, channels_last=False, precision="bf16", device="cuda:1", seed=9, momentum=0.5, lr=0.25,
-        augmentation=AugmentationConfig.off() if task == "seg" else replace(AugmentationConfig(), mirror=False, noise_hu=5.0),
-        segmentation=SegmentationTraining(seg_threshold=0.25, background_share=0.5) if task == "seg" else SegmentationTraining(),
+        task,
+        data_roots=(tmp_path,),
+        out_dir=tmp_path / "run",
+        cache_dir=tmp_path / "cache",
+        epochs=3,
+        workers=0,
+        threads=2,
+        channels_last=False,
+        precision="bf16",
+        device="cuda:1",
+        seed=9,
+        momentum=0.5,
+        lr=0.25,
+        augmentation=AugmentationConfig.off()
+        if task == "seg"
+        else replace(AugmentationConfig(), mirror=False, noise_hu=5.0),
+        segmentation=SegmentationTraining(seg_threshold=0.25, background_share=0.5)
+        if task == "seg"
+        else SegmentationTraining(),
         classification=ClassificationTraining(centre_head=True, extra_candidates=(tmp_path / "a.csv",) * 2)
-        if task == "cls" else ClassificationTraining(),
-        malignancy=MalignancyTraining(finetune=tmp_path / "n.ckpt", finetune_depth=3) if task == "mal" else MalignancyTraining(),
+        if task == "cls"
+        else ClassificationTraining(),
+        malignancy=MalignancyTraining(finetune=tmp_path / "n.ckpt", finetune_depth=3)
+        if task == "mal"
+        else MalignancyTraining(),
     )
     argv = train_argv(config)
     assert "--no-channels-last" in argv and ("--no-augment" in argv) == (task == "seg")

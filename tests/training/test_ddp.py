@@ -27,11 +27,33 @@ EPOCHS = 2
 
 def _torchrun(data: Path, out: Path, hashes: Path, cache: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        "-m", "tests.helpers.ddp_train", str(hashes), "train-cls", "--data-root", str(data), "--out", str(out), "--epochs", str(EPOCHS),
-        "--epoch-size", "16", "--batch-size", "4", "--val-stride", "3", "--workers", "0", "--device", "cpu",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "tests.helpers.ddp_train",
+        str(hashes),
+        "train-cls",
+        "--data-root",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        str(EPOCHS),
+        "--epoch-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--val-stride",
+        "3",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -45,9 +67,13 @@ def _env(cache: Path) -> dict[str, str]:
 
 def _run(data, out, hashes, cache, *extra) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        _torchrun(data, out, hashes, cache, *extra), env=_env(cache), cwd=ROOT,
-        capture_output=True, text=True, timeout=110,
-    )  # fmt: skip
+        _torchrun(data, out, hashes, cache, *extra),
+        env=_env(cache),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -120,9 +146,12 @@ def test_killed_two_rank_run_resumes_to_the_weights_of_the_uninterrupted_run(uni
     data, cache, whole, whole_hashes, _ = uninterrupted
     out, hashes = tmp_path / "run", tmp_path / "hashes"
     launcher = subprocess.Popen(
-        _torchrun(data, out, hashes, cache), env=_env(cache), cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        _torchrun(data, out, hashes, cache),
+        env=_env(cache),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 100
         while not (out / "last.ckpt").exists():  # written atomically: it exists once epoch 1 is saved
@@ -157,7 +186,8 @@ def test_killed_two_rank_run_resumes_to_the_weights_of_the_uninterrupted_run(uni
         assert text.count("INFO: start: rank") == 2 and text.count("INFO: end: ok") == 1
         assert f"resuming {out} after epoch 1" in text
         assert [line.split(" |")[0] for line in _epoch_lines(out / "logs" / f"rank-{rank}.log")] == [
-            "epoch 1/2", "epoch 2/2",
+            "epoch 1/2",
+            "epoch 2/2",
         ]
 
 

@@ -26,7 +26,9 @@ def data_root(tmp_path_factory) -> Path:
 def _events(folder: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0, "histograms": 0, "images": 0, "scalars": 0})
+    accumulator = EventAccumulator(
+        str(folder), size_guidance={"tensors": 0, "histograms": 0, "images": 0, "scalars": 0}
+    )
     accumulator.Reload()
     return accumulator
 
@@ -34,7 +36,9 @@ def _events(folder: Path):
 @pytest.mark.slow
 def test_train_cls_learns_and_writes_checkpoints_and_logs(data_root, tmp_path):
     out = io.StringIO()
-    config = TrainConfig.for_task("cls", data_roots=(data_root,), out_dir=tmp_path / "run", epochs=3, **{**TINY, "epoch_size": 32})
+    config = TrainConfig.for_task(
+        "cls", data_roots=(data_root,), out_dir=tmp_path / "run", epochs=3, **{**TINY, "epoch_size": 32}
+    )
     result = train(config, log_out=out)
 
     assert (result.epochs, result.samples_seen) == (3, 96)
@@ -84,8 +88,12 @@ def test_malignancy_finetune_trains_only_the_last_blocks(data_root, tmp_path, de
     torch.manual_seed(1)
     source = save_checkpoint(tmp_path / "nodule.ckpt", LunaClassifier(), kind="cls")
     config = TrainConfig.for_task(
-        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1,
-        malignancy=MalignancyTraining(finetune=source, finetune_depth=depth), **TINY,
+        "mal",
+        data_roots=(data_root,),
+        out_dir=tmp_path / "mal",
+        epochs=1,
+        malignancy=MalignancyTraining(finetune=source, finetune_depth=depth),
+        **TINY,
     )
     result = train(config, log_out=io.StringIO())
     before = load_checkpoint(source).model_state
@@ -103,8 +111,12 @@ def test_a_finetune_keeps_the_shape_of_its_source(data_root, tmp_path):
         tmp_path / "nodule.ckpt", LunaClassifier(ClassifierConfig(block_batchnorm=True, centre_head=True)), kind="cls"
     )
     config = TrainConfig.for_task(
-        "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", epochs=1,
-        malignancy=MalignancyTraining(finetune=source, finetune_depth=1), **TINY,
+        "mal",
+        data_roots=(data_root,),
+        out_dir=tmp_path / "mal",
+        epochs=1,
+        malignancy=MalignancyTraining(finetune=source, finetune_depth=1),
+        **TINY,
     )
     result = train(config, log_out=io.StringIO())
     after = load_checkpoint(result.last_checkpoint, "mal")
@@ -118,7 +130,9 @@ def test_finetune_from_the_wrong_kind_of_checkpoint_is_refused(data_root, tmp_pa
     config = TrainConfig.for_task(
         "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", malignancy=MalignancyTraining(finetune=seg), **TINY
     )
-    with pytest.raises(BadCheckpointError, match=r"seg\.ckpt is a segmentation checkpoint .* --finetune needs a nodule classifier"):
+    with pytest.raises(
+        BadCheckpointError, match=r"seg\.ckpt is a segmentation checkpoint .* --finetune needs a nodule classifier"
+    ):
         train(config, log_out=io.StringIO())
 
 
@@ -129,7 +143,9 @@ def test_finetune_from_a_classifier_of_another_shape_is_refused(data_root, tmp_p
     config = TrainConfig.for_task(
         "mal", data_roots=(data_root,), out_dir=tmp_path / "mal", malignancy=MalignancyTraining(finetune=narrow), **TINY
     )
-    with pytest.raises(BadCheckpointError, match=r"narrow\.ckpt has model_config .*'conv_channels': 4.* but training builds"):
+    with pytest.raises(
+        BadCheckpointError, match=r"narrow\.ckpt has model_config .*'conv_channels': 4.* but training builds"
+    ):
         train(config, log_out=io.StringIO())
 
 
@@ -152,14 +168,34 @@ def test_a_finished_run_is_not_overwritten_and_resume_needs_a_run(data_root, tmp
 @pytest.mark.slow
 def test_cli_train_cls_runs(data_root, tmp_path):
     result = run_ct(
-        "train-cls", "--data-root", str(data_root), "--out", str(tmp_path / "cli"), "--epochs", "1",
-        "--epoch-size", "16", "--batch-size", "8", "--val-stride", "3", "--workers", "0", "--no-augment",
+        "train-cls",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(tmp_path / "cli"),
+        "--epochs",
+        "1",
+        "--epoch-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--val-stride",
+        "3",
+        "--workers",
+        "0",
+        "--no-augment",
     )
     assert result.exit_code == 0, result.output
     assert "epoch 1/1 | train loss" in result.output
     assert f"last: {tmp_path / 'cli' / 'last.ckpt'} (1 epochs, 16 samples)" in result.output
     config = load_checkpoint(tmp_path / "cli" / "last.ckpt", "cls").config
-    assert config["augmentation"] == {"mirror": False, "shift_fraction": 0.0, "scale_fraction": 0.0, "rotation_deg": 0.0, "noise_hu": 0.0}
+    assert config["augmentation"] == {
+        "mirror": False,
+        "shift_fraction": 0.0,
+        "scale_fraction": 0.0,
+        "rotation_deg": 0.0,
+        "noise_hu": 0.0,
+    }
     assert config["batch_size"] == 8 and config["optimizer"] == "sgd" and config["lr"] == 0.001
 
 
@@ -167,7 +203,10 @@ def test_cli_train_cls_runs(data_root, tmp_path):
     "args, message",
     [
         (["train-cls", "--epochs", "0"], r"--epochs 0: expected a whole number >= 1"),
-        (["train-cls", "--finetune", "{root}/candidates.csv"], r"--finetune .*candidates\.csv starts a malignancy model from a nodule model; add --malignancy"),
+        (
+            ["train-cls", "--finetune", "{root}/candidates.csv"],
+            r"--finetune .*candidates\.csv starts a malignancy model from a nodule model; add --malignancy",
+        ),
         (["train-cls", "--malignancy", "--finetune", "{root}/nope.ckpt"], r"--finetune .*nope\.ckpt: no such file"),
         (["train-cls", "--device", "cpu", "--precision", "fp16"], r"--precision fp16 is for GPUs"),
         (["train-seg", "--aug-scale", "2"], r"augmentation scale_fraction = 2\.0: expected a number from 0\.0 to 0\.9"),

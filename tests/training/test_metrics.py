@@ -111,9 +111,16 @@ def test_weights_digest_changes_with_any_weight():
 
 def test_epoch_line_and_overlay():
     line = format_epoch_line(
-        3, 10,
-        {"train": {"loss": 0.5, "f1": 0.25}, "val": {"loss": 0.4, "f1": float("nan"), "tp": 4, "fp": 1, "fn": 2, "tn": 30}},
-        ("loss", "f1"), 125.0, 71.4, best=True,
+        3,
+        10,
+        {
+            "train": {"loss": 0.5, "f1": 0.25},
+            "val": {"loss": 0.4, "f1": float("nan"), "tp": 4, "fp": 1, "fn": 2, "tn": 30},
+        },
+        ("loss", "f1"),
+        125.0,
+        71.4,
+        best=True,
     )
     assert line == (
         "epoch 3/10 | train loss 0.500 f1 0.250 | val loss 0.400 f1 n/a [tp 4 fp 1 fn 2 tn 30] | 71 samples/s 2m05s *best"

@@ -58,8 +58,14 @@ def _run_folder(tmp_path, config_data: dict):
     """``last.ckpt`` of a finished epoch whose checkpoint stores ``config_data`` as its config."""
     from ct_pipeline.models import LunaClassifier, save_checkpoint
 
-    save_checkpoint(tmp_path / "run" / "last.ckpt", LunaClassifier(), kind="cls",
-                    optimizer_state={"optimizer": {}}, epoch=1, config=config_data)  # fmt: skip
+    save_checkpoint(
+        tmp_path / "run" / "last.ckpt",
+        LunaClassifier(),
+        kind="cls",
+        optimizer_state={"optimizer": {}},
+        epoch=1,
+        config=config_data,
+    )
 
 
 def test_a_run_saved_before_the_config_had_sections_resumes_and_its_options_still_count(tmp_path):
@@ -76,7 +82,9 @@ def test_a_run_saved_before_the_config_had_sections_resumes_and_its_options_stil
     _run_folder(tmp_path, old)
     assert open_resume_checkpoint(config.replace(workers=3)).epoch == 1
     changed = config.replace(classification=ClassificationTraining(balance_ratio=2.0))
-    with pytest.raises(BadInputError, match=r"^--resume: .* was trained with --balance-ratio 1\.0, but this run asks for 2\.0"):
+    with pytest.raises(
+        BadInputError, match=r"^--resume: .* was trained with --balance-ratio 1\.0, but this run asks for 2\.0"
+    ):
         open_resume_checkpoint(changed)
 
 
