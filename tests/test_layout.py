@@ -97,15 +97,19 @@ def test_no_library_module_starts_the_cli():
     assert not starts, starts
 
 
-def test_no_cli_function_has_a_body_over_30_lines():
-    """The CLI only wires: parsing, one library call, printing (docstrings not counted)."""
+def test_no_cli_function_has_a_body_over_25_statements():
+    """The CLI only wires: parsing, one library call, printing (docstrings not counted).
+
+    Counted in statements, not lines: the formatter decides the line breaks, and a request built
+    from twenty typed options is one statement over twenty lines."""
     long = []
     for path in sorted((LIBRARY.parent / "cli").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = node.body[1:] if ast.get_docstring(node) is not None else node.body
-                if body and body[-1].end_lineno - body[0].lineno + 1 > 30:
-                    long.append(f"{path.name}:{node.name}")
+                statements = sum(isinstance(inner, ast.stmt) for part in body for inner in ast.walk(part))
+                if statements > 25:
+                    long.append(f"{path.name}:{node.name} ({statements} statements)")
     assert not long, long
 
 

@@ -94,9 +94,17 @@ def test_every_torch_load_is_weights_only_and_nothing_unpickles():
     assert offenders == []
 
 
+# The one package that talks to a network: the DICOMweb archive a user names with --dicomweb (#28).
+# Nothing else may, and nothing at all downloads models or data on its own.
+PACS = REPO / "ct_pipeline" / "pacs"
+
+
 def test_nothing_imports_a_network_module_or_calls_a_downloader():
+    assert (PACS / "server.py").is_file(), "the exemption names a package that exists"
     offenders = []
     for path in SOURCES:
+        if path.is_relative_to(PACS):
+            continue
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             modules = []

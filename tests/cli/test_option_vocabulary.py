@@ -55,6 +55,7 @@ MEANINGS: dict[str, Meaning] = {
     "--allow-uneven-spacing": Meaning("resample DICOM series with gaps", shared=options.AllowUnevenOption),
     # Everything else, each with its one meaning.
     "--all": Meaning("every series under the data roots"),
+    "--max-candidates": Meaning("how many candidates per scan are classified"),
     "--dicomweb": Meaning("a DICOMweb server to read series from", shared=dicomweb_options.DicomwebOption),
     "--ca-bundle": Meaning(
         "certificate authorities for an https DICOMweb server", shared=dicomweb_options.CaBundleOption
