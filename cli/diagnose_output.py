@@ -20,6 +20,7 @@ def show_events(request, log_file, stop, *, json_output: bool, quiet: bool):
         FilesStored,
         FileWritten,
         ModelsLoaded,
+        NothingToStore,
         SeriesOutcome,
         run_diagnose,
     )
@@ -45,6 +46,10 @@ def show_events(request, log_file, stop, *, json_output: bool, quiet: bool):
         elif isinstance(event, FilesStored):
             for stored in event.outcomes:
                 say(f"{stored.status} on {stored.server}: {stored.path} (instance {stored.sop_instance_uid})")
+        elif isinstance(event, NothingToStore):  # stderr: a note, never part of a saved table or JSON
+            typer.echo(
+                f"--store: {event.series_uid} is not a DICOM series ({event.format}); nothing to store", err=True
+            )
         elif isinstance(event, DiagnoseSummary):
             return event, refusal
     raise AssertionError("run_diagnose ended without a summary")

@@ -106,6 +106,15 @@ class FilesStored:
     outcomes: tuple[StoreOutcome, ...]
 
 
+@dataclass(frozen=True)
+class NothingToStore:
+    """``--store`` for a series that is not DICOM (``format``: e.g. "mhd"): its findings have no
+    SEG or SR to send, so the server got nothing of it (the run goes on)."""
+
+    series_uid: str
+    format: str
+
+
 @dataclass
 class DiagnoseSummary:
     """The last event: every result kept, and how many series ended how."""
@@ -119,7 +128,7 @@ class DiagnoseSummary:
         return self.counts["failed"]
 
 
-DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | FilesStored | DiagnoseSummary
+DiagnoseEvent = ModelsLoaded | SeriesOutcome | FileWritten | FilesStored | NothingToStore | DiagnoseSummary
 
 
 # What a run writes in --out: per-series results, the findings tables, logs, the run locks.
@@ -339,6 +348,9 @@ def run_diagnose(
         if dicom_writer is not None and dicom_writer.stored:
             yield FilesStored(tuple(dicom_writer.stored))
             dicom_writer.stored.clear()
+        if dicom_writer is not None and dicom_writer.not_stored:
+            yield from (NothingToStore(uid, kind) for uid, kind in dicom_writer.not_stored)
+            dicom_writer.not_stored.clear()
         yield SeriesOutcome(outcome)
     yield from _write_outputs(request, summary.results, report)
     log_file.line(

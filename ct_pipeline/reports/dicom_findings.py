@@ -96,7 +96,9 @@ class DicomFindingsWriter:
     """``after`` hook of a batch: writes each diagnosed series' findings into ``out_dir`` and, with
     ``store``, sends the SEG and SR to that DICOMweb server (each once, see :mod:`ct_pipeline.pacs.store`).
 
-    ``stored`` collects what the server accepted, for the caller to report and clear.
+    ``stored`` collects what the server accepted, and ``not_stored`` the series (UID, format) that
+    had nothing to send (not DICOM: their findings are a local NRRD and JSON only), for the caller
+    to report and clear.
     """
 
     def __init__(self, out_dir: Path, threshold: float = 0.5, store: DicomwebServer | None = None) -> None:
@@ -104,13 +106,18 @@ class DicomFindingsWriter:
         self.threshold = threshold
         self.store = store
         self.stored: list[StoreOutcome] = []
+        self.not_stored: list[tuple[str, str]] = []
 
     def __call__(self, volume: CtVolume, result: DiagnosisResult) -> DiagnosisResult:
         started = time.perf_counter()
         written = write_findings_objects(self.out_dir, volume, result, self.threshold)
         result = result.with_timings({"dicom": time.perf_counter() - started})
         dicom_files = [p for p in written if p.suffix == ".dcm"]
-        if self.store is None or not dicom_files:
+        if self.store is None:
+            return result
+        if not dicom_files:
+            # A user who asked for --store must hear that nothing went to the server, not guess it.
+            self.not_stored.append((volume.series_uid, volume.format))
             return result
         started = time.perf_counter()
         self.stored += store_files(self.store, dicom_files, findings_content_key(result, self.threshold))

@@ -7,7 +7,7 @@ import requests
 
 from ct_pipeline.dicom_writer import write_dicom_series
 from tests.helpers.cli_process import error_line, run_ct
-from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models
+from tests.helpers.diagnosis_tiny import phantom_chest, phantom_geometry, write_models, write_phantom_luna
 from tests.helpers.orthanc_server import REFUSING_STUDY_UID
 
 UID = "1.2.826.0.1.3680043.8.498.7402"
@@ -99,4 +99,30 @@ def test_a_refused_store_keeps_the_local_files_and_exits_2(orthanc, models, tmp_
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith(f"error: DICOMweb server {orthanc.dicomweb} refused {out / UID}.seg.dcm")
     assert sorted(p.name for p in out.iterdir()) == [f"{UID}.seg.dcm", f"{UID}.sr.dcm"]
+    assert _derived(orthanc) == {"SEG": [], "SR": []}
+
+
+def test_store_of_a_series_that_is_not_dicom_says_so_and_the_run_goes_on(orthanc, models, tmp_path):
+    orthanc.clear()
+    (uid,) = write_phantom_luna(tmp_path / "luna", 1)
+    out = tmp_path / "objects"
+    result = run_ct(
+        "diagnose",
+        uid,
+        *models,
+        "--data-root",
+        tmp_path / "luna",
+        "--dicomweb",
+        orthanc.dicomweb,
+        "--dicom-out",
+        out,
+        "--store",
+        "--cache-dir",
+        tmp_path / "cache",
+    )
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("--store: ")]
+    assert notes == [f"--store: {uid} is not a DICOM series (mhd); nothing to store"]
+    assert "--store" not in result.stdout  # a note, not part of the findings table
+    assert sorted(p.name for p in out.iterdir()) == [f"{uid}.findings.json", f"{uid}.findings.nrrd"]
     assert _derived(orthanc) == {"SEG": [], "SR": []}
