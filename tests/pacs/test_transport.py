@@ -50,6 +50,13 @@ def test_a_wrong_password_is_refused_too(locked, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "(HTTP 401)" in error_line(result)
 
 
+def test_a_ca_bundle_that_does_not_exist_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "missing.pem"
+    result = run_ct("info", UID, "--dicomweb", "https://127.0.0.1:9/dicom-web", "--ca-bundle", missing)
+    assert result.exit_code == 2
+    assert error_line(result) == f"error: --ca-bundle {missing}: no such file; give a PEM file of trusted CAs"
+
+
 def test_credentials_in_the_url_are_refused(locked):
     url = locked.dicomweb.replace("http://", f"http://{USER}:{PASSWORD}@")
     result = run_ct("info", UID, "--dicomweb", url)
