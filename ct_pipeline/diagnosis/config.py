@@ -151,13 +151,14 @@ class InferenceOptions:
 
     Attributes:
         device: "cpu", "cuda", "cuda:1", or "auto" (cuda when available).
-        precision: "auto": fp32 for the U-Net (bf16 flipped enough mask pixels on the real
-            test CT to lose a candidate), the classifiers in bf16 on GPUs and fp32 on the CPU
-            (where bf16 measured slower). "fp32", "bf16", "fp16" (GPU) force one for all.
+        precision: "auto": :func:`~ct_pipeline.devices.resolve_precision` decides per network and
+            device: bf16 on a CPU with AVX512-BF16 or AMX (1.6x faster U-Net, 1.4x faster
+            classifier on the 2-core test EPYC; the real test CT keeps its findings >= 0.9),
+            fp32 on other CPUs; on GPUs the classifiers in bf16, the U-Net in fp32.
+            "fp32", "bf16", "fp16" (GPU) force one for all.
         classifier_precision: the nodule and malignancy classifiers' precision where it should
-            differ from ``precision`` (None: the same). bf16 on a CPU with AVX512-BF16: 1.53x
-            faster per crop on the 2-core test machine, probabilities within 0.025 of fp32 on
-            200 crops of the real CT; not the default, because results would then depend on the CPU.
+            differ from ``precision`` (None: the same), e.g. fp32 for probabilities that do not
+            depend on the CPU's bf16 kernels.
         channels_last: channels-last memory format; None: on (measured faster for both nets).
         fold_batchnorm: run the U-Net with its BatchNorms folded into the convolutions
             (same outputs to float rounding, ~20% faster on the CPU).

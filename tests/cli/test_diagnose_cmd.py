@@ -59,7 +59,7 @@ def test_json_line_per_series_with_every_candidate(models, dicom_dir):
     for candidate in record["candidates"]:
         assert set(candidate) >= {"center_xyz", "center_irc", "diameter_mm", "nodule_prob", "malignancy_prob"}
         assert candidate["malignancy_prob"] is None  # no --mal-model
-        assert candidate["nodule_prob"] == pytest.approx(0.8, abs=1e-5)
+        assert candidate["nodule_prob"] == pytest.approx(0.8, abs=4e-3)  # bf16 on CPUs that have it: 8 bits
         np.testing.assert_allclose(
             candidate["center_xyz"], phantom_geometry().irc_to_xyz(candidate["center_irc"]), atol=1e-3
         )

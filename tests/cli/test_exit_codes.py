@@ -62,7 +62,7 @@ def test_scan_smaller_than_the_classifier_crop_is_padded_and_diagnosed(tmp_path)
     record = json.loads(result.stdout)
     assert record["shape_irc"] == [9, 30, 34]
     assert [c["center_irc"] for c in record["candidates"]] == [[4, 14, 9]]  # 9 slices < 32, 30 rows < 48
-    assert record["candidates"][0]["nodule_prob"] == pytest.approx(0.7, abs=1e-5)
+    assert record["candidates"][0]["nodule_prob"] == pytest.approx(0.7, abs=4e-3)  # bf16 where the CPU has it
 
 
 def test_scan_where_segmentation_finds_nothing_prints_zero_findings(tmp_path):

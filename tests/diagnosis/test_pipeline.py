@@ -23,7 +23,8 @@ from tests.helpers.diagnosis_tiny import (
     write_models,
 )
 
-FAST = InferenceOptions(device="cpu", workers=1)
+# fp32: the hand-set models give exact probabilities that these tests check (bf16 keeps 8 bits).
+FAST = InferenceOptions(device="cpu", workers=1, precision="fp32")
 
 
 def _volume(hu=None, modality="CT") -> CtVolume:
@@ -79,7 +80,10 @@ def test_progress_names_every_stage_and_counts_slices_and_crops(models_dir):
 def test_lung_restriction_parallel_workers_and_book_style_agree(models_dir):
     volume = _volume()
     restricted = diagnose(
-        volume, load_diagnosis_models(models_dir["seg"], models_dir["cls"], None, InferenceOptions(workers=2))
+        volume,
+        load_diagnosis_models(
+            models_dir["seg"], models_dir["cls"], None, InferenceOptions(workers=2, precision="fp32")
+        ),
     )
     book = diagnose(
         volume,
@@ -175,7 +179,7 @@ def test_bad_inference_options_are_refused(models_dir):
 
 
 def test_the_classifiers_can_run_in_bf16_while_the_unet_stays_fp32(models_dir):
-    options = InferenceOptions(device="cpu", workers=1, classifier_precision="bf16")
+    options = InferenceOptions(device="cpu", workers=1, precision="fp32", classifier_precision="bf16")
     models = load_diagnosis_models(models_dir["seg"], models_dir["cls"], models_dir["mal"], options)
     assert models.precision == {"seg": "fp32", "cls": "bf16", "mal": "bf16"}
     fp32 = diagnose(_volume(), load_diagnosis_models(models_dir["seg"], models_dir["cls"], models_dir["mal"], FAST))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ct_pipeline.datasets import AugmentationConfig
-from ct_pipeline.devices import resolve_device, resolve_precision
+from ct_pipeline.devices import cpu_runs_bf16_inference, resolve_device, resolve_precision
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.training import (
     ClassificationTraining,
@@ -122,6 +122,7 @@ def test_device_and_precision_choice():
             resolve_device("cuda")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    assert resolve_precision("auto", torch.device("cpu"), "seg") == ("bf16" if cpu_runs_bf16_inference() else "fp32")
     with pytest.raises(BadInputError, match=r"--precision fp16 needs a GPU"):
         resolve_precision("fp16", torch.device("cpu"))
 
@@ -203,3 +204,32 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
     result = run_ct(*argv)
     assert result.exit_code == 0, result.output
     assert built == [config]
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap", "expected"),
+    [
+        ("fpu avx512f avx512_bf16", None, True),
+        ("fpu avx512f amx_bf16 amx_tile", None, True),
+        ("fpu avx2 avx512f avx512_vnni", None, False),  # no bf16 dot products: fp32
+        ("fpu avx512f avx512_bf16", "SSE41", False),  # the numeric tests' cap: oneDNN would emulate bf16
+        ("fpu avx512f avx512_bf16", "avx512_core_bf16", True),
+        ("fpu avx512f avx512_bf16", "AVX512_CORE", False),
+        ("fpu avx512f amx_bf16", "AVX10_1_512_AMX", True),
+    ],
+)
+def test_bf16_inference_needs_the_cpus_bf16_instructions_and_onednn_allowed_to_use_them(
+    monkeypatch, tmp_path, flags, cap, expected
+):
+    from ct_pipeline import devices
+
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: set(flags.split()))
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert devices.cpu_runs_bf16_inference() is expected
+    for network in ("seg", "cls", "mal"):
+        assert resolve_precision("auto", torch.device("cpu"), network) == ("bf16" if expected else "fp32")
+    assert resolve_precision("auto", torch.device("cpu"), "train") == ("bf16" if "amx_bf16" in flags else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu"), "seg") == "fp32"
