@@ -224,39 +224,17 @@ def recipe_steps(
         return RecipeStep(f"train-{name}", train_argv(runs[name]), runs[name])
 
     steps = [RecipeStep("prepcache", ("prepcache", *common, "--workers", "2")), train("seg")]
+
+    def mine(name: str, out: Path, *flags: str) -> RecipeStep:
+        seg = ("--seg-model", str(layout.best("seg")))
+        return RecipeStep(
+            name, ("hard-negatives", *flags, *seg, *common, "--val-stride", str(val_stride), "--out", str(out))
+        )
+
     if recipe.hard_negatives and not layout.hard_negatives.is_file():
-        steps.append(
-            RecipeStep(
-                "hard-negatives",
-                (
-                    "hard-negatives",
-                    "--seg-model",
-                    str(layout.best("seg")),
-                    *common,
-                    "--val-stride",
-                    str(val_stride),
-                    "--out",
-                    str(layout.hard_negatives),
-                ),
-            )
-        )
+        steps.append(mine("hard-negatives", layout.hard_negatives))
     if recipe.own_share > 0 and not layout.own_candidates.is_file():
-        steps.append(
-            RecipeStep(
-                "own-candidates",
-                (
-                    "hard-negatives",
-                    "--with-positives",
-                    "--seg-model",
-                    str(layout.best("seg")),
-                    *common,
-                    "--val-stride",
-                    str(val_stride),
-                    "--out",
-                    str(layout.own_candidates),
-                ),
-            )
-        )
+        steps.append(mine("own-candidates", layout.own_candidates, "--with-positives"))
     steps += [train("cls"), train("mal")]
     out = layout.out_dir
     steps.append(

@@ -252,3 +252,13 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
     result = run_ct(*argv)
     assert result.exit_code == 0, result.output
     assert built == [config]
+
+
+def test_train_cls_own_share_without_a_file_is_one_line_and_exit_2(tmp_path):
+    result = run_ct("train-cls", "--data-root", tmp_path, "--out", tmp_path / "run", "--own-share", "0.25")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --own-share 0.25 draws from the pipeline's own candidates; "
+        "add --own-candidates FILE (`ct hard-negatives --with-positives` writes it)\n"
+    )
+    assert not (tmp_path / "run").exists()
