@@ -124,7 +124,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         series = select_series(catalog, config.split, config.val_stride)
         table = catalog.candidates[catalog.candidates["series_uid"].isin(series)]
         own = table["is_own"].to_numpy(dtype=bool) if "is_own" in table else np.zeros(len(table), dtype=bool)
-        if config.split == "val" or config.mode == "malignancy":  # validation is candidates.csv's, as always
+        if config.split == "val" or config.mode == "malignancy":  # both read candidates.csv's rows only, as before
             table, own = table[~own], own[~own]
         if own.any():  # the own rows go last: the candidates.csv rows keep the item numbers they have without them
             table, own = pd.concat([table[~own], table[own]]), np.sort(own)
@@ -213,8 +213,8 @@ class ClassificationDataset(torch.utils.data.Dataset):
         else:
             rng = epoch_rng(config.seed, epoch)
             length = config.epoch_size or len(self._ordinary)
-            # Own slots first decided, the candidates.csv draw fills the rest; with no own share
-            # this is today's draw exactly (same generator, same calls).
+            # Which items are own is fixed first; the candidates.csv draw fills the rest from the
+            # same generator first, so with no own share this is today's draw exactly.
             own_slot = _spread(length, config.own_share)
             n_ordinary = int((~own_slot).sum())
             items = np.empty(length, dtype=np.int64)
