@@ -12,6 +12,10 @@ diagnosed series); use a fresh OUT for a fresh measurement.
 
 ``--hard-negatives`` adds the mining step (`ct hard-negatives`, `ct train-cls --extra-candidates`).
 
+``--own-share F`` mines the U-Net's own candidates with labels on the training series
+(`ct hard-negatives --with-positives`) and draws that fraction of every classifier batch from them
+(`ct train-cls --own-candidates --own-share F`); the recommended recipe's default is 0.
+
 ``--test-root DIR`` then diagnoses and evaluates every series of DIR, an independent LUNA16-layout
 folder, with the trained models (into ``OUT/test/``): the JSON's ``test`` block holds its CPM,
 interval, sensitivities and candidate recall beside the validation figures. Choose between
@@ -61,6 +65,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--hard-negatives", action="store_true", help="mine the U-Net's false positives for the classifier"
     )
     parser.add_argument(
+        "--own-share",
+        type=float,
+        help="fraction of each classifier batch from the U-Net's own candidates (default: the recipe's)",
+    )
+    parser.add_argument(
         "--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards"
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
@@ -84,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     if args.hard_negatives:
         recipe = dataclasses.replace(recipe, hard_negatives=True)
+    if args.own_share is not None:
+        if not 0.0 <= args.own_share <= 1.0:
+            print(f"error: --own-share {args.own_share}: expected a fraction from 0 to 1", file=sys.stderr)
+            return 2
+        recipe = dataclasses.replace(recipe, own_share=args.own_share)
     started = time.perf_counter()
     steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
     if args.test_root is not None:
@@ -106,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "recipe": args.recipe,
             "hard_negatives": recipe.hard_negatives,
+            "own_share": recipe.own_share,
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",

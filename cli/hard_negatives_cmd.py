@@ -25,13 +25,26 @@ def hard_negatives_command(
     data_root: DataRootsOption = None,
     cache_dir: CacheDirOption = None,
     val_stride: Annotated[int, typer.Option(help="Every N-th series (sorted by UID) is validation: never mined.")] = 10,
-    max_per_series: Annotated[int, typer.Option(help="At most this many per series, largest components first.")] = 400,
+    max_per_series: Annotated[
+        int, typer.Option(help="At most this many negatives per series, largest components first.")
+    ] = 400,
+    with_positives: Annotated[
+        bool,
+        typer.Option(
+            "--with-positives",
+            help="Also write the candidates that hit an annotated nodule (centre within its radius) as class 1: "
+            "the pipeline's own candidates, for `ct train-cls --own-candidates FILE --own-share F`.",
+            metavar="",
+        ),
+    ] = False,
     threads: ThreadsOption = None,
     device: DeviceOption = "auto",
 ) -> None:
     """Write the U-Net's candidates on the TRAINING series that are far from every annotated nodule,
     as class-0 rows: pass the file to `ct train-cls --extra-candidates` so the classifier learns
-    the false positives it will meet in `ct diagnose`. Validation series are never mined."""
+    the false positives it will meet in `ct diagnose`. With --with-positives the candidates that hit
+    a nodule are written too (class 1), for `ct train-cls --own-candidates`; pieces of a nodule's
+    mask off its centre are neither. Validation series are never mined."""
     from ct_pipeline.atomic import check_writable
     from ct_pipeline.catalog import open_catalog
     from ct_pipeline.diagnosis.config import DiagnosisConfig, InferenceOptions
@@ -40,7 +53,7 @@ def hard_negatives_command(
     from ct_pipeline.outputs import Place, data_root_places, refuse_overlaps
     from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
 
-    config = HardNegativeConfig(max_per_series=max_per_series)
+    config = HardNegativeConfig(max_per_series=max_per_series, with_positives=with_positives)
     roots = resolve_data_roots(data_root)
     if seg_model is None:  # picked from --runs-dir: said, never a surprise (as ct diagnose does)
         seg_model = resolve_checkpoint(None, "seg", runs_dir)
@@ -51,16 +64,17 @@ def hard_negatives_command(
     series = catalog.select("train", val_stride)
     models = load_diagnosis_models(seg_model, None, None, InferenceOptions(device=device, threads=threads))
     output = console()
-    n = mine_hard_negatives(
+    n, positives = mine_hard_negatives(
         catalog,
         series,
         models,
         out,
         DiagnosisConfig(),
         config,
-        announce=lambda uid, count: output.print(f"{uid}: {count} hard negatives") if output.is_terminal else None,
+        announce=lambda uid, count: output.print(f"{uid}: {count} candidates") if output.is_terminal else None,
     )
-    output.print(f"hard-negatives: {n} candidates of {len(series)} training series -> {out}")
+    hits = f" ({positives} hitting a nodule)" if with_positives else ""
+    output.print(f"hard-negatives: {n} candidates{hits} of {len(series)} training series -> {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -274,6 +274,30 @@ def train_cls(
             dir_okay=False,
         ),
     ] = None,
+    own_candidates: Annotated[
+        list[Path] | None,
+        _option(
+            "--own-candidates",
+            "The pipeline's own candidates on the training series, with labels (`ct hard-negatives "
+            "--with-positives` output): a pool of their own, drawn at --own-share. Repeatable.",
+            RUN,
+            False,
+            dir_okay=False,
+        ),
+    ] = None,
+    own_share: Annotated[
+        float,
+        _option(
+            "--own-share",
+            "Fraction of each training batch drawn from --own-candidates (0: none); the rest is the "
+            "balanced draw over candidates.csv.",
+            RUN,
+        ),
+    ] = ClassificationTraining.own_share,
+    own_positive_share: Annotated[
+        float,
+        _option("--own-positive-share", "Fraction of the --own-share draws that are positives (oversampled).", RUN),
+    ] = ClassificationTraining.own_positive_share,
 ) -> None:
     """Train the 3D nodule classifier (nodule vs non-nodule), or with --malignancy benign vs malignant.
 
@@ -315,6 +339,9 @@ def train_cls(
                 block_batchnorm=block_batchnorm,
                 centre_head=centre_head,
                 extra_candidates=tuple(extra_candidates or ()),
+                own_candidates=tuple(own_candidates or ()),
+                own_share=own_share,
+                own_positive_share=own_positive_share,
             ),
             malignancy=MalignancyTraining(finetune=finetune, finetune_depth=finetune_depth),
         )

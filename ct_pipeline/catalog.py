@@ -12,7 +12,14 @@ import pandas as pd
 
 from ct_pipeline.errors import BadDataError, BadInputError
 from ct_pipeline.loading.series_index import SeriesEntry, require_some_series, scan_roots
-from ct_pipeline.luna16 import Luna16Tables, build_candidate_table, sort_candidate_table, split_series
+from ct_pipeline.luna16 import (
+    TABLE_COLUMNS,
+    Luna16Tables,
+    build_candidate_table,
+    read_candidates,
+    sort_candidate_table,
+    split_series,
+)
 from ct_pipeline.pacs.server import DicomwebServer
 from ct_pipeline.paths import validate_series_uid
 
@@ -26,7 +33,9 @@ class Catalog:
     Attributes:
         roots: the data roots searched.
         entries: series UID -> where it is.
-        candidates: the LUNA16 candidate table (see :mod:`ct_pipeline.luna16`) of series on disk.
+        candidates: the LUNA16 candidate table (see :mod:`ct_pipeline.luna16`) of series on disk,
+            plus a bool column ``is_own``: the row is one of the pipeline's own candidates
+            (``own_candidates`` of :func:`open_catalog`), labelled by ``is_nodule``.
         excluded: series left out of every split (unreadable ones, ``--exclude-series``); the
             split itself is made with them, so leaving a series out moves no other one.
     """
@@ -76,12 +85,15 @@ def open_catalog(
     extra_candidates: Sequence[Path] = (),
     dicomweb: DicomwebServer | None = None,
     remote_series: Sequence[str] = (),
+    own_candidates: Sequence[Path] = (),
 ) -> Catalog:
     """Scan ``roots`` for series and LUNA16 CSVs and join them.
 
     The CSVs are read from every root that has them (LUNA16 keeps them beside ``subset*/``).
     ``extra_candidates`` are more files in ``candidates.csv``'s format (e.g. the hard negatives of
-    ``ct hard-negatives``); their non-nodule rows join the table. ``remote_series`` not found under
+    ``ct hard-negatives``); their non-nodule rows join the table. ``own_candidates`` (the same
+    format, ``ct hard-negatives --with-positives``) join it with both classes and ``is_own`` set:
+    the classifier draws them as a pool of their own. ``remote_series`` not found under
     ``roots`` are fetched from ``dicomweb`` into the cache folder (see :mod:`ct_pipeline.pacs.fetch`)
     and join the catalog as DICOM folders.
     """
@@ -100,18 +112,34 @@ def open_catalog(
         if not Path(path).is_file():
             raise BadInputError(f"--extra-candidates {path}: no such file")
         tables.append(build_candidate_table(Luna16Tables(candidates=Path(path), annotations=None, malignancy=None)))
-    if not tables:
+    if not tables:  # the own candidates alone are no training data: they need the annotations beside them
         where = ", ".join(str(r) for r in roots)
         raise BadDataError(
             f"no candidates.csv or annotations.csv under {where}; training needs the LUNA16 tables "
             "(`ct synth` writes them for synthetic data)"
         )
+    for table in tables:
+        table["is_own"] = False
+    tables += [_own_rows(Path(path)) for path in own_candidates]
     table = sort_candidate_table(pd.concat(tables, ignore_index=True))
     missing = sorted(set(table["series_uid"]) - set(entries))
     if missing:
         log.info("%d series in the tables are not on disk; their candidates are left out", len(missing))
     table = table[table["series_uid"].isin(entries)].reset_index(drop=True)
     return Catalog(tuple(roots), entries, table)
+
+
+def _own_rows(path: Path) -> pd.DataFrame:
+    """A ``candidates.csv``-format file as candidate-table rows of both classes, ``is_own`` set."""
+    if not path.is_file():
+        raise BadInputError(f"--own-candidates {path}: no such file")
+    rows = read_candidates(path)
+    rows["diameter_mm"] = 0.0  # a mined candidate has no annotated size
+    rows["has_annotation"] = False
+    rows["is_malignant"] = pd.Series(pd.NA, index=rows.index, dtype="boolean")
+    rows = rows[TABLE_COLUMNS].copy()
+    rows["is_own"] = True
+    return rows
 
 
 def _fetched_entries(

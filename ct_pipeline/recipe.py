@@ -5,7 +5,9 @@ folder, and the README prints it. Each run is a :class:`~ct_pipeline.training.Tr
 `ct` command lines a user would type, and that `ct demo` runs, are rendered from those configs
 (:func:`~ct_pipeline.training.command.train_argv`). Steps: fill the cache, train the U-Net, mine
 its false positives on the training series (``ct hard-negatives``; off in the recommended recipe,
-see below), train the nodule classifier (with them as extra negatives), fine-tune it for
+see below), or its own candidates with labels (``--with-positives``, when ``own_share`` > 0),
+train the nodule classifier (with them as extra negatives, or a fixed share of each batch from
+its own candidates), fine-tune it for
 malignancy, diagnose the validation series, evaluate (LUNA16 FROC).
 :func:`held_out_steps` add an independent test set: diagnosed and evaluated with the trained models.
 
@@ -42,14 +44,18 @@ _DATA, _RUNS = (Path("DATA"),), Path("OUT") / "runs"
 class Recipe:
     """The recipe's three training runs (data, cache, out folder, --val-stride, --seed and
     --resume are set where it runs, by :func:`recipe_steps`); ``hard_negatives`` adds the mining
-    step (`ct hard-negatives`, then `ct train-cls --extra-candidates`)."""
+    step (`ct hard-negatives`, then `ct train-cls --extra-candidates`); ``own_share`` > 0 mines
+    the U-Net's own candidates with labels (`ct hard-negatives --with-positives`) and draws that
+    share of every classifier batch from them (`ct train-cls --own-candidates --own-share`)."""
 
     seg: TrainConfig
     cls: TrainConfig
     mal: TrainConfig
     hard_negatives: bool = False
+    own_share: float = 0.0
 
 
+# Own candidates (own_share) are off until 0/25/50 % are measured (#30, item 4).
 # Hard negatives are off: on the demo's data and models they lowered the CPM from 0.646 to 0.583
 # (the classifier grew stricter on small round blobs, and small nodules fell; see #20's notes).
 # What learns in minutes on a CPU (README, "What to expect"): a cross-entropy term beside the
@@ -144,6 +150,11 @@ class RecipeLayout:
         return self.runs / "hard_negatives.csv"
 
     @property
+    def own_candidates(self) -> Path:
+        """The U-Net's candidates on the training series with labels (``ct hard-negatives --with-positives``)."""
+        return self.runs / "own_candidates.csv"
+
+    @property
     def findings_csv(self) -> Path:
         return self.out_dir / "findings.csv"
 
@@ -190,6 +201,11 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
     if recipe.hard_negatives:
         mined = dataclasses.replace(cls.classification, extra_candidates=(layout.hard_negatives,))
         cls = cls.replace(classification=mined)
+    if recipe.own_share > 0:
+        own = dataclasses.replace(
+            cls.classification, own_candidates=(layout.own_candidates,), own_share=recipe.own_share
+        )
+        cls = cls.replace(classification=own)
     mal = placed("mal", recipe.mal)
     mal = mal.replace(malignancy=dataclasses.replace(mal.malignancy, finetune=layout.best("cls")))
     return {"seg": placed("seg", recipe.seg), "cls": cls, "mal": mal}
@@ -208,22 +224,17 @@ def recipe_steps(
         return RecipeStep(f"train-{name}", train_argv(runs[name]), runs[name])
 
     steps = [RecipeStep("prepcache", ("prepcache", *common, "--workers", "2")), train("seg")]
-    if recipe.hard_negatives and not layout.hard_negatives.is_file():
-        steps.append(
-            RecipeStep(
-                "hard-negatives",
-                (
-                    "hard-negatives",
-                    "--seg-model",
-                    str(layout.best("seg")),
-                    *common,
-                    "--val-stride",
-                    str(val_stride),
-                    "--out",
-                    str(layout.hard_negatives),
-                ),
-            )
+
+    def mine(name: str, out: Path, *flags: str) -> RecipeStep:
+        seg = ("--seg-model", str(layout.best("seg")))
+        return RecipeStep(
+            name, ("hard-negatives", *flags, *seg, *common, "--val-stride", str(val_stride), "--out", str(out))
         )
+
+    if recipe.hard_negatives and not layout.hard_negatives.is_file():
+        steps.append(mine("hard-negatives", layout.hard_negatives))
+    if recipe.own_share > 0 and not layout.own_candidates.is_file():
+        steps.append(mine("own-candidates", layout.own_candidates, "--with-positives"))
     steps += [train("cls"), train("mal")]
     out = layout.out_dir
     steps.append(

@@ -52,6 +52,28 @@ def test_a_recipe_with_hard_negatives_mines_them_after_the_unet_and_trains_the_c
     assert cls[cls.index("--extra-candidates") + 1] == hard_negatives
 
 
+def test_a_recipe_with_an_own_share_mines_labelled_candidates_and_draws_that_share_from_them(tmp_path):
+    from ct_pipeline.recipe import RECIPES
+
+    assert RECIPES["recommended"].own_share == 0.0  # until 0/25/50 % are measured
+    assert "own-candidates" not in [s.name for s in demo_steps(tmp_path, TINY)]
+    recipe = dataclasses.replace(TINY.recipe, own_share=0.25)
+    steps = demo_steps(tmp_path, dataclasses.replace(TINY, recipe=recipe))
+    names = [s.name for s in steps]
+    assert names.index("train-seg") < names.index("own-candidates") < names.index("train-cls")
+    mined = steps[names.index("own-candidates")].argv
+    own = str(tmp_path / "runs" / "own_candidates.csv")
+    assert mined[:2] == ("hard-negatives", "--with-positives") and mined[mined.index("--out") + 1] == own
+    assert mined[mined.index("--seg-model") + 1] == str(tmp_path / "runs" / "seg" / "best.ckpt")
+    cls = steps[names.index("train-cls")].argv
+    assert cls[cls.index("--own-candidates") + 1] == own and cls[cls.index("--own-share") + 1] == "0.25"
+    assert "--own-share" not in steps[names.index("train-mal")].argv
+    (tmp_path / "runs" / "own_candidates.csv").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "runs" / "own_candidates.csv").write_text("seriesuid,coordX,coordY,coordZ,class\n")
+    again = [s.name for s in demo_steps(tmp_path, dataclasses.replace(TINY, recipe=recipe))]
+    assert "own-candidates" not in again  # mined once, kept
+
+
 def test_a_second_demo_reuses_the_data_and_resumes_the_runs(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "candidates.csv").write_text("seriesuid,coordX,coordY,coordZ,class\n")

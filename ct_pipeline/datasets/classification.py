@@ -6,6 +6,11 @@ candidates, so every batch holds the ratio and every candidate is seen about equ
 The epoch's list is a pure function of (seed, epoch); DDP ranks take disjoint contiguous blocks
 of it. Validation is every candidate of the validation series once, in table order, unbalanced.
 
+With ``own_share`` > 0 a fixed share of the training items comes from the pipeline's own
+candidates (the catalog's ``is_own`` rows, ``ct hard-negatives --with-positives``), spread evenly
+the same way, positives at ``own_positive_share`` of them; the other items are the balanced draw
+above over the ``candidates.csv`` rows alone. Own rows never join those pools, nor validation.
+
 Crops are HU clipped to ``hu_range``, not normalised (the model's input BatchNorm does that, as
 in the book) and not augmented (:func:`~ct_pipeline.datasets.augmentation.augment_batch` runs on
 the batch on the training device). Crops reaching past the volume's faces are padded with air
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ct_pipeline.cache import CropCache, RegionSpec
@@ -59,6 +65,8 @@ class ClassificationDatasetConfig:
         hu_range: HU clip range.
         seed: with the epoch, fixes every draw.
         rank, world_size: this DDP rank's share (training ranks get equal shares).
+        own_share: fraction of a training epoch's items drawn from the own candidates (0: none).
+        own_positive_share: fraction of the own draws that are positives.
     """
 
     split: str = "train"
@@ -71,6 +79,8 @@ class ClassificationDatasetConfig:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+    own_share: float = 0.0
+    own_positive_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -85,6 +95,10 @@ class ClassificationDatasetConfig:
             raise BadInputError(f"--epoch-size {self.epoch_size}: expected 0 (one pass) or more items")
         hu_range_ok(self.hu_range)
         check_rank(self.rank, self.world_size)
+        for name in ("own_share", "own_positive_share"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise BadInputError(f"{name} {value}: expected a fraction from 0 to 1")
 
     @property
     def region_spec(self) -> RegionSpec:
@@ -109,9 +123,15 @@ class ClassificationDataset(torch.utils.data.Dataset):
         self.config = config
         series = select_series(catalog, config.split, config.val_stride)
         table = catalog.candidates[catalog.candidates["series_uid"].isin(series)]
+        own = table["is_own"].to_numpy(dtype=bool) if "is_own" in table else np.zeros(len(table), dtype=bool)
+        if config.split == "val" or config.mode == "malignancy":  # both read candidates.csv's rows only, as before
+            table, own = table[~own], own[~own]
+        if own.any():  # the own rows go last: the candidates.csv rows keep the item numbers they have without them
+            table, own = pd.concat([table[~own], table[own]]), np.sort(own)
         if config.mode == "malignancy":
             table = table[table["is_nodule"] & table["has_annotation"] & table["is_malignant"].notna()]
             labels = table["is_malignant"].astype(bool).to_numpy()
+            own = np.zeros(len(table), dtype=bool)
         else:
             labels = table["is_nodule"].to_numpy(dtype=bool)
         if len(table) == 0:
@@ -137,8 +157,11 @@ class ClassificationDataset(torch.utils.data.Dataset):
         order = np.argsort(self._series_code, kind="stable")
         self._items_of_series = np.split(order, np.flatnonzero(np.diff(self._series_code[order])) + 1)
         self.regions = SeriesRegions(catalog, cache, self._uids, config.region_spec)
-        self._positives = np.flatnonzero(labels)
-        self._negatives = np.flatnonzero(~labels)
+        self._ordinary = np.flatnonzero(~own)
+        self._positives = np.flatnonzero(labels & ~own)
+        self._negatives = np.flatnonzero(~labels & ~own)
+        self._own_positives = np.flatnonzero(labels & own)
+        self._own_negatives = np.flatnonzero(~labels & own)
         balanced = config.split != "val" and config.negatives_per_positive > 0
         if balanced and (len(self._positives) == 0 or len(self._negatives) == 0):
             missing = "positive" if len(self._positives) == 0 else "negative"
@@ -146,8 +169,29 @@ class ClassificationDataset(torch.utils.data.Dataset):
                 f"the {config.split} split has no {missing} {config.mode} examples to balance with; "
                 "use negatives_per_positive 0 (unbalanced) or add series"
             )
+        if config.split != "val":
+            self._check_own_pool()
         self._epoch_cell = shared_epoch_cell()
         self.set_epoch(0)
+
+    def _check_own_pool(self) -> None:
+        share, positive_share = self.config.own_share, self.config.own_positive_share
+        if share == 0:
+            return
+        if len(self._own_positives) + len(self._own_negatives) == 0:
+            raise BadDataError(
+                f"own_share {share:g}, but the {self.config.split} split has none of the pipeline's own candidates; "
+                "mine them with `ct hard-negatives --with-positives` on the same --val-stride"
+            )
+        if positive_share > 0 and len(self._own_positives) == 0:
+            raise BadDataError(
+                "the own candidates hold no positives (class 1) on the training series; "
+                "mine them with `ct hard-negatives --with-positives`, or set own_positive_share 0"
+            )
+        if positive_share < 1 and len(self._own_negatives) == 0:
+            raise BadDataError(
+                "the own candidates hold no negatives (class 0) on the training series; set own_positive_share 1"
+            )
 
     # -- the epoch's list --------------------------------------------------------------------
 
@@ -168,25 +212,29 @@ class ClassificationDataset(torch.utils.data.Dataset):
             items = np.arange(n_all)
         else:
             rng = epoch_rng(config.seed, epoch)
-            length = config.epoch_size or n_all
+            length = config.epoch_size or len(self._ordinary)
+            # Which items are own is fixed first; the candidates.csv draw fills the rest from the
+            # same generator first, so with no own share this is today's draw exactly.
+            own_slot = _spread(length, config.own_share)
+            n_ordinary = int((~own_slot).sum())
+            items = np.empty(length, dtype=np.int64)
             if config.negatives_per_positive > 0:
-                items = self._balanced(rng, length)
+                items[~own_slot] = self._balanced(rng, n_ordinary)
             else:
-                items = cycled_permutations(rng, n_all, length)
+                items[~own_slot] = self._ordinary[cycled_permutations(rng, len(self._ordinary), n_ordinary)]
+            if own_slot.any():
+                items[own_slot] = self._own_draw(rng, int(own_slot.sum()))
         self._items = rank_share(items, config.rank, config.world_size, equal=config.split != "val")
         self.labels = self._is_positive[self._items].astype(np.int64)
         self.rows = self._table_rows[self._items]
 
     def _balanced(self, rng: np.random.Generator, length: int) -> np.ndarray:
-        # Item i is positive when floor((i+1) p) > floor(i p), p = 1 / (1 + ratio): the positives
-        # are spread evenly (1:1 alternates), so any run of items holds the ratio to within one.
-        p = 1.0 / (1.0 + self.config.negatives_per_positive)
-        index = np.arange(length, dtype=np.float64)
-        positive = np.floor((index + 1) * p + 1e-9) > np.floor(index * p + 1e-9)
-        items = np.empty(length, dtype=np.int64)
-        items[positive] = self._positives[cycled_permutations(rng, len(self._positives), int(positive.sum()))]
-        items[~positive] = self._negatives[cycled_permutations(rng, len(self._negatives), int((~positive).sum()))]
-        return items
+        return _interleaved(
+            rng, length, 1.0 / (1.0 + self.config.negatives_per_positive), self._positives, self._negatives
+        )
+
+    def _own_draw(self, rng: np.random.Generator, length: int) -> np.ndarray:
+        return _interleaved(rng, length, self.config.own_positive_share, self._own_positives, self._own_negatives)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -258,6 +306,25 @@ class ClassificationDataset(torch.utils.data.Dataset):
     def is_positive(self) -> np.ndarray:
         """Label (True = nodule, or malignant) of every candidate of the split, in ``table_rows`` order."""
         return self._is_positive
+
+
+def _spread(length: int, share: float) -> np.ndarray:
+    """(length,) bool: item i is chosen when floor((i+1) share) > floor(i share). The chosen items
+    are spread evenly (1/2 alternates), so any run of items holds the share to within one."""
+    index = np.arange(length, dtype=np.float64)
+    return np.floor((index + 1) * share + 1e-9) > np.floor(index * share + 1e-9)
+
+
+def _interleaved(
+    rng: np.random.Generator, length: int, positive_share: float, positives: np.ndarray, negatives: np.ndarray
+) -> np.ndarray:
+    """``length`` items, positives spread evenly at ``positive_share``, each class cycling
+    through fresh shuffles of its items (positives drawn first: the generator's order is fixed)."""
+    positive = _spread(length, positive_share)
+    items = np.empty(length, dtype=np.int64)
+    items[positive] = positives[cycled_permutations(rng, len(positives), int(positive.sum()))]
+    items[~positive] = negatives[cycled_permutations(rng, len(negatives), int((~positive).sum()))]
+    return items
 
 
 class CropBatch(Sequence):

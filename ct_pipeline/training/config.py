@@ -87,16 +87,39 @@ class ClassificationTraining:
             book's shape; learns from far fewer samples). A "mal" fine-tune takes its source's shape.
         extra_candidates: more candidate files (``candidates.csv`` format) whose non-nodule rows
             are negatives too, e.g. ``ct hard-negatives``' output (``--extra-candidates``).
+        own_candidates: "cls": the pipeline's own candidates on the training series with labels
+            (``ct hard-negatives --with-positives``); a pool of their own, never mixed into the
+            ``candidates.csv`` pools (``--own-candidates``).
+        own_share: "cls": fraction of each training epoch's items drawn from ``own_candidates``,
+            spread evenly so every batch holds it (0: none, today's draw exactly).
+        own_positive_share: fraction of those own draws that are positives (oversampled: the
+            mined files hold a few hits per series against hundreds of false positives).
     """
 
     balance_ratio: float = 1.0
     block_batchnorm: bool = False
     centre_head: bool = False
     extra_candidates: tuple[Path, ...] = ()
+    own_candidates: tuple[Path, ...] = ()
+    own_share: float = 0.0
+    own_positive_share: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_candidates", tuple(Path(p) for p in self.extra_candidates))
+        object.__setattr__(self, "own_candidates", tuple(Path(p) for p in self.own_candidates))
         _check_range("balance_ratio", self.balance_ratio, 0.0, 1000.0)
+        _check_range("own_share", self.own_share, 0.0, 1.0)
+        _check_range("own_positive_share", self.own_positive_share, 0.0, 1.0)
+        # Either alone would be silently ignored: a measurement of nothing.
+        if self.own_share > 0 and not self.own_candidates:
+            raise BadInputError(
+                f"--own-share {self.own_share:g} draws from the pipeline's own candidates; "
+                "add --own-candidates FILE (`ct hard-negatives --with-positives` writes it)"
+            )
+        if self.own_candidates and self.own_share == 0:
+            raise BadInputError(
+                f"--own-candidates {self.own_candidates[0]} is only read with --own-share above 0; set one, e.g. 0.25"
+            )
 
 
 @dataclass(frozen=True)
@@ -246,6 +269,10 @@ class TrainConfig:
             raise BadInputError(
                 f"--finetune {finetune} starts a malignancy model from a nodule model; add --malignancy"
             )
+        if self.classification.own_share > 0 and self.task != "cls":
+            raise BadInputError(
+                "--own-share trains the nodule classifier on the pipeline's own candidates; leave it out with --malignancy"
+            )
         if not self.data_roots:
             raise BadInputError("no data roots: pass --data-root DIR or set CT_DATA_ROOT")
 
@@ -292,6 +319,9 @@ class TrainConfig:
         for path in self.classification.extra_candidates:
             if not path.is_file():
                 raise BadInputError(f"--extra-candidates {path}: no such file")
+        for path in self.classification.own_candidates:
+            if not path.is_file():
+                raise BadInputError(f"--own-candidates {path}: no such file")
         if self.malignancy.finetune is not None:
             from ct_pipeline.models.checkpoint_path import checkpoint_file  # torch: imported when used
 

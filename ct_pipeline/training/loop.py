@@ -237,7 +237,10 @@ def _datasets(config: TrainConfig, task: Task, ctx: DistContext, cache: CropCach
     if not ctx.is_main:
         barrier(ctx)  # wait here until rank 0 has built its datasets
     roots, cache_dir = resolve_data_roots(config.data_roots), resolve_cache_dir(config.cache_dir)
-    catalog = open_catalog(roots, cache_dir, config.classification.extra_candidates).excluding(config.exclude_series)
+    section = config.classification
+    catalog = open_catalog(roots, cache_dir, section.extra_candidates, own_candidates=section.own_candidates).excluding(
+        config.exclude_series
+    )
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
     if ctx.is_main:
         _fill_cache(config, train_set, val_set)

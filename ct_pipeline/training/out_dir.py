@@ -32,6 +32,7 @@ def check_inputs_kept(config: TrainConfig) -> None:
     inputs = [
         *data_root_places(config.data_roots),
         *(Place("--extra-candidates", p) for p in config.classification.extra_candidates),
+        *(Place("--own-candidates", p) for p in config.classification.own_candidates),
     ]
     if config.malignancy.finetune is not None:
         inputs.append(Place("--finetune", config.malignancy.finetune))

@@ -153,7 +153,9 @@ class ClassifierTask:
             "negatives_per_positive": self.config.classification.balance_ratio,
             **_sampling_options(self.config, ctx),
         }
-        train = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="train", **common))
+        section = self.config.classification
+        own = {"own_share": section.own_share, "own_positive_share": section.own_positive_share}
+        train = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="train", **common, **own))
         val = ClassificationDataset(catalog, cache, ClassificationDatasetConfig(split="val", **common))
         what = "malignant nodule" if self.kind == "mal" else "nodule candidate"
         val_series = set(catalog.candidates.loc[val.table_rows, "series_uid"])

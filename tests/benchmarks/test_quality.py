@@ -99,3 +99,38 @@ def test_a_bad_test_root_is_refused_before_anything_runs(data, tmp_path, capsys,
     assert quality.main(["--data-root", str(train), "--out", str(tmp_path / "q"), "--test-root", str(root)]) == 2
     assert capsys.readouterr().err == f"error: --test-root {root} {message}\n"
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("value", ["-0.25", "1.5", "nan"])
+def test_an_own_share_outside_zero_to_one_is_one_line_and_exit_2(value, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    code = quality.main(["--data-root", str(root), "--out", str(tmp_path / "out"), "--own-share", value])
+    assert code == 2
+    assert capsys.readouterr().err == f"error: --own-share {float(value)}: expected a fraction from 0 to 1\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_own_share_mines_the_own_candidates_and_trains_the_classifier_on_that_share(tmp_path, monkeypatch, capsys):
+    from ct_pipeline.errors import CtError
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    ran = []
+
+    def stop(steps, *args, **kwargs):
+        ran.extend(steps)
+        raise CtError("stopped before running")
+
+    monkeypatch.setattr(quality, "run_steps", stop)
+    assert quality.main(["--data-root", str(root), "--out", str(tmp_path / "out"), "--own-share", "0.25"]) == 2
+    by_name = {step.name: step.argv for step in ran}
+    assert by_name["own-candidates"][:2] == ("hard-negatives", "--with-positives")
+    cls = by_name["train-cls"]
+    assert cls[cls.index("--own-share") + 1] == "0.25"
+    assert cls[cls.index("--own-candidates") + 1] == str(tmp_path / "out" / "runs" / "own_candidates.csv")
+    ran.clear()
+    assert quality.main(["--data-root", str(root), "--out", str(tmp_path / "out2")]) == 2
+    assert "own-candidates" not in [step.name for step in ran]  # the recommended recipe's default: 0

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ct_pipeline.catalog import open_catalog
-from ct_pipeline.diagnosis.hard_negatives import HardNegativeConfig, far_from_nodules
+from ct_pipeline.diagnosis.hard_negatives import HardNegativeConfig, far_from_nodules, hits_nodule, labelled_candidates
 from tests.helpers.cli_process import run_ct
 from tests.helpers.diagnosis_tiny import NODULES_IRC, phantom_geometry, write_models, write_phantom_luna
 
@@ -92,3 +92,80 @@ def test_without_a_seg_model_or_one_under_runs_dir_it_says_what_to_pass(tmp_path
         f"error: no segmentation checkpoint found under {tmp_path / 'runs'}; pass --seg-model PATH"
     )
     assert not (tmp_path / "hard.csv").exists()
+
+
+def test_with_positives_a_hit_is_class_1_a_piece_in_between_neither_and_the_cap_spares_positives():
+    nodule, diameter = np.array([[0.0, 0.0, 0.0]]), np.array([10.0])
+    centers = np.array(
+        [
+            [40.0, 0, 0],  # far: a false positive, small
+            [4.9, 0, 0],  # within the radius (5 mm): a hit
+            [7.0, 0, 0],  # a piece of the nodule's mask off its centre: neither
+            [0, 30.0, 0],  # far, large
+            [0, 0, 5.0],  # on the radius: still a hit (LUNA16 counts <=)
+            [0, 0, -10.0],  # one diameter away: far enough again
+        ]
+    )
+    n_voxels = np.array([5, 50, 40, 90, 30, 10])
+    labelled = labelled_candidates(
+        "1.2.3", centers, n_voxels, nodule, diameter, HardNegativeConfig(max_per_series=2, with_positives=True)
+    )
+    # in the candidates' order; negatives capped to the 2 largest, positives never
+    assert labelled[["coordX", "coordY", "coordZ"]].to_numpy().tolist() == [
+        [4.9, 0, 0],
+        [0, 30.0, 0],
+        [0, 0, 5.0],
+        [0, 0, -10.0],
+    ]
+    assert labelled["class"].tolist() == [1, 0, 1, 0] and (labelled["seriesuid"] == "1.2.3").all()
+    negatives_only = labelled_candidates("1.2.3", centers, n_voxels, nodule, diameter, HardNegativeConfig())
+    assert negatives_only[["coordX", "coordY", "coordZ", "class"]].to_numpy().tolist() == [
+        [40.0, 0, 0, 0],
+        [0, 30.0, 0, 0],
+        [0, 0, -10.0, 0],
+    ]
+    assert hits_nodule(centers, np.zeros((0, 3)), np.zeros(0)).tolist() == [False] * 6
+
+
+def test_with_positives_the_annotated_sphere_is_class_1_and_the_other_class_0(tmp_path):
+    root = tmp_path / "data"
+    uids = write_phantom_luna(root, 4)
+    annotated, unannotated = (_centre_xyz(irc) for irc in NODULES_IRC)
+    pd.DataFrame(
+        [
+            {"seriesuid": u, "coordX": annotated[0], "coordY": annotated[1], "coordZ": annotated[2], "diameter_mm": 6.4}
+            for u in uids
+        ]
+    ).to_csv(root / "annotations.csv", index=False)
+    out = tmp_path / "own.csv"
+    result = run_ct(
+        "hard-negatives",
+        "--with-positives",
+        "--seg-model",
+        str(write_models(tmp_path / "models")["seg"]),
+        "--data-root",
+        str(root),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--val-stride",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    train = open_catalog([root], tmp_path / "cache").split(2)[0]
+    assert f"{len(table)} candidates ({(table['class'] == 1).sum()} hitting a nodule) of 2 training series" in (
+        result.stdout.replace("\n", " ")
+    )
+    for uid in train:
+        mine = table[table["seriesuid"] == uid]
+        centers = mine[["coordX", "coordY", "coordZ"]].to_numpy()
+        hits = np.linalg.norm(centers - annotated, axis=1) <= 3.2
+        assert hits.any() and (mine["class"].to_numpy()[hits] == 1).all()
+        assert (mine["class"].to_numpy()[~hits] == 0).all()
+        assert (mine["class"].to_numpy()[np.linalg.norm(centers - unannotated, axis=1) < 2.0] == 0).sum() == 1
+    # `ct train-cls --own-candidates` reads both classes as the own pool
+    catalog = open_catalog([root], tmp_path / "cache", own_candidates=[out])
+    own = catalog.candidates[catalog.candidates["is_own"]]
+    assert len(own) == len(table) and own["is_nodule"].sum() == (table["class"] == 1).sum()

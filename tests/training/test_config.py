@@ -104,6 +104,46 @@ def test_missing_input_files_are_refused_when_the_run_starts_not_when_it_is_desc
         config.check_inputs_exist()
 
 
+@pytest.mark.parametrize(
+    "section, task, message",
+    [
+        (
+            {"own_share": 0.25},
+            "cls",
+            r"^--own-share 0\.25 draws from the pipeline's own candidates; add --own-candidates FILE \(`ct hard-negatives --with-positives` writes it\)$",
+        ),
+        (
+            {"own_candidates": (Path("own.csv"),)},
+            "cls",
+            r"^--own-candidates own\.csv is only read with --own-share above 0; set one, e\.g\. 0\.25$",
+        ),
+        (
+            {"own_candidates": (Path("own.csv"),), "own_share": 1.5},
+            "cls",
+            r"^--own-share 1\.5: expected a number from 0\.0 up to 1\.0$",
+        ),
+        ({"own_positive_share": -0.5}, "cls", r"^--own-positive-share -0\.5: expected a number from 0\.0 up to 1\.0$"),
+        (
+            {"own_candidates": (Path("own.csv"),), "own_share": 0.5},
+            "mal",
+            r"^--own-share trains the nodule classifier on the pipeline's own candidates; leave it out with --malignancy$",
+        ),
+    ],
+)
+def test_own_candidate_settings_are_refused_alone_out_of_range_or_for_malignancy(section, task, message):
+    with pytest.raises(BadInputError, match=message):
+        TrainConfig.for_task(
+            task, data_roots=ROOTS, out_dir=Path("r"), classification=ClassificationTraining(**section)
+        )
+
+
+def test_a_missing_own_candidates_file_is_named_when_the_run_starts(tmp_path):
+    section = ClassificationTraining(own_candidates=(tmp_path / "own.csv",), own_share=0.25)
+    config = TrainConfig.for_task("cls", data_roots=ROOTS, out_dir=Path("r"), classification=section)
+    with pytest.raises(BadInputError, match=r"^--own-candidates .*own\.csv: no such file$"):
+        config.check_inputs_exist()
+
+
 def test_a_device_is_a_string_checked_when_the_run_starts():
     config = TrainConfig.for_task("cls", data_roots=ROOTS, out_dir=Path("r"), device="cuda:3")
     assert config.device == "cuda:3"  # accepted here; resolve_device knows the machine
@@ -190,7 +230,13 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
         segmentation=SegmentationTraining(seg_threshold=0.25, background_share=0.5)
         if task == "seg"
         else SegmentationTraining(),
-        classification=ClassificationTraining(centre_head=True, extra_candidates=(tmp_path / "a.csv",) * 2)
+        classification=ClassificationTraining(
+            centre_head=True,
+            extra_candidates=(tmp_path / "a.csv",) * 2,
+            own_candidates=(tmp_path / "own.csv", tmp_path / "own2.csv"),
+            own_share=0.25,
+            own_positive_share=0.75,
+        )
         if task == "cls"
         else ClassificationTraining(),
         malignancy=MalignancyTraining(finetune=tmp_path / "n.ckpt", finetune_depth=3)
@@ -199,6 +245,9 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
     )
     argv = train_argv(config)
     assert "--no-channels-last" in argv and ("--no-augment" in argv) == (task == "seg")
+    if task == "cls":
+        assert " --own-candidates " + str(tmp_path / "own.csv") + " --own-candidates " in " ".join(argv)
+        assert argv[argv.index("--own-share") + 1] == "0.25" and argv[argv.index("--own-positive-share") + 1] == "0.75"
     built = []
     monkeypatch.setattr(cli.train_cmd, "_run", built.append)
     result = run_ct(*argv)
@@ -233,3 +282,13 @@ def test_bf16_inference_needs_the_cpus_bf16_instructions_and_onednn_allowed_to_u
         assert resolve_precision("auto", torch.device("cpu"), network) == ("bf16" if expected else "fp32")
     assert resolve_precision("auto", torch.device("cpu"), "train") == ("bf16" if "amx_bf16" in flags else "fp32")
     assert resolve_precision("fp32", torch.device("cpu"), "seg") == "fp32"
+
+
+def test_train_cls_own_share_without_a_file_is_one_line_and_exit_2(tmp_path):
+    result = run_ct("train-cls", "--data-root", tmp_path, "--out", tmp_path / "run", "--own-share", "0.25")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --own-share 0.25 draws from the pipeline's own candidates; "
+        "add --own-candidates FILE (`ct hard-negatives --with-positives` writes it)\n"
+    )
+    assert not (tmp_path / "run").exists()

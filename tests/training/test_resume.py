@@ -100,3 +100,19 @@ def test_a_sectioned_config_refuses_a_changed_section_option_by_its_option_name(
     assert open_resume_checkpoint(config).epoch == 1
     with pytest.raises(BadInputError, match=r"was trained with --seg-threshold 0\.5, but this run asks for 0\.7"):
         open_resume_checkpoint(config.replace(segmentation=SegmentationTraining(seg_threshold=0.7)))
+
+
+def test_a_checkpoint_from_before_own_candidates_resumes_as_own_share_0_and_a_share_counts(tmp_path):
+    from ct_pipeline.models.checkpoints import to_plain_data
+    from ct_pipeline.training import ClassificationTraining
+    from ct_pipeline.training.state import open_resume_checkpoint
+
+    config = TrainConfig.for_task("cls", data_roots=(tmp_path,), out_dir=tmp_path / "run", resume=True)
+    older = to_plain_data(config)
+    for name in ("own_candidates", "own_share", "own_positive_share"):  # what checkpoints held before #30 item 4
+        del older["classification"][name]
+    _run_folder(tmp_path, older)
+    assert open_resume_checkpoint(config).epoch == 1
+    own = ClassificationTraining(own_candidates=(tmp_path / "own.csv",), own_share=0.25)
+    with pytest.raises(BadInputError, match=r"was trained with --own-candidates \[\], but this run asks for"):
+        open_resume_checkpoint(config.replace(classification=own))
