@@ -11,6 +11,8 @@ it, and prints the figures with the wall time of each step; they are also writte
 diagnosed series); use a fresh OUT for a fresh measurement.
 
 ``--hard-negatives`` adds the mining step (`ct hard-negatives`, `ct train-cls --extra-candidates`).
+``--intensity-aug`` trains the three models with the intensity augmentation of other scanners
+(``AugmentationConfig.scanner_robust``: HU calibration, noise level, soft and sharp kernels).
 
 ``--test-root DIR`` then diagnoses and evaluates every series of DIR, an independent LUNA16-layout
 folder, with the trained models (into ``OUT/test/``): the JSON's ``test`` block holds its CPM,
@@ -61,6 +63,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--hard-negatives", action="store_true", help="mine the U-Net's false positives for the classifier"
     )
     parser.add_argument(
+        "--intensity-aug",
+        action="store_true",
+        help="train with intensity augmentation of other scanners (HU calibration, noise level, kernel)",
+    )
+    parser.add_argument(
         "--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards"
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
@@ -84,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     if args.hard_negatives:
         recipe = dataclasses.replace(recipe, hard_negatives=True)
+    if args.intensity_aug:
+        recipe = dataclasses.replace(recipe, intensity_aug=True)
     started = time.perf_counter()
     steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
     if args.test_root is not None:
@@ -106,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "recipe": args.recipe,
             "hard_negatives": recipe.hard_negatives,
+            "intensity_aug": recipe.intensity_aug,
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
