@@ -99,3 +99,32 @@ def test_a_bad_test_root_is_refused_before_anything_runs(data, tmp_path, capsys,
     assert quality.main(["--data-root", str(train), "--out", str(tmp_path / "q"), "--test-root", str(root)]) == 2
     assert capsys.readouterr().err == f"error: --test-root {root} {message}\n"
     assert not (tmp_path / "q").exists()
+
+
+def test_intensity_aug_trains_all_three_models_with_the_scanner_robust_augmentation(tmp_path, monkeypatch):
+    """``--intensity-aug``: each rendered `ct train-*` command builds the recipe's config with
+    ``scanner_robust()`` added, and nothing else changes."""
+    import dataclasses
+
+    import cli.train_cmd
+    from ct_pipeline.recipe import RECIPES, recipe_configs, recipe_steps
+
+    assert quality._arguments(["--data-root", "d", "--out", "o", "--intensity-aug"]).intensity_aug
+    assert not quality._arguments(["--data-root", "d", "--out", "o"]).intensity_aug
+    layout = RecipeLayout(tmp_path / "data", tmp_path / "cache", tmp_path / "out")
+    layout.data_root.mkdir()
+    plain = RECIPES["recommended"]
+    robust = dataclasses.replace(plain, intensity_aug=True)
+    before = recipe_configs(layout, plain, val_stride=4)
+    built = []
+    monkeypatch.setattr(cli.train_cmd, "_run", built.append)
+    for step in recipe_steps(layout, robust, val_stride=4):
+        if step.config is None:
+            continue
+        name = step.name.removeprefix("train-")
+        assert step.config.augmentation == before[name].augmentation.scanner_robust()
+        assert step.config.replace(augmentation=before[name].augmentation) == before[name]
+        assert "--aug-hu-offset" in step.argv and step.argv[step.argv.index("--aug-hu-offset") + 1] == "50"
+        result = run_ct(*step.argv)
+        assert result.exit_code == 0, result.output
+        assert built.pop() == step.config
