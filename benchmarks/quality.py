@@ -12,7 +12,8 @@ diagnosed series); use a fresh OUT for a fresh measurement.
 
 ``--hard-negatives`` adds the mining step (`ct hard-negatives`, `ct train-cls --extra-candidates`).
 ``--intensity-aug`` trains the three models with the intensity augmentation of other scanners
-(``AugmentationConfig.scanner_robust``: HU calibration, noise level, soft and sharp kernels).
+(``AugmentationConfig.scanner_robust``: HU calibration, noise level, soft and sharp kernels);
+``--intensity-aug calibration,kernel`` adds only those parts, to measure each alone.
 
 ``--test-root DIR`` then diagnoses and evaluates every series of DIR, an independent LUNA16-layout
 folder, with the trained models (into ``OUT/test/``): the JSON's ``test`` block holds its CPM,
@@ -33,6 +34,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
+from ct_pipeline.datasets.augmentation_config import SCANNER_PARTS
 from ct_pipeline.errors import CtError
 from ct_pipeline.recipe import (
     RECIPES,
@@ -64,8 +66,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--intensity-aug",
-        action="store_true",
-        help="train with intensity augmentation of other scanners (HU calibration, noise level, kernel)",
+        nargs="?",
+        const=",".join(SCANNER_PARTS),
+        default="",
+        metavar="PARTS",
+        help="train with the intensity augmentation of other scanners: all of it, or the comma-separated "
+        f"parts given ({', '.join(SCANNER_PARTS)})",
     )
     parser.add_argument(
         "--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards"
@@ -91,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     if args.hard_negatives:
         recipe = dataclasses.replace(recipe, hard_negatives=True)
-    if args.intensity_aug:
-        recipe = dataclasses.replace(recipe, intensity_aug=True)
+    parts = tuple(part.strip() for part in args.intensity_aug.split(",") if part.strip())
+    unknown = sorted(set(parts) - set(SCANNER_PARTS))
+    if unknown:
+        print(f"error: --intensity-aug {unknown[0]!r} is not one of {', '.join(SCANNER_PARTS)}", file=sys.stderr)
+        return 2
+    if parts:
+        recipe = dataclasses.replace(recipe, intensity_aug=parts)
     started = time.perf_counter()
     steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
     if args.test_root is not None:
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "recipe": args.recipe,
             "hard_negatives": recipe.hard_negatives,
-            "intensity_aug": recipe.intensity_aug,
+            "intensity_aug": list(recipe.intensity_aug),
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",

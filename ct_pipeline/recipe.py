@@ -43,14 +43,15 @@ class Recipe:
     """The recipe's three training runs (data, cache, out folder, --val-stride, --seed and
     --resume are set where it runs, by :func:`recipe_steps`); ``hard_negatives`` adds the mining
     step (`ct hard-negatives`, then `ct train-cls --extra-candidates`); ``intensity_aug`` trains
-    all three with :meth:`~ct_pipeline.datasets.AugmentationConfig.scanner_robust` (HU calibration,
-    noise level and kernel of other scanners)."""
+    all three with those parts of
+    :meth:`~ct_pipeline.datasets.AugmentationConfig.scanner_robust` ("calibration", "noise",
+    "kernel": other scanners' HU calibration, noise level and kernel; empty: none)."""
 
     seg: TrainConfig
     cls: TrainConfig
     mal: TrainConfig
     hard_negatives: bool = False
-    intensity_aug: bool = False
+    intensity_aug: tuple[str, ...] = ()
 
 
 # Hard negatives are off: on the demo's data and models they lowered the CPM from 0.646 to 0.583
@@ -180,7 +181,7 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
     def placed(name: str, config: TrainConfig) -> TrainConfig:
         run_dir = layout.runs / name
         if recipe.intensity_aug:
-            config = config.replace(augmentation=config.augmentation.scanner_robust())
+            config = config.replace(augmentation=config.augmentation.scanner_robust(recipe.intensity_aug))
         return config.replace(
             data_roots=(layout.data_root,),
             cache_dir=layout.cache_dir,

@@ -13,6 +13,8 @@ from ct_pipeline.errors import BadInputError
 
 # The datasets' default HU clip window (their ``hu_range``): the HU calibration change clips to it.
 HU_WINDOW = (-1000.0, 1000.0)
+# What :meth:`AugmentationConfig.scanner_robust` can add, each on its own.
+SCANNER_PARTS = ("calibration", "noise", "kernel")
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,12 @@ class AugmentationConfig:
         """The book's segmentation settings (``offset=0.03``; its 2D shift never worked, ours does)."""
         return cls(mirror=True, shift_fraction=0.03, scale_fraction=0.2, rotation_deg=180.0, noise_hu=25.0)
 
-    def scanner_robust(self) -> AugmentationConfig:
+    def scanner_robust(self, parts: tuple[str, ...] = SCANNER_PARTS) -> AugmentationConfig:
         """This config plus the intensity changes that tell scanners apart (the recipe's ``--intensity-aug``).
+
+        Args:
+            parts: which of :data:`SCANNER_PARTS` to add ("calibration", "noise", "kernel"), so
+                that each can be measured alone.
 
         Ranges meant to cover real sites, not one generator: calibration of soft tissue and
         parenchyma differs between vendors, kVp and phantoms by a few per cent and tens of HU (HU
@@ -104,15 +110,17 @@ class AugmentationConfig:
         config's ``noise_hu``); soft and sharp kernels span about a pixel of blur and an unsharp
         amount near 1 (blur SD up to 1 voxel, sharpening up to 1.0), on half the samples.
         """
-        return dataclasses.replace(
-            self,
-            noise_max_hu=max(75.0, self.noise_hu),
-            hu_scale_fraction=0.1,
-            hu_offset_hu=50.0,
-            kernel_probability=0.5,
-            blur_sigma_max_vox=1.0,
-            sharpen_amount_max=1.0,
-        )
+        unknown = sorted(set(parts) - set(SCANNER_PARTS))
+        if unknown:
+            raise BadInputError(f"intensity augmentation part {unknown[0]!r} is not one of {', '.join(SCANNER_PARTS)}")
+        changes: dict[str, float] = {}
+        if "calibration" in parts:
+            changes.update(hu_scale_fraction=0.1, hu_offset_hu=50.0)
+        if "noise" in parts:
+            changes.update(noise_max_hu=max(75.0, self.noise_hu))
+        if "kernel" in parts:
+            changes.update(kernel_probability=0.5, blur_sigma_max_vox=1.0, sharpen_amount_max=1.0)
+        return dataclasses.replace(self, **changes)
 
     @property
     def geometric(self) -> bool:

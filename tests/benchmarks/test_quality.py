@@ -109,12 +109,18 @@ def test_intensity_aug_trains_all_three_models_with_the_scanner_robust_augmentat
     import cli.train_cmd
     from ct_pipeline.recipe import RECIPES, recipe_configs, recipe_steps
 
-    assert quality._arguments(["--data-root", "d", "--out", "o", "--intensity-aug"]).intensity_aug
-    assert not quality._arguments(["--data-root", "d", "--out", "o"]).intensity_aug
+    def parts(*given: str) -> str:
+        return quality._arguments(["--data-root", "d", "--out", "o", *given]).intensity_aug
+
+    assert (parts("--intensity-aug"), parts(), parts("--intensity-aug", "kernel")) == (
+        "calibration,noise,kernel",
+        "",
+        "kernel",
+    )
     layout = RecipeLayout(tmp_path / "data", tmp_path / "cache", tmp_path / "out")
     layout.data_root.mkdir()
     plain = RECIPES["recommended"]
-    robust = dataclasses.replace(plain, intensity_aug=True)
+    robust = dataclasses.replace(plain, intensity_aug=("calibration", "noise", "kernel"))
     before = recipe_configs(layout, plain, val_stride=4)
     built = []
     monkeypatch.setattr(cli.train_cmd, "_run", built.append)
@@ -128,3 +134,11 @@ def test_intensity_aug_trains_all_three_models_with_the_scanner_robust_augmentat
         result = run_ct(*step.argv)
         assert result.exit_code == 0, result.output
         assert built.pop() == step.config
+
+
+def test_an_unknown_intensity_aug_part_is_refused_before_anything_runs(data, tmp_path, capsys):
+    train, _, _ = data
+    argv = ["--data-root", str(train), "--out", str(tmp_path / "q"), "--intensity-aug", "noise,contrast"]
+    assert quality.main(argv) == 2
+    assert "--intensity-aug 'contrast' is not one of calibration, noise, kernel" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()

@@ -150,6 +150,11 @@ def test_settings_are_checked_and_counted():
     robust = AugmentationConfig().scanner_robust()
     assert (robust.hu_scale_fraction, robust.hu_offset_hu, robust.noise_max_hu) == (0.1, 50.0, 75.0)
     assert (robust.blur_sigma_max_vox, robust.sharpen_amount_max, robust.rotation_deg) == (1.0, 1.0, 180.0)
+    kernel_only = AugmentationConfig().scanner_robust(("kernel",))
+    assert kernel_only.kernel and not kernel_only.calibration and kernel_only.noise_max_hu == 0.0
+    assert OFF.scanner_robust(("noise",)).noise_max_hu == 75.0 and not OFF.scanner_robust(("noise",)).kernel
+    with pytest.raises(BadInputError, match=r"^intensity augmentation part 'contrast' is not one of calibration"):
+        OFF.scanner_robust(("contrast",))
     with pytest.raises(BadInputError, match=r"^augmentation noise_max_hu = 10\.0 is below noise_hu = 25\.0"):
         AugmentationConfig(noise_max_hu=10.0)
     for field, bad in (("hu_scale_fraction", 0.6), ("hu_offset_hu", -1.0), ("kernel_probability", 1.5)):
