@@ -11,6 +11,9 @@ it, and prints the figures with the wall time of each step; they are also writte
 diagnosed series); use a fresh OUT for a fresh measurement.
 
 ``--hard-negatives`` adds the mining step (`ct hard-negatives`, `ct train-cls --extra-candidates`).
+``--intensity-aug`` trains the three models with the intensity augmentation of other scanners
+(``AugmentationConfig.scanner_robust``: HU calibration, noise level, soft and sharp kernels);
+``--intensity-aug calibration,kernel`` adds only those parts, to measure each alone.
 
 ``--own-share F`` mines the U-Net's own candidates with labels on the training series
 (`ct hard-negatives --with-positives`) and draws that fraction of every classifier batch from them
@@ -35,6 +38,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
+from ct_pipeline.datasets.augmentation_config import SCANNER_PARTS
 from ct_pipeline.errors import CtError
 from ct_pipeline.recipe import (
     RECIPES,
@@ -70,6 +74,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="fraction of each classifier batch from the U-Net's own candidates (default: the recipe's)",
     )
     parser.add_argument(
+        "--intensity-aug",
+        nargs="?",
+        const=",".join(SCANNER_PARTS),
+        default="",
+        metavar="PARTS",
+        help="train with the intensity augmentation of other scanners: all of it, or the comma-separated "
+        f"parts given ({', '.join(SCANNER_PARTS)})",
+    )
+    parser.add_argument(
         "--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards"
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
@@ -98,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --own-share {args.own_share}: expected a fraction from 0 to 1", file=sys.stderr)
             return 2
         recipe = dataclasses.replace(recipe, own_share=args.own_share)
+    parts = tuple(part.strip() for part in args.intensity_aug.split(",") if part.strip())
+    unknown = sorted(set(parts) - set(SCANNER_PARTS))
+    if unknown:
+        print(f"error: --intensity-aug {unknown[0]!r} is not one of {', '.join(SCANNER_PARTS)}", file=sys.stderr)
+        return 2
+    if parts:
+        recipe = dataclasses.replace(recipe, intensity_aug=parts)
     started = time.perf_counter()
     steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
     if args.test_root is not None:
@@ -121,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": args.recipe,
             "hard_negatives": recipe.hard_negatives,
             "own_share": recipe.own_share,
+            "intensity_aug": list(recipe.intensity_aug),
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",

@@ -122,16 +122,33 @@ ThreadsOption = Annotated[
 ]
 OPTIMIZER_HELP = "sgd (with --momentum) or adam."
 LR_HELP = "Learning rate (not scaled with the number of ranks)."
+# (option, help, AugmentationConfig field): the --aug-* options that take a number, in the order
+# both commands list them.
 AUG_HELP = (
-    ("--aug-shift", "Largest shift, fraction of half the side (0: off).", lambda a: a.shift_fraction),
-    ("--aug-scale", "Largest magnification change, fraction (0: off).", lambda a: a.scale_fraction),
-    ("--aug-rotate", "Largest rotation about the slice axis, degrees (0: off).", lambda a: a.rotation_deg),
-    ("--aug-noise", "Gaussian noise standard deviation, HU (0: off).", lambda a: a.noise_hu),
+    ("--aug-shift", "Largest shift, fraction of half the side (0: off).", "shift_fraction"),
+    ("--aug-scale", "Largest magnification change, fraction (0: off).", "scale_fraction"),
+    ("--aug-rotate", "Largest rotation about the slice axis, degrees (0: off).", "rotation_deg"),
+    ("--aug-noise", "Gaussian noise standard deviation, HU (0: off).", "noise_hu"),
+    (
+        "--aug-noise-max",
+        "Draw each sample's noise standard deviation from --aug-noise up to this, HU (0: off, a fixed one).",
+        "noise_max_hu",
+    ),
+    ("--aug-hu-scale", "Largest HU calibration slope change, fraction: HU x (1 +- s) (0: off).", "hu_scale_fraction"),
+    ("--aug-hu-offset", "Largest HU calibration offset, HU (0: off).", "hu_offset_hu"),
+    (
+        "--aug-kernel-probability",
+        "Probability that a sample's reconstruction kernel is changed (with --aug-blur or --aug-sharpen).",
+        "kernel_probability",
+    ),
+    ("--aug-blur", "Largest in-plane Gaussian blur (soft kernel), SD in voxels (0: off).", "blur_sigma_max_vox"),
+    ("--aug-sharpen", "Largest in-plane unsharp-mask amount (sharp kernel) (0: off).", "sharpen_amount_max"),
 )
-_CLS_AUG = [
-    _option(name, text, AUGMENT, _cls_default(lambda d, r=read: r(d.augmentation))) for name, text, read in AUG_HELP
-]
-_SEG_AUG = [_option(name, text, AUGMENT) for name, text, _ in AUG_HELP]
+_CLS_AUG = {
+    field: _option(name, text, AUGMENT, _cls_default(lambda d, f=field: getattr(d.augmentation, f)))
+    for name, text, field in AUG_HELP
+}
+_SEG_AUG = {field: _option(name, text, AUGMENT) for name, text, field in AUG_HELP}
 
 
 def _given(value: Any, default: Any) -> Any:
@@ -139,15 +156,12 @@ def _given(value: Any, default: Any) -> Any:
     return default if value is None else value.value if isinstance(value, enum.Enum) else value
 
 
-def _augmentation(base: AugmentationConfig, off: bool, mirror: bool, shift, scale, rotate, noise) -> AugmentationConfig:
+def _augmentation(base: AugmentationConfig, off: bool, mirror: bool, **numbers: float | None) -> AugmentationConfig:
+    """The run's augmentation: ``numbers`` by AugmentationConfig field, None where left unset."""
     if off:
         return AugmentationConfig.off()
     return AugmentationConfig(
-        mirror=mirror,
-        shift_fraction=_given(shift, base.shift_fraction),
-        scale_fraction=_given(scale, base.scale_fraction),
-        rotation_deg=_given(rotate, base.rotation_deg),
-        noise_hu=_given(noise, base.noise_hu),
+        mirror=mirror, **{field: _given(value, getattr(base, field)) for field, value in numbers.items()}
     )
 
 
@@ -252,10 +266,16 @@ def train_cls(
     weight_decay: WeightDecayOption = TrainConfig.weight_decay,
     no_augment: NoAugmentOption = False,
     aug_mirror: MirrorOption = NODULE.augmentation.mirror,
-    aug_shift: Annotated[float | None, _CLS_AUG[0]] = None,
-    aug_scale: Annotated[float | None, _CLS_AUG[1]] = None,
-    aug_rotate: Annotated[float | None, _CLS_AUG[2]] = None,
-    aug_noise: Annotated[float | None, _CLS_AUG[3]] = None,
+    aug_shift: Annotated[float | None, _CLS_AUG["shift_fraction"]] = None,
+    aug_scale: Annotated[float | None, _CLS_AUG["scale_fraction"]] = None,
+    aug_rotate: Annotated[float | None, _CLS_AUG["rotation_deg"]] = None,
+    aug_noise: Annotated[float | None, _CLS_AUG["noise_hu"]] = None,
+    aug_noise_max: Annotated[float | None, _CLS_AUG["noise_max_hu"]] = None,
+    aug_hu_scale: Annotated[float | None, _CLS_AUG["hu_scale_fraction"]] = None,
+    aug_hu_offset: Annotated[float | None, _CLS_AUG["hu_offset_hu"]] = None,
+    aug_kernel_probability: Annotated[float | None, _CLS_AUG["kernel_probability"]] = None,
+    aug_blur: Annotated[float | None, _CLS_AUG["blur_sigma_max_vox"]] = None,
+    aug_sharpen: Annotated[float | None, _CLS_AUG["sharpen_amount_max"]] = None,
     device: DeviceOption = TrainConfig.device,
     precision: PrecisionOption = Precision(TrainConfig.precision),
     channels_last: ChannelsLastOption = TrainConfig.channels_last,
@@ -322,7 +342,19 @@ def train_cls(
             momentum=momentum,
             weight_decay=weight_decay,
             augmentation=_augmentation(
-                defaults.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
+                defaults.augmentation,
+                no_augment,
+                aug_mirror,
+                shift_fraction=aug_shift,
+                scale_fraction=aug_scale,
+                rotation_deg=aug_rotate,
+                noise_hu=aug_noise,
+                noise_max_hu=aug_noise_max,
+                hu_scale_fraction=aug_hu_scale,
+                hu_offset_hu=aug_hu_offset,
+                kernel_probability=aug_kernel_probability,
+                blur_sigma_max_vox=aug_blur,
+                sharpen_amount_max=aug_sharpen,
             ),
             seed=seed,
             device=device,
@@ -396,10 +428,18 @@ def train_seg(
     weight_decay: WeightDecayOption = TrainConfig.weight_decay,
     no_augment: NoAugmentOption = False,
     aug_mirror: MirrorOption = SEGMENTATION.augmentation.mirror,
-    aug_shift: Annotated[float, _SEG_AUG[0]] = SEGMENTATION.augmentation.shift_fraction,
-    aug_scale: Annotated[float, _SEG_AUG[1]] = SEGMENTATION.augmentation.scale_fraction,
-    aug_rotate: Annotated[float, _SEG_AUG[2]] = SEGMENTATION.augmentation.rotation_deg,
-    aug_noise: Annotated[float, _SEG_AUG[3]] = SEGMENTATION.augmentation.noise_hu,
+    aug_shift: Annotated[float, _SEG_AUG["shift_fraction"]] = SEGMENTATION.augmentation.shift_fraction,
+    aug_scale: Annotated[float, _SEG_AUG["scale_fraction"]] = SEGMENTATION.augmentation.scale_fraction,
+    aug_rotate: Annotated[float, _SEG_AUG["rotation_deg"]] = SEGMENTATION.augmentation.rotation_deg,
+    aug_noise: Annotated[float, _SEG_AUG["noise_hu"]] = SEGMENTATION.augmentation.noise_hu,
+    aug_noise_max: Annotated[float, _SEG_AUG["noise_max_hu"]] = SEGMENTATION.augmentation.noise_max_hu,
+    aug_hu_scale: Annotated[float, _SEG_AUG["hu_scale_fraction"]] = SEGMENTATION.augmentation.hu_scale_fraction,
+    aug_hu_offset: Annotated[float, _SEG_AUG["hu_offset_hu"]] = SEGMENTATION.augmentation.hu_offset_hu,
+    aug_kernel_probability: Annotated[
+        float, _SEG_AUG["kernel_probability"]
+    ] = SEGMENTATION.augmentation.kernel_probability,
+    aug_blur: Annotated[float, _SEG_AUG["blur_sigma_max_vox"]] = SEGMENTATION.augmentation.blur_sigma_max_vox,
+    aug_sharpen: Annotated[float, _SEG_AUG["sharpen_amount_max"]] = SEGMENTATION.augmentation.sharpen_amount_max,
     device: DeviceOption = TrainConfig.device,
     precision: PrecisionOption = Precision(TrainConfig.precision),
     channels_last: ChannelsLastOption = TrainConfig.channels_last,
@@ -429,7 +469,19 @@ def train_seg(
             momentum=momentum,
             weight_decay=weight_decay,
             augmentation=_augmentation(
-                SEGMENTATION.augmentation, no_augment, aug_mirror, aug_shift, aug_scale, aug_rotate, aug_noise
+                SEGMENTATION.augmentation,
+                no_augment,
+                aug_mirror,
+                shift_fraction=aug_shift,
+                scale_fraction=aug_scale,
+                rotation_deg=aug_rotate,
+                noise_hu=aug_noise,
+                noise_max_hu=aug_noise_max,
+                hu_scale_fraction=aug_hu_scale,
+                hu_offset_hu=aug_hu_offset,
+                kernel_probability=aug_kernel_probability,
+                blur_sigma_max_vox=aug_blur,
+                sharpen_amount_max=aug_sharpen,
             ),
             seed=seed,
             device=device,

@@ -46,13 +46,17 @@ class Recipe:
     --resume are set where it runs, by :func:`recipe_steps`); ``hard_negatives`` adds the mining
     step (`ct hard-negatives`, then `ct train-cls --extra-candidates`); ``own_share`` > 0 mines
     the U-Net's own candidates with labels (`ct hard-negatives --with-positives`) and draws that
-    share of every classifier batch from them (`ct train-cls --own-candidates --own-share`)."""
+    share of every classifier batch from them (`ct train-cls --own-candidates --own-share`);
+    ``intensity_aug`` trains all three with those parts of
+    :meth:`~ct_pipeline.datasets.AugmentationConfig.scanner_robust` ("calibration", "noise",
+    "kernel": other scanners' HU calibration, noise level and kernel; empty: none)."""
 
     seg: TrainConfig
     cls: TrainConfig
     mal: TrainConfig
     hard_negatives: bool = False
     own_share: float = 0.0
+    intensity_aug: tuple[str, ...] = ()
 
 
 # Own candidates (own_share) are off until 0/25/50 % are measured (#30, item 4).
@@ -187,6 +191,8 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
 
     def placed(name: str, config: TrainConfig) -> TrainConfig:
         run_dir = layout.runs / name
+        if recipe.intensity_aug:
+            config = config.replace(augmentation=config.augmentation.scanner_robust(recipe.intensity_aug))
         return config.replace(
             data_roots=(layout.data_root,),
             cache_dir=layout.cache_dir,

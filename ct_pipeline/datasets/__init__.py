@@ -7,6 +7,7 @@ Read in this order:
 3. ``masks``          -- nodule masks from annotations: dense voxels of the sphere connected to the centre.
 4. ``segmentation``   -- ``SegmentationDataset``: 7-channel slices; random crops around nodules, whole val slices.
 5. ``augmentation``   -- ``augment_batch``: mirror, shift, scale, rotation, noise on the training device.
+6. ``intensity``      -- what augment_batch changes per sample like another scanner: HU calibration, kernel, noise level.
 """
 
 from importlib import import_module

@@ -1,4 +1,4 @@
-"""Batched random augmentation on the training device: mirror, shift, scale, rotation, noise.
+"""Batched random augmentation on the training device: mirror, shift, scale, rotation, intensity, noise.
 
 The datasets return un-augmented crops; the training loop calls :func:`augment_batch` on each
 batch where it already lives (GPU or CPU). One random affine per sample moves the content,
@@ -8,7 +8,8 @@ batch where it already lives (GPU or CPU). One random affine per sample moves th
 with ``q`` a voxel position relative to the crop's centre in (index, row, col) order, ``R`` a
 rotation in the row-col plane (about the slice axis), and the image resampled with
 ``grid_sample`` (bilinear, edges replicated like the book) and any label with nearest-neighbour
-sampling (outside = background). Gaussian noise is added after.
+sampling (outside = background). Then, per sample, the intensity changes of another scanner
+(:mod:`ct_pipeline.datasets.intensity`: HU calibration, kernel), and Gaussian noise last.
 
 Why the affine is built here in voxels and only then converted to grid units: ``grid_sample``'s
 [-1, 1] units differ per axis when the sides differ (7x512x512, 32x48x48), so a rotation written
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ct_pipeline.datasets.augmentation_config import AugmentationConfig
+from ct_pipeline.datasets.intensity import apply_intensity, sample_intensity
 from ct_pipeline.errors import BadInputError
 
 __all__ = ["AugmentationConfig", "SampleTransforms", "apply_transforms", "augment_batch", "sample_transforms"]
@@ -153,7 +155,16 @@ def augment_batch(
     if config.geometric:
         result = apply_transforms(images, transforms, labels)
         out, moved = result if labels is not None else (result, None)
-    if config.noise_hu > 0:
+    noise = None
+    if config.noisy:
         noise = torch.randn(images.shape, generator=generator, device=generator.device, dtype=torch.float32)
+    if config.intensity:
+        # drawn after everything above, so that with these off a seed draws what it did before they existed
+        changes = sample_intensity(n, config, generator)
+        out = apply_intensity(out, changes, config)
+        if noise is not None:
+            sd = changes.noise_sd_hu.to(out.device).view((n,) + (1,) * (images.dim() - 1))
+            out = out + (noise.to(out.device) * sd).to(out.dtype)
+    elif noise is not None:
         out = out + (noise.to(out.device) * config.noise_hu).to(out.dtype)
     return out if labels is None else (out, moved)

@@ -29,6 +29,12 @@ _AUGMENTATION_OPTIONS = {
     "scale_fraction": "--aug-scale",
     "rotation_deg": "--aug-rotate",
     "noise_hu": "--aug-noise",
+    "noise_max_hu": "--aug-noise-max",
+    "hu_scale_fraction": "--aug-hu-scale",
+    "hu_offset_hu": "--aug-hu-offset",
+    "kernel_probability": "--aug-kernel-probability",
+    "blur_sigma_max_vox": "--aug-blur",
+    "sharpen_amount_max": "--aug-sharpen",
 }
 # Rendered first, always: what the run starts from, where it reads and writes, and how long it is.
 _SHOWN_FIRST = ("finetune", "data_roots", "cache_dir", "out_dir", "epochs", "epoch_size")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ct_pipeline.datasets.augmentation_config import AugmentationConfig
 from ct_pipeline.errors import BadCheckpointError, BadInputError
 from ct_pipeline.models import Checkpoint, load_checkpoint, save_checkpoint
 from ct_pipeline.models.checkpoints import load_state_checked, to_plain_data
@@ -84,6 +85,8 @@ def open_resume_checkpoint(config: TrainConfig) -> Checkpoint:
         raise BadCheckpointError(f"{path} holds no training state to resume from; start a new run with another --out")
     # An option newer than the checkpoint was, in effect, at its default when it was trained.
     stored = {**_plain_defaults(), **flat_fields(checkpoint.config)}
+    if isinstance(stored.get("augmentation"), dict):  # augmentation settings newer than the checkpoint: off then
+        stored["augmentation"] = {**to_plain_data(AugmentationConfig.off()), **stored["augmentation"]}
     current = flat_fields(to_plain_data(config))
     changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and stored.get(key) != current[key])
     if changed:

@@ -134,3 +134,46 @@ def test_own_share_mines_the_own_candidates_and_trains_the_classifier_on_that_sh
     ran.clear()
     assert quality.main(["--data-root", str(root), "--out", str(tmp_path / "out2")]) == 2
     assert "own-candidates" not in [step.name for step in ran]  # the recommended recipe's default: 0
+
+
+def test_intensity_aug_trains_all_three_models_with_the_scanner_robust_augmentation(tmp_path, monkeypatch):
+    """``--intensity-aug``: each rendered `ct train-*` command builds the recipe's config with
+    ``scanner_robust()`` added, and nothing else changes."""
+    import dataclasses
+
+    import cli.train_cmd
+    from ct_pipeline.recipe import RECIPES, recipe_configs, recipe_steps
+
+    def parts(*given: str) -> str:
+        return quality._arguments(["--data-root", "d", "--out", "o", *given]).intensity_aug
+
+    assert (parts("--intensity-aug"), parts(), parts("--intensity-aug", "kernel")) == (
+        "calibration,noise,kernel",
+        "",
+        "kernel",
+    )
+    layout = RecipeLayout(tmp_path / "data", tmp_path / "cache", tmp_path / "out")
+    layout.data_root.mkdir()
+    plain = RECIPES["recommended"]
+    robust = dataclasses.replace(plain, intensity_aug=("calibration", "noise", "kernel"))
+    before = recipe_configs(layout, plain, val_stride=4)
+    built = []
+    monkeypatch.setattr(cli.train_cmd, "_run", built.append)
+    for step in recipe_steps(layout, robust, val_stride=4):
+        if step.config is None:
+            continue
+        name = step.name.removeprefix("train-")
+        assert step.config.augmentation == before[name].augmentation.scanner_robust()
+        assert step.config.replace(augmentation=before[name].augmentation) == before[name]
+        assert "--aug-hu-offset" in step.argv and step.argv[step.argv.index("--aug-hu-offset") + 1] == "50"
+        result = run_ct(*step.argv)
+        assert result.exit_code == 0, result.output
+        assert built.pop() == step.config
+
+
+def test_an_unknown_intensity_aug_part_is_refused_before_anything_runs(data, tmp_path, capsys):
+    train, _, _ = data
+    argv = ["--data-root", str(train), "--out", str(tmp_path / "q"), "--intensity-aug", "noise,contrast"]
+    assert quality.main(argv) == 2
+    assert "--intensity-aug 'contrast' is not one of calibration, noise, kernel" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()

@@ -226,7 +226,17 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
         lr=0.25,
         augmentation=AugmentationConfig.off()
         if task == "seg"
-        else replace(AugmentationConfig(), mirror=False, noise_hu=5.0),
+        else replace(
+            AugmentationConfig(),
+            mirror=False,
+            noise_hu=5.0,
+            noise_max_hu=30.0,
+            hu_scale_fraction=0.05,
+            hu_offset_hu=12.5,
+            kernel_probability=0.25,
+            blur_sigma_max_vox=0.5,
+            sharpen_amount_max=0.75,
+        ),
         segmentation=SegmentationTraining(seg_threshold=0.25, background_share=0.5)
         if task == "seg"
         else SegmentationTraining(),

@@ -195,6 +195,12 @@ def test_cli_train_cls_runs(data_root, tmp_path):
         "scale_fraction": 0.0,
         "rotation_deg": 0.0,
         "noise_hu": 0.0,
+        "noise_max_hu": 0.0,
+        "hu_scale_fraction": 0.0,
+        "hu_offset_hu": 0.0,
+        "kernel_probability": 0.5,
+        "blur_sigma_max_vox": 0.0,
+        "sharpen_amount_max": 0.0,
     }
     assert config["batch_size"] == 8 and config["optimizer"] == "sgd" and config["lr"] == 0.001
 

@@ -116,3 +116,23 @@ def test_a_checkpoint_from_before_own_candidates_resumes_as_own_share_0_and_a_sh
     own = ClassificationTraining(own_candidates=(tmp_path / "own.csv",), own_share=0.25)
     with pytest.raises(BadInputError, match=r"was trained with --own-candidates \[\], but this run asks for"):
         open_resume_checkpoint(config.replace(classification=own))
+
+
+def test_a_run_saved_before_the_intensity_augmentation_resumes_with_it_off(tmp_path):
+    import dataclasses
+
+    from ct_pipeline.models.checkpoints import to_plain_data
+    from ct_pipeline.training.state import open_resume_checkpoint
+
+    config = TrainConfig.for_task("cls", data_roots=(tmp_path,), out_dir=tmp_path / "run", resume=True)
+    stored = to_plain_data(config)
+    new_fields = ("noise_max_hu", "hu_scale_fraction", "hu_offset_hu", "kernel_probability")
+    new_fields += ("blur_sigma_max_vox", "sharpen_amount_max")
+    stored["augmentation"] = {k: v for k, v in stored["augmentation"].items() if k not in new_fields}
+    assert set(stored["augmentation"]) == {"mirror", "shift_fraction", "scale_fraction", "rotation_deg", "noise_hu"}
+    _run_folder(tmp_path, stored)
+    assert open_resume_checkpoint(config).epoch == 1
+    robust = config.replace(augmentation=config.augmentation.scanner_robust())
+    with pytest.raises(BadInputError, match=r"was trained with the --aug-\* options .*'hu_offset_hu': 0\.0"):
+        open_resume_checkpoint(robust)
+    assert dataclasses.asdict(robust.augmentation)["hu_offset_hu"] == 50.0
