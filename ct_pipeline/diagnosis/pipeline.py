@@ -228,6 +228,7 @@ def _diagnose(
             hu_range=config.hu_range,
             batch_size=config.cls_batch_size,
             workers=models.workers,
+            flips=config.classifier_flips,
             on_batch=lambda done, total: progress("classification", done, total),
         )
     score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
@@ -247,6 +248,7 @@ def _diagnose(
                 hu_range=config.hu_range,
                 batch_size=config.cls_batch_size,
                 workers=models.workers,
+                flips=config.classifier_flips,
                 on_batch=lambda done, total: progress("malignancy", done, total),
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
