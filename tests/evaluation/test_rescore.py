@@ -90,3 +90,36 @@ def test_results_without_a_table_and_bad_scores_are_refused(folder, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="holds no diagnosis results"):
         rescore_folder(tmp_path / "empty", folder[1], lambda c: c.nodule_prob)
+
+
+def test_a_diagnosed_folder_rescored_with_its_own_score_has_the_cpm_of_its_csv(tmp_path):
+    from ct_pipeline.evaluation import evaluate_froc_files
+    from ct_pipeline.models import save_checkpoint
+    from tests.helpers.cli_process import run_ct
+    from tests.helpers.diagnosis_tiny import (
+        NODULES_IRC,
+        phantom_geometry,
+        random_classifier,
+        threshold_unet,
+        write_phantom_luna,
+    )
+
+    uids = write_phantom_luna(tmp_path / "luna", 2)
+    save_checkpoint(tmp_path / "seg.ckpt", threshold_unet(), kind="seg")
+    save_checkpoint(tmp_path / "cls.ckpt", random_classifier(seed=3), kind="cls")
+    annotations = tmp_path / "annotations.csv"
+    rows = [f"{uid},{','.join(map(str, phantom_geometry().irc_to_xyz(NODULES_IRC[0])))},6.4" for uid in uids]
+    annotations.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = run_ct(
+        "diagnose", "--all", "--data-root", tmp_path / "luna", "--out", out, "--seg-model", tmp_path / "seg.ckpt",
+        "--cls-model", tmp_path / "cls.ckpt", "--concurrent-batches", 1, "--merge-fraction", 20,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    own = rescore_folder(out, annotations, lambda c: c.detection_score)
+    assert own.overall.cpm == evaluate_froc_files(out / "findings.csv", annotations).overall.cpm
+    # a merge fraction of 20 folds each scan's two nodules into one finding: which one stands
+    # for them (the nodule annotated or the other) depends on the score
+    by_size = rescore_folder(out, annotations, lambda c: c.diameter_mm * (c.crop_center_irc[:, 0] < 12))
+    assert by_size.overall.cpm == 1.0
+    assert rescore_folder(out, annotations, lambda c: c.diameter_mm * (c.crop_center_irc[:, 0] > 12)).overall.cpm == 0.0
