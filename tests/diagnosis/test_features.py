@@ -28,7 +28,9 @@ def models(tmp_path_factory):
 
 
 def _diagnose(models, **config) -> DiagnosisResult:
-    volume = CtVolume(hu=phantom_chest(), geometry=phantom_geometry(), series_uid="1.2.3", source="phantom", format="test")
+    volume = CtVolume(
+        hu=phantom_chest(), geometry=phantom_geometry(), series_uid="1.2.3", source="phantom", format="test"
+    )
     return diagnose(volume, models, DiagnosisConfig(lung_margin_mm=8.0, **config))
 
 
