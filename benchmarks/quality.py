@@ -19,6 +19,10 @@ diagnosed series); use a fresh OUT for a fresh measurement.
 (`ct hard-negatives --with-positives`) and draws that fraction of every classifier batch from them
 (`ct train-cls --own-candidates --own-share F`); the recommended recipe's default is 0.
 
+``--tta N`` diagnoses (validation and test set) with N test-time flips (`ct diagnose --tta N`). In
+an OUT diagnosed before with another N the series are diagnosed again (their results record N);
+the trained models are reused.
+
 ``--test-root DIR`` then diagnoses and evaluates every series of DIR, an independent LUNA16-layout
 folder, with the trained models (into ``OUT/test/``): the JSON's ``test`` block holds its CPM,
 interval, sensitivities and candidate recall beside the validation figures. Choose between
@@ -39,6 +43,7 @@ from pathlib import Path
 
 from ct_pipeline.atomic import atomic_write_text
 from ct_pipeline.datasets.augmentation_config import SCANNER_PARTS
+from ct_pipeline.diagnosis.config import CLASSIFIER_FLIPS
 from ct_pipeline.errors import CtError
 from ct_pipeline.recipe import (
     RECIPES,
@@ -85,6 +90,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards"
     )
+    parser.add_argument(
+        "--tta",
+        type=int,
+        default=1,
+        choices=CLASSIFIER_FLIPS,
+        help="test-time flips of the diagnose steps (ct diagnose --tta; 1: off)",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
     return parser.parse_args(argv)
 
@@ -119,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if parts:
         recipe = dataclasses.replace(recipe, intensity_aug=parts)
     started = time.perf_counter()
-    steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
+    steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed, tta=args.tta)
     if args.test_root is not None:
-        steps += held_out_steps(layout, args.test_root)
+        steps += held_out_steps(layout, args.test_root, tta=args.tta)
     # One run per --out: a second one would train into the same run folders (kill -9 frees it).
     with ExitStack() as held:
         try:
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             "hard_negatives": recipe.hard_negatives,
             "own_share": recipe.own_share,
             "intensity_aug": list(recipe.intensity_aug),
+            "tta": args.tta,
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",

@@ -42,6 +42,16 @@ MaxCandidatesOption = Annotated[
         help="Classify only the best K candidates of each scan, ranked by the U-Net's output; 0: every one, as the book.",
     ),
 ]
+TtaOption = Annotated[
+    int,
+    typer.Option(
+        "--tta",
+        rich_help_panel=TUNING_PANEL,
+        help="Test-time flips: average the classifiers' probability over N mirrored copies of each crop "
+        "(1 off; 2 + along x; 4 every in-plane mirror; 8 + each along z), about N times the classifiers' "
+        "time. Off with --book-style.",
+    ),
+]
 LungMaskOption = Annotated[
     bool,
     typer.Option(

@@ -17,6 +17,7 @@ OPTION_NAMES: dict[str, str] = {
     "InferenceOptions.threads": "--threads",
     "DiagnosisConfig.seg_threshold": "--seg-threshold",
     "DiagnosisConfig.nodule_threshold": "--threshold",
+    "DiagnosisConfig.classifier_flips": "--tta",
     "PrepcacheConfig.workers": "--workers",
 }
 

@@ -218,9 +218,10 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
 
 
 def recipe_steps(
-    layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: int = 0, report: bool = False
+    layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: int = 0, report: bool = False, tta: int = 1
 ) -> list[RecipeStep]:
-    """The recipe's `ct` commands for ``layout``, given what is already there."""
+    """The recipe's `ct` commands for ``layout``, given what is already there; ``tta``: the
+    diagnosis' test-time flips (``ct diagnose --tta``; 1, off, leaves the option out)."""
     common = ("--data-root", str(layout.data_root))
     if layout.cache_dir is not None:
         common += ("--cache-dir", str(layout.cache_dir))
@@ -262,6 +263,7 @@ def recipe_steps(
                 "--csv",
                 str(layout.findings_csv),
                 *(("--report", str(out / "report")) if report else ()),
+                *_tta_option(tta),
                 "--threshold",
                 "0.9",  # what the table and the report show; the CSV (and so the FROC) keeps every candidate
             ),
@@ -287,9 +289,15 @@ def recipe_steps(
     return steps
 
 
-def held_out_steps(layout: RecipeLayout, test_root: Path) -> list[RecipeStep]:
+def _tta_option(tta: int) -> tuple[str, ...]:
+    """``ct diagnose``'s test-time flips option; none at 1 (off), so the default command lines stay as they were."""
+    return () if tta == 1 else ("--tta", str(tta))
+
+
+def held_out_steps(layout: RecipeLayout, test_root: Path, tta: int = 1) -> list[RecipeStep]:
     """Diagnose and evaluate every series of ``test_root`` (a LUNA16-layout folder never trained
-    or validated on) with the recipe's trained models, into ``layout.test_dir``."""
+    or validated on) with the recipe's trained models, into ``layout.test_dir``; ``tta`` as in
+    :func:`recipe_steps`."""
     test = layout.test_dir
     common = ("--data-root", str(test_root), "--cache-dir", str(test / "cache"))
     return [
@@ -308,6 +316,7 @@ def held_out_steps(layout: RecipeLayout, test_root: Path) -> list[RecipeStep]:
                 str(test / "findings"),
                 "--csv",
                 str(test / "findings.csv"),
+                *_tta_option(tta),
                 "--threshold",
                 "0.9",
             ),

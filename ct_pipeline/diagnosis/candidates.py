@@ -207,7 +207,25 @@ def _segmented_voxels(labels: np.ndarray, n_labels: int, raw: np.ndarray, iterat
 def merge_duplicates(
     center_xyz: np.ndarray, diameter_mm: np.ndarray, score: np.ndarray, fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Which candidates to keep, and how many each kept one stands for.
+    """Which candidates to keep, and how many each kept one stands for (see :func:`merge_groups`).
+
+    Returns:
+        (kept indices in order of decreasing score, (len(kept),) group sizes).
+    """
+    return kept_of_groups(merge_groups(center_xyz, diameter_mm, score, fraction), score)
+
+
+def kept_of_groups(owner: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kept candidates of :func:`merge_groups`' ``owner``, in order of decreasing score (ties:
+    the lower index first), and how many candidates each stands for."""
+    n = len(score)
+    order = np.lexsort((np.arange(n), -np.asarray(score, dtype=np.float64)))
+    kept = order[owner[order] == order]
+    return kept.astype(np.int64), np.bincount(owner, minlength=n)[kept]
+
+
+def merge_groups(center_xyz: np.ndarray, diameter_mm: np.ndarray, score: np.ndarray, fraction: float) -> np.ndarray:
+    """(N,) int64: the kept candidate that stands for each candidate (itself when it is kept).
 
     Greedy, most probable first: a candidate is dropped when a kept one lies closer than
     ``fraction * max(both diameters)`` mm. Ties in ``score`` keep the lower index.
@@ -217,14 +235,11 @@ def merge_duplicates(
         diameter_mm: (N,).
         score: (N,) the order of preference (the nodule probability).
         fraction: 0 keeps everything.
-
-    Returns:
-        (kept indices in order of decreasing score, (len(kept),) group sizes).
     """
     n = len(score)
-    order = np.lexsort((np.arange(n), -np.asarray(score, dtype=np.float64)))
     if n == 0 or fraction <= 0:
-        return order, np.ones(n, dtype=np.int64)
+        return np.arange(n, dtype=np.int64)
+    order = np.lexsort((np.arange(n), -np.asarray(score, dtype=np.float64)))
     reach = fraction * float(np.max(diameter_mm))
     pairs = cKDTree(center_xyz).query_pairs(r=reach, output_type="ndarray") if reach > 0 else np.zeros((0, 2), int)
     if len(pairs):
@@ -236,18 +251,14 @@ def merge_duplicates(
         neighbours[a].append(int(b))
         neighbours[b].append(int(a))
     owner = np.full(n, -1, dtype=np.int64)
-    kept: list[int] = []
     for index in order:
         if owner[index] >= 0:
             continue
         owner[index] = index
-        kept.append(int(index))
         for other in neighbours[index]:
             if owner[other] < 0:
                 owner[other] = index
-    kept_arr = np.array(kept, dtype=np.int64)
-    sizes = np.bincount(owner, minlength=n)[kept_arr]
-    return kept_arr, sizes
+    return owner
 
 
 def confident_fraction(level: np.ndarray, center_irc: np.ndarray) -> np.ndarray:

@@ -3,6 +3,13 @@
 Crops follow :mod:`ct_pipeline.crops`, the convention training uses: centred on the candidate's
 rounded voxel, air beyond the scan's faces (the book shifted them inward there). Candidates with
 the same voxel centre are classified once.
+
+Test-time flips (``flips`` > 1) average the probability over mirrored copies of each crop. The
+classifiers were trained with every axis mirrored at random and rotated by any angle in-plane,
+so a mirrored crop is as familiar to them as the crop itself, and the mean over copies averages
+away some of the orientation-dependent noise of one forward pass. In-plane mirrors come first:
+training already rotates in-plane by any angle, while the index axis is the crop's short one
+and the scan's coarse one (slices of 1-2.5 mm), whose mirror changes what lies above and below.
 """
 
 from __future__ import annotations
@@ -13,7 +20,23 @@ import numpy as np
 import torch
 
 from ct_pipeline.crops import crop_start_irc, cut_crop
+from ct_pipeline.diagnosis.config import CLASSIFIER_FLIPS
 from ct_pipeline.diagnosis.runtime import ordered_map
+from ct_pipeline.errors import BadInputError
+
+# The mirrored copies, as the dims of a (B, 1, I, R, C) batch that torch.flip reverses; the first
+# k of them for k = 1, 2, 4, 8 are each a group (a mirror of a copy is a copy of the set).
+FLIPS: tuple[tuple[int, ...], ...] = ((), (4,), (3,), (3, 4), (2,), (2, 4), (2, 3), (2, 3, 4))
+
+
+def with_flips(batch: torch.Tensor, flips: int) -> torch.Tensor:
+    """(flips * B, 1, I, R, C): ``batch`` (B, 1, I, R, C) and its first ``flips - 1`` mirrors
+    of :data:`FLIPS`, copy-major (rows ``k * B .. (k + 1) * B`` are mirror ``k``)."""
+    if flips not in CLASSIFIER_FLIPS:
+        raise BadInputError(f"{flips} test-time flips: expected one of {', '.join(map(str, CLASSIFIER_FLIPS))}")
+    if flips == 1:
+        return batch
+    return torch.cat([batch.flip(dims) if dims else batch for dims in FLIPS[:flips]])
 
 
 def extract_crop(
@@ -34,6 +57,7 @@ def classify_crops(
     hu_range: tuple[float, float] = (-1000.0, 1000.0),
     batch_size: int = 32,
     workers: int = 1,
+    flips: int = 1,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Positive-class probability (column 1 of the softmax) of the crop around each centre.
@@ -44,8 +68,11 @@ def classify_crops(
         run_model: (B, 1, I, R, C) float32 -> (logits, probabilities), each (B, 2).
         crop_shape_irc: the classifier's input size.
         hu_range: input clipping.
-        batch_size: crops per forward pass.
+        batch_size: crops per forward pass (before the flips).
         workers: batches run side by side (threads).
+        flips: test-time mirrored copies per crop (1, 2, 4 or 8, see :data:`FLIPS`); the
+            probability is their mean, and a batch's copies go through ``run_model`` in one
+            forward pass of ``flips * batch_size`` crops.
         on_batch: called with (crops done, crops to do) before the first batch and after each
             one (candidates sharing a centre are one crop).
 
@@ -60,8 +87,9 @@ def classify_crops(
 
     def run(chunk: np.ndarray) -> np.ndarray:
         batch = np.stack([extract_crop(hu, center, crop_shape_irc, hu_range) for center in chunk])[:, None]
-        _, probabilities = run_model(torch.from_numpy(batch))
-        return probabilities[:, 1].double().cpu().numpy()
+        _, probabilities = run_model(with_flips(torch.from_numpy(batch), flips))
+        positive = probabilities[:, 1].double().cpu().numpy()
+        return positive.reshape(flips, len(chunk)).mean(axis=0)
 
     chunks = [unique_centers[first : first + batch_size] for first in range(0, len(unique_centers), batch_size)]
     results, done = [], 0

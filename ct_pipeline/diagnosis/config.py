@@ -20,6 +20,10 @@ from dataclasses import dataclass, replace
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.precision import PRECISIONS
 
+# The test-time flip counts: each set is a group of mirrors (see classify.FLIPS), so the mean
+# probability is itself unchanged by any mirror of the set.
+CLASSIFIER_FLIPS = (1, 2, 4, 8)
+
 
 @dataclass(frozen=True)
 class DiagnosisConfig:
@@ -72,6 +76,12 @@ class DiagnosisConfig:
         lung_margin_mm: how far beyond the air-filled lung the region reaches, so that nodules
             on the lung wall and the mediastinum keep all their voxels.
         lung_hu_threshold: voxels below it (on a 4x4-pixel average) count as air.
+        classifier_flips: test-time augmentation: the nodule and malignancy probabilities are the
+            mean over this many mirrored copies of each crop (:data:`~ct_pipeline.diagnosis.classify.FLIPS`):
+            1 off (the book), 2 + mirrored along col, 4 + along row and both (every in-plane
+            mirror), 8 + each of those along index. The copies go through the network in the same
+            forward pass (``cls_batch_size`` crops make batches of ``classifier_flips`` times as many),
+            so the classifiers' time grows about ``classifier_flips``-fold.
         seg_batch_size: slices per U-Net batch (per worker: memory grows with it, speed hardly).
         cls_batch_size: crops per classifier batch (per worker).
     """
@@ -86,6 +96,7 @@ class DiagnosisConfig:
     nodule_threshold: float = 0.5
     merge_fraction: float = 0.75
     max_candidates: int = 400
+    classifier_flips: int = 1
     restrict_to_lungs: bool = True
     lung_margin_mm: float = 15.0
     lung_hu_threshold: float = -400.0
@@ -110,6 +121,11 @@ class DiagnosisConfig:
         if self.max_candidates < 0:
             raise BadInputError(
                 f"candidate budget {self.max_candidates} must be a whole number >= 0 (0 classifies every candidate)"
+            )
+        if self.classifier_flips not in CLASSIFIER_FLIPS:
+            raise BadInputError(
+                f"DiagnosisConfig.classifier_flips {self.classifier_flips} is not one of "
+                f"{', '.join(map(str, CLASSIFIER_FLIPS))} (mirrored copies per crop; 1 is off)"
             )
         if self.min_candidate_diameter_mm < 0:
             raise BadInputError(f"minimum candidate diameter {self.min_candidate_diameter_mm} mm must be >= 0")
@@ -138,6 +154,7 @@ class DiagnosisConfig:
                 confidence_weight=0.0,
                 min_candidate_diameter_mm=0.0,
                 max_candidates=0,
+                classifier_flips=1,
                 seg_batch_size=4,
                 cls_batch_size=4,
             ),

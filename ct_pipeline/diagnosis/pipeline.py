@@ -36,10 +36,12 @@ from ct_pipeline.diagnosis.candidates import (
     component_around,
     confident_fraction,
     group_candidates,
-    merge_duplicates,
+    kept_of_groups,
+    merge_groups,
 )
 from ct_pipeline.diagnosis.classify import classify_crops
 from ct_pipeline.diagnosis.config import DiagnosisConfig
+from ct_pipeline.diagnosis.features import CandidateFeatures, budget_ranks
 from ct_pipeline.diagnosis.lungs import find_lung_region
 from ct_pipeline.diagnosis.networks import DiagnosisModels
 from ct_pipeline.diagnosis.progress import StageProgress, no_progress
@@ -209,10 +211,13 @@ def _diagnose(
     timings: dict[str, float] = {}
     candidates, region, level = _propose(volume, models, config, timings, progress)
     n_not_classified = 0
+    order = budget_order(candidates)
+    rank = budget_ranks(order)
     if 0 < config.max_candidates < len(candidates):
         n_not_classified = len(candidates) - config.max_candidates
         # Index order, not rank order: the classifier's batches and the merge's ties stay as without a budget.
-        candidates = candidates.take(np.sort(budget_order(candidates)[: config.max_candidates]))
+        chosen = np.sort(order[: config.max_candidates])
+        candidates, rank = candidates.take(chosen), rank[chosen]
     crop_centers = candidates.crop_center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.
@@ -228,13 +233,13 @@ def _diagnose(
             hu_range=config.hu_range,
             batch_size=config.cls_batch_size,
             workers=models.workers,
+            flips=config.classifier_flips,
             on_batch=lambda done, total: progress("classification", done, total),
         )
     score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
     with _timed(timings, "merge", progress):
-        kept, group_sizes = merge_duplicates(
-            candidates.center_xyz, candidates.diameter_mm, score, config.merge_fraction
-        )
+        owner = merge_groups(candidates.center_xyz, candidates.diameter_mm, score, config.merge_fraction)
+        kept, group_sizes = kept_of_groups(owner, score)
     malignancy: dict[int, float] = {}
     if models.mal is not None:
         with _timed(timings, "malignancy", progress):
@@ -247,6 +252,7 @@ def _diagnose(
                 hu_range=config.hu_range,
                 batch_size=config.cls_batch_size,
                 workers=models.workers,
+                flips=config.classifier_flips,
                 on_batch=lambda done, total: progress("malignancy", done, total),
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
@@ -269,6 +275,19 @@ def _diagnose(
         )
         for position, (i, size) in enumerate(zip(kept, group_sizes))
     )
+    position = np.empty(len(candidates), dtype=np.int64)
+    position[kept] = np.arange(len(kept))
+    classified = CandidateFeatures(
+        center_xyz=candidates.center_xyz,
+        crop_center_irc=crop_centers,
+        diameter_mm=candidates.diameter_mm,
+        n_voxels=candidates.n_voxels,
+        confident_fraction=candidates.confident_fraction,
+        budget_rank=rank,
+        nodule_prob=nodule_prob,
+        detection_score=score,
+        finding=position[owner],
+    )
     return DiagnosisResult(
         series_uid=volume.series_uid,
         findings=findings,
@@ -280,6 +299,7 @@ def _diagnose(
         source=volume.source,
         region_fraction=region_pixel_fraction(volume.shape_irc, region, config.seg_batch_size),
         nodule_masks=nodule_masks,
+        classified=classified,
     )
 
 

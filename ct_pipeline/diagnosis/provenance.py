@@ -24,6 +24,9 @@ from ct_pipeline.loading.fingerprint import content_fingerprint, is_content_fing
 
 # DiagnosisConfig fields that only change speed or memory, not the findings.
 _SPEED_ONLY = frozenset({"seg_batch_size", "cls_batch_size"})
+# Settings recorded since a later ct, with the value that does what ct did before them: a record
+# without one was made that way, so it stays a repeat of a run with that value (and no other).
+_ADDED_LATER = {"classifier_flips": 1}
 
 
 def run_provenance(
@@ -58,9 +61,10 @@ def with_source(provenance: Mapping[str, Any], source_files: Sequence[str]) -> d
 def comparable(provenance: Mapping[str, Any]) -> dict[str, Any]:
     """What must match for two results to be repeats: model hashes, settings, source (not paths or version)."""
     models = provenance.get("models") or {}
+    settings = provenance.get("settings")
     return {
         "models": {kind: (entry or {}).get("sha256") for kind, entry in sorted(models.items())},
-        "settings": provenance.get("settings"),
+        "settings": {**_ADDED_LATER, **settings} if isinstance(settings, Mapping) else settings,
         "source_fingerprint": provenance.get("source_fingerprint"),
     }
 

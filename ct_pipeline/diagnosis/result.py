@@ -9,7 +9,8 @@ The dict form is the ``--json`` record and the per-series result file of a batch
                      "detection_score": float (when it differs from nodule_prob),
                      "measurement": {"volume_mm3", "long_axis_mm", ...} (nodules only)}, ...],
      "timings_s": {"stage": seconds, ...}, "n_candidates_before_merge": int, "n_not_classified": int,
-     "shape_irc": [i, r, c], "spacing_xyz": [x, y, z]}
+     "shape_irc": [i, r, c], "spacing_xyz": [x, y, z],
+     "classified": {column: [value per classified candidate]} (see ``features``; absent before it)}
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ct_pipeline.diagnosis.features import CandidateFeatures
 from ct_pipeline.diagnosis.volumetry import MaskMeasurement
 from ct_pipeline.errors import BadDataError
 
@@ -140,6 +142,9 @@ class DiagnosisResult:
             (:mod:`ct_pipeline.diagnosis.provenance`); empty when not recorded.
         nodule_masks: the outline of each finding at or above the nodule threshold,
             for the DICOM Segmentation; not part of the JSON record (empty when read back).
+        classified: every classified candidate before merging, with what the U-Net and the
+            classifier said about it (:mod:`~ct_pipeline.diagnosis.features`), for offline
+            score experiments; None in results written before it.
     """
 
     series_uid: str
@@ -154,6 +159,7 @@ class DiagnosisResult:
     nodule_masks: tuple[NoduleMask, ...] = field(default=(), compare=False)
     # Last, so that results built by position (older callers) keep their meaning.
     n_not_classified: int = 0
+    classified: CandidateFeatures | None = field(default=None, compare=False)
 
     def nodules(self, threshold: float) -> list[Finding]:
         """Findings with ``nodule_prob >= threshold``, highest first."""
@@ -180,6 +186,7 @@ class DiagnosisResult:
             "region_fraction": round(float(self.region_fraction), 4),
             "provenance": dict(self.provenance),
             "format_version": RESULT_FORMAT_VERSION,
+            **({} if self.classified is None else {"classified": self.classified.to_dict()}),
         }
 
     @classmethod
@@ -196,6 +203,9 @@ class DiagnosisResult:
             raise BadDataError(f"{where}: 'candidates' is missing or not a list; re-run ct diagnose for it")
         findings = tuple(Finding.from_dict(c, where) for c in candidates)
         timings = data.get("timings_s") or {}
+        classified = None if data.get("classified") is None else CandidateFeatures.from_dict(data["classified"], where)
+        if classified is not None and len(classified) and classified.finding.max() >= len(findings):
+            raise BadDataError(f"{where}: a classified candidate names a finding it does not hold; re-run ct diagnose")
         try:
             return cls(
                 series_uid=data["series_uid"],
@@ -208,6 +218,7 @@ class DiagnosisResult:
                 source=str(data.get("source", "")),
                 region_fraction=float(data.get("region_fraction", 1.0)),
                 provenance=dict(data.get("provenance") or {}),
+                classified=classified,
             )
         except (AttributeError, TypeError, ValueError) as err:
             raise BadDataError(f"{where}: a field has the wrong type ({err}); re-run ct diagnose for it") from err

@@ -3,7 +3,7 @@
 Read in this order: ``tables`` (the CSV inputs) -> ``matching`` (which finding hits which
 nodule) -> ``curve`` (the FROC curve) -> ``bootstrap`` (intervals) -> ``froc`` (CPM, the
 report) -> ``plot``; and ``confusion`` and ``diagnosed`` (diagnosis results against the annotations)
-for ``ct diagnose --evaluate``.
+for ``ct diagnose --evaluate``; ``rescore`` (a diagnosed folder's FROC under another score, offline).
 """
 
 from ct_pipeline.evaluation.confusion import (

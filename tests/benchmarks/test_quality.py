@@ -55,6 +55,20 @@ def test_the_held_out_steps_diagnose_every_test_series_with_the_trained_models(t
     assert evaluate.argv[evaluate.argv.index("--annotations") + 1] == str(tmp_path / "test" / "annotations.csv")
 
 
+def test_tta_reaches_both_diagnose_steps_and_is_left_out_when_off(tmp_path):
+    from ct_pipeline.recipe import RECIPES, recipe_steps
+
+    layout = RecipeLayout(tmp_path / "data", tmp_path / "cache", tmp_path / "out")
+
+    def diagnose_argvs(tta: int) -> list[tuple[str, ...]]:
+        steps = recipe_steps(layout, RECIPES["tiny"], 4, tta=tta) + held_out_steps(layout, tmp_path / "test", tta=tta)
+        return [step.argv for step in steps if step.argv[0] == "diagnose"]
+
+    with_tta = diagnose_argvs(4)
+    assert len(with_tta) == 2 and all(argv[argv.index("--tta") + 1] == "4" for argv in with_tta)
+    assert not any("--tta" in argv for argv in diagnose_argvs(1))  # the documented commands stay as they were
+
+
 def test_a_test_block_beside_the_validation_figures(data, tmp_path, monkeypatch, capsys):
     train, test, models = data
     monkeypatch.setattr(quality, "_run_to_stderr", _runner(models))
@@ -71,6 +85,8 @@ def test_a_test_block_beside_the_validation_figures(data, tmp_path, monkeypatch,
             str(test),
             "--bootstrap",
             "20",
+            "--tta",
+            "2",  # the constant classifier gives the same figures with any flips
         ]
     )
     assert code == 0
@@ -84,6 +100,12 @@ def test_a_test_block_beside_the_validation_figures(data, tmp_path, monkeypatch,
     # the constant classifier ranks every candidate alike: the CPM is the share found, 17 of 18
     assert held_out["cpm"] == pytest.approx(17 / 18, abs=1e-9)
     assert held_out == held_out_summary(RecipeLayout(train, out / "cache", out), test, bootstrap_samples=20)
+    assert summary["tta"] == 2
+    for results in (out / "findings", out / "test" / "findings"):
+        recorded = {
+            json.loads(p.read_text())["provenance"]["settings"]["classifier_flips"] for p in results.glob("*.json")
+        }
+        assert recorded == {2}
 
 
 @pytest.mark.parametrize(

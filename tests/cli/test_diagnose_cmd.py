@@ -195,12 +195,13 @@ def test_evaluate_prints_the_confusion_table(models, luna_root, tmp_path):
         (["--cls-model", "{cls}", "--runs-dir", "{empty}"], "no segmentation checkpoint found under"),
         (["--seg-model", "{seg}", "--cls-model", "{tmp}/missing.ckpt"], "--cls-model {tmp}/missing.ckpt: no such file"),
         (["--seg-model", "{seg}", "--cls-model", "{cls}", "--shard", "3/2"], "--shard '3/2'"),
+        (["--seg-model", "{seg}", "--cls-model", "{cls}", "--tta", "3"], "--tta 3 is not one of 1, 2, 4, 8"),
         (
             ["--seg-model", "{seg}", "--cls-model", "{cls}", "--merge", "{tmp}"],
             "ct diagnose --merge is now its own command: ct merge {tmp} (same --csv, --out, --allow-mixed, --evaluate)",
         ),
     ],
-    ids=["classifier-as-seg-model", "no-default-checkpoint", "missing-file", "bad-shard", "merge-moved"],
+    ids=["classifier-as-seg-model", "no-default-checkpoint", "missing-file", "bad-shard", "bad-tta", "merge-moved"],
 )
 def test_bad_input_exits_2_with_one_line(args, message, models, dicom_dir, tmp_path):
     paths = {"seg": models[1], "cls": models[3], "tmp": tmp_path, "empty": tmp_path / "runs"}
@@ -239,3 +240,20 @@ def test_max_candidates_classifies_the_best_k_and_refuses_a_negative_budget(mode
     assert record["provenance"]["settings"]["max_candidates"] == 1
     refused = _run(dicom_dir, *models, "--max-candidates", "-1")
     assert refused.exit_code == 2 and "--max-candidates" in refused.output
+
+
+def test_tta_is_recorded_and_a_result_made_without_it_is_diagnosed_again(models, dicom_dir, tmp_path):
+    out = tmp_path / "out"
+    first = _run(dicom_dir, *models, "--out", out)
+    assert first.exit_code == 0, first.output
+    (path,) = out.glob("*.json")
+    assert json.loads(path.read_text())["provenance"]["settings"]["classifier_flips"] == 1
+    assert _run(dicom_dir, *models, "--out", out, "--tta", "1").stderr.count("skipped ") == 1
+    again = _run(dicom_dir, *models, "--out", out, "--tta", "4")
+    assert again.exit_code == 0, again.output
+    (redid,) = [line for line in again.stderr.splitlines() if line.startswith("redid ")]
+    assert redid.endswith(f": {path} was made with another classifier_flips; diagnosing it again")
+    record = json.loads(path.read_text())
+    assert record["provenance"]["settings"]["classifier_flips"] == 4
+    # the hand-set classifier gives 0.8 for every crop, so for every mirror of it too
+    assert [c["nodule_prob"] for c in record["candidates"]] == pytest.approx([0.8, 0.8], abs=1e-5)

@@ -56,6 +56,7 @@ MEANINGS: dict[str, Meaning] = {
     # Everything else, each with its one meaning.
     "--all": Meaning("every series under the data roots"),
     "--max-candidates": Meaning("how many candidates per scan are classified"),
+    "--tta": Meaning("mirrored copies of each crop the classifiers average over", says="mirrored"),
     "--dicomweb": Meaning("a DICOMweb server to read series from", shared=dicomweb_options.DicomwebOption),
     "--ca-bundle": Meaning(
         "certificate authorities for an https DICOMweb server", shared=dicomweb_options.CaBundleOption

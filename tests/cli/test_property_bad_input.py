@@ -426,6 +426,7 @@ DIAGNOSE_ACCEPTED = {
     "--lung-margin": ["0", "15", "100"],
     "--batch-size": ["1", "7"],
     "--cls-batch-size": ["1", "64"],
+    "--tta": ["1", "2", "8"],
     "--concurrent-batches": ["1", "2"],
     "--threads": ["1", "2"],
     "--device": ["cpu", "auto"],
@@ -434,7 +435,7 @@ DIAGNOSE_ACCEPTED = {
 }
 DIAGNOSE_ODD = {
     **{option: _ODD_NUMBERS for option in ("--threshold", "--seg-threshold", "--merge-fraction", "--lung-margin")},
-    **{option: _ODD_NUMBERS for option in ("--batch-size", "--cls-batch-size", "--concurrent-batches")},
+    **{option: _ODD_NUMBERS for option in ("--batch-size", "--cls-batch-size", "--concurrent-batches", "--tta")},
     # Threads stay few: thousands would start thousands of threads in the test process (the
     # runtime item of #26 caps them; a subprocess test covers it there).
     "--threads": ["0", "-1", "x", "1.5"],

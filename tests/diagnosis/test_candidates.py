@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ct_pipeline.diagnosis.candidates import _label, group_candidates, merge_duplicates
+from ct_pipeline.diagnosis.candidates import _label, group_candidates, merge_duplicates, merge_groups
 from ct_pipeline.geometry import Geometry
 
 GEOMETRY = Geometry((10.0, -20.0, -300.0), (0.5, 0.5, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -117,6 +117,14 @@ def test_merge_is_greedy_without_chaining_and_off_at_fraction_zero():
     assert kept.tolist() == [0, 2, 1] and sizes.tolist() == [1, 1, 1]
     kept, sizes = merge_duplicates(np.zeros((0, 3)), np.zeros(0), np.zeros(0), fraction=0.75)
     assert kept.size == 0 and sizes.size == 0
+
+
+def test_merge_groups_name_the_kept_candidate_that_stands_for_each():
+    centres = np.array([[0, 0, 0], [7, 0, 0], [14, 0, 0.0], [40, 0, 0]])
+    probability = np.array([0.9, 0.5, 0.8, 0.1])
+    owner = merge_groups(centres, np.full(4, 10.0), probability, fraction=0.75)
+    assert owner.tolist() == [0, 0, 2, 3]  # 1 is 7 mm from 0 (kept first) and from 2
+    assert merge_groups(centres, np.full(4, 10.0), probability, fraction=0.0).tolist() == [0, 1, 2, 3]
 
 
 def _ball(shape, centre_irc, radius_mm, spacing_irc):
