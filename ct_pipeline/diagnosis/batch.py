@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,7 @@ def run_batch(
     log_file: LogFile = NO_LOG_FILE,
     stop: StopRequests | None = None,
     progress: Callable[[SeriesProgress], None] | None = None,
+    prefetch: bool = True,
 ) -> Iterator[BatchOutcome]:
     """Diagnose ``items`` one by one, yielding each outcome as soon as it is known.
 
@@ -204,6 +206,9 @@ def run_batch(
         progress: told of each series' stages as they start and of the networks' batches;
             stages "load", the pipeline's (see :mod:`~ct_pipeline.diagnosis.pipeline`) and
             "report" (the ``after`` step).
+        prefetch: read the next series in a background thread while the networks run on this
+            one (two volumes in memory instead of one). Only a series that will be diagnosed is
+            read ahead: one whose result file is not in ``out_dir`` yet.
 
     A failure of one series is yielded as status "failed" with a one-line message; the batch
     goes on. KeyboardInterrupt stops it. A series whose result file in ``out_dir`` was made
@@ -211,16 +216,48 @@ def run_batch(
     in ``message``); only true repeats are "skipped".
     """
     record = run_provenance(models.paths, models.precision, config, models.seg.device.type)
-    for position, item in enumerate(items, start=1):
-        if stop is not None:
-            stop.check()
-        stage_progress = no_progress
-        if progress is not None:
-            stage_progress = functools.partial(_series_progress, progress, item.label, position, len(items))
-        outcome = _diagnose_item(item, models, config, out_dir, key_options, after, record, stage_progress)
-        level = logging.ERROR if outcome.status == "failed" else logging.INFO
-        log_file.line(outcome_line(outcome, config.nodule_threshold), level)
-        yield outcome
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-read-ahead") if prefetch else None
+    ahead: dict[int, Future] = {}  # item index -> its volume, being read
+
+    def read_ahead(index: int) -> None:
+        if reader is not None and index < len(items) and _will_be_diagnosed(items[index], out_dir):
+            ahead[index] = reader.submit(items[index].load)
+
+    try:
+        for index, item in enumerate(items):
+            if stop is not None:
+                stop.check()
+            stage_progress = no_progress
+            if progress is not None:
+                stage_progress = functools.partial(_series_progress, progress, item.label, index + 1, len(items))
+            read = ahead.pop(index).result if index in ahead else item.load
+            outcome = _diagnose_item(
+                item,
+                models,
+                config,
+                out_dir,
+                key_options,
+                after,
+                record,
+                stage_progress,
+                read=read,
+                on_read=functools.partial(read_ahead, index + 1),
+            )
+            level = logging.ERROR if outcome.status == "failed" else logging.INFO
+            log_file.line(outcome_line(outcome, config.nodule_threshold), level)
+            yield outcome
+    finally:
+        if reader is not None:
+            reader.shutdown(wait=False, cancel_futures=True)
+
+
+def _will_be_diagnosed(item: BatchItem, out_dir: Path | None) -> bool:
+    """Whether ``item`` is sure to be read: no result file can make it a "skipped" one."""
+    from ct_pipeline.diagnosis.result_files import result_file_name
+
+    if out_dir is None:
+        return True
+    return item.key is not None and not (Path(out_dir) / result_file_name(item.key)).is_file()
 
 
 def outcome_line(outcome: BatchOutcome, threshold: float) -> str:
@@ -253,9 +290,12 @@ def _diagnose_item(
     after: Callable[[CtVolume, DiagnosisResult], DiagnosisResult] | None,
     record: dict,
     progress: StageProgress = no_progress,
+    read: Callable[[], CtVolume] | None = None,
+    on_read: Callable[[], None] = lambda: None,
 ) -> BatchOutcome:
     """Diagnose one item, or find its result file made the same way (``record``: the batch's
-    provenance); a failure becomes a "failed" outcome."""
+    provenance); a failure becomes a "failed" outcome. ``read`` gives the volume (default
+    ``item.load``; a volume read ahead), ``on_read`` is called once it is in memory."""
     from ct_pipeline.diagnosis.result_files import read_result_file, result_file_name, write_result_file
 
     try:
@@ -276,8 +316,9 @@ def _diagnose_item(
                     redo_reason = f"{done_file} was made with another {', '.join(changed)}; diagnosing it again"
         progress("load", 0, 0)
         started = time.perf_counter()
-        volume = item.load()
+        volume = (read or item.load)()
         load_s = time.perf_counter() - started
+        on_read()
         result = diagnose(volume, models, config, progress).with_timings({"load": load_s}, first=True)
         result = result.with_provenance(with_source(record, volume.source_files))
         if after is not None:
@@ -285,7 +326,7 @@ def _diagnose_item(
             result = after(volume, result)
         if out_dir is not None:
             write_result_file(Path(out_dir), key, result)
-        del volume  # before the next series is read: one volume in memory at a time
+        del volume  # the next series may already be in memory (read ahead); not three
         return BatchOutcome(item, "done", result, redo_reason if out_dir is not None else "")
     except CtError as err:
         return BatchOutcome(item, "failed", message=str(err), refusal=err)
