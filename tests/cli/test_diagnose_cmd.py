@@ -256,4 +256,4 @@ def test_tta_is_recorded_and_a_result_made_without_it_is_diagnosed_again(models,
     record = json.loads(path.read_text())
     assert record["provenance"]["settings"]["classifier_flips"] == 4
     # the hand-set classifier gives 0.8 for every crop, so for every mirror of it too
-    assert [c["nodule_prob"] for c in record["candidates"]] == pytest.approx([0.8, 0.8], abs=1e-5)
+    assert [c["nodule_prob"] for c in record["candidates"]] == pytest.approx([0.8, 0.8], abs=4e-3)  # bf16: 8 bits
