@@ -121,6 +121,15 @@ def _numbers(header: dict[str, str], key: str, count: int, path: Path, default: 
     return values
 
 
+def mhd_spacing_xyz(path: Path) -> tuple[float, float, float]:
+    """The header's ElementSpacing (x, y, z) in mm, without reading the data file."""
+    header = read_mhd_header(path)
+    spacing_xyz = _numbers(header, "ElementSpacing", 3, path, default=header.get("ElementSize", "1 1 1"))
+    if min(spacing_xyz) <= 0:
+        raise BadDataError(f"{path}: ElementSpacing {spacing_xyz} must be positive")
+    return tuple(spacing_xyz)  # type: ignore[return-value]
+
+
 def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
     """Read an .mhd/.raw pair into a :class:`CtVolume` (HU as stored, usually int16).
 
