@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ct_pipeline.crops import check_crop_spacing
 from ct_pipeline.datasets.augmentation_config import AugmentationConfig
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.precision import PRECISIONS
@@ -87,16 +88,59 @@ class ClassificationTraining:
             book's shape; learns from far fewer samples). A "mal" fine-tune takes its source's shape.
         extra_candidates: more candidate files (``candidates.csv`` format) whose non-nodule rows
             are negatives too, e.g. ``ct hard-negatives``' output (``--extra-candidates``).
+        crop_spacing_mm: the crops' voxel spacing (index, row, col) in mm, resampled from each
+            series' grid (``--crop-spacing``); None: native voxels (the book's); "auto": the
+            median slice spacing and median pixel spacing of the training series, as nnU-Net
+            picks its spacing. The checkpoint's model config records the spacing used. A "mal"
+            fine-tune takes its source's spacing.
     """
 
     balance_ratio: float = 1.0
     block_batchnorm: bool = False
     centre_head: bool = False
     extra_candidates: tuple[Path, ...] = ()
+    crop_spacing_mm: tuple[float, float, float] | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_candidates", tuple(Path(p) for p in self.extra_candidates))
+        object.__setattr__(self, "crop_spacing_mm", parse_crop_spacing(self.crop_spacing_mm))
         _check_range("balance_ratio", self.balance_ratio, 0.0, 1000.0)
+
+
+CROP_SPACING_WORDS = ("native", "auto")
+
+
+def parse_crop_spacing(value: Any) -> tuple[float, float, float] | str | None:
+    """``--crop-spacing`` as the config holds it: None (native), "auto", or 3 floats (z, y, x) in mm.
+
+    Takes "native", "auto", "Z,Y,X" or a sequence of 3 numbers.
+
+    Raises:
+        BadInputError: anything else, in one line.
+    """
+    if value is None or value == "native":
+        return None
+    if value == "auto":
+        return value
+    try:
+        return check_crop_spacing(value.split(",") if isinstance(value, str) else value)
+    except BadInputError as err:
+        raise BadInputError(
+            f"--crop-spacing {crop_spacing_text(value)}: expected native, auto or 3 spacings Z,Y,X from 0.1 to "
+            "20 mm, e.g. 1.5,0.7,0.7"
+        ) from err
+
+
+def crop_spacing_text(value: Any) -> str:
+    """``--crop-spacing``'s text for a config value (the inverse of :func:`parse_crop_spacing`)."""
+    if value is None:
+        return "native"
+    if isinstance(value, str):
+        return value
+    try:
+        return ",".join(f"{float(v):g}" if float(f"{float(v):g}") == float(v) else repr(float(v)) for v in value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 @dataclass(frozen=True)
