@@ -38,7 +38,7 @@ from ct_pipeline.diagnosis.candidates import (
     group_candidates,
     merge_duplicates,
 )
-from ct_pipeline.diagnosis.classify import classify_crops
+from ct_pipeline.diagnosis.classify import CropSpacing, classify_crops
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.lungs import find_lung_region
 from ct_pipeline.diagnosis.networks import DiagnosisModels
@@ -214,6 +214,9 @@ def _diagnose(
         # Index order, not rank order: the classifier's batches and the merge's ties stay as without a budget.
         candidates = candidates.take(np.sort(budget_order(candidates)[: config.max_candidates]))
     crop_centers = candidates.crop_center_irc
+    spacing = CropSpacing(tuple(float(v) for v in volume.spacing_xyz[::-1]), models.crop_spacing_mm)  # type: ignore[arg-type]
+    # Native crops centre on the rounded voxel (the book's); resampled ones on the candidate itself.
+    classified_centers = crop_centers if spacing.crop_mm is None else candidates.center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.
     with (
@@ -222,13 +225,14 @@ def _diagnose(
     ):
         nodule_prob = classify_crops(
             hu,
-            crop_centers,
+            classified_centers,
             models.cls,
             models.crop_shape_irc,
             hu_range=config.hu_range,
             batch_size=config.cls_batch_size,
             workers=models.workers,
             on_batch=lambda done, total: progress("classification", done, total),
+            spacing=spacing,
         )
     score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
     with _timed(timings, "merge", progress):
@@ -241,13 +245,14 @@ def _diagnose(
             nodules = np.array([i for i in kept if nodule_prob[i] >= config.nodule_threshold], dtype=np.int64)
             values = classify_crops(
                 hu,
-                crop_centers[nodules] if len(nodules) else np.zeros((0, 3)),
+                classified_centers[nodules] if len(nodules) else np.zeros((0, 3)),
                 models.mal,
                 models.crop_shape_irc,
                 hu_range=config.hu_range,
                 batch_size=config.cls_batch_size,
                 workers=models.workers,
                 on_batch=lambda done, total: progress("malignancy", done, total),
+                spacing=spacing,
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
     spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])
