@@ -63,6 +63,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--test-root", type=Path, help="independent LUNA16-layout folder to diagnose and evaluate afterwards"
     )
+    parser.add_argument(
+        "--crop-spacing", help="the nodule classifier's crop spacing: auto, Z,Y,X in mm, or native (the default)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
     return parser.parse_args(argv)
 
@@ -84,8 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     if args.hard_negatives:
         recipe = dataclasses.replace(recipe, hard_negatives=True)
+    if args.crop_spacing is not None:
+        recipe = dataclasses.replace(recipe, crop_spacing=args.crop_spacing)
     started = time.perf_counter()
-    steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
+    try:
+        steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed)
+    except CtError as err:  # a bad --crop-spacing, named by the config
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.test_root is not None:
         steps += held_out_steps(layout, args.test_root)
     # One run per --out: a second one would train into the same run folders (kill -9 frees it).
@@ -106,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "recipe": args.recipe,
             "hard_negatives": recipe.hard_negatives,
+            "crop_spacing": args.crop_spacing or "native",
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",

@@ -48,6 +48,9 @@ class Recipe:
     cls: TrainConfig
     mal: TrainConfig
     hard_negatives: bool = False
+    # The nodule classifier's `--crop-spacing` ("auto", "Z,Y,X" or None: the recipe's own, native);
+    # the malignancy fine-tune inherits it. Off until measured (#30).
+    crop_spacing: str | None = None
 
 
 # Hard negatives are off: on the demo's data and models they lowered the CPM from 0.646 to 0.583
@@ -187,6 +190,8 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
         )
 
     cls = placed("cls", recipe.cls)
+    if recipe.crop_spacing is not None:
+        cls = cls.replace(classification=dataclasses.replace(cls.classification, crop_spacing_mm=recipe.crop_spacing))
     if recipe.hard_negatives:
         mined = dataclasses.replace(cls.classification, extra_candidates=(layout.hard_negatives,))
         cls = cls.replace(classification=mined)
