@@ -202,3 +202,32 @@ def test_bad_configs_are_refused():
         ClassificationDatasetConfig(negatives_per_positive=-1)
     with pytest.raises(BadInputError, match="rank"):
         ClassificationDatasetConfig(rank=2, world_size=2)
+
+
+def test_mm_crops_are_resampled_from_the_cache_as_diagnosis_resamples_the_volume(tiny):
+    """Training's crops at a spacing in mm (from a native region sized per series) equal the crops
+    diagnosis cuts from the whole volume with the same function, faces included."""
+    from ct_pipeline.crops import resampled_crop
+    from ct_pipeline.datasets.classification import median_spacing_irc_mm
+
+    _, catalog, cache = tiny
+    spacing = (1.5, 1.1, 0.6)  # the series are 2.0 x 0.8 x 0.8 mm
+    dataset = ClassificationDataset(
+        catalog, cache, _config(negatives_per_positive=0.0, epoch_size=0, crop_spacing_mm=spacing)
+    )
+    native = ClassificationDataset(catalog, cache, _config(negatives_per_positive=0.0, epoch_size=0))
+    assert dataset.regions.key(SERIES[0]) != native.regions.key(SERIES[0])
+    assert "-mm1.5x1.1x0.6" in dataset.regions.key(SERIES[0]) and "-mm" not in native.regions.key(SERIES[0])
+    for index in range(len(dataset)):
+        crop, _, row = dataset[index]
+        n = SERIES.index(catalog.candidates.loc[row, "series_uid"])
+        xyz = catalog.candidates.loc[row, ["center_x_mm", "center_y_mm", "center_z_mm"]].to_numpy(dtype=float)
+        center_irc = geometry(n).xyz_to_irc(xyz[None])[0]
+        expected = resampled_crop(coded_volume(n), center_irc, (32, 48, 48), (2.0, 0.8, 0.8), spacing)
+        np.testing.assert_array_equal(crop[0].numpy(), np.clip(expected, -1000, 1000), err_msg=f"row {row}")
+    assert median_spacing_irc_mm(catalog, SERIES) == (2.0, 0.8, 0.8)
+
+
+def test_a_bad_crop_spacing_is_refused():
+    with pytest.raises(BadInputError, match="crop spacing"):
+        ClassificationDatasetConfig(crop_spacing_mm=(1.0, 0.0, 1.0))
