@@ -157,8 +157,8 @@ def load_diagnosis_models(
     spacing = _crop_spacing(classifier_config)
     if "mal" in configs and _crop_spacing(configs["mal"]) != spacing:
         raise BadCheckpointError(
-            f"{mal_path} takes crops at {_crop_spacing(configs['mal']) or 'native'} mm spacing but {cls_path} "
-            f"at {spacing or 'native'}; use a malignancy model fine-tuned from this nodule classifier."
+            f"{mal_path} takes crops at {_spacing_words(_crop_spacing(configs['mal']))} but {cls_path} at "
+            f"{_spacing_words(spacing)}; use a malignancy model fine-tuned from this nodule classifier."
         )
     in_channels = int(seg_config.get("in_channels", 7))
     if in_channels % 2 != 1:
@@ -178,6 +178,10 @@ def load_diagnosis_models(
         release_memory=options.release_memory and device.type == "cpu",
         crop_spacing_mm=spacing,
     )
+
+
+def _spacing_words(spacing: tuple[float, float, float] | None) -> str:
+    return "native voxels" if spacing is None else " x ".join(f"{v:g}" for v in spacing) + " mm (z, y, x)"
 
 
 def _crop_spacing(model_config: dict) -> tuple[float, float, float] | None:
