@@ -189,7 +189,9 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
         segmentation=SegmentationTraining(seg_threshold=0.25, background_share=0.5)
         if task == "seg"
         else SegmentationTraining(),
-        classification=ClassificationTraining(centre_head=True, extra_candidates=(tmp_path / "a.csv",) * 2)
+        classification=ClassificationTraining(
+            centre_head=True, extra_candidates=(tmp_path / "a.csv",) * 2, crop_spacing_mm=(1.5, 0.7, 0.703125)
+        )
         if task == "cls"
         else ClassificationTraining(),
         malignancy=MalignancyTraining(finetune=tmp_path / "n.ckpt", finetune_depth=3)
@@ -203,3 +205,19 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
     result = run_ct(*argv)
     assert result.exit_code == 0, result.output
     assert built == [config]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("auto", "auto"), ("1.5,0.7,0.7", (1.5, 0.7, 0.7)), ("native", None), (" 2, 1 ,1", (2.0, 1.0, 1.0))],
+)
+def test_the_crop_spacing_option_reaches_the_config(text, expected, tmp_path, monkeypatch):
+    import cli.train_cmd
+    from ct_pipeline.training.command import train_argv
+
+    built = []
+    monkeypatch.setattr(cli.train_cmd, "_run", built.append)
+    result = run_ct("train-cls", "--data-root", tmp_path, "--crop-spacing", text)
+    assert result.exit_code == 0, result.output
+    assert built[0].classification.crop_spacing_mm == expected
+    assert ("--crop-spacing" in train_argv(built[0])) == (expected is not None)
