@@ -5,6 +5,12 @@ voxel lands on voxel ``crop_shape // 2`` of the crop, the book's centring) and i
 beyond the volume's faces; it is never shifted inward. The book shifted crops inward at the faces,
 so the same model saw an edge candidate off centre at diagnosis and at the centre nowhere else;
 keeping the candidate at the centre is what the classifier's centre head assumes.
+
+A classifier trained at a spacing in mm (its model config's ``crop_spacing_mm``) sees crops
+resampled to it (:func:`resampled_crop`): ``crop_shape`` voxels of that many mm, the candidate's
+exact (fractional) voxel on voxel ``crop_shape // 2``, so a nodule has one size in voxels whatever
+the scanner's slices. Training (from cached native regions) and diagnosis (from the whole
+volume) both cut through that one function.
 """
 
 from __future__ import annotations

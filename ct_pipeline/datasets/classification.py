@@ -9,7 +9,10 @@ of it. Validation is every candidate of the validation series once, in table ord
 Crops are HU clipped to ``hu_range``, not normalised (the model's input BatchNorm does that, as
 in the book) and not augmented (:func:`~ct_pipeline.datasets.augmentation.augment_batch` runs on
 the batch on the training device). Crops reaching past the volume's faces are padded with air
-(-1000 HU), never shifted, so the candidate stays at the centre.
+(-1000 HU), never shifted, so the candidate stays at the centre. With ``crop_spacing_mm`` the crops
+are resampled on read from the cached native region (sized per series for that many mm) by
+:func:`~ct_pipeline.crops.resampled_crop`, the function diagnosis cuts with: about 1 ms a crop
+against 0.03 ms for a native slice, and no second copy of the data on disk.
 """
 
 from __future__ import annotations

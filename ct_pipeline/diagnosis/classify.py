@@ -1,8 +1,9 @@
 """Step 5: classifier crops around candidates and batched classification.
 
 Crops follow :mod:`ct_pipeline.crops`, the convention training uses: centred on the candidate's
-rounded voxel, air beyond the scan's faces (the book shifted them inward there). Candidates with
-the same voxel centre are classified once.
+rounded voxel, air beyond the scan's faces (the book shifted them inward there); or, for a
+classifier trained at a spacing in mm, resampled to it around the candidate's exact voxel.
+Candidates with the same crop centre are classified once.
 """
 
 from __future__ import annotations
