@@ -232,6 +232,7 @@ def train_cls(
             "classifier then sees millimetres, not voxels. auto: the training series' median slice and pixel "
             "spacing. native: each series' own voxels (the book's). A --finetune keeps its source's.",
             RUN,
+            metavar="<Z,Y,X|auto|native>",
         ),
     ] = crop_spacing_text(ClassificationTraining.crop_spacing_mm),
     epochs: EpochsOption = TrainConfig.epochs,
