@@ -11,8 +11,8 @@ in the book) and not augmented (:func:`~ct_pipeline.datasets.augmentation.augmen
 the batch on the training device). Crops reaching past the volume's faces are padded with air
 (-1000 HU), never shifted, so the candidate stays at the centre. With ``crop_spacing_mm`` the crops
 are resampled on read from the cached native region (sized per series for that many mm) by
-:func:`~ct_pipeline.crops.resampled_crop`, the function diagnosis cuts with: about 1 ms a crop
-against 0.03 ms for a native slice, and no second copy of the data on disk.
+:func:`~ct_pipeline.crops.resampled_crop`, the function diagnosis cuts with: about 0.5 ms a crop
+against 0.1 ms for a native one (batched fetch, 256x256 series), and no second copy on disk.
 """
 
 from __future__ import annotations

@@ -255,3 +255,25 @@ def test_crop_spacing_auto_is_recorded_as_the_median_and_a_finetune_keeps_it(dat
     )
     with pytest.raises(BadInputError, match=r"^--crop-spacing 1,1,1: --finetune .* was trained on crops at 1\.5,1,1"):
         train(other, log_out=io.StringIO())
+
+
+def test_a_resume_that_would_resolve_auto_to_another_spacing_is_refused(data_root, tmp_path, monkeypatch):
+    import ct_pipeline.training.tasks as tasks
+    from ct_pipeline.training import ClassificationTraining
+
+    config = TrainConfig.for_task(
+        "cls",
+        data_roots=(data_root,),
+        out_dir=tmp_path / "cls",
+        epochs=1,
+        classification=ClassificationTraining(crop_spacing_mm="auto"),
+        **TINY,
+    )
+    train(config, log_out=io.StringIO())
+    # --data-root may change on resume: other series, another median
+    monkeypatch.setattr(tasks, "median_spacing_irc_mm", lambda catalog, uids: (2.0, 1.0, 1.0))
+    with pytest.raises(
+        BadInputError,
+        match=r"^--resume: .*last\.ckpt holds a model with crop_spacing_mm \[1\.5, 1\.0, 1\.0\], but this",
+    ):
+        train(config.replace(epochs=2, resume=True), log_out=io.StringIO())
