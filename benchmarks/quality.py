@@ -97,6 +97,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         choices=CLASSIFIER_FLIPS,
         help="test-time flips of the diagnose steps (ct diagnose --tta; 1: off)",
     )
+    parser.add_argument(
+        "--crop-spacing", help="the nodule classifier's crop spacing: auto, Z,Y,X in mm, or native (the default)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="scan resamples for the CPM's 95%% interval")
     return parser.parse_args(argv)
 
@@ -130,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if parts:
         recipe = dataclasses.replace(recipe, intensity_aug=parts)
+    if args.crop_spacing is not None:
+        recipe = dataclasses.replace(recipe, crop_spacing=args.crop_spacing)
     started = time.perf_counter()
-    steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed, tta=args.tta)
+    try:
+        steps = recipe_steps(layout, recipe, args.val_stride, seed=args.seed, tta=args.tta)
+    except CtError as err:  # a bad --crop-spacing, named by the config
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.test_root is not None:
         steps += held_out_steps(layout, args.test_root, tta=args.tta)
     # One run per --out: a second one would train into the same run folders (kill -9 frees it).
@@ -155,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "own_share": recipe.own_share,
             "intensity_aug": list(recipe.intensity_aug),
             "tta": args.tta,
+            "crop_spacing": args.crop_spacing or "native",
             **recipe_summary(layout, bootstrap_samples=args.bootstrap),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",

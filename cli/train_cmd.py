@@ -25,6 +25,7 @@ from ct_pipeline.training.config import (
     SegmentationTraining,
     TaskDefaults,
     TrainConfig,
+    crop_spacing_text,
 )
 
 RUN, OPTIMIZER, AUGMENT = "Run", "Optimizer", "Augmentation"
@@ -237,6 +238,17 @@ def train_cls(
             RUN,
         ),
     ] = ClassificationTraining.centre_head,
+    crop_spacing: Annotated[
+        str,
+        _option(
+            "--crop-spacing",
+            "The crops' voxel spacing in mm, Z,Y,X (e.g. 1.5,0.7,0.7), resampled from each series: the "
+            "classifier then sees millimetres, not voxels. auto: the training series' median slice and pixel "
+            "spacing. native: each series' own voxels (the book's). A --finetune keeps its source's.",
+            RUN,
+            metavar="<Z,Y,X|auto|native>",
+        ),
+    ] = crop_spacing_text(ClassificationTraining.crop_spacing_mm),
     epochs: EpochsOption = TrainConfig.epochs,
     epoch_size: Annotated[
         int | None,
@@ -374,6 +386,7 @@ def train_cls(
                 own_candidates=tuple(own_candidates or ()),
                 own_share=own_share,
                 own_positive_share=own_positive_share,
+                crop_spacing_mm=crop_spacing,
             ),
             malignancy=MalignancyTraining(finetune=finetune, finetune_depth=finetune_depth),
         )

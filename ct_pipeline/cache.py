@@ -38,7 +38,7 @@ import diskcache
 import numpy as np
 
 from ct_pipeline.atomic import write_failure
-from ct_pipeline.crops import crop_start_irc, cut_crop
+from ct_pipeline.crops import crop_start_irc, cut_crop, native_extent_irc
 from ct_pipeline.geometry import Geometry
 from ct_pipeline.paths import DEFAULT_SIZE_LIMIT_GB, network_filesystem_warning
 from ct_pipeline.volume import HU_AIR
@@ -57,15 +57,26 @@ class RegionSpec:
 
     Attributes:
         crop_irc: classification crop size (index, row, col) in voxels; the book's 32x48x48.
+        crop_spacing_mm: the crop's voxel spacing (index, row, col) in mm, or None (native).
+            The region stays native (crops are resampled on read, :func:`resampled_crop`); it is
+            made large enough for a crop of that many millimetres, which is a different number
+            of voxels in each series.
         nodule_margin_irc: extra voxels kept around annotated nodules on each side, so the
             segmentation dataset can cut its 96x96 training regions from the same entry.
     """
 
     crop_irc: tuple[int, int, int] = (32, 48, 48)
     nodule_margin_irc: tuple[int, int, int] = (0, 24, 24)
+    crop_spacing_mm: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop_spacing_mm is not None:
+            object.__setattr__(self, "crop_spacing_mm", tuple(float(v) for v in self.crop_spacing_mm))
 
     def key(self) -> str:
-        return "crop{}x{}x{}-nm{}x{}x{}".format(*self.crop_irc, *self.nodule_margin_irc)
+        key = "crop{}x{}x{}-nm{}x{}x{}".format(*self.crop_irc, *self.nodule_margin_irc)
+        # Native keys stay as they were, so existing caches keep serving native runs.
+        return key if self.crop_spacing_mm is None else key + "-mm{:g}x{:g}x{:g}".format(*self.crop_spacing_mm)
 
 
 def stat_fingerprint(paths: list[str]) -> str:
@@ -118,16 +129,24 @@ class CachedRegion:
 
 
 def region_box(
-    volume_shape_irc: tuple[int, int, int], centers_irc: np.ndarray, is_nodule: np.ndarray, spec: RegionSpec
+    volume_shape_irc: tuple[int, int, int],
+    centers_irc: np.ndarray,
+    is_nodule: np.ndarray,
+    spec: RegionSpec,
+    native_spacing_irc_mm: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(start, stop) voxel box covering every candidate's crop, clipped to the volume."""
+    """(start, stop) voxel box covering every candidate's crop, clipped to the volume.
+
+    ``centers_irc`` are rounded voxel centres; ``native_spacing_irc_mm`` (the volume's) only
+    matters for a spec with ``crop_spacing_mm``.
+    """
     shape = np.asarray(volume_shape_irc, dtype=np.int64)
     if len(centers_irc) == 0:
         return np.zeros(3, np.int64), np.zeros(3, np.int64)
-    half = np.asarray(spec.crop_irc, dtype=np.int64) // 2
+    before, after = native_extent_irc(spec.crop_irc, spec.crop_spacing_mm, native_spacing_irc_mm)
     margin = np.where(np.asarray(is_nodule, bool)[:, None], np.asarray(spec.nodule_margin_irc), 0)
-    lo = np.asarray(centers_irc, dtype=np.int64) - half - margin
-    hi = np.asarray(centers_irc, dtype=np.int64) - half + np.asarray(spec.crop_irc) + margin
+    lo = np.asarray(centers_irc, dtype=np.int64) - before - margin
+    hi = np.asarray(centers_irc, dtype=np.int64) + after + margin
     start = np.clip(lo.min(axis=0), 0, shape)
     stop = np.clip(hi.max(axis=0), 0, shape)
     return start, np.maximum(stop, start)

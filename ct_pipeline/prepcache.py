@@ -103,7 +103,13 @@ def _fill(cache: CropCache, key: str, entry: SeriesEntry, candidates: pd.DataFra
             n_outside,
             len(candidates),
         )
-    start, stop = region_box(volume.shape_irc, centers_irc[inside], candidates["is_nodule"].to_numpy()[inside], spec)
+    start, stop = region_box(
+        volume.shape_irc,
+        centers_irc[inside],
+        candidates["is_nodule"].to_numpy()[inside],
+        spec,
+        volume.geometry.spacing_xyz[::-1],
+    )
     hu = volume.hu[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
     cache.put(key, CachedRegion(hu, tuple(int(v) for v in start), volume.shape_irc, volume.geometry, entry.series_uid))
     return FillResult(entry.series_uid, True, len(candidates), n_outside, int(hu.nbytes))

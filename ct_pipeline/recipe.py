@@ -57,6 +57,9 @@ class Recipe:
     hard_negatives: bool = False
     own_share: float = 0.0
     intensity_aug: tuple[str, ...] = ()
+    # The nodule classifier's `--crop-spacing` ("auto", "Z,Y,X" or None: the recipe's own, native);
+    # the malignancy fine-tune inherits it. Off until measured (#30).
+    crop_spacing: str | None = None
 
 
 # Own candidates (own_share) are off until 0/25/50 % are measured (#30, item 4).
@@ -204,6 +207,8 @@ def recipe_configs(layout: RecipeLayout, recipe: Recipe, val_stride: int, seed: 
         )
 
     cls = placed("cls", recipe.cls)
+    if recipe.crop_spacing is not None:
+        cls = cls.replace(classification=dataclasses.replace(cls.classification, crop_spacing_mm=recipe.crop_spacing))
     if recipe.hard_negatives:
         mined = dataclasses.replace(cls.classification, extra_candidates=(layout.hard_negatives,))
         cls = cls.replace(classification=mined)

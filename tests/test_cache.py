@@ -215,3 +215,21 @@ def test_shards_are_disjoint_and_cover_every_series(tiny):
     picked = [Shard(k, 2).select(catalog.series_uids) for k in range(2)]
     assert sorted(picked[0] + picked[1]) == SERIES
     assert set(picked[0]).isdisjoint(picked[1])
+
+
+def test_a_mm_region_holds_the_native_voxels_its_crops_read_in_each_series():
+    """A 32x48x48 crop at 1.25 x 0.7 x 0.7 mm reads 16 native slices of 2.5 mm, 50 of 0.8 mm: the
+    region is sized per series, native keys are left as they were."""
+    from ct_pipeline.cache import region_box
+
+    spec = RegionSpec(crop_spacing_mm=(1.25, 0.7, 0.7))
+    center = np.array([[150, 200, 200]])
+    # the sampled span (31 steps of 0.5 or 1.5625 slices, 47 of one pixel), one voxel for the
+    # rounded centre, the interpolation's far neighbour and two spare voxels on each side
+    for native, (depth, side) in (((2.5, 0.7, 0.7), (22, 54)), ((0.8, 0.7, 0.7), (55, 54))):
+        start, stop = region_box((300, 400, 400), center, np.array([False]), spec, native)
+        assert (stop - start).tolist() == [depth, side, side], native
+    start, stop = region_box((300, 400, 400), center, np.array([False]), RegionSpec(), (2.5, 0.7, 0.7))
+    assert start.tolist() == [134, 176, 176] and stop.tolist() == [166, 224, 224]
+    assert RegionSpec().key() == "crop32x48x48-nm0x24x24"
+    assert spec.key() == "crop32x48x48-nm0x24x24-mm1.25x0.7x0.7"

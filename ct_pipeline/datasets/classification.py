@@ -14,7 +14,10 @@ above over the ``candidates.csv`` rows alone. Own rows never join those pools, n
 Crops are HU clipped to ``hu_range``, not normalised (the model's input BatchNorm does that, as
 in the book) and not augmented (:func:`~ct_pipeline.datasets.augmentation.augment_batch` runs on
 the batch on the training device). Crops reaching past the volume's faces are padded with air
-(-1000 HU), never shifted, so the candidate stays at the centre.
+(-1000 HU), never shifted, so the candidate stays at the centre. With ``crop_spacing_mm`` the crops
+are resampled on read from the cached native region (sized per series for that many mm) by
+:func:`~ct_pipeline.crops.resampled_crop`, the function diagnosis cuts with: about 0.5 ms a crop
+against 0.1 ms for a native one (batched fetch, 256x256 series), and no second copy on disk.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 
 from ct_pipeline.cache import CropCache, RegionSpec
 from ct_pipeline.catalog import Catalog
-from ct_pipeline.crops import crop_start_irc
+from ct_pipeline.crops import check_crop_spacing, crop_start_irc, resampled_crop
 from ct_pipeline.datasets.regions import (
     SeriesRegions,
     check_rank,
@@ -58,6 +61,8 @@ class ClassificationDatasetConfig:
         mode: "nodule" (label 1 = annotated nodule, 0 = other candidate) or "malignancy"
             (annotated nodules with a known malignancy only; label 1 = malignant).
         crop_irc: crop size in voxels (index, row, col); the book's 32x48x48.
+        crop_spacing_mm: the crops' voxel spacing (index, row, col) in mm, resampled from each
+            series' native grid (:func:`~ct_pipeline.crops.resampled_crop`); None = native voxels.
         negatives_per_positive: training balance (book: 1.0); 0 = unbalanced random draws.
         epoch_size: items per training epoch over all ranks (``--epoch-size``); 0 = one pass
             over the candidates. Ignored for "val".
@@ -72,6 +77,7 @@ class ClassificationDatasetConfig:
     split: str = "train"
     mode: str = "nodule"
     crop_irc: tuple[int, int, int] = (32, 48, 48)
+    crop_spacing_mm: tuple[float, float, float] | None = None
     negatives_per_positive: float = 1.0
     epoch_size: int = 20000
     val_stride: int = 10
@@ -93,6 +99,8 @@ class ClassificationDatasetConfig:
             )
         if self.epoch_size < 0:
             raise BadInputError(f"--epoch-size {self.epoch_size}: expected 0 (one pass) or more items")
+        if self.crop_spacing_mm is not None:
+            object.__setattr__(self, "crop_spacing_mm", check_crop_spacing(self.crop_spacing_mm))
         hu_range_ok(self.hu_range)
         check_rank(self.rank, self.world_size)
         for name in ("own_share", "own_positive_share"):
@@ -103,7 +111,10 @@ class ClassificationDatasetConfig:
     @property
     def region_spec(self) -> RegionSpec:
         """The cache entries this dataset reads (the default is what `ct prepcache` fills)."""
-        return RegionSpec(crop_irc=tuple(int(n) for n in self.crop_irc))  # type: ignore[arg-type]
+        return RegionSpec(
+            crop_irc=tuple(int(n) for n in self.crop_irc),  # type: ignore[arg-type]
+            crop_spacing_mm=self.crop_spacing_mm,
+        )
 
 
 class ClassificationDataset(torch.utils.data.Dataset):
@@ -261,7 +272,18 @@ class ClassificationDataset(torch.utils.data.Dataset):
         """Write candidate ``item``'s clipped HU crop into ``out`` (float32, shape crop_irc)."""
         code = int(self._series_code[item])
         region = self._ready(code)
-        if self._inside[item]:  # the common case, kept to one C-level slice and one pass
+        spacing = self.config.crop_spacing_mm
+        if spacing is not None:
+            crop = resampled_crop(
+                self.regions.array(self._uids[code]),
+                self._centers_irc[item],
+                self.config.crop_irc,
+                region.geometry.spacing_xyz[::-1],
+                spacing,
+                origin_irc=region.origin_irc,
+            )
+            np.clip(crop, *self.config.hu_range, out=out)
+        elif self._inside[item]:  # the common case, kept to one C-level slice and one pass
             i, r, c = self._local_start[item].tolist()
             depth, rows, cols = self.config.crop_irc
             source = self.regions.array(self._uids[code])[i : i + depth, r : r + rows, c : c + cols]
@@ -325,6 +347,25 @@ def _interleaved(
     items[positive] = positives[cycled_permutations(rng, len(positives), int(positive.sum()))]
     items[~positive] = negatives[cycled_permutations(rng, len(negatives), int((~positive).sum()))]
     return items
+
+
+def median_spacing_irc_mm(catalog: Catalog, series_uids: Sequence[str]) -> tuple[float, float, float]:
+    """The median slice spacing and the median pixel spacing of ``series_uids``, (z, y, x) in mm.
+
+    nnU-Net's choice of a data set's working spacing; rows and columns share one median (pixels
+    are square in CT), read from headers only.
+
+    Raises:
+        BadDataError: no series, or a header is unreadable.
+    """
+    from ct_pipeline.loading import entry_spacing_xyz  # loaders only when asked
+
+    if not series_uids:
+        raise BadDataError("no training series to take the median crop spacing from; check the data roots")
+    spacings_xyz = np.array([entry_spacing_xyz(catalog.entries[uid]) for uid in series_uids], dtype=np.float64)
+    # rounded to a micrometre: what the checkpoint and the log show stays readable
+    pixel = round(float(np.median(spacings_xyz[:, :2])), 3)
+    return round(float(np.median(spacings_xyz[:, 2])), 3), pixel, pixel
 
 
 class CropBatch(Sequence):

@@ -1,8 +1,9 @@
 """Step 5: classifier crops around candidates and batched classification.
 
 Crops follow :mod:`ct_pipeline.crops`, the convention training uses: centred on the candidate's
-rounded voxel, air beyond the scan's faces (the book shifted them inward there). Candidates with
-the same voxel centre are classified once.
+rounded voxel, air beyond the scan's faces (the book shifted them inward there); or, for a
+classifier trained at a spacing in mm, resampled to it around the candidate's exact voxel.
+Candidates with the same crop centre are classified once.
 
 Test-time flips (``flips`` > 1) average the probability over mirrored copies of each crop. The
 classifiers were trained with every axis mirrored at random and rotated by any angle in-plane,
@@ -15,11 +16,12 @@ and the scan's coarse one (slices of 1-2.5 mm), whose mirror changes what lies a
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ct_pipeline.crops import crop_start_irc, cut_crop
+from ct_pipeline.crops import resampled_crop
 from ct_pipeline.diagnosis.config import CLASSIFIER_FLIPS
 from ct_pipeline.diagnosis.runtime import ordered_map
 from ct_pipeline.errors import BadInputError
@@ -39,11 +41,34 @@ def with_flips(batch: torch.Tensor, flips: int) -> torch.Tensor:
     return torch.cat([batch.flip(dims) if dims else batch for dims in FLIPS[:flips]])
 
 
+@dataclass(frozen=True)
+class CropSpacing:
+    """The grids of a diagnosis' crops.
+
+    Attributes:
+        native_irc_mm: the volume's voxel spacing (z, y, x) in mm (its geometry's ``spacing_xyz`` reversed).
+        crop_mm: the classifier's crop spacing (z, y, x) in mm; None: native voxels.
+    """
+
+    native_irc_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    crop_mm: tuple[float, float, float] | None = None
+
+
 def extract_crop(
-    hu: np.ndarray, center_irc: np.ndarray, crop_shape_irc: tuple[int, int, int], hu_range: tuple[float, float]
+    hu: np.ndarray,
+    center_irc: np.ndarray,
+    crop_shape_irc: tuple[int, int, int],
+    hu_range: tuple[float, float],
+    spacing: CropSpacing = CropSpacing(),
 ) -> np.ndarray:
-    """float32 crop (crop_shape) around voxel ``center_irc``, clipped to ``hu_range``, air outside the scan."""
-    crop = cut_crop(hu, crop_start_irc(center_irc, crop_shape_irc), crop_shape_irc, hu_range[0]).astype(np.float32)
+    """float32 crop (crop_shape) around ``center_irc``, clipped to ``hu_range``, air outside the scan.
+
+    Native (``spacing.crop_mm`` None): around the rounded voxel, as the book's. Resampled: by
+    :func:`~ct_pipeline.crops.resampled_crop`, the function training cuts its crops with.
+    """
+    crop = resampled_crop(
+        hu, center_irc, crop_shape_irc, spacing.native_irc_mm, spacing.crop_mm, pad_hu=hu_range[0]
+    ).astype(np.float32, copy=False)
     np.clip(crop, hu_range[0], hu_range[1], out=crop)
     return crop
 
@@ -59,12 +84,14 @@ def classify_crops(
     workers: int = 1,
     flips: int = 1,
     on_batch: Callable[[int, int], None] | None = None,
+    spacing: CropSpacing = CropSpacing(),
 ) -> np.ndarray:
     """Positive-class probability (column 1 of the softmax) of the crop around each centre.
 
     Args:
         hu: (index, row, col) HU.
-        center_irc: (N, 3) crop centres, voxel indices (rounded by the caller as the book does).
+        center_irc: (N, 3) crop centres, voxel indices: rounded (the book's) for native crops;
+            resampled crops are centred on them as given.
         run_model: (B, 1, I, R, C) float32 -> (logits, probabilities), each (B, 2).
         crop_shape_irc: the classifier's input size.
         hu_range: input clipping.
@@ -75,6 +102,7 @@ def classify_crops(
             forward pass of ``flips * batch_size`` crops.
         on_batch: called with (crops done, crops to do) before the first batch and after each
             one (candidates sharing a centre are one crop).
+        spacing: the volume's spacing and the crops' (the classifier's model config).
 
     Returns:
         (N,) float64 probabilities.
@@ -82,11 +110,13 @@ def classify_crops(
     n = len(center_irc)
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    centers = np.rint(np.asarray(center_irc, dtype=np.float64).reshape(-1, 3)).astype(np.int64)
+    centers = np.asarray(center_irc, dtype=np.float64).reshape(-1, 3)
+    if spacing.crop_mm is None:
+        centers = np.rint(centers).astype(np.int64)
     unique_centers, back = np.unique(centers, axis=0, return_inverse=True)
 
     def run(chunk: np.ndarray) -> np.ndarray:
-        batch = np.stack([extract_crop(hu, center, crop_shape_irc, hu_range) for center in chunk])[:, None]
+        batch = np.stack([extract_crop(hu, center, crop_shape_irc, hu_range, spacing) for center in chunk])[:, None]
         _, probabilities = run_model(with_flips(torch.from_numpy(batch), flips))
         positive = probabilities[:, 1].double().cpu().numpy()
         return positive.reshape(flips, len(chunk)).mean(axis=0)

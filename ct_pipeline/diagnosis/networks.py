@@ -42,6 +42,8 @@ class DiagnosisModels:
         mal: the malignancy classifier, or None.
         context_slices: slices on each side of the segmented one (from the U-Net's input channels).
         crop_shape_irc: the classifiers' input size.
+        crop_spacing_mm: the spacing (z, y, x) in mm the classifiers' crops are resampled to, from
+            the nodule classifier's model config; None: native voxels (the book's, older checkpoints).
         paths: the checkpoint of each kind, for the record.
         precision: the precision each network runs in, e.g. {"seg": "fp32", "cls": "fp32"}.
         workers: batches run side by side, each single-threaded (1: one at a time).
@@ -57,6 +59,7 @@ class DiagnosisModels:
     precision: dict[str, str]
     workers: int = 1
     release_memory: bool = False
+    crop_spacing_mm: tuple[float, float, float] | None = None
 
 
 def find_newest_checkpoint(runs_dir: Path, kind: str) -> Path | None:
@@ -151,6 +154,12 @@ def load_diagnosis_models(
             f"{mal_path} takes crops of {configs['mal']['crop_shape_irc']} voxels but {cls_path} "
             f"takes {list(crop)}; use a malignancy model fine-tuned from this nodule classifier."
         )
+    spacing = _crop_spacing(classifier_config)
+    if "mal" in configs and _crop_spacing(configs["mal"]) != spacing:
+        raise BadCheckpointError(
+            f"{mal_path} takes crops at {_spacing_words(_crop_spacing(configs['mal']))} but {cls_path} at "
+            f"{_spacing_words(spacing)}; use a malignancy model fine-tuned from this nodule classifier."
+        )
     in_channels = int(seg_config.get("in_channels", 7))
     if in_channels % 2 != 1:
         raise BadCheckpointError(
@@ -167,4 +176,15 @@ def load_diagnosis_models(
         precision=precision,
         workers=workers,
         release_memory=options.release_memory and device.type == "cpu",
+        crop_spacing_mm=spacing,
     )
+
+
+def _spacing_words(spacing: tuple[float, float, float] | None) -> str:
+    return "native voxels" if spacing is None else " x ".join(f"{v:g}" for v in spacing) + " mm (z, y, x)"
+
+
+def _crop_spacing(model_config: dict) -> tuple[float, float, float] | None:
+    """A classifier's crop spacing (z, y, x) in mm; None (native) where its config has none."""
+    stored = model_config.get("crop_spacing_mm")
+    return None if stored is None else tuple(float(v) for v in stored)  # type: ignore[return-value]

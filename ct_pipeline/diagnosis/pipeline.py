@@ -39,7 +39,7 @@ from ct_pipeline.diagnosis.candidates import (
     kept_of_groups,
     merge_groups,
 )
-from ct_pipeline.diagnosis.classify import classify_crops
+from ct_pipeline.diagnosis.classify import CropSpacing, classify_crops
 from ct_pipeline.diagnosis.config import DiagnosisConfig
 from ct_pipeline.diagnosis.features import CandidateFeatures, budget_ranks
 from ct_pipeline.diagnosis.lungs import find_lung_region
@@ -219,6 +219,9 @@ def _diagnose(
         chosen = np.sort(order[: config.max_candidates])
         candidates, rank = candidates.take(chosen), rank[chosen]
     crop_centers = candidates.crop_center_irc
+    spacing = CropSpacing(tuple(float(v) for v in volume.spacing_xyz[::-1]), models.crop_spacing_mm)  # type: ignore[arg-type]
+    # Native crops centre on the rounded voxel (the book's); resampled ones on the candidate itself.
+    classified_centers = crop_centers if spacing.crop_mm is None else candidates.center_irc
     # Two workers' batches interleave in the heap, which then grew ~3x their live size; only
     # the largest maps (the first block's, ~2.4 MB per crop) go back to the system.
     with (
@@ -227,7 +230,7 @@ def _diagnose(
     ):
         nodule_prob = classify_crops(
             hu,
-            crop_centers,
+            classified_centers,
             models.cls,
             models.crop_shape_irc,
             hu_range=config.hu_range,
@@ -235,6 +238,7 @@ def _diagnose(
             workers=models.workers,
             flips=config.classifier_flips,
             on_batch=lambda done, total: progress("classification", done, total),
+            spacing=spacing,
         )
     score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
     with _timed(timings, "merge", progress):
@@ -246,7 +250,7 @@ def _diagnose(
             nodules = np.array([i for i in kept if nodule_prob[i] >= config.nodule_threshold], dtype=np.int64)
             values = classify_crops(
                 hu,
-                crop_centers[nodules] if len(nodules) else np.zeros((0, 3)),
+                classified_centers[nodules] if len(nodules) else np.zeros((0, 3)),
                 models.mal,
                 models.crop_shape_irc,
                 hu_range=config.hu_range,
@@ -254,6 +258,7 @@ def _diagnose(
                 workers=models.workers,
                 flips=config.classifier_flips,
                 on_batch=lambda done, total: progress("malignancy", done, total),
+                spacing=spacing,
             )
             malignancy = {int(i): float(v) for i, v in zip(nodules, values)}
     spacing_irc = tuple(float(v) for v in volume.spacing_xyz[::-1])

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ct_pipeline.errors import BadInputError, NotFoundError
-from ct_pipeline.loading.dicom import DicomSeries, discover_series, load_dicom_series
+from ct_pipeline.loading.dicom import DicomSeries, discover_series, load_dicom_series, order_slices
 from ct_pipeline.loading.image_file import load_image_file
-from ct_pipeline.loading.mhd import load_mhd, mhd_data_files
+from ct_pipeline.loading.mhd import load_mhd, mhd_data_files, mhd_spacing_xyz
 from ct_pipeline.loading.series_index import SeriesEntry, dicom_entry, file_entry, find_series
 from ct_pipeline.pacs.server import DicomwebServer
 from ct_pipeline.paths import resolve_cache_dir, validate_series_uid
 from ct_pipeline.volume import CtVolume
 
-__all__ = ["LoadOptions", "load_ct", "load_entry", "find_entry", "entry_files", "CtVolume"]
+__all__ = ["LoadOptions", "load_ct", "load_entry", "find_entry", "entry_files", "entry_spacing_xyz", "CtVolume"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,19 @@ def load_entry(entry: SeriesEntry, options: LoadOptions = LoadOptions()) -> CtVo
     if entry.format == "dicom":
         return load_dicom_series(entry.dicom, options.allow_uneven_spacing)
     return load_image_file(Path(entry.path))
+
+
+def entry_spacing_xyz(entry: SeriesEntry) -> tuple[float, float, float]:
+    """The voxel spacing (x, y, z) in mm that :func:`load_entry` would give, read from headers only.
+
+    Raises:
+        BadDataError: the headers are unreadable or inconsistent (as loading would say).
+    """
+    if entry.format == "mhd":
+        return mhd_spacing_xyz(Path(entry.path))
+    if entry.format == "dicom" and entry.dicom is not None:
+        return order_slices(entry.dicom, allow_uneven_spacing=True).geometry.spacing_xyz
+    return load_image_file(Path(entry.path)).geometry.spacing_xyz  # NRRD/NIfTI: rare in training data
 
 
 def entry_files(entry: SeriesEntry) -> tuple[str, ...]:

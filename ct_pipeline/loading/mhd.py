@@ -121,6 +121,18 @@ def _numbers(header: dict[str, str], key: str, count: int, path: Path, default: 
     return values
 
 
+def mhd_spacing_xyz(path: Path) -> tuple[float, float, float]:
+    """The header's ElementSpacing (x, y, z) in mm, without reading the data file."""
+    return _spacing_xyz(read_mhd_header(path), path)
+
+
+def _spacing_xyz(header: dict[str, str], path: Path) -> tuple[float, float, float]:
+    spacing_xyz = _numbers(header, "ElementSpacing", 3, path, default=header.get("ElementSize", "1 1 1"))
+    if min(spacing_xyz) <= 0:
+        raise BadDataError(f"{path}: ElementSpacing {spacing_xyz} must be positive")
+    return tuple(spacing_xyz)  # type: ignore[return-value]
+
+
 def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
     """Read an .mhd/.raw pair into a :class:`CtVolume` (HU as stored, usually int16).
 
@@ -146,9 +158,7 @@ def load_mhd(path: Path, series_uid: str | None = None) -> CtVolume:
     size_xyz = [int(v) for v in _numbers(header, "DimSize", 3, path)]
     if min(size_xyz) <= 0:
         raise BadDataError(f"{path}: DimSize {size_xyz} has a zero or negative size")
-    spacing_xyz = _numbers(header, "ElementSpacing", 3, path, default=header.get("ElementSize", "1 1 1"))
-    if min(spacing_xyz) <= 0:
-        raise BadDataError(f"{path}: ElementSpacing {spacing_xyz} must be positive")
+    spacing_xyz = _spacing_xyz(header, path)
     origin_xyz = _numbers(header, "Offset", 3, path, default=header.get("Origin", header.get("Position", "0 0 0")))
     direction = _numbers(
         header,

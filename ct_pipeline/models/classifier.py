@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ct_pipeline.crops import check_crop_spacing
 from ct_pipeline.models.weights_init import init_weights_like_book
 
 CLASSIFIER_ARCH = "luna-classifier"
@@ -37,6 +38,10 @@ class ClassifierConfig:
             leave the book's head 2x3x3 cells of 16 voxels each, so it cannot tell a blob at the
             candidate from one beside it; the centre cells can, and the network learns from far
             fewer samples. Not the book's shape.
+        crop_spacing_mm: the voxel spacing (index, row, col) in mm of the crops the network was
+            trained on, resampled from each series' grid; None = each series' native voxels (the
+            book's, and what checkpoints without this field mean). Not a shape: the weights do
+            not depend on it, but training and diagnosis must cut crops alike.
     """
 
     in_channels: int = 1
@@ -45,10 +50,13 @@ class ClassifierConfig:
     n_classes: int = 2
     block_batchnorm: bool = False
     centre_head: bool = False
+    crop_spacing_mm: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         # Stored checkpoints hold lists (plain data); accept them and keep a tuple.
         object.__setattr__(self, "crop_shape_irc", tuple(int(n) for n in self.crop_shape_irc))
+        if self.crop_spacing_mm is not None:
+            object.__setattr__(self, "crop_spacing_mm", check_crop_spacing(self.crop_spacing_mm))
         if len(self.crop_shape_irc) != 3 or any(n <= 0 or n % 2**_N_BLOCKS for n in self.crop_shape_irc):
             raise ValueError(
                 f"crop_shape_irc must be 3 positive sizes divisible by {2**_N_BLOCKS}, got {self.crop_shape_irc}"
@@ -70,6 +78,7 @@ class ClassifierConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["crop_shape_irc"] = list(self.crop_shape_irc)
+        data["crop_spacing_mm"] = None if self.crop_spacing_mm is None else list(self.crop_spacing_mm)
         return data
 
     @classmethod

@@ -53,7 +53,8 @@ class ExportMetadata:
             [None, 1, 32, 48, 48] for the classifiers.
         output_names: the outputs in order ("probability" for the U-Net; "logits", "probability").
         hu_range: the HU clipping of the inputs the network was trained on.
-        spacing_mm: the voxel spacing (z, y, x) the network expects; None (checkpoints carry none yet).
+        spacing_mm: the voxel spacing (z, y, x) in mm of a classifier's crops (its model config's
+            ``crop_spacing_mm``); None: each series' native voxels (and the U-Net, which has none).
         checkpoint_sha256: SHA-256 of the checkpoint file it was exported from.
         checkpoint_name: that file's name (not its path: paths are private and move).
         ct_version: the ct that exported it.
@@ -140,7 +141,7 @@ def export_model(
         output_names=_OUTPUT_NAMES[checkpoint.kind],
         # Checkpoints record no HU range: training (datasets) and diagnosis clip to the book's by default.
         hu_range=list(BOOK_HU_RANGE),
-        spacing_mm=None,
+        spacing_mm=checkpoint.model_config.get("crop_spacing_mm"),
         checkpoint_sha256=sha256_of_file(checkpoint.path),
         checkpoint_name=checkpoint.path.name,
         ct_version=__version__,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ct_pipeline.datasets.augmentation_config import AugmentationConfig
-from ct_pipeline.training.config import SECTIONS, TrainConfig
+from ct_pipeline.training.config import SECTIONS, TrainConfig, crop_spacing_text
 
 # Config fields whose command-line option is not ``--`` + the field name with dashes.
 _OPTION_OF_FIELD = {
@@ -21,7 +21,10 @@ _OPTION_OF_FIELD = {
     "out_dir": "--out",
     "task": "the command (train-cls, train-cls --malignancy or train-seg)",
     "augmentation": "the --aug-* options",
+    "crop_spacing_mm": "--crop-spacing",
 }
+# Fields whose option takes one text that is not the value's own (a tuple as Z,Y,X, not repeated).
+_TEXT_OF_FIELD = {"crop_spacing_mm": crop_spacing_text}
 _COMMAND_OF_TASK = {"cls": ("train-cls",), "mal": ("train-cls", "--malignancy"), "seg": ("train-seg",)}
 _AUGMENTATION_OPTIONS = {
     "mirror": "--aug-mirror",
@@ -84,7 +87,8 @@ def changed_options(config: TrainConfig) -> tuple[str, ...]:
     argv: list[str] = []
     for name, value in flat_items(config):
         if name not in _SHOWN_FIRST + _NOT_OPTIONS and value != defaults[name]:
-            argv += _option(option_of_field(name), value)
+            text = _TEXT_OF_FIELD.get(name)
+            argv += [option_of_field(name), text(value)] if text else _option(option_of_field(name), value)
     return (*argv, *_augmentation_argv(config.augmentation, defaults["augmentation"]))
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ct_pipeline.crops import check_crop_spacing
 from ct_pipeline.datasets.augmentation_config import AugmentationConfig
 from ct_pipeline.errors import BadInputError
 from ct_pipeline.precision import PRECISIONS
@@ -94,6 +95,11 @@ class ClassificationTraining:
             spread evenly so every batch holds it (0: none, today's draw exactly).
         own_positive_share: fraction of those own draws that are positives (oversampled: the
             mined files hold a few hits per series against hundreds of false positives).
+        crop_spacing_mm: the crops' voxel spacing (index, row, col) in mm, resampled from each
+            series' grid (``--crop-spacing``); None: native voxels (the book's); "auto": the
+            median slice spacing and median pixel spacing of the training series, as nnU-Net
+            picks its spacing. The checkpoint's model config records the spacing used. A "mal"
+            fine-tune takes its source's spacing.
     """
 
     balance_ratio: float = 1.0
@@ -103,10 +109,12 @@ class ClassificationTraining:
     own_candidates: tuple[Path, ...] = ()
     own_share: float = 0.0
     own_positive_share: float = 0.5
+    crop_spacing_mm: tuple[float, float, float] | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_candidates", tuple(Path(p) for p in self.extra_candidates))
         object.__setattr__(self, "own_candidates", tuple(Path(p) for p in self.own_candidates))
+        object.__setattr__(self, "crop_spacing_mm", parse_crop_spacing(self.crop_spacing_mm))
         _check_range("balance_ratio", self.balance_ratio, 0.0, 1000.0)
         _check_range("own_share", self.own_share, 0.0, 1.0)
         _check_range("own_positive_share", self.own_positive_share, 0.0, 1.0)
@@ -120,6 +128,42 @@ class ClassificationTraining:
             raise BadInputError(
                 f"--own-candidates {self.own_candidates[0]} is only read with --own-share above 0; set one, e.g. 0.25"
             )
+
+
+CROP_SPACING_WORDS = ("native", "auto")
+
+
+def parse_crop_spacing(value: Any) -> tuple[float, float, float] | str | None:
+    """``--crop-spacing`` as the config holds it: None (native), "auto", or 3 floats (z, y, x) in mm.
+
+    Takes "native", "auto", "Z,Y,X" or a sequence of 3 numbers.
+
+    Raises:
+        BadInputError: anything else, in one line.
+    """
+    if value is None or value == "native":
+        return None
+    if value == "auto":
+        return value
+    try:
+        return check_crop_spacing(value.split(",") if isinstance(value, str) else value)
+    except BadInputError as err:
+        raise BadInputError(
+            f"--crop-spacing {crop_spacing_text(value)}: expected native, auto or 3 spacings Z,Y,X from 0.1 to "
+            "20 mm, e.g. 1.5,0.7,0.7"
+        ) from err
+
+
+def crop_spacing_text(value: Any) -> str:
+    """``--crop-spacing``'s text for a config value (the inverse of :func:`parse_crop_spacing`)."""
+    if value is None:
+        return "native"
+    if isinstance(value, str):
+        return value
+    try:
+        return ",".join(f"{float(v):g}" if float(f"{float(v):g}") == float(v) else repr(float(v)) for v in value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 @dataclass(frozen=True)

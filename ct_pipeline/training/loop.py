@@ -31,12 +31,11 @@ from torch.utils.data import DataLoader
 
 from ct_pipeline.atomic import atomic_write_text, check_writable
 from ct_pipeline.cache import CropCache
-from ct_pipeline.catalog import open_catalog
 from ct_pipeline.devices import resolve_precision
 from ct_pipeline.errors import BadDataError
 from ct_pipeline.logfile import open_log_file
 from ct_pipeline.models import Checkpoint
-from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+from ct_pipeline.paths import resolve_cache_dir
 from ct_pipeline.preemption import StopRequests
 from ct_pipeline.threads import capped_workers, configure_worker_threads, thread_budget, torch_threads
 from ct_pipeline.training.config import TrainConfig
@@ -60,7 +59,7 @@ from ct_pipeline.training.state import (
     restore,
     save_run_checkpoint,
 )
-from ct_pipeline.training.tasks import Task, make_task
+from ct_pipeline.training.tasks import Task, make_task, training_catalog
 
 
 @dataclass(frozen=True)
@@ -236,11 +235,7 @@ def _datasets(config: TrainConfig, task: Task, ctx: DistContext, cache: CropCach
     once, not by every rank."""
     if not ctx.is_main:
         barrier(ctx)  # wait here until rank 0 has built its datasets
-    roots, cache_dir = resolve_data_roots(config.data_roots), resolve_cache_dir(config.cache_dir)
-    section = config.classification
-    catalog = open_catalog(roots, cache_dir, section.extra_candidates, own_candidates=section.own_candidates).excluding(
-        config.exclude_series
-    )
+    catalog = training_catalog(config)
     train_set, val_set = task.build_datasets(catalog, cache, ctx)
     if ctx.is_main:
         _fill_cache(config, train_set, val_set)

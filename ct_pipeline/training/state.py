@@ -117,6 +117,16 @@ def restore(
     world_size: int,
 ) -> RunState:
     """Load weights and optimizer state from ``checkpoint``; return where the run stood."""
+    built = to_plain_data(model.config.to_dict())
+    # Keys an older checkpoint lacks take the built model's value. What the weights' shapes do not
+    # show, e.g. a crop spacing "auto" resolved again on other --data-root series, must agree too.
+    changed = sorted(key for key, value in checkpoint.model_config.items() if built.get(key) != value)
+    if changed:
+        key = changed[0]
+        raise BadInputError(
+            f"--resume: {checkpoint.path} holds a model with {key} {checkpoint.model_config[key]!r}, but this run "
+            f"builds {built.get(key)!r}; resume on the data and options it was trained with, or start a new run"
+        )
     load_state_checked(model, checkpoint.model_state, str(checkpoint.path))
     state = checkpoint.optimizer_state or {}
     try:

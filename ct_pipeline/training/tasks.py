@@ -12,6 +12,7 @@ an epoch's outputs into metrics. The loop in :mod:`ct_pipeline.training.loop` do
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ct_pipeline.cache import CropCache
-from ct_pipeline.catalog import Catalog
+from ct_pipeline.catalog import Catalog, open_catalog
 from ct_pipeline.datasets import (
     ClassificationDataset,
     ClassificationDatasetConfig,
@@ -31,10 +32,12 @@ from ct_pipeline.datasets import (
     augment_batch,
     collate_crops,
 )
-from ct_pipeline.errors import BadCheckpointError, BadDataError
+from ct_pipeline.datasets.classification import median_spacing_irc_mm
+from ct_pipeline.errors import BadCheckpointError, BadDataError, BadInputError
 from ct_pipeline.models import ClassifierConfig, LunaClassifier, SegmentationUNet, load_checkpoint
 from ct_pipeline.models.checkpoints import load_state_checked
-from ct_pipeline.training.config import CLASSIFIER_BLOCKS, TrainConfig
+from ct_pipeline.paths import resolve_cache_dir, resolve_data_roots
+from ct_pipeline.training.config import CLASSIFIER_BLOCKS, TrainConfig, crop_spacing_text
 from ct_pipeline.training.distributed import DistContext, all_gather_columns, all_gather_objects, all_reduce_sum
 from ct_pipeline.training.metrics import (
     ClassificationMeter,
@@ -44,6 +47,8 @@ from ct_pipeline.training.metrics import (
     segmentation_metrics,
     size_only_baseline,
 )
+
+log = logging.getLogger(__name__)
 
 # Per-nodule recall is also reported for nodules at least this large (the README's quality target).
 NODULE_RECALL_MIN_MM = 4.0
@@ -85,6 +90,14 @@ class Task(Protocol):
     def summarize(self, meter: Any, ctx: DistContext) -> tuple[dict[str, float], dict[str, Any]]: ...
 
 
+def training_catalog(config: TrainConfig) -> Catalog:
+    """The series and candidates a run trains and validates on (less ``--exclude-series``)."""
+    roots, cache_dir = resolve_data_roots(config.data_roots), resolve_cache_dir(config.cache_dir)
+    section = config.classification
+    catalog = open_catalog(roots, cache_dir, section.extra_candidates, own_candidates=section.own_candidates)
+    return catalog.excluding(config.exclude_series)
+
+
 def _sampling_options(config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     """The dataset options both tasks take from the run: epoch length, split, seed and this rank's share."""
     return {
@@ -110,6 +123,34 @@ class ClassifierTask:
         self.memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
         self.frozen: tuple[str, ...] = ()
         self.val_constants: dict[str, float] = {}  # "mal": the size-only baseline, reported with every validation
+        self._crop_spacing: tuple[tuple[float, float, float] | None] | None = None  # resolved once (a 1-tuple)
+
+    def crop_spacing_mm(self, catalog: Catalog | None = None) -> tuple[float, float, float] | None:
+        """The crops' spacing (z, y, x) in mm or None (native): a fine-tune's source's, else the
+        config's, with "auto" the training series' median (from ``catalog``, opened if not given)."""
+        if self._crop_spacing is None:
+            self._crop_spacing = (self._resolve_crop_spacing(catalog),)
+        return self._crop_spacing[0]
+
+    def _resolve_crop_spacing(self, catalog: Catalog | None) -> tuple[float, float, float] | None:
+        wanted = self.config.classification.crop_spacing_mm
+        finetune = self.config.malignancy.finetune
+        if finetune is not None:
+            stored = load_checkpoint(finetune, "cls", option="--finetune").model_config.get("crop_spacing_mm")
+            source = None if stored is None else tuple(float(v) for v in stored)
+            if isinstance(wanted, tuple) and wanted != source:
+                raise BadInputError(
+                    f"--crop-spacing {crop_spacing_text(wanted)}: --finetune {finetune} was trained on crops at "
+                    f"{crop_spacing_text(source)}, which the fine-tune keeps; leave --crop-spacing out"
+                )
+            return source  # type: ignore[return-value]
+        if wanted != "auto":
+            return wanted  # type: ignore[return-value]
+        if catalog is None:
+            catalog = training_catalog(self.config)
+        spacing = median_spacing_irc_mm(catalog, catalog.select("train", self.config.val_stride))
+        log.info("--crop-spacing auto: %s mm (z,y,x), the training series' median", crop_spacing_text(spacing))
+        return spacing
 
     # -- model and data ----------------------------------------------------------------------
 
@@ -117,13 +158,19 @@ class ClassifierTask:
         """A fresh LunaClassifier; for a fine-tune, the nodule model's weights with a new head and
         all but the last ``finetune_depth`` blocks frozen (book ch. 14)."""
         shape, malignancy = self.config.classification, self.config.malignancy
+        spacing = self.crop_spacing_mm()
         if malignancy.finetune is None:
             return LunaClassifier(
-                ClassifierConfig(block_batchnorm=shape.block_batchnorm, centre_head=shape.centre_head)
+                ClassifierConfig(
+                    block_batchnorm=shape.block_batchnorm, centre_head=shape.centre_head, crop_spacing_mm=spacing
+                )
             )
         source = load_checkpoint(malignancy.finetune, "cls", option="--finetune")
         model = LunaClassifier(
-            ClassifierConfig(**{name: bool(source.model_config.get(name, False)) for name in _SOURCE_SHAPE_OPTIONS})
+            ClassifierConfig(
+                **{name: bool(source.model_config.get(name, False)) for name in _SOURCE_SHAPE_OPTIONS},
+                crop_spacing_mm=spacing,
+            )
         )
         # Keys an older checkpoint lacks (the options above) take the model's value; any other difference refuses.
         if {**model.config.to_dict(), **source.model_config} != model.config.to_dict():
@@ -150,6 +197,7 @@ class ClassifierTask:
         common = {
             "mode": "malignancy" if self.kind == "mal" else "nodule",
             "crop_irc": ClassifierConfig().crop_shape_irc,  # the network's input, as diagnosis cuts it
+            "crop_spacing_mm": self.crop_spacing_mm(catalog),
             "negatives_per_positive": self.config.classification.balance_ratio,
             **_sampling_options(self.config, ctx),
         }

@@ -199,3 +199,33 @@ def test_an_unknown_intensity_aug_part_is_refused_before_anything_runs(data, tmp
     assert quality.main(argv) == 2
     assert "--intensity-aug 'contrast' is not one of calibration, noise, kernel" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_crop_spacing_auto_reaches_the_nodule_classifier_and_the_json(data, tmp_path, monkeypatch, capsys):
+    train, _, models = data
+    commands = []
+    runner = _runner(models)
+
+    def recording(argv) -> int:
+        commands.append(list(argv))
+        return runner(argv)
+
+    monkeypatch.setattr(quality, "_run_to_stderr", recording)
+    out = tmp_path / "q"
+    assert (
+        quality.main(["--data-root", str(train), "--out", str(out), "--val-stride", "3", "--crop-spacing", "auto"]) == 0
+    )
+    nodule = next(argv for argv in commands if argv[0] == "train-cls" and "--malignancy" not in argv)
+    malignancy = next(argv for argv in commands if "--malignancy" in argv)
+    assert nodule[nodule.index("--crop-spacing") + 1] == "auto"
+    assert "--crop-spacing" not in malignancy  # the fine-tune takes its source's
+    assert json.loads((out / "quality.json").read_text())["crop_spacing"] == "auto"
+
+
+def test_a_bad_crop_spacing_is_refused_before_anything_runs(data, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quality.main(["--data-root", str(data[0]), "--out", str(out), "--crop-spacing", "1,2"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --crop-spacing 1,2: expected native, auto or 3 spacings Z,Y,X from 0.1 to 20 mm, e.g. 1.5,0.7,0.7\n"
+    )
+    assert not out.exists()

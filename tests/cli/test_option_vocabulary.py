@@ -86,6 +86,7 @@ MEANINGS: dict[str, Meaning] = {
     "--bootstrap": Meaning("FROC bootstrap resamples"),
     "--by-size": Meaning("FROC by nodule size"),
     "--centre-head": Meaning("classifier head sees the central cells"),
+    "--crop-spacing": Meaning("classifier crops: voxel spacing in mm, auto or native", says="mm"),
     "--channels-last": Meaning("channels-last memory format"),
     "--cls-batch-size": Meaning("crops per classifier batch"),
     "--cls-precision": Meaning("the classifiers' precision"),

@@ -202,3 +202,57 @@ def test_bad_configs_are_refused():
         ClassificationDatasetConfig(negatives_per_positive=-1)
     with pytest.raises(BadInputError, match="rank"):
         ClassificationDatasetConfig(rank=2, world_size=2)
+
+
+def test_mm_crops_are_resampled_from_the_cache_as_diagnosis_resamples_the_volume(tiny):
+    """Training's crops at a spacing in mm (from a native region sized per series) equal the crops
+    diagnosis cuts from the whole volume with the same function, faces included."""
+    from ct_pipeline.crops import resampled_crop
+    from ct_pipeline.datasets.classification import median_spacing_irc_mm
+
+    _, catalog, cache = tiny
+    spacing = (1.5, 1.1, 0.6)  # the series are 2.0 x 0.8 x 0.8 mm
+    dataset = ClassificationDataset(
+        catalog, cache, _config(negatives_per_positive=0.0, epoch_size=0, crop_spacing_mm=spacing)
+    )
+    native = ClassificationDataset(catalog, cache, _config(negatives_per_positive=0.0, epoch_size=0))
+    assert dataset.regions.key(SERIES[0]) != native.regions.key(SERIES[0])
+    assert "-mm1.5x1.1x0.6" in dataset.regions.key(SERIES[0]) and "-mm" not in native.regions.key(SERIES[0])
+    for index in range(len(dataset)):
+        crop, _, row = dataset[index]
+        n = SERIES.index(catalog.candidates.loc[row, "series_uid"])
+        xyz = catalog.candidates.loc[row, ["center_x_mm", "center_y_mm", "center_z_mm"]].to_numpy(dtype=float)
+        center_irc = geometry(n).xyz_to_irc(xyz[None])[0]
+        expected = resampled_crop(coded_volume(n), center_irc, (32, 48, 48), (2.0, 0.8, 0.8), spacing)
+        np.testing.assert_array_equal(crop[0].numpy(), np.clip(expected, -1000, 1000), err_msg=f"row {row}")
+    assert median_spacing_irc_mm(catalog, SERIES) == (2.0, 0.8, 0.8)
+
+
+def test_a_bad_crop_spacing_is_refused():
+    with pytest.raises(BadInputError, match="crop spacing"):
+        ClassificationDatasetConfig(crop_spacing_mm=(1.0, 0.0, 1.0))
+
+
+def test_the_median_spacing_is_the_median_slice_and_the_median_pixel_spacing(tmp_path):
+    """nnU-Net's rule, from headers: slices 1.0, 2.5, 2.0 mm -> 2.0; pixels 0.6, 0.7, 0.9 mm (x and y) -> 0.7."""
+    from ct_pipeline.datasets.classification import median_spacing_irc_mm
+    from ct_pipeline.geometry import Geometry
+    from ct_pipeline.loading.mhd import write_mhd
+
+    (tmp_path / "subset0").mkdir()
+    rows = ["seriesuid,coordX,coordY,coordZ,class"]
+    uids = [f"1.2.826.0.1.3680043.8.498.{700 + n}" for n in range(3)]
+    for uid, (pixel, slices) in zip(uids, ((0.6, 1.0), (0.9, 2.5), (0.7, 2.0))):
+        write_mhd(
+            np.zeros((4, 8, 8), np.int16),
+            Geometry((0, 0, 0), (pixel, pixel, slices), tuple(np.eye(3).ravel())),
+            tmp_path / "subset0" / f"{uid}.mhd",
+        )
+        rows.append(f"{uid},1,1,1,0")
+    (tmp_path / "candidates.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    catalog = open_catalog([tmp_path], tmp_path / "cache")
+    assert median_spacing_irc_mm(catalog, uids) == (2.0, 0.7, 0.7)
+    assert median_spacing_irc_mm(catalog, uids[:2]) == (1.75, 0.75, 0.75)
+    with pytest.raises(BadDataError, match="no training series"):
+        median_spacing_irc_mm(catalog, [])

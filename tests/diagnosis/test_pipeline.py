@@ -211,3 +211,61 @@ def test_a_candidate_budget_classifies_only_the_best_ranked_and_counts_the_rest(
 def test_a_negative_candidate_budget_is_refused():
     with pytest.raises(BadInputError, match="candidate budget -1 must be a whole number >= 0"):
         DiagnosisConfig(max_candidates=-1)
+
+
+def _classifier_with_spacing(probability: float, spacing_mm):
+    """:func:`constant_classifier` whose model config records a crop spacing."""
+    import dataclasses
+
+    model = constant_classifier(probability)
+    model.config = dataclasses.replace(model.config, crop_spacing_mm=spacing_mm)
+    return model
+
+
+def test_a_classifier_recording_a_spacing_gets_crops_resampled_through_the_training_function(
+    tmp_path, models_dir, monkeypatch
+):
+    import ct_pipeline.diagnosis.classify as classify
+    from ct_pipeline.crops import resampled_crop
+
+    save_checkpoint(tmp_path / "cls.ckpt", _classifier_with_spacing(0.9, (1.0, 0.5, 0.5)), kind="cls")
+    save_checkpoint(tmp_path / "mal.ckpt", _classifier_with_spacing(0.3, (1.0, 0.5, 0.5)), kind="mal")
+    calls = []
+
+    def spy(array, center_irc, crop_irc, native, spacing, **options):
+        calls.append((tuple(np.asarray(center_irc, float)), tuple(native), spacing, crop_irc))
+        return resampled_crop(array, center_irc, crop_irc, native, spacing, **options)
+
+    monkeypatch.setattr(classify, "resampled_crop", spy)
+    models = load_diagnosis_models(models_dir["seg"], tmp_path / "cls.ckpt", tmp_path / "mal.ckpt", FAST)
+    assert models.crop_spacing_mm == (1.0, 0.5, 0.5)
+    result = diagnose(_volume(), models, DiagnosisConfig(lung_margin_mm=8.0))
+    assert sorted(f.center_irc for f in result.findings) == sorted(NODULES_IRC)
+    assert all(f.nodule_prob == pytest.approx(0.9, abs=1e-5) for f in result.findings)
+    assert all(f.malignancy_prob == pytest.approx(0.3, abs=1e-5) for f in result.findings)
+    # every crop (nodule and malignancy) at the checkpoint's spacing, from the phantom's 2.0 x 0.8 x 0.8 mm
+    assert calls and {(native, spacing) for _, native, spacing, _ in calls} == {((2.0, 0.8, 0.8), (1.0, 0.5, 0.5))}
+    assert {tuple(int(v) for v in center) for center, *_ in calls} >= set(NODULES_IRC)
+    # native checkpoints: the rounded-voxel crop, no spacing
+    calls.clear()
+    diagnose(_volume(), load_diagnosis_models(models_dir["seg"], models_dir["cls"], None, FAST), DiagnosisConfig())
+    assert calls and all(spacing is None and center == tuple(np.rint(center)) for center, _, spacing, _ in calls)
+
+
+def test_classifiers_at_different_spacings_are_refused(tmp_path, models_dir):
+    save_checkpoint(tmp_path / "cls.ckpt", _classifier_with_spacing(0.9, (1.0, 0.5, 0.5)), kind="cls")
+    with pytest.raises(
+        BadCheckpointError,
+        match=r"takes crops at native voxels but .* at 1 x 0\.5 x 0\.5 mm \(z, y, x\); use a malignancy",
+    ):
+        load_diagnosis_models(models_dir["seg"], tmp_path / "cls.ckpt", models_dir["mal"], FAST)
+
+
+def test_a_checkpoint_from_before_crop_spacings_loads_as_native(tmp_path, models_dir):
+    import torch
+
+    data = torch.load(models_dir["cls"], weights_only=True)
+    del data["model_config"]["crop_spacing_mm"]
+    torch.save(data, tmp_path / "old.ckpt")
+    models = load_diagnosis_models(models_dir["seg"], tmp_path / "old.ckpt", None, FAST)
+    assert models.crop_spacing_mm is None

@@ -246,6 +246,7 @@ def test_a_rendered_command_line_builds_the_config_it_was_rendered_from(task, tm
             own_candidates=(tmp_path / "own.csv", tmp_path / "own2.csv"),
             own_share=0.25,
             own_positive_share=0.75,
+            crop_spacing_mm=(1.5, 0.7, 0.703125),
         )
         if task == "cls"
         else ClassificationTraining(),
@@ -302,3 +303,19 @@ def test_train_cls_own_share_without_a_file_is_one_line_and_exit_2(tmp_path):
         "add --own-candidates FILE (`ct hard-negatives --with-positives` writes it)\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("auto", "auto"), ("1.5,0.7,0.7", (1.5, 0.7, 0.7)), ("native", None), (" 2, 1 ,1", (2.0, 1.0, 1.0))],
+)
+def test_the_crop_spacing_option_reaches_the_config(text, expected, tmp_path, monkeypatch):
+    import cli.train_cmd
+    from ct_pipeline.training.command import train_argv
+
+    built = []
+    monkeypatch.setattr(cli.train_cmd, "_run", built.append)
+    result = run_ct("train-cls", "--data-root", tmp_path, "--crop-spacing", text)
+    assert result.exit_code == 0, result.output
+    assert built[0].classification.crop_spacing_mm == expected
+    assert ("--crop-spacing" in train_argv(built[0])) == (expected is not None)

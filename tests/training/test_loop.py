@@ -218,6 +218,9 @@ def test_cli_train_cls_runs(data_root, tmp_path):
         (["train-seg", "--aug-scale", "2"], r"augmentation scale_fraction = 2\.0: expected a number from 0\.0 to 0\.9"),
         (["train-seg", "--lr", "0"], r"--lr 0\.0: expected a number above 0\.0"),
         (["train-seg", "--resume"], r"--resume: .*last\.ckpt does not exist"),
+        (["train-cls", "--crop-spacing", "1.5,0.7"], r"--crop-spacing 1\.5,0\.7: expected native, auto or 3 spacings"),
+        (["train-cls", "--crop-spacing", "fine"], r"--crop-spacing fine: expected native, auto or 3 spacings Z,Y,X"),
+        (["train-cls", "--crop-spacing", "1,0,1"], r"--crop-spacing 1,0,1: expected .* from 0\.1 to 20 mm"),
     ],
 )
 def test_cli_bad_options_exit_2_with_one_line(data_root, tmp_path, args, message):
@@ -227,3 +230,56 @@ def test_cli_bad_options_exit_2_with_one_line(data_root, tmp_path, args, message
     error_lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1
     assert re.search(message, error_lines[0]), error_lines[0]
+
+
+def test_crop_spacing_auto_is_recorded_as_the_median_and_a_finetune_keeps_it(data_root, tmp_path):
+    from ct_pipeline.training import ClassificationTraining
+
+    nodule = TrainConfig.for_task(
+        "cls",
+        data_roots=(data_root,),
+        out_dir=tmp_path / "cls",
+        epochs=1,
+        classification=ClassificationTraining(crop_spacing_mm="auto"),
+        **TINY,
+    )
+    source = load_checkpoint(train(nodule, log_out=io.StringIO()).last_checkpoint, "cls")
+    assert source.model_config["crop_spacing_mm"] == [1.5, 1.0, 1.0]  # training_data.py's 1.0 x 1.0 x 1.5 mm
+    assert source.config["classification"]["crop_spacing_mm"] == "auto"  # what was asked, beside what it gave
+    malignancy = TrainConfig.for_task(
+        "mal",
+        data_roots=(data_root,),
+        out_dir=tmp_path / "mal",
+        epochs=1,
+        malignancy=MalignancyTraining(finetune=source.path),
+        **TINY,
+    )
+    result = train(malignancy, log_out=io.StringIO())
+    assert load_checkpoint(result.last_checkpoint, "mal").model_config["crop_spacing_mm"] == [1.5, 1.0, 1.0]
+    other = malignancy.replace(
+        out_dir=tmp_path / "mal2", classification=ClassificationTraining(crop_spacing_mm=(1.0, 1.0, 1.0))
+    )
+    with pytest.raises(BadInputError, match=r"^--crop-spacing 1,1,1: --finetune .* was trained on crops at 1\.5,1,1"):
+        train(other, log_out=io.StringIO())
+
+
+def test_a_resume_that_would_resolve_auto_to_another_spacing_is_refused(data_root, tmp_path, monkeypatch):
+    import ct_pipeline.training.tasks as tasks
+    from ct_pipeline.training import ClassificationTraining
+
+    config = TrainConfig.for_task(
+        "cls",
+        data_roots=(data_root,),
+        out_dir=tmp_path / "cls",
+        epochs=1,
+        classification=ClassificationTraining(crop_spacing_mm="auto"),
+        **TINY,
+    )
+    train(config, log_out=io.StringIO())
+    # --data-root may change on resume: other series, another median
+    monkeypatch.setattr(tasks, "median_spacing_irc_mm", lambda catalog, uids: (2.0, 1.0, 1.0))
+    with pytest.raises(
+        BadInputError,
+        match=r"^--resume: .*last\.ckpt holds a model with crop_spacing_mm \[1\.5, 1\.0, 1\.0\], but this",
+    ):
+        train(config.replace(epochs=2, resume=True), log_out=io.StringIO())
