@@ -25,12 +25,13 @@ ORDER = [
     "pacs",
     "contention",
     "quality",
+    "quality_levers",
     "volumetry",
     "followup",
 ]
 # Sections recorded by a command of their own rather than a bench_*.py (they need trained models, hours):
 # `python -m benchmarks.quality_report` writes results/quality.json, `benchmarks.volumetry --record` volumetry.json.
-RECORDED = ["quality", "volumetry", "followup"]
+RECORDED = ["quality", "quality_levers", "volumetry", "followup"]
 
 
 def _available() -> list[str]:
