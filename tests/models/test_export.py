@@ -35,7 +35,9 @@ from tests.helpers.diagnosis_tiny import (
     threshold_unet,
 )
 
-FAST = InferenceOptions(device="cpu", workers=1)
+FAST = InferenceOptions(
+    device="cpu", workers=1, precision="fp32"
+)  # exported models run in fp32: compare like with like
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
