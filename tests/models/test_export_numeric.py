@@ -95,6 +95,8 @@ def test_the_real_ct_from_exported_files_has_the_checkpoints_findings(real_dicom
             "--seg-model",
             str(book_exports["seg", fmt]),
         ]
+        if fmt == "ckpt":  # exported models run in fp32; auto would be bf16 on a CPU with AVX512-BF16
+            args += ["--precision", "fp32"]
         result = run_ct(*args, "--cls-model", str(book_exports["cls", fmt]))
         assert result.exit_code == 0, result.output
         records[fmt] = json.loads(result.stdout.strip().splitlines()[0])
