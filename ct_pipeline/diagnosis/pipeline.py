@@ -194,12 +194,22 @@ def _propose(
     return candidates, region, level
 
 
-def detection_score(nodule_prob: np.ndarray, confident: np.ndarray | None, weight: float) -> np.ndarray:
-    """The ranking score of each candidate: ``nodule_prob * (1 - weight + weight * confident)``
-    (``nodule_prob`` itself, the same array, without a confident fraction or with weight 0)."""
-    if confident is None or weight <= 0:
-        return nodule_prob
-    return nodule_prob * (1.0 - weight + weight * confident)
+def detection_score(
+    nodule_prob: np.ndarray,
+    confident: np.ndarray | None,
+    weight: float,
+    diameter_mm: np.ndarray | None = None,
+    smallest_nodule_mm: float = 0.0,
+) -> np.ndarray:
+    """The ranking score of each candidate: ``nodule_prob * (1 - weight + weight * confident)``,
+    times ``min(1, diameter_mm / smallest_nodule_mm)`` when that is > 0 (``nodule_prob`` itself,
+    the same array, without a confident fraction or with weight 0 and no size term)."""
+    score = nodule_prob
+    if confident is not None and weight > 0:
+        score = nodule_prob * (1.0 - weight + weight * confident)
+    if diameter_mm is not None and smallest_nodule_mm > 0:
+        score = score * np.minimum(1.0, np.asarray(diameter_mm, dtype=np.float64) / smallest_nodule_mm)
+    return score
 
 
 def _diagnose(
@@ -240,7 +250,13 @@ def _diagnose(
             on_batch=lambda done, total: progress("classification", done, total),
             spacing=spacing,
         )
-    score = detection_score(nodule_prob, candidates.confident_fraction, config.confidence_weight)
+    score = detection_score(
+        nodule_prob,
+        candidates.confident_fraction,
+        config.confidence_weight,
+        candidates.diameter_mm,
+        config.smallest_nodule_mm,
+    )
     with _timed(timings, "merge", progress):
         owner = merge_groups(candidates.center_xyz, candidates.diameter_mm, score, config.merge_fraction)
         kept, group_sizes = kept_of_groups(owner, score)

@@ -26,7 +26,7 @@ from ct_pipeline.loading.fingerprint import content_fingerprint, is_content_fing
 _SPEED_ONLY = frozenset({"seg_batch_size", "cls_batch_size"})
 # Settings recorded since a later ct, with the value that does what ct did before them: a record
 # without one was made that way, so it stays a repeat of a run with that value (and no other).
-_ADDED_LATER = {"classifier_flips": 1}
+_ADDED_LATER = {"classifier_flips": 1, "smallest_nodule_mm": 0.0}
 
 
 def run_provenance(

@@ -7,6 +7,8 @@ import pytest
 from scipy import ndimage
 
 from ct_pipeline.diagnosis.candidates import _label, group_candidates, merge_duplicates, merge_groups
+from ct_pipeline.diagnosis.config import DiagnosisConfig
+from ct_pipeline.errors import BadInputError
 from ct_pipeline.geometry import Geometry
 
 GEOMETRY = Geometry((10.0, -20.0, -300.0), (0.5, 0.5, 2.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -181,6 +183,18 @@ def test_the_detection_score_ranks_confident_components_first_and_is_the_probabi
     np.testing.assert_allclose(score, [0.495, 0.95, 0.5])
     assert list(np.argsort(-score)) == [1, 2, 0]
     assert detection_score(prob, confident, 0.0) is prob and detection_score(prob, None, 0.5) is prob
+
+
+def test_a_candidate_smaller_than_the_smallest_nodule_scores_in_proportion_to_its_diameter():
+    from ct_pipeline.diagnosis.pipeline import detection_score
+
+    prob, confident = np.array([0.9, 0.9, 0.9]), np.array([1.0, 1.0, 0.0])
+    diameter = np.array([1.5, 3.0, 12.0])
+    np.testing.assert_allclose(detection_score(prob, confident, 0.5, diameter, 3.0), [0.45, 0.9, 0.45])
+    np.testing.assert_allclose(detection_score(prob, None, 0.0, diameter, 3.0), [0.45, 0.9, 0.9])
+    assert detection_score(prob, None, 0.0, diameter, 0.0) is prob  # off, as the book
+    with pytest.raises(BadInputError, match="smallest nodule -1"):
+        DiagnosisConfig(smallest_nodule_mm=-1)
 
 
 def test_the_budget_ranks_by_confident_fraction_times_diameter_then_diameter_then_index():
